@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Command line of the HTCondor-backed Dask cluster controller.
+
+    python cli.py scale CLUSTER N [--owner USER] [--schedd NAME] [--wait [--timeout S]]
+    python cli.py delete CLUSTER [--wait]
+    python cli.py status [CLUSTER] [--json]
+    python cli.py jobs CLUSTER [--json]
+    python cli.py poll
+    python cli.py demo
+
+Bad input: one line on stderr, exit 2, nothing enqueued. Runtime failure (Redis down, timeout): one
+line on stderr, exit 1.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+import click
+import redis
+
+from workers import validation
+from workers.runas import UserRefused
+
+log = logging.getLogger("cli")
+
+BAD_INPUT = (validation.ValidationError, UserRefused)
+STATE_NAMES = {1: "Idle", 2: "Running", 3: "Removed", 4: "Completed", 5: "Held", 6: "Transferring", 7: "Suspended"}
+
+
+class Failure(Exception):
+    """A runtime failure the user should see as one line (exit 1)."""
+
+
+class OneLineErrors(click.Group):
+    """Turn every error into one line on stderr: exit 2 for bad input, 1 for runtime failures."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            _fail(e.format_message().splitlines()[-1] if e.format_message() else str(e), 2)
+        except BAD_INPUT as e:
+            _fail(str(e), 2)
+        except click.Abort:
+            _fail("aborted", 1)
+        except redis.exceptions.RedisError as e:
+            _fail(f"cannot reach Redis ({_redacted_url()}): {e}", 1)
+        except (Failure, TimeoutError) as e:
+            _fail(str(e), 1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str, code: int):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _redacted_url() -> str:
+    from tasks.config import settings
+    url = settings().redis_url
+    if "@" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def _store():
+    from state import Store, connect
+    from tasks.config import settings
+    store = Store(connect(settings().redis_url))
+    store.r.ping()
+    return store
+
+
+@click.group(cls=OneLineErrors)
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO on stderr.")
+def main(verbose: bool):
+    """Dask clusters whose workers are HTCondor jobs, scaled by Celery tasks."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("cluster")
+@click.argument("count", metavar="N")
+@click.option("--owner", help="Unix user the jobs run as (default: the Celery worker's user).")
+@click.option("--schedd", help="Schedd (queue) the cluster lives on (default: SCHEDD_NAME).")
+@click.option("--scheduler", "scheduler_address", help="Dask scheduler address the workers connect to.")
+@click.option("--threads", "nthreads", type=str, help="Threads per worker.")
+@click.option("--memory", "memory_limit", help="Memory limit per worker, e.g. 4GiB.")
+@click.option("--wait", is_flag=True, help="Wait until the cluster runs N jobs.")
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds --wait waits.")
+def scale(cluster, count, owner, schedd, scheduler_address, nthreads, memory_limit, wait, timeout):
+    """Scale CLUSTER to N workers (HTCondor jobs)."""
+    from tasks import api
+    from tasks.config import settings
+    validation.validate_cluster_name(cluster)
+    n = validation.validate_count(count, settings().max_workers_per_cluster)
+    options = {}
+    if scheduler_address:
+        options["scheduler_address"] = validation.validate_address(scheduler_address)
+    if nthreads:
+        options["nthreads"] = validation.validate_count(nthreads, 1024, field="--threads")
+    if memory_limit:
+        options["memory_limit"] = validation.validate_memory(memory_limit)
+    store = _store()
+    enqueued = api.enqueue_scale(store, cluster, n, owner=owner, options=options or None, schedd=schedd)
+    click.echo(f"cluster {cluster}: scale to {n} enqueued on queue {enqueued.queue} (task {enqueued.task_id})")
+    if wait:
+        _wait_for(store, cluster, n, timeout, schedd=enqueued.queue)
+
+
+def _wait_for(store, cluster: str, n: int, timeout: float, schedd: str) -> None:
+    """Poll until the cluster runs exactly n jobs (and nothing else is live), with a progress bar."""
+    from tasks import api
+    deadline = time.monotonic() + timeout
+    row = {}
+    with click.progressbar(length=max(n, 1), label=f"{cluster}: running", file=sys.stderr,
+                           show_pos=True) as bar:
+        shown = 0
+        while time.monotonic() < deadline:
+            api.enqueue_poll(schedd)
+            time.sleep(1.0)
+            rows = api.status_rows(store, cluster)
+            row = rows[0] if rows else {}
+            running = row.get("running") or 0
+            live = running + (row.get("idle") or 0) + (row.get("held") or 0)
+            if running > shown:
+                bar.update(min(running, n) - shown)
+                shown = min(running, n)
+            if running == n and live == n:
+                if n == 0:
+                    bar.update(1)
+                return
+    held = row.get("held_reasons") or {}
+    reasons = "; ".join(f"{r} ({c})" for r, c in held.items()) if held else ""
+    raise Failure(f"timed out after {timeout:.0f}s: cluster {cluster} runs {row.get('running', 0)} of {n} "
+                  f"({row.get('idle', 0)} idle, {row.get('held', 0)} held{': ' + reasons if reasons else ''})")
+
+
+@main.command()
+@click.argument("cluster")
+@click.option("--wait", is_flag=True, help="Wait until no job of the cluster is left.")
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+def delete(cluster, wait, timeout):
+    """Remove every job of CLUSTER and forget its state."""
+    from tasks import api
+    validation.validate_cluster_name(cluster)
+    store = _store()
+    enqueued = api.enqueue_delete(store, cluster)
+    click.echo(f"cluster {cluster}: delete enqueued on queue {enqueued.queue} (task {enqueued.task_id})")
+    if wait:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if store.get(cluster) is None:
+                api.enqueue_poll(enqueued.queue)
+                time.sleep(1.0)
+                rows = api.status_rows(store, cluster)
+                if not rows or not any(rows[0].get(k) for k in ("idle", "running", "held")):
+                    click.echo(f"cluster {cluster}: deleted")
+                    return
+            else:
+                time.sleep(0.3)
+        raise Failure(f"timed out after {timeout:.0f}s waiting for cluster {cluster} to be deleted")
+
+
+@main.command()
+@click.argument("cluster", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(cluster, as_json):
+    """Desired and actual workers of every cluster (or one), from the poller's summaries."""
+    from tasks import api
+    if cluster:
+        validation.validate_cluster_name(cluster)
+    store = _store()
+    rows = api.status_rows(store, cluster)
+    if cluster and rows and rows[0]["desired"] is None and rows[0]["polled_at"] is None:
+        raise Failure(f"no cluster named {cluster!r}")
+    if as_json:
+        click.echo(json.dumps({"clusters": rows}, indent=2))
+        return
+    click.echo(format_status(rows))
+
+
+def format_status(rows: list[dict]) -> str:
+    header = ["CLUSTER", "DESIRED", "IDLE", "RUNNING", "HELD", "COMPLETED", "REMOVED", "POLLED", "NOTE"]
+    table = [header]
+    for r in rows:
+        polled = "never" if r["age"] is None else f"{r['age']:.0f}s ago" + (" (stale)" if r["stale"] else "")
+        notes = []
+        if r.get("error"):
+            notes.append(f"error: {r['error']}")
+        if r.get("poll_error"):
+            notes.append(f"poll failing: {r['poll_error']}")
+        for reason, count in (r.get("held_reasons") or {}).items():
+            notes.append(f"held x{count}: {reason}")
+        table.append([r["name"], "-" if r["desired"] is None else str(r["desired"]), str(r["idle"]),
+                      str(r["running"]), str(r["held"]), str(r["completed"]), str(r["removed"]), polled,
+                      "; ".join(notes)])
+    if len(table) == 1:
+        return "no clusters"
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+
+
+@main.command()
+@click.argument("cluster")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def jobs(cluster, as_json):
+    """Each job of CLUSTER: state, time in that state, hold reason (why is my cluster not growing?)."""
+    validation.validate_cluster_name(cluster)
+    store = _store()
+    records = sorted(store.job_records(cluster).values(), key=lambda r: (r.get("index") or 0))
+    now = time.time()
+    for rec in records:
+        rec["state"] = STATE_NAMES.get(rec.get("status"), str(rec.get("status")))
+        rec["seconds_in_state"] = round(now - rec["since"], 1) if rec.get("since") else None
+    if as_json:
+        click.echo(json.dumps({"cluster": cluster, "jobs": records}, indent=2))
+        return
+    if not records:
+        click.echo(f"cluster {cluster}: no jobs in the last poll")
+        return
+    table = [["JOB", "NAME", "STATE", "FOR", "HOLD REASON"]]
+    for rec in records:
+        secs = rec["seconds_in_state"]
+        table.append([rec["job_id"], rec.get("name") or "", rec["state"], "-" if secs is None else f"{secs:.0f}s",
+                      rec.get("hold_reason") or ""])
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    click.echo("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table))
+
+
+@main.command()
+@click.option("--schedd", help="Schedd to poll (default: every schedd in SCHEDDS).")
+@click.option("--timeout", type=float, default=60.0, show_default=True)
+def poll(schedd, timeout):
+    """Poll the queue now and print the summaries."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from tasks import api
+    from tasks.config import settings
+    store = _store()
+    schedds = [validation.validate_schedd_name(schedd)] if schedd else list(settings().schedds)
+    for name in schedds:
+        try:
+            result = api.enqueue_poll(name).get(timeout=timeout)
+        except CeleryTimeout:
+            raise Failure(f"no worker answered the poll on queue {name} within {timeout:.0f}s")
+        click.echo(f"schedd {name}: {result['state']}, {result['jobs']} jobs in {result['clusters']} clusters"
+                   + (f" ({result['error']})" if result.get("error") else ""))
+    click.echo(format_status(api.status_rows(store)))
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Leave everything running until Ctrl-C at the end.")
+def demo(keep):
+    """Start Redis, the local pool, a Celery worker, beat and Flower; scale a cluster; stop everything."""
+    from harness.demo import run_demo
+    sys.exit(run_demo(keep=keep))
+
+
+if __name__ == "__main__":
+    main()

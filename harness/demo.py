@@ -1,0 +1,132 @@
+"""`make demo`: the whole controller on embedded defaults, then everything it started is stopped.
+
+Starts a private redis-server, the local pool, a Celery worker on the schedd queue, beat and Flower
+(behind basic auth), and a Dask scheduler; scales a cluster of real Dask workers (HTCondor jobs of the
+local pool) to 4, runs a computation on them, scales to 1, deletes the cluster and prints the summaries.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.procs import Process, free_port, wait_for_port
+from harness.services import REPO, Stack
+
+DEMO_USER = "htdask-demo"
+
+
+def _say(msg: str) -> None:
+    print(f"==> {msg}", flush=True)
+
+
+def demo_user() -> str | None:
+    """As root, jobs run as a dedicated unprivileged account (never root); created when missing."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(DEMO_USER)
+    except KeyError:
+        subprocess.run(["useradd", "-m", "-s", "/usr/sbin/nologin", DEMO_USER], check=True)
+        _say(f"created the unprivileged account {DEMO_USER!r} the demo's jobs run as")
+    return DEMO_USER
+
+
+def _cli(stack: Stack, *args: str, timeout: float = 300.0) -> str:
+    out = stack.cli(*args, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"cli {' '.join(args)} failed ({out.returncode}): {out.stderr.strip()}")
+    return out.stdout
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_demo(keep: bool = False) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    user = demo_user()
+    password = secrets.token_urlsafe(12)
+    stack = Stack(beat=True, flower_auth=f"admin:{password}", POLL_INTERVAL="2", SCHEDD_MIN_INTERVAL="0.1",
+                  **({"DEFAULT_OWNER": user} if user else {}))
+    scheduler = None
+    try:
+        _say("starting redis-server, the local pool, a Celery worker (queue 'local'), beat and Flower")
+        stack.start()
+        _say(f"Redis     {stack.redis.url}")
+        _say(f"Flower    http://127.0.0.1:{stack.flower_port}/  (user admin, password {password})")
+        _say(f"pool      LOCALPOOL_DIR={stack.env['LOCALPOOL_DIR']}")
+        sport = free_port()
+        scheduler = Process([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                             "--port", str(sport), "--dashboard-address", "127.0.0.1:0"],
+                            env=stack.env, log_path=stack.logdir / "scheduler.log", name="dask-scheduler")
+        wait_for_port(sport, timeout=60)
+        address = f"tcp://127.0.0.1:{sport}"
+        _say(f"Dask scheduler {address}")
+
+        _say("python cli.py scale demo 4 --wait   (one condor_submit, queue 4)")
+        print(_cli(stack, "scale", "demo", "4", "--scheduler", address, "--wait", "--timeout", "180"), end="")
+        print(_cli(stack, "status"))
+        print(_cli(stack, "jobs", "demo"))
+        _compute(address, expected_workers=4)
+
+        _say("python cli.py scale demo 1 --wait")
+        print(_cli(stack, "scale", "demo", "1", "--wait", "--timeout", "120"), end="")
+        print(_cli(stack, "status"))
+
+        _say("python cli.py delete demo --wait")
+        print(_cli(stack, "delete", "demo", "--wait", "--timeout", "120"), end="")
+        print(_cli(stack, "poll"))
+        submits = len(stack.calls("condor_submit"))
+        removes = len(stack.calls("condor_rm"))
+        queries = len(stack.calls("condor_q"))
+        _say(f"schedd calls: {submits} condor_submit, {removes} condor_rm, {queries} condor_q")
+        if keep:
+            _say("everything keeps running; Ctrl-C stops it")
+            while True:
+                time.sleep(3600)
+        _say("demo complete")
+        return 0
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except Exception as exc:  # the demo reports and still cleans up
+        print(f"demo failed: {exc}", file=sys.stderr)
+        print(stack.logs(), file=sys.stderr)
+        return 1
+    finally:
+        _say("stopping everything the demo started")
+        if scheduler:
+            scheduler.stop()
+        stack.stop()
+
+
+def _compute(address: str, expected_workers: int) -> None:
+    """A real computation on the HTCondor-job workers, checked against NumPy."""
+    import dask.array as da
+    import numpy as np
+    from distributed import Client
+
+    with Client(address, timeout=60) as client:
+        client.wait_for_workers(expected_workers, timeout=120)
+        workers = client.scheduler_info()["workers"]
+        names = sorted(w["name"] for w in workers.values())
+        _say(f"{len(workers)} Dask workers connected: {', '.join(map(str, names))}")
+        rng = np.random.default_rng(42)
+        x = rng.random((2000, 2000))
+        got = da.from_array(x, chunks=(500, 500)).dot(da.from_array(x, chunks=(500, 500)).T).sum().compute()
+        want = x.dot(x.T).sum()
+        ok = abs(got - want) <= 1e-9 * abs(want)
+        _say(f"sum(x @ x.T) on the cluster = {got:.6f}; NumPy = {want:.6f}: {'match' if ok else 'MISMATCH'}")
+        if not ok:
+            raise RuntimeError("the cluster's result differs from NumPy's")
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo(keep="--keep" in sys.argv))

@@ -1,0 +1,158 @@
+"""Start the controller's services as real processes: Celery worker, beat, Flower.
+
+`Stack` bundles a private redis-server, a fresh local pool and the Celery processes with one
+environment; tests, the demo and the benchmarks use it and stop every process by its pid.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness.procs import Process, free_port, wait_for_port
+from harness.redis_server import RedisServer
+
+REPO = Path(__file__).resolve().parent.parent
+POOL_BIN = REPO / "localpool" / "bin"
+
+
+def base_env(workdir: Path, redis_url: str, **extra: str) -> dict:
+    """Environment for every process of a stack: Redis, the pool on PATH, the repo importable."""
+    env = dict(os.environ)
+    env.update({
+        "REDIS_URL": redis_url,
+        "LOCALPOOL_DIR": str(workdir / "pool"),
+        "PATH": f"{POOL_BIN}{os.pathsep}{env.get('PATH', '')}",
+        "PYTHONPATH": str(REPO),
+        "SCHEDD_NAME": env.get("SCHEDD_NAME", "local"),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def celery_worker(env: dict, logdir: Path, *, queue: str | None = None, concurrency: int = 2,
+                  name: str = "worker", extra_env: dict | None = None) -> Process:
+    env = {**env, **(extra_env or {})}
+    queue = queue or env.get("SCHEDD_NAME", "local")
+    argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queue, "-c", str(concurrency),
+            "-n", f"{name}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "-E"]
+    return Process(argv, env=env, cwd=str(REPO), log_path=logdir / f"{name}.log", name=name)
+
+
+def celery_beat(env: dict, logdir: Path, name: str = "beat") -> Process:
+    argv = [sys.executable, "-m", "celery", "-A", "tasks", "beat", "--loglevel", "INFO",
+            "-s", str(logdir / f"{name}-schedule")]
+    return Process(argv, env=env, cwd=str(REPO), log_path=logdir / f"{name}.log", name=name)
+
+
+def flower(env: dict, logdir: Path, port: int, basic_auth: str) -> Process:
+    """Flower behind basic auth (`user:password`), on loopback only."""
+    argv = [sys.executable, "-m", "celery", "-A", "tasks", "flower", f"--port={port}", "--address=127.0.0.1",
+            f"--basic-auth={basic_auth}", "--persistent=False", "--max_tasks=10000"]
+    return Process(argv, env=env, cwd=str(REPO), log_path=logdir / "flower.log", name="flower")
+
+
+def wait_for_worker(env: dict, timeout: float = 30.0, logfile: Path | None = None) -> None:
+    """Wait until a Celery worker's log says it is ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if logfile and logfile.exists() and "ready." in logfile.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"Celery worker not ready after {timeout}s (log {logfile})")
+
+
+def stop_pool(env: dict) -> None:
+    subprocess.run([sys.executable, "-m", "localpool", "stop"], env=env, cwd=str(REPO),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+
+class Stack:
+    """redis-server + local pool + Celery worker(s) [+ beat] [+ Flower], one environment."""
+
+    def __init__(self, workdir: Path | None = None, *, beat: bool = False, flower_auth: str | None = None,
+                 concurrency: int = 2, redis_password: str | None = None, appendonly: bool = False,
+                 **env_extra):
+        # Jobs run as other Unix users, who must reach the pool's state directory: not under a
+        # private (0700) pytest tmp dir.
+        self.owns_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="htdask-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.workdir, 0o755)
+        self.logdir = self.workdir / "logs"
+        self.logdir.mkdir(exist_ok=True)
+        self.redis = RedisServer(self.workdir / "redis", appendonly=appendonly, password=redis_password)
+        self.with_beat = beat
+        self.flower_auth = flower_auth
+        self.flower_port: int | None = None
+        self.concurrency = concurrency
+        self.env_extra = env_extra
+        self.env: dict = {}
+        self.workers: list[Process] = []
+        self.others: list[Process] = []
+
+    def start(self) -> "Stack":
+        self.redis.start()
+        self.env = base_env(self.workdir, self.redis.url, **self.env_extra)
+        self.start_worker()
+        if self.with_beat:
+            self.others.append(celery_beat(self.env, self.logdir))
+        if self.flower_auth:
+            self.flower_port = free_port()
+            self.others.append(flower(self.env, self.logdir, self.flower_port, self.flower_auth))
+            wait_for_port(self.flower_port, timeout=30)
+        return self
+
+    def start_worker(self, name: str | None = None, **extra_env) -> Process:
+        name = name or f"worker{len(self.workers) + 1}"
+        proc = celery_worker(self.env, self.logdir, concurrency=self.concurrency, name=name, extra_env=extra_env)
+        self.workers.append(proc)
+        wait_for_worker(self.env, logfile=self.logdir / f"{name}.log")
+        return proc
+
+    def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], env=self.env, cwd=str(REPO),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def condor(self, command: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(POOL_BIN / command), *args], env=self.env, capture_output=True, text=True,
+                              timeout=60)
+
+    def calls(self, command: str | None = None) -> list[list[str]]:
+        """The pool's calls.log as [time, command, argv-json] rows, optionally of one command."""
+        path = Path(self.env["LOCALPOOL_DIR"]) / "calls.log"
+        if not path.exists():
+            return []
+        rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
+        return [r for r in rows if command is None or r[1] == command]
+
+    def stop(self) -> None:
+        for proc in self.others + self.workers:
+            proc.stop()
+        if self.env:
+            stop_pool(self.env)
+        self.redis.stop()
+        if self.owns_workdir and not os.environ.get("KEEP_STACK"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.tail(60)}" for p in self.workers + self.others)
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def have_redis() -> bool:
+    return shutil.which("redis-server") is not None

@@ -1,0 +1,88 @@
+"""Every Redis key this product uses, in one place, under one prefix.
+
+Only this module builds key names; everything else asks it. The prefix is `htdask` (override with
+`STATE_PREFIX`, e.g. to run two controllers on one Redis).
+
+| key | type | what it holds |
+|---|---|---|
+| `htdask:clusters` | set | names of every cluster with recorded state |
+| `htdask:seq` | string (int) | request sequence: every request gets the next number when enqueued, so a stale or re-delivered request never overrides a newer one |
+| `htdask:cluster:<name>` | hash | `desired`, `owner`, `schedd`, `options` (JSON of the job options), `generation` (bumped by every request), `seq` (sequence number of the newest request applied), `created_at`, `updated_at`, `error`, `error_at` |
+| `htdask:names:<name>` | set | named-worker clusters (gateway): the worker names wanted; `desired` is its size |
+| `htdask:counter:<name>` | string (int) | next worker index; reserved with one `INCRBY n` per submission |
+| `htdask:lock:<name>` | string | redis-py `Lock` held while a reconcile brings the cluster to its desired state; its token is `<host>:<pid>:<uuid>` so a lock left by a dead process on this host can be broken |
+| `htdask:inflight:<name>` | string (TTL) | set while a `condor_submit` for the cluster runs: `<host>:<pid>` |
+| `htdask:summary:<name>` | hash | written by the poller: `idle`, `running`, `held`, `suspended`, `completed`, `removed`, `held_reasons` (JSON), `max_index`, `polled_at` |
+| `htdask:jobs:<name>` | hash | written by the poller: job id `C.P` → JSON job record (name, index, status, since, hold reason, exit code) |
+| `htdask:holds:<name>` | hash | job name → times the held-job policy released it |
+| `htdask:poll:<schedd>` | hash | poller status of one schedd: `polled_at`, `ok_at`, `error`, `failures` |
+| `htdask:polllock:<schedd>` | string | redis-py `Lock` so two beat processes never run one poll twice |
+| `htdask:throttle:<schedd>` | string (PX TTL) | present while the schedd's minimum call interval has not passed |
+| `htdask:identity:<email>` | string (TTL) | cached e-mail → Unix user look-up |
+"""
+from __future__ import annotations
+
+import os
+
+PREFIX = os.environ.get("STATE_PREFIX", "htdask")
+
+
+def clusters() -> str:
+    return f"{PREFIX}:clusters"
+
+
+def seq() -> str:
+    return f"{PREFIX}:seq"
+
+
+def cluster(name: str) -> str:
+    return f"{PREFIX}:cluster:{name}"
+
+
+def names(name: str) -> str:
+    return f"{PREFIX}:names:{name}"
+
+
+def counter(name: str) -> str:
+    return f"{PREFIX}:counter:{name}"
+
+
+def lock(name: str) -> str:
+    return f"{PREFIX}:lock:{name}"
+
+
+def inflight(name: str) -> str:
+    return f"{PREFIX}:inflight:{name}"
+
+
+def summary(name: str) -> str:
+    return f"{PREFIX}:summary:{name}"
+
+
+def jobs(name: str) -> str:
+    return f"{PREFIX}:jobs:{name}"
+
+
+def holds(name: str) -> str:
+    return f"{PREFIX}:holds:{name}"
+
+
+def poll(schedd: str) -> str:
+    return f"{PREFIX}:poll:{schedd}"
+
+
+def poll_lock(schedd: str) -> str:
+    return f"{PREFIX}:polllock:{schedd}"
+
+
+def throttle(schedd: str) -> str:
+    return f"{PREFIX}:throttle:{schedd}"
+
+
+def identity(email: str) -> str:
+    return f"{PREFIX}:identity:{email.lower()}"
+
+
+def per_cluster(name: str) -> list[str]:
+    """Every key that belongs to one cluster (deleted together when the cluster is deleted)."""
+    return [cluster(name), names(name), counter(name), inflight(name), summary(name), jobs(name), holds(name)]

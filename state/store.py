@@ -1,0 +1,315 @@
+"""Cluster state in Redis: desired counts, name counters, locks, poll summaries.
+
+The store is the only code that reads or writes our keys (their layout is documented in `state.keys`).
+Values are plain strings and JSON so that any Redis client (Flower, redis-cli) can read them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import redis
+
+from state import keys
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+# Raise the counter to `floor` when it is lower, then reserve n indexes: one round trip, atomic.
+_RESERVE = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(ARGV[2])
+if cur < floor then redis.call('SET', KEYS[1], floor) end
+return redis.call('INCRBY', KEYS[1], ARGV[1])
+"""
+
+# Delete a lock only if it still holds the token we saw (breaking a dead holder's lock).
+_BREAK_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+
+
+def connect(url: str | None = None) -> redis.Redis:
+    """A client for REDIS_URL (password in the URL is honoured), decoding to str."""
+    return redis.Redis.from_url(url or redis_url(), decode_responses=True,
+                                socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+
+
+def holder_token() -> str:
+    """A lock/inflight token naming this process, so a dead holder on this host can be recognised."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+
+
+def holder_is_dead(token: str | None) -> bool:
+    """True when the token names a process on this host that no longer exists."""
+    if not token:
+        return False
+    parts = token.split(":")
+    if len(parts) < 2 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass
+class ClusterRecord:
+    """What was asked of a cluster: the desired count (or names), its owner, schedd and job options."""
+    name: str
+    desired: int
+    owner: str | None
+    schedd: str
+    generation: int
+    seq: int = 0
+    options: dict = field(default_factory=dict)
+    names: set[str] | None = None
+    error: str | None = None
+    error_at: float | None = None
+    created_at: float | None = None
+    updated_at: float | None = None
+
+
+class Store:
+    """Operations on our Redis keys. One instance per process is enough (redis-py pools connections)."""
+
+    def __init__(self, client: redis.Redis | None = None):
+        self.r = client or connect()
+        self._reserve = self.r.register_script(_RESERVE)
+        self._break = self.r.register_script(_BREAK_LOCK)
+
+    # ---- requests -------------------------------------------------------------------------------
+    def next_seq(self) -> int:
+        """A request number, taken when a request is enqueued; newer requests get larger numbers."""
+        return int(self.r.incr(keys.seq()))
+
+    def record_request(self, name: str, desired: int, *, schedd: str, owner: str | None = None,
+                       options: dict | None = None, names: list[str] | None = None,
+                       seq: int | None = None) -> bool:
+        """Record the newest desired state of a cluster; False when a newer request is already there.
+
+        A re-delivered or retried task carries its original `seq`, so it can never move a cluster
+        back to an older request's count. Without `seq` the request counts as the newest.
+        """
+        seq = self.next_seq() if seq is None else int(seq)
+        ckey = keys.cluster(name)
+
+        def apply(pipe):
+            if int(pipe.hget(ckey, "seq") or 0) > seq:
+                return False
+            now = time.time()
+            mapping = {"desired": desired, "schedd": schedd, "updated_at": now, "seq": seq}
+            if owner is not None:
+                mapping["owner"] = owner
+            if options is not None:
+                mapping["options"] = json.dumps(options, sort_keys=True)
+            pipe.multi()
+            pipe.hsetnx(ckey, "created_at", now)
+            pipe.hset(ckey, mapping=mapping)
+            pipe.hincrby(ckey, "generation", 1)
+            pipe.sadd(keys.clusters(), name)
+            if names is not None:
+                pipe.delete(keys.names(name))
+                if names:
+                    pipe.sadd(keys.names(name), *names)
+            return True
+
+        return self.r.transaction(apply, ckey, value_from_callable=True)
+
+    def get(self, name: str) -> ClusterRecord | None:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(keys.cluster(name))
+        pipe.smembers(keys.names(name))
+        h, names = pipe.execute()
+        if not h:
+            return None
+        return ClusterRecord(
+            name=name, desired=int(h.get("desired", 0)), owner=h.get("owner") or None,
+            schedd=h.get("schedd", "local"), generation=int(h.get("generation", 0)),
+            seq=int(h.get("seq", 0)),
+            options=json.loads(h["options"]) if h.get("options") else {},
+            names=set(names) if names else None, error=h.get("error") or None,
+            error_at=float(h["error_at"]) if h.get("error_at") else None,
+            created_at=float(h["created_at"]) if h.get("created_at") else None,
+            updated_at=float(h["updated_at"]) if h.get("updated_at") else None)
+
+    def generation(self, name: str) -> int:
+        return int(self.r.hget(keys.cluster(name), "generation") or 0)
+
+    def cluster_names(self) -> list[str]:
+        return sorted(self.r.smembers(keys.clusters()))
+
+    def set_error(self, name: str, message: str) -> None:
+        if self.r.exists(keys.cluster(name)):
+            self.r.hset(keys.cluster(name), mapping={"error": message, "error_at": time.time()})
+
+    def clear_error(self, name: str) -> None:
+        self.r.hdel(keys.cluster(name), "error", "error_at")
+
+    def delete(self, name: str) -> None:
+        """Forget a cluster entirely (after its jobs are gone)."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(*keys.per_cluster(name))
+        pipe.srem(keys.clusters(), name)
+        pipe.execute()
+
+    # ---- locks ----------------------------------------------------------------------------------
+    def cluster_lock(self, name: str, timeout: float):
+        return self.r.lock(keys.lock(name), timeout=timeout, thread_local=False)
+
+    def poll_lock(self, schedd: str, timeout: float):
+        return self.r.lock(keys.poll_lock(schedd), timeout=timeout, thread_local=False)
+
+    def break_dead_lock(self, lock_name: str) -> bool:
+        """Delete a lock whose holder is a dead process on this host; True if it was broken."""
+        token = self.r.get(lock_name)
+        if token and holder_is_dead(token):
+            broken = bool(self._break(keys=[lock_name], args=[token]))
+            if broken:
+                log.warning("broke lock %s left by dead process %s", lock_name, token)
+            return broken
+        return False
+
+    # ---- names ----------------------------------------------------------------------------------
+    def reserve_indexes(self, name: str, n: int, floor: int = 0) -> int:
+        """Reserve n consecutive worker indexes with one INCRBY; returns the first one.
+
+        `floor` (the highest index seen in the queue + 1) is applied first, so a counter lost with
+        Redis's data never hands out a name that a live job still carries.
+        """
+        last = int(self._reserve(keys=[keys.counter(name)], args=[n, floor]))
+        return last - n
+
+    def counter(self, name: str) -> int:
+        return int(self.r.get(keys.counter(name)) or 0)
+
+    def reset_counter(self, name: str) -> None:
+        self.r.set(keys.counter(name), 0)
+
+    def mark_inflight(self, name: str, token: str, ttl: float) -> None:
+        self.r.set(keys.inflight(name), token, px=int(ttl * 1000))
+
+    def clear_inflight(self, name: str) -> None:
+        self.r.delete(keys.inflight(name))
+
+    def inflight(self, name: str) -> str | None:
+        return self.r.get(keys.inflight(name))
+
+    # ---- poll results ---------------------------------------------------------------------------
+    def write_poll(self, schedd: str, summaries: dict[str, dict], jobs: dict[str, dict[str, str]],
+                   polled_at: float) -> None:
+        """Write every cluster's summary and job records and the poll status in one pipeline."""
+        pipe = self.r.pipeline(transaction=True)
+        for name, summary in summaries.items():
+            pipe.delete(keys.summary(name))
+            pipe.hset(keys.summary(name), mapping={k: _encode(v) for k, v in summary.items()})
+            pipe.delete(keys.jobs(name))
+            records = jobs.get(name)
+            if records:
+                pipe.hset(keys.jobs(name), mapping=records)
+        pipe.hset(keys.poll(schedd), mapping={"polled_at": polled_at, "ok_at": polled_at, "failures": 0,
+                                              "error": ""})
+        pipe.execute()
+
+    def poll_failed(self, schedd: str, error: str) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(keys.poll(schedd), mapping={"error": error, "polled_at": time.time()})
+        pipe.hincrby(keys.poll(schedd), "failures", 1)
+        pipe.execute()
+
+    def poll_status(self, schedd: str) -> dict:
+        return self.r.hgetall(keys.poll(schedd))
+
+    def summary(self, name: str) -> dict:
+        return {k: _decode(v) for k, v in self.r.hgetall(keys.summary(name)).items()}
+
+    def summaries(self, names: list[str]) -> dict[str, dict]:
+        pipe = self.r.pipeline(transaction=False)
+        for n in names:
+            pipe.hgetall(keys.summary(n))
+        return {n: {k: _decode(v) for k, v in h.items()} for n, h in zip(names, pipe.execute())}
+
+    def job_records(self, name: str) -> dict[str, dict]:
+        return {jid: json.loads(v) for jid, v in self.r.hgetall(keys.jobs(name)).items()}
+
+    def summarized_clusters(self) -> list[str]:
+        """Clusters that have a summary, including ones found in the queue but not requested by us."""
+        prefix = keys.summary("")
+        return sorted(k[len(prefix):] for k in self.r.scan_iter(match=prefix + "*", count=1000))
+
+    # ---- held-job policy ------------------------------------------------------------------------
+    def count_release(self, name: str, job_name: str) -> int:
+        return int(self.r.hincrby(keys.holds(name), job_name, 1))
+
+    def releases(self, name: str, job_name: str) -> int:
+        return int(self.r.hget(keys.holds(name), job_name) or 0)
+
+    def forget_releases(self, name: str, job_names: list[str]) -> None:
+        if job_names:
+            self.r.hdel(keys.holds(name), *job_names)
+
+    # ---- throttle -------------------------------------------------------------------------------
+    def throttle_wait(self, schedd: str, interval: float, max_wait: float = 60.0) -> float:
+        """Block until this schedd's minimum call interval has passed; returns seconds waited.
+
+        The slot is a key with a PX TTL: whoever sets it (NX) may call now; everyone else waits
+        out its remaining TTL. Works across processes and hosts.
+        """
+        if interval <= 0:
+            return 0.0
+        key, waited, ms = keys.throttle(schedd), 0.0, max(1, int(interval * 1000))
+        while not self.r.set(key, "1", px=ms, nx=True):
+            ttl = self.r.pttl(key)
+            pause = max(ttl, 1) / 1000.0 if ttl and ttl > 0 else 0.001
+            if waited + pause > max_wait:
+                break
+            time.sleep(pause)
+            waited += pause
+        return waited
+
+    # ---- identity cache (owners issue) ----------------------------------------------------------
+    def cached_identity(self, email: str) -> str | None:
+        return self.r.get(keys.identity(email))
+
+    def cache_identity(self, email: str, user: str, ttl: int) -> None:
+        self.r.set(keys.identity(email), user, ex=ttl)
+
+
+def _encode(value):
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    if value is None:
+        return ""
+    return value
+
+
+def _decode(value: str):
+    if value == "":
+        return None
+    if value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        return value

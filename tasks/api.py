@@ -1,0 +1,100 @@
+"""What entry points (CLI, gateway backend, operator) call: validate, enqueue, read status.
+
+Requests are validated here first, so bad input never reaches a queue; each request takes a sequence
+number from Redis so that a stale or re-delivered task never overrides a newer request.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from state import Store
+from tasks.app import app
+from tasks.config import settings
+from workers import validation
+from tasks.options import check_job_options
+from workers.runas import check_user
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Enqueued:
+    task_id: str
+    queue: str
+    seq: int
+
+
+def _queue_for(store: Store, cluster: str, schedd: str | None) -> str:
+    """The schedd queue a cluster's tasks go to: its recorded schedd, or the one asked for."""
+    record = store.get(cluster)
+    if schedd is not None:
+        validation.validate_schedd_name(schedd)
+    if record is not None and schedd is not None and schedd != record.schedd:
+        raise validation.ValidationError(
+            f"cluster {cluster!r} runs on schedd {record.schedd!r}; delete it before moving it to {schedd!r}")
+    return schedd or (record.schedd if record else settings().schedd_name)
+
+
+def enqueue_scale(store: Store, cluster: str, n, *, owner: str | None = None, options: dict | None = None,
+                  schedd: str | None = None, names: list[str] | None = None) -> Enqueued:
+    """Validate a scale request and put it on its schedd's queue."""
+    validation.validate_cluster_name(cluster)
+    n = validation.validate_count(n, settings().max_workers_per_cluster)
+    if owner is not None:
+        check_user(owner)
+    check_job_options(cluster, options or {})
+    queue = _queue_for(store, cluster, schedd)
+    seq = store.next_seq()
+    result = app.send_task("tasks.scale_cluster", kwargs={
+        "cluster": cluster, "n": n, "owner": owner, "options": options, "names": names, "seq": seq},
+        queue=queue)
+    log.info("cluster %s: scale to %d (owner %s) enqueued on %s as %s", cluster, n, owner or "-", queue, result.id)
+    return Enqueued(result.id, queue, seq)
+
+
+def enqueue_delete(store: Store, cluster: str) -> Enqueued:
+    validation.validate_cluster_name(cluster)
+    queue = _queue_for(store, cluster, None)
+    seq = store.next_seq()
+    result = app.send_task("tasks.delete_cluster", kwargs={"cluster": cluster, "seq": seq}, queue=queue)
+    log.info("cluster %s: delete enqueued on %s as %s", cluster, queue, result.id)
+    return Enqueued(result.id, queue, seq)
+
+
+def enqueue_poll(schedd: str | None = None, force: bool = True):
+    queue = schedd or settings().schedd_name
+    return app.send_task("tasks.poll_queue", kwargs={"schedd": queue, "force": force}, queue=queue)
+
+
+def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
+    """One row per cluster: desired state, the poller's summary, its age and any error."""
+    names = [cluster] if cluster else sorted(set(store.cluster_names()) | set(store.summarized_clusters()))
+    summaries = store.summaries(names)
+    now = time.time()
+    rows, polls = [], {}
+    for name in names:
+        record = store.get(name)
+        summary = summaries.get(name) or {}
+        schedd = record.schedd if record else settings().schedd_name
+        if schedd not in polls:
+            polls[schedd] = store.poll_status(schedd)
+        poll = polls[schedd]
+        polled_at = summary.get("polled_at")
+        rows.append({
+            "name": name,
+            "desired": record.desired if record else None,
+            "idle": summary.get("idle", 0), "running": summary.get("running", 0),
+            "held": summary.get("held", 0), "completed": summary.get("completed", 0),
+            "removed": summary.get("removed", 0),
+            "polled_at": polled_at,
+            "age": round(now - polled_at, 1) if polled_at else None,
+            "stale": bool(poll.get("error")),
+            "poll_error": poll.get("error") or None,
+            "held_reasons": summary.get("held_reasons") or {},
+            "owner": record.owner if record else None,
+            "schedd": schedd,
+            "error": record.error if record else None,
+        })
+    return rows

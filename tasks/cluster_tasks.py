@@ -1,0 +1,119 @@
+"""The Celery tasks: thin, idempotent and retriable; none waits for another task's result.
+
+- `scale_cluster` records the newest desired count (guarded by the request's sequence number), then
+  reconciles. `reconcile_cluster` only reconciles (asked for by the poller on drift or held jobs).
+- `delete_cluster` removes every job of a cluster and forgets it.
+- `poll_queue` (beat) polls the schedd once for all clusters.
+
+Schedd and Redis errors are retried with exponential backoff (`autoretry_for`, `retry_backoff`);
+after the last retry the error is kept in the cluster's state, where `status` shows it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+from celery import Task
+
+from tasks import context
+from tasks.app import app
+from tasks.config import settings
+from tasks.poll import Poller
+from tasks.reconcile import Reconciler, delete_jobs_and_state
+from workers import validation
+from workers.schedd import ScheddError
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = (ScheddError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError)
+_s = settings()
+
+
+class ClusterTask(Task):
+    """Keeps the last error of a task about a cluster in that cluster's state."""
+
+    def _record(self, args, kwargs, message: str) -> None:
+        cluster = kwargs.get("cluster") or (args[0] if args else None)
+        if not cluster:
+            return
+        try:
+            context.store().set_error(cluster, message)
+        except redis.exceptions.RedisError:
+            log.exception("cluster %s: could not record error %s", cluster, message)
+
+    def on_retry(self, exc, task_id, args, kwargs, einfo):
+        self._record(args, kwargs, f"retrying after error: {exc}")
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        cluster = kwargs.get("cluster") or (args[0] if args else "?")
+        log.error("cluster %s: %s failed for good: %s", cluster, self.name, exc)
+        self._record(args, kwargs, str(exc))
+
+
+TASK_OPTIONS = dict(
+    bind=True, base=ClusterTask, acks_late=True, autoretry_for=RETRYABLE, retry_backoff=1,
+    retry_backoff_max=_s.retry_backoff_max, retry_jitter=True, max_retries=_s.task_max_retries,
+)
+
+
+def reconciler() -> Reconciler:
+    return Reconciler(context.store(), context.schedd(), settings())
+
+
+@app.task(name="tasks.scale_cluster", **TASK_OPTIONS)
+def scale_cluster(self, cluster: str, n: int, owner: str | None = None, options: dict | None = None,
+                  names: list[str] | None = None, seq: int | None = None) -> dict:
+    """Record that `cluster` should have `n` workers (or exactly `names`), then reconcile."""
+    s = settings()
+    validation.validate_cluster_name(cluster)
+    validation.validate_count(n, s.max_workers_per_cluster)
+    if owner is not None:
+        validation.validate_unix_user_name(owner)
+    applied = context.store().record_request(cluster, n, schedd=s.schedd_name, owner=owner, options=options,
+                                             names=names, seq=seq)
+    if not applied:
+        log.info("cluster %s: request %s superseded by a newer one; reconciling toward the newer", cluster, seq)
+    else:
+        log.info("cluster %s: desired %d workers (owner %s, request %s)", cluster, n, owner or "-", seq)
+    return reconciler().reconcile(cluster).as_dict()
+
+
+@app.task(name="tasks.reconcile_cluster", **TASK_OPTIONS)
+def reconcile_cluster(self, cluster: str) -> dict:
+    """Bring the cluster's jobs to its recorded desired state (nothing to do when they match)."""
+    return reconciler().reconcile(cluster).as_dict()
+
+
+@app.task(name="tasks.delete_cluster", **TASK_OPTIONS)
+def delete_cluster(self, cluster: str, seq: int | None = None) -> dict:
+    """Remove every job of the cluster, then clear its state (a newer request keeps the cluster)."""
+    validation.validate_cluster_name(cluster)
+    store = context.store()
+    record = store.get(cluster)
+    if record is not None and seq is not None and record.seq > seq:
+        log.info("cluster %s: delete request %s superseded by request %s; not deleting", cluster, seq, record.seq)
+        return {"cluster": cluster, "state": "superseded"}
+    removed = delete_jobs_and_state(store, context.schedd(), cluster, settings())
+    return {"cluster": cluster, "state": "deleted", "removed": removed}
+
+
+@app.task(name="tasks.poll_queue", bind=True, acks_late=True, ignore_result=False)
+def poll_queue(self, schedd: str | None = None, force: bool = False) -> dict:
+    """One condor_q for all clusters of this submit node's schedd; summaries into Redis."""
+    s = settings()
+    if schedd and schedd != s.schedd_name:
+        log.warning("poll for schedd %s reached the worker of schedd %s; polling %s", schedd, s.schedd_name,
+                    s.schedd_name)
+    store = context.store()
+    result = Poller(store, context.schedd(), s.schedd_name, s).poll(force=force)
+    now = time.time()
+    for cluster in result.reconcile:
+        record = store.get(cluster)
+        if record and record.error and record.error_at and now - record.error_at < s.retry_backoff_max * 5:
+            log.info("cluster %s: in error (%s); not reconciling again before %ds", cluster, record.error,
+                     s.retry_backoff_max * 5)
+            continue
+        reconcile_cluster.apply_async((cluster,), queue=s.schedd_name)
+    return result.as_dict()
+

@@ -1,0 +1,85 @@
+"""Settings of the Celery side, read from the environment (documented in the README).
+
+Read once per process through `settings()`; tests that change the environment call
+`settings.cache_clear()`.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    return float(raw) if raw.strip() else default
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    return int(raw) if raw.strip() else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    #: queue of this submit node's worker, and the schedd of clusters that name none
+    schedd_name: str
+    #: schedd queues beat polls (comma-separated `SCHEDDS`; default: just SCHEDD_NAME)
+    schedds: tuple[str, ...]
+    #: Unix user the jobs of clusters without an owner run as (default: the worker's own user, never root)
+    default_owner: str | None
+    #: seconds between beat polls
+    poll_interval: float
+    #: largest worker count one cluster may ask for
+    max_workers_per_cluster: int
+    #: most idle (queued) jobs one cluster may have at once; 0 = no cap
+    max_idle_per_cluster: int
+    #: minimum seconds between two schedd calls to the same schedd (all workers together)
+    schedd_min_interval: float
+    #: seconds a condor_* command may run before it is killed
+    condor_timeout: float
+    #: times a held job is released before it is removed and replaced
+    hold_release_limit: int
+    #: hold reason codes never released (replaced at once): 34 = over memory is released with the same
+    #: request and would fail again only if the job really needs more; sites tune this list
+    hold_no_release_codes: tuple[int, ...]
+    #: attempts of a schedd query inside one poll before the poll is given up (summaries kept, stale)
+    poll_query_attempts: int
+    #: retries of a scale/reconcile task on schedd errors (exponential backoff, capped)
+    task_max_retries: int
+    retry_backoff_max: int
+    #: hard time limit of every task; the broker's visibility timeout is far above it
+    task_time_limit: int
+    visibility_timeout: int
+
+    @property
+    def lock_timeout(self) -> float:
+        """A reconcile lock outlives the longest schedd call it guards, then expires by itself."""
+        return self.condor_timeout * 2 + 30
+
+
+@functools.lru_cache(maxsize=1)
+def settings() -> Settings:
+    schedd = os.environ.get("SCHEDD_NAME", "local") or "local"
+    schedds = tuple(s.strip() for s in os.environ.get("SCHEDDS", schedd).split(",") if s.strip())
+    time_limit = _int("TASK_TIME_LIMIT", 300)
+    return Settings(
+        redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        schedd_name=schedd,
+        schedds=schedds or (schedd,),
+        default_owner=os.environ.get("DEFAULT_OWNER") or None,
+        poll_interval=_float("POLL_INTERVAL", 15.0),
+        max_workers_per_cluster=_int("MAX_WORKERS_PER_CLUSTER", 1000),
+        max_idle_per_cluster=_int("MAX_IDLE_PER_CLUSTER", 0),
+        schedd_min_interval=_float("SCHEDD_MIN_INTERVAL", 0.1),
+        condor_timeout=_float("CONDOR_TIMEOUT", 60.0),
+        hold_release_limit=_int("HOLD_RELEASE_LIMIT", 2),
+        hold_no_release_codes=tuple(int(c) for c in os.environ.get("HOLD_NO_RELEASE_CODES", "").split(",")
+                                    if c.strip()),
+        poll_query_attempts=_int("POLL_QUERY_ATTEMPTS", 3),
+        task_max_retries=_int("TASK_MAX_RETRIES", 6),
+        retry_backoff_max=_int("RETRY_BACKOFF_MAX", 60),
+        task_time_limit=time_limit,
+        visibility_timeout=_int("VISIBILITY_TIMEOUT", max(3600, time_limit * 4)),
+    )

@@ -1,0 +1,142 @@
+"""The queue poller: one `condor_q` for every cluster of a schedd, summaries into Redis.
+
+Run by beat every POLL_INTERVAL seconds on each schedd's queue. A poll
+- holds the schedd's poll lock, so two beat processes (or a slow schedd) never double a poll;
+- asks the schedd once, with a constraint on our marker attribute and only the attributes we use;
+- retries that query with backoff (condor_q fails now and then on busy pools); when it keeps failing
+  the old summaries stay, marked stale by the poll status, never reset to zero;
+- writes every summary and job record in one pipeline;
+- asks for a reconcile of each cluster whose live count drifted from its desired count or that has
+  held jobs (the held-job policy lives in the reconcile).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+from state import Store
+from workers.jobspec import POLL_PROJECTION, ours_constraint
+from workers.schedd import Schedd, ScheddError
+from workers.summary import ClusterSummary, summarize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PollResult:
+    schedd: str
+    state: str = "ok"  # ok | skipped | failed
+    clusters: int = 0
+    jobs: int = 0
+    reconcile: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def summary_fields(summary, polled_at: float) -> dict:
+    """The Redis form of one cluster's summary (see state.keys)."""
+    return {
+        "idle": summary.idle, "running": summary.running, "held": summary.held,
+        "suspended": summary.suspended, "completed": summary.completed, "removed": summary.removed,
+        "held_reasons": summary.held_reasons, "max_index": summary.max_index, "polled_at": polled_at,
+    }
+
+
+def job_fields(summary) -> dict[str, str]:
+    return {rec.job_id: json.dumps(rec._asdict(), separators=(",", ":")) for rec in summary.jobs}
+
+
+def live_count(summary) -> int:
+    """Jobs that hold a worker slot or wait for one; held jobs count until the hold policy replaces them."""
+    return summary.active + summary.held
+
+
+class Poller:
+    def __init__(self, store: Store, schedd: Schedd, schedd_name: str, settings):
+        self.store = store
+        self.schedd = schedd
+        self.name = schedd_name
+        self.settings = settings
+
+    def poll(self, force: bool = False) -> PollResult:
+        result = PollResult(self.name)
+        lock = self.store.poll_lock(self.name, timeout=max(2 * self.settings.poll_interval, 120))
+        if not lock.acquire(blocking=False):
+            result.state = "skipped"
+            log.info("schedd %s: a poll is already running; skipping", self.name)
+            return result
+        try:
+            if not force and self._recently_polled():
+                result.state = "skipped"
+                log.info("schedd %s: polled less than half a period ago; skipping", self.name)
+                return result
+            return self._poll(result)
+        finally:
+            try:
+                lock.release()
+            except Exception:  # expired: the next poll proceeds anyway
+                log.warning("schedd %s: poll lock expired before release", self.name)
+
+    def _recently_polled(self) -> bool:
+        ok_at = self.store.poll_status(self.name).get("ok_at")
+        return bool(ok_at) and time.time() - float(ok_at) < self.settings.poll_interval / 2
+
+    def _query(self):
+        attempts = max(1, self.settings.poll_query_attempts)
+        for attempt in range(attempts):
+            try:
+                return summarize(self.schedd.query(ours_constraint(), POLL_PROJECTION))
+            except ScheddError as err:
+                if attempt == attempts - 1:
+                    raise
+                pause = 0.5 * 2 ** attempt
+                log.warning("schedd %s: condor_q failed (attempt %d of %d), retrying in %.1fs: %s",
+                            self.name, attempt + 1, attempts, pause, err)
+                time.sleep(pause)
+
+    def _poll(self, result: PollResult) -> PollResult:
+        started = time.monotonic()
+        try:
+            summaries = self._query()
+        except ScheddError as err:
+            result.state, result.error = "failed", str(err)
+            self.store.poll_failed(self.name, str(err))
+            log.error("schedd %s: poll failed, summaries kept and marked stale: %s", self.name, err)
+            return result
+        polled_at = time.time()
+        known = {n: self.store.get(n) for n in self.store.cluster_names()}
+        mine = {n: rec for n, rec in known.items() if rec is not None and rec.schedd == self.name}
+        fields, jobs = {}, {}
+        for name in set(mine) | set(summaries):
+            summary = summaries.get(name) or ClusterSummary(name)
+            if name not in mine and live_count(summary) == 0:
+                continue  # jobs of a deleted cluster still leaving the queue
+            fields[name] = summary_fields(summary, polled_at)
+            jobs[name] = job_fields(summary)
+        self.store.write_poll(self.name, fields, jobs, polled_at)
+        self._forget_vanished(set(summaries) | set(mine))
+        for name, rec in mine.items():
+            summary = summaries.get(name)
+            live = live_count(summary) if summary else 0
+            held = summary.held if summary else 0
+            wanted = len(rec.names) if rec.names is not None else rec.desired
+            if live != wanted or held:
+                result.reconcile.append(name)
+                log.info("cluster %s: %d live jobs (%d held), desired %d: asking for a reconcile",
+                         name, live, held, wanted)
+        result.clusters, result.jobs = len(fields), sum(s.total for s in summaries.values())
+        result.seconds = time.monotonic() - started
+        log.info("schedd %s: polled %d jobs of %d clusters in %.2fs", self.name, result.jobs, result.clusters,
+                 result.seconds)
+        return result
+
+    def _forget_vanished(self, present: set[str]) -> None:
+        """Drop summaries of clusters that are neither requested nor in the queue any more."""
+        for name in self.store.summarized_clusters():
+            if name not in present and self.store.get(name) is None:
+                self.store.delete(name)

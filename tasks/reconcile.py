@@ -1,0 +1,272 @@
+"""Bring a cluster's live jobs to its desired state: reconcile, don't replay.
+
+Requests only move the desired state in Redis. Whoever holds the cluster's lock compares desired with
+the queue and acts: one `condor_submit` for every missing job (indexes reserved with one INCRBY), one
+`condor_rm` for the surplus. A burst of requests therefore collapses into a few schedd calls, and a
+duplicated or re-delivered task finds nothing left to do.
+"""
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+from dataclasses import dataclass, field
+
+from redis.exceptions import LockError
+
+from state import Store, holder_is_dead, holder_token, keys
+from tasks.options import job_options
+from workers.jobspec import WorkerJobSpec, cluster_constraint, members_constraint, worker_submit_description
+from workers.jobstatus import JobStatus
+from workers.runas import UserRefused
+from workers.schedd import Schedd
+
+log = logging.getLogger(__name__)
+
+#: statuses of jobs that hold a worker slot (a held job is replaced by the held-job policy)
+LIVE = {JobStatus.IDLE, JobStatus.RUNNING, JobStatus.HELD, JobStatus.SUSPENDED}
+#: removal order when scaling down: useless jobs first, then queued ones, running ones last
+REMOVE_ORDER = {JobStatus.HELD: 0, JobStatus.IDLE: 1, JobStatus.SUSPENDED: 2, JobStatus.RUNNING: 3}
+PROJECTION = ["ClusterId", "ProcId", "JobStatus", "DaskWorkerIndex", "DaskWorkerName", "HoldReason",
+              "HoldReasonCode", "EnteredCurrentStatus"]
+
+
+@dataclass
+class Outcome:
+    """What one reconcile did (also the task's JSON result, visible in Flower)."""
+    cluster: str
+    state: str = "ok"  # ok | busy | gone
+    desired: int | None = None
+    live: int | None = None
+    submitted: list[str] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Job:
+    job_id: str
+    status: int
+    index: int
+    name: str
+    hold_code: int | None = None
+    hold_reason: str | None = None
+
+    @classmethod
+    def from_ad(cls, ad: dict) -> "Job":
+        index = ad.get("DaskWorkerIndex")
+        return cls(job_id=f"{ad['ClusterId']}.{ad['ProcId']}", status=int(ad["JobStatus"]),
+                   index=int(index) if isinstance(index, int) else -1, name=str(ad.get("DaskWorkerName") or ""),
+                   hold_code=ad.get("HoldReasonCode"), hold_reason=ad.get("HoldReason"))
+
+
+class Reconciler:
+    """Reconciles clusters of one schedd. Cheap to build; holds no state between calls."""
+
+    def __init__(self, store: Store, schedd: Schedd, settings):
+        self.store = store
+        self.schedd = schedd
+        self.settings = settings
+
+    def submit_user(self, record) -> str | None:
+        """The Unix user this cluster's jobs are submitted and removed as; never root."""
+        return submit_user(record, self.settings)
+
+    # ---- locking --------------------------------------------------------------------------------
+    def reconcile(self, cluster: str) -> Outcome:
+        """Reconcile under the cluster lock; a busy lock means its holder will see our request."""
+        outcome = Outcome(cluster)
+        while True:
+            lock = self.store.cluster_lock(cluster, self.settings.lock_timeout)
+            if not self._acquire(lock, cluster):
+                outcome.state = "busy"
+                log.info("cluster %s: reconcile already running elsewhere; it will apply the newest request",
+                         cluster)
+                return outcome
+            try:
+                done = self._until_stable(cluster, outcome)
+                if done is not None:
+                    self.store.clear_error(cluster)
+            finally:
+                _release(lock, cluster)
+            # A request that found the lock busy bumped the generation before we released it.
+            if done is None or self.store.generation(cluster) == done:
+                return outcome
+
+    def _acquire(self, lock, cluster: str) -> bool:
+        token = holder_token()
+        if lock.acquire(blocking=False, token=token):
+            return True
+        if self.store.break_dead_lock(keys.lock(cluster)):
+            return lock.acquire(blocking=False, token=token)
+        return False
+
+    def _until_stable(self, cluster: str, outcome: Outcome) -> int | None:
+        """Act until a pass ends with no newer request and nothing left to do."""
+        for _ in range(10):
+            gen = self.store.generation(cluster)
+            record = self.store.get(cluster)
+            if record is None:
+                outcome.state = "gone"
+                return None
+            acted = self._step(record, outcome)
+            if not acted and self.store.generation(cluster) == gen:
+                return gen
+        return self.store.generation(cluster)
+
+    # ---- one pass -------------------------------------------------------------------------------
+    def _step(self, record, outcome: Outcome) -> bool:
+        """Compare desired with the queue and make one change; True if something was changed."""
+        name = record.name
+        jobs = [Job.from_ad(ad) for ad in self.schedd.query(cluster_constraint(name), PROJECTION)]
+        live = [j for j in jobs if j.status in LIVE]
+        if not jobs and not self._submission_in_flight(name):
+            self.store.reset_counter(name)
+        outcome.desired, outcome.live = record.desired, len(live)
+        if self._apply_hold_policy(record, live, outcome):
+            return True
+        if record.names is not None:
+            have = {j.name for j in live}
+            missing = sorted(record.names - have)
+            surplus = [j for j in live if j.name not in record.names]
+            if missing:
+                return self._submit(record, jobs, live, names=missing, outcome=outcome)
+            if surplus:
+                return self._remove(record, surplus, outcome)
+            return False
+        diff = record.desired - len(live)
+        if diff > 0:
+            return self._submit(record, jobs, live, count=diff, outcome=outcome)
+        if diff < 0:
+            surplus = sorted(live, key=lambda j: (REMOVE_ORDER.get(j.status, 9), -j.index))[:-diff]
+            return self._remove(record, surplus, outcome)
+        return False
+
+    def _submission_in_flight(self, name: str) -> bool:
+        token = self.store.inflight(name)
+        if token and holder_is_dead(token):
+            self.store.clear_inflight(name)
+            return False
+        return token is not None
+
+    def _submit(self, record, jobs, live, *, outcome: Outcome, count: int = 0,
+                names: list[str] | None = None) -> bool:
+        name = record.name
+        wanted = len(names) if names is not None else count
+        cap = self.settings.max_idle_per_cluster
+        if cap > 0:
+            idle = sum(1 for j in live if j.status == JobStatus.IDLE)
+            wanted = min(wanted, max(0, cap - idle))
+            if wanted == 0:
+                log.info("cluster %s: %d idle jobs reach MAX_IDLE_PER_CLUSTER=%d; submitting later",
+                         name, idle, cap)
+                return False
+        floor = max((j.index for j in jobs), default=-1) + 1
+        first = self.store.reserve_indexes(name, wanted, floor=floor)
+        labels = names[:wanted] if names is not None else [f"{name}-{first + i}" for i in range(wanted)]
+        items = [(first + i, label) for i, label in enumerate(labels)]
+        user = self.submit_user(record)
+        owner = user or getpass.getuser()
+        spec = WorkerJobSpec(cluster=name, owner=owner, **job_options(record.options))
+        description = worker_submit_description(spec, items)
+        log.info("cluster %s: submitting %d jobs as %s, indexes %d..%d (counter now %d)",
+                 name, wanted, owner, first, first + wanted - 1, first + wanted)
+        self.store.mark_inflight(name, holder_token(), ttl=self.settings.condor_timeout + 30)
+        try:
+            ids = self.schedd.submit(description, user=user)
+        finally:
+            self.store.clear_inflight(name)
+        log.info("cluster %s: submitted jobs %s", name, _span(ids))
+        if len(ids) != wanted:
+            log.warning("cluster %s: asked for %d jobs, the schedd created %d; reconciling again",
+                        name, wanted, len(ids))
+        outcome.submitted.extend(ids)
+        return True
+
+    def _remove(self, record, surplus: list[Job], outcome: Outcome) -> bool:
+        name = record.name
+        indexes = sorted(j.index for j in surplus)
+        user = self.submit_user(record)
+        log.info("cluster %s: removing %d jobs (indexes %s) as %s", name, len(indexes), indexes,
+                 user or getpass.getuser())
+        result = self.schedd.remove(constraint=members_constraint(name, indexes), user=user,
+                                    reason=f"scale down of {name} to {record.desired}")
+        log.info("cluster %s: %s", name, result.message)
+        outcome.removed.extend(indexes)
+        return True
+
+    def _apply_hold_policy(self, record, live: list[Job], outcome: Outcome) -> bool:
+        """Release a held job up to HOLD_RELEASE_LIMIT times; after that remove it (it gets replaced)."""
+        held = [j for j in live if j.status == JobStatus.HELD]
+        if not held:
+            return False
+        name, limit = record.name, self.settings.hold_release_limit
+        release, replace = [], []
+        for job in held:
+            if job.hold_code in self.settings.hold_no_release_codes or self.store.releases(name, job.name) >= limit:
+                replace.append(job)
+            else:
+                release.append(job)
+        for job in release:
+            count = self.store.count_release(name, job.name)
+            log.info("cluster %s: releasing held job %s (%s), release %d of %d: %s", name, job.job_id,
+                     job.name, count, limit, job.hold_reason)
+        if release:
+            self.schedd.release(ids=[j.job_id for j in release], user=self.submit_user(record),
+                                reason=f"released by the controller of {name}")
+            outcome.released.extend(j.job_id for j in release)
+        if replace:
+            for job in replace:
+                log.warning("cluster %s: job %s (%s) held again after %d releases, replacing it: %s", name,
+                            job.job_id, job.name, limit, job.hold_reason)
+            self.schedd.remove(constraint=members_constraint(name, [j.index for j in replace]),
+                               user=self.submit_user(record), reason=f"held too often; replaced by the controller of {name}")
+            self.store.forget_releases(name, [j.name for j in replace])
+            outcome.removed.extend(j.index for j in replace)
+        return True
+
+
+def submit_user(record, settings) -> str | None:
+    """Owner, else DEFAULT_OWNER, else the worker's own user (None); refuses root."""
+    user = (record.owner if record else None) or settings.default_owner
+    if user is None and os.geteuid() == 0:
+        raise UserRefused("root", "the Celery worker runs as root and the cluster has no owner; set DEFAULT_OWNER "
+                          "or give the cluster an owner")
+    return user
+
+
+def delete_jobs_and_state(store: Store, schedd: Schedd, cluster: str, settings) -> int:
+    """Remove every job of the cluster, then forget its state; returns how many jobs were live."""
+    lock = store.cluster_lock(cluster, settings.lock_timeout)
+    token = holder_token()
+    if not lock.acquire(blocking=True, blocking_timeout=settings.lock_timeout, token=token):
+        raise TimeoutError(f"cluster {cluster}: lock still held after {settings.lock_timeout}s")
+    try:
+        record = store.get(cluster)
+        jobs = [Job.from_ad(ad) for ad in schedd.query(cluster_constraint(cluster), PROJECTION)]
+        live = [j for j in jobs if j.status in LIVE]
+        if jobs:
+            result = schedd.remove(constraint=cluster_constraint(cluster), user=submit_user(record, settings),
+                                   reason=f"cluster {cluster} deleted")
+            log.info("cluster %s: deleted, %s", cluster, result.message)
+        store.delete(cluster)
+        log.info("cluster %s: state cleared (%d live jobs removed)", cluster, len(live))
+        return len(live)
+    finally:
+        _release(lock, cluster)
+
+
+def _release(lock, cluster: str) -> None:
+    try:
+        lock.release()
+    except LockError:
+        log.warning("cluster %s: reconcile lock expired before release", cluster)
+
+
+def _span(ids: list[str]) -> str:
+    if not ids:
+        return "none"
+    return ids[0] if len(ids) == 1 else f"{ids[0]} - {ids[-1]} ({len(ids)})"

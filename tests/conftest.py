@@ -1,0 +1,73 @@
+"""Shared fixtures: a real redis-server and a fresh local pool per test, both stopped by pid."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.redis_server import RedisServer
+
+REPO = Path(__file__).resolve().parent.parent
+POOL_BIN = REPO / "localpool" / "bin"
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A private redis-server on a free loopback port, stopped after the test."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pool_env(tmp_path, monkeypatch):
+    """A fresh local pool: LOCALPOOL_DIR in tmp, localpool/bin first on PATH (also in os.environ).
+
+    The pool's runner and every job it started are stopped at teardown.
+    """
+    pool_dir = tmp_path / "pool"
+    env = dict(os.environ)
+    env["LOCALPOOL_DIR"] = str(pool_dir)
+    env["PATH"] = f"{POOL_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(REPO)
+    for k in ("LOCALPOOL_DIR", "PATH", "PYTHONPATH"):
+        monkeypatch.setenv(k, env[k])
+    yield env
+    subprocess.run([sys.executable, "-m", "localpool", "stop"], env=env, cwd=REPO,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+
+SERVICE_USER = "htdask-svc"
+
+
+@pytest.fixture(scope="session")
+def service_user():
+    """A non-root Unix user (uid >= 1000) the controller submits as; created once, removed at the end."""
+    import pwd
+    if os.geteuid() != 0:
+        pytest.skip("creating a Unix user needs root (CI runs as root)")
+    created = False
+    try:
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", SERVICE_USER], check=True)
+        created = True
+    yield SERVICE_USER
+    if created:
+        subprocess.run(["userdel", SERVICE_USER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, message: str = "condition"):
+    """Poll `predicate` until it returns a truthy value; fail the test with `message` on timeout."""
+    import time
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {message} (last: {last!r})")

@@ -1,0 +1,38 @@
+"""Flower shows our tasks with their arguments and states, behind basic auth."""
+from __future__ import annotations
+
+import pytest
+import requests
+
+from tests.conftest import wait_until
+from tests.test_core import FAKE_WORKER, live
+from harness.services import Stack
+
+
+@pytest.fixture
+def stack(service_user):
+    with Stack(flower_auth="admin:s3cret-pw", DEFAULT_OWNER=service_user, DASK_WORKER_COMMAND=FAKE_WORKER, DASK_SCHEDULER_ADDRESS="tcp://127.0.0.1:8786",
+               SCHEDD_MIN_INTERVAL="0") as s:
+        yield s
+
+
+def test_flower_api_lists_our_tasks_with_arguments(stack):
+    base = f"http://127.0.0.1:{stack.flower_port}"
+    assert requests.get(f"{base}/api/tasks", timeout=10).status_code == 401
+    assert requests.get(f"{base}/api/tasks", auth=("admin", "wrong"), timeout=10).status_code == 401
+    out = stack.cli("scale", "flowery", "2")
+    assert out.returncode == 0, out.stderr
+    wait_until(lambda: len(live(stack, "flowery")) == 2, message="2 jobs")
+
+    def scale_task():
+        tasks = requests.get(f"{base}/api/tasks", auth=("admin", "s3cret-pw"), timeout=10).json()
+        return [t for t in tasks.values()
+                if t.get("name") == "tasks.scale_cluster" and t.get("state") == "SUCCESS"]
+
+    found = wait_until(scale_task, timeout=30, message="the scale task in Flower")
+    task = found[0]
+    assert "flowery" in task["kwargs"] and "'n': 2" in task["kwargs"]
+    assert "submitted" in (task.get("result") or "")
+    workers = requests.get(f"{base}/api/workers", auth=("admin", "s3cret-pw"), timeout=10,
+                           params={"refresh": "true"}).json()
+    assert any(name.startswith("worker1@") for name in workers)
