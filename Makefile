@@ -1,5 +1,6 @@
 # Two commands that work on a fresh machine: `make demo` and `make test`.
-PYTHON ?= python3
+# Debian's python3 when present: jobs run as other Unix users, who cannot reach an interpreter under /root.
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed

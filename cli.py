@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Command line of the HTCondor-backed Dask cluster controller.
 
-    python cli.py scale CLUSTER N [--owner USER] [--schedd NAME] [--wait [--timeout S]]
+    python cli.py scale CLUSTER N [--owner USER | --email ADDRESS] [--schedd NAME] [--wait [--timeout S]]
     python cli.py delete CLUSTER [--wait]
     python cli.py status [CLUSTER] [--json]
     python cli.py jobs CLUSTER [--json]
@@ -85,22 +85,28 @@ def main(verbose: bool):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-@main.command()
+@main.command(context_settings={"ignore_unknown_options": True})  # so that N may be "-1" (refused below)
 @click.argument("cluster")
 @click.argument("count", metavar="N")
 @click.option("--owner", help="Unix user the jobs run as (default: the Celery worker's user).")
+@click.option("--email", help="Owner's e-mail, resolved to a Unix user (USER_MAP_FILE, else CI Connect).")
 @click.option("--schedd", help="Schedd (queue) the cluster lives on (default: SCHEDD_NAME).")
 @click.option("--scheduler", "scheduler_address", help="Dask scheduler address the workers connect to.")
 @click.option("--threads", "nthreads", type=str, help="Threads per worker.")
 @click.option("--memory", "memory_limit", help="Memory limit per worker, e.g. 4GiB.")
 @click.option("--wait", is_flag=True, help="Wait until the cluster runs N jobs.")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds --wait waits.")
-def scale(cluster, count, owner, schedd, scheduler_address, nthreads, memory_limit, wait, timeout):
+def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, memory_limit, wait, timeout):
     """Scale CLUSTER to N workers (HTCondor jobs)."""
     from tasks import api
     from tasks.config import settings
+    from workers import identity
+    if owner is not None and email is not None:
+        raise click.UsageError("--owner and --email are mutually exclusive")
     validation.validate_cluster_name(cluster)
     n = validation.validate_count(count, settings().max_workers_per_cluster)
+    if email is not None:
+        validation.validate_email(email, "--email")
     options = {}
     if scheduler_address:
         options["scheduler_address"] = validation.validate_address(scheduler_address)
@@ -109,6 +115,11 @@ def scale(cluster, count, owner, schedd, scheduler_address, nthreads, memory_lim
     if memory_limit:
         options["memory_limit"] = validation.validate_memory(memory_limit)
     store = _store()
+    if owner is not None or email is not None:
+        try:
+            owner = identity.resolve_owner(email if email is not None else owner, store)
+        except identity.IdentityUnavailable as e:
+            raise Failure(str(e)) from None
     enqueued = api.enqueue_scale(store, cluster, n, owner=owner, options=options or None, schedd=schedd)
     click.echo(f"cluster {cluster}: scale to {n} enqueued on queue {enqueued.queue} (task {enqueued.task_id})")
     if wait:
@@ -262,6 +273,34 @@ def demo(keep):
     """Start Redis, the local pool, a Celery worker, beat and Flower; scale a cluster; stop everything."""
     from harness.demo import run_demo
     sys.exit(run_demo(keep=keep))
+
+
+@main.command()
+@click.option("--kubeconfig", type=click.Path(dir_okay=False),
+              help="Kubeconfig (default: in-cluster, else ~/.kube/config).")
+@click.option("--context", help="Kubeconfig context.")
+@click.option("--instance", help="dask-gateway instance to serve (DASK_GATEWAY_INSTANCE).")
+@click.option("--api-url", help="Gateway API URL given to schedulers and workers (DASK_GATEWAY_API_URL).")
+@click.option("--namespace", help="Namespace of the leader Lease (OPERATOR_NAMESPACE).")
+@click.option("--no-leader-election", is_flag=True, help="Skip the Lease (only when exactly one operator runs).")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def operator(kubeconfig, context, instance, api_url, namespace, no_leader_election, log_level):
+    """Run the DaskCluster operator (Kubernetes): dask-gateway's DaskClusters get their scheduler
+    pod in Kubernetes and their workers as HTCondor jobs through the Celery tasks.  Settings: see
+    k8s_operator/README.md."""
+    from k8s_operator import config
+    from k8s_operator.main import StartError, run
+    logging.getLogger().setLevel(log_level.upper())
+    try:
+        cfg = config.from_env(instance=instance, api_url=api_url, namespace=namespace)
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    try:
+        code = run(cfg, kubeconfig=kubeconfig, context=context, leader_election=not no_leader_election)
+    except StartError as e:
+        raise Failure(str(e))
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ local pool) to 4, runs a computation on them, scales to 1, deletes the cluster a
 """
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import secrets
@@ -14,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from harness.procs import Process, free_port, wait_for_port
 from harness.services import REPO, Stack
@@ -59,8 +57,11 @@ def run_demo(keep: bool = False) -> int:
     try:
         _say("starting redis-server, the local pool, a Celery worker (queue 'local'), beat and Flower")
         stack.start()
-        _say(f"Redis     {stack.redis.url}")
-        _say(f"Flower    http://127.0.0.1:{stack.flower_port}/  (user admin, password {password})")
+        secret = stack.workdir / "flower-password"
+        secret.touch(mode=0o600)
+        secret.write_text(password + "\n")
+        _say(f"Redis     redis://127.0.0.1:{stack.redis.port}/0")
+        _say(f"Flower    http://127.0.0.1:{stack.flower_port}/  (user admin, password in {secret})")
         _say(f"pool      LOCALPOOL_DIR={stack.env['LOCALPOOL_DIR']}")
         sport = free_port()
         scheduler = Process([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
@@ -118,10 +119,10 @@ def _compute(address: str, expected_workers: int) -> None:
         workers = client.scheduler_info()["workers"]
         names = sorted(w["name"] for w in workers.values())
         _say(f"{len(workers)} Dask workers connected: {', '.join(map(str, names))}")
-        rng = np.random.default_rng(42)
-        x = rng.random((2000, 2000))
-        got = da.from_array(x, chunks=(500, 500)).dot(da.from_array(x, chunks=(500, 500)).T).sum().compute()
-        want = x.dot(x.T).sum()
+        x = da.random.RandomState(42).random_sample((2000, 2000), chunks=(500, 500))
+        got = x.dot(x.T).sum().compute()
+        xn = x.compute()  # the same (seeded) numbers, computed again and fetched
+        want = np.dot(xn, xn.T).sum()
         ok = abs(got - want) <= 1e-9 * abs(want)
         _say(f"sum(x @ x.T) on the cluster = {got:.6f}; NumPy = {want:.6f}: {'match' if ok else 'MISMATCH'}")
         if not ok:

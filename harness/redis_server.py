@@ -34,11 +34,16 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def argv(self) -> list[str]:
-        argv = [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+        argv = [self.exe]
+        if self.password:
+            # The password goes into a private config file, not onto the command line (ps shows argv).
+            conf = self.workdir / "redis.conf"
+            conf.touch(mode=0o600)
+            conf.write_text(f"requirepass {self.password}\n")
+            argv.append(str(conf))
+        argv += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
                 "--save", "", "--daemonize", "no", "--protected-mode", "yes",
                 "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always"]
-        if self.password:
-            argv += ["--requirepass", self.password]
         return argv
 
     def start(self) -> "RedisServer":
@@ -56,7 +61,7 @@ class RedisServer:
         self.stop()
         if wipe:
             for p in self.workdir.iterdir():
-                if p.name != "redis.log":
+                if p.name not in ("redis.log", "redis.conf"):
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
         self.start()
 

@@ -18,6 +18,7 @@ from harness.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 POOL_BIN = REPO / "localpool" / "bin"
+FAKE_WORKER = REPO / "harness" / "fake_dask_worker"
 
 
 def base_env(workdir: Path, redis_url: str, **extra: str) -> dict:
@@ -51,10 +52,11 @@ def celery_beat(env: dict, logdir: Path, name: str = "beat") -> Process:
 
 
 def flower(env: dict, logdir: Path, port: int, basic_auth: str) -> Process:
-    """Flower behind basic auth (`user:password`), on loopback only."""
+    """Flower behind basic auth (`user:password`, passed in the environment, not argv), on loopback only."""
     argv = [sys.executable, "-m", "celery", "-A", "tasks", "flower", f"--port={port}", "--address=127.0.0.1",
-            f"--basic-auth={basic_auth}", "--persistent=False", "--max_tasks=10000"]
-    return Process(argv, env=env, cwd=str(REPO), log_path=logdir / "flower.log", name="flower")
+            "--persistent=False", "--max_tasks=10000"]
+    return Process(argv, env={**env, "FLOWER_BASIC_AUTH": basic_auth}, cwd=str(REPO),
+                   log_path=logdir / "flower.log", name="flower")
 
 
 def wait_for_worker(env: dict, timeout: float = 30.0, logfile: Path | None = None) -> None:
@@ -91,6 +93,12 @@ class Stack:
         self.flower_auth = flower_auth
         self.flower_port: int | None = None
         self.concurrency = concurrency
+        if env_extra.get("DASK_WORKER_COMMAND") == str(FAKE_WORKER):
+            # Jobs run as other users, who may not reach the checkout (e.g. under /root): use a copy.
+            copy = self.workdir / "fake_dask_worker"
+            shutil.copy(FAKE_WORKER, copy)
+            os.chmod(copy, 0o755)
+            env_extra["DASK_WORKER_COMMAND"] = str(copy)
         self.env_extra = env_extra
         self.env: dict = {}
         self.workers: list[Process] = []
@@ -118,6 +126,14 @@ class Stack:
     def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], env=self.env, cwd=str(REPO),
                               capture_output=True, text=True, timeout=timeout)
+
+    def python(self, code: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+        """Run a Python snippet with the stack's environment (a client of this stack's Redis)."""
+        out = subprocess.run([sys.executable, "-c", code], env=self.env, cwd=str(REPO), capture_output=True,
+                             text=True, timeout=timeout)
+        if out.returncode != 0:
+            raise RuntimeError(f"snippet failed ({out.returncode}): {out.stderr[-2000:]}")
+        return out
 
     def condor(self, command: str, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(POOL_BIN / command), *args], env=self.env, capture_output=True, text=True,

@@ -7,7 +7,7 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 |---|---|---|
 | `htdask:clusters` | set | names of every cluster with recorded state |
 | `htdask:seq` | string (int) | request sequence: every request gets the next number when enqueued, so a stale or re-delivered request never overrides a newer one |
-| `htdask:cluster:<name>` | hash | `desired`, `owner`, `schedd`, `options` (JSON of the job options), `generation` (bumped by every request), `seq` (sequence number of the newest request applied), `created_at`, `updated_at`, `error`, `error_at` |
+| `htdask:cluster:<name>` | hash | `desired`, `owner`, `schedd`, `options` (JSON of the job options), `generation` (bumped by every request), `seq` (sequence number of the newest request applied), `replaced` (held jobs replaced since that request), `created_at`, `updated_at`, `error`, `error_at` |
 | `htdask:names:<name>` | set | named-worker clusters (gateway): the worker names wanted; `desired` is its size |
 | `htdask:counter:<name>` | string (int) | next worker index; reserved with one `INCRBY n` per submission |
 | `htdask:lock:<name>` | string | redis-py `Lock` held while a reconcile brings the cluster to its desired state; its token is `<host>:<pid>:<uuid>` so a lock left by a dead process on this host can be broken |

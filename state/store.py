@@ -76,6 +76,7 @@ class ClusterRecord:
     schedd: str
     generation: int
     seq: int = 0
+    replaced: int = 0
     options: dict = field(default_factory=dict)
     names: set[str] | None = None
     error: str | None = None
@@ -112,7 +113,7 @@ class Store:
             if int(pipe.hget(ckey, "seq") or 0) > seq:
                 return False
             now = time.time()
-            mapping = {"desired": desired, "schedd": schedd, "updated_at": now, "seq": seq}
+            mapping = {"desired": desired, "schedd": schedd, "updated_at": now, "seq": seq, "replaced": 0}
             if owner is not None:
                 mapping["owner"] = owner
             if options is not None:
@@ -140,7 +141,7 @@ class Store:
         return ClusterRecord(
             name=name, desired=int(h.get("desired", 0)), owner=h.get("owner") or None,
             schedd=h.get("schedd", "local"), generation=int(h.get("generation", 0)),
-            seq=int(h.get("seq", 0)),
+            seq=int(h.get("seq", 0)), replaced=int(h.get("replaced", 0)),
             options=json.loads(h["options"]) if h.get("options") else {},
             names=set(names) if names else None, error=h.get("error") or None,
             error_at=float(h["error_at"]) if h.get("error_at") else None,
@@ -257,6 +258,10 @@ class Store:
 
     def releases(self, name: str, job_name: str) -> int:
         return int(self.r.hget(keys.holds(name), job_name) or 0)
+
+    def count_replaced(self, name: str, n: int) -> int:
+        """Held jobs replaced since the cluster's last request (reset by `record_request`)."""
+        return int(self.r.hincrby(keys.cluster(name), "replaced", n))
 
     def forget_releases(self, name: str, job_names: list[str]) -> None:
         if job_names:

@@ -26,14 +26,13 @@ class Enqueued:
     seq: int
 
 
-def _queue_for(store: Store, cluster: str, schedd: str | None) -> str:
+def _queue_for(record, cluster: str, schedd: str | None) -> str:
     """The schedd queue a cluster's tasks go to: its recorded schedd, or the one asked for."""
-    record = store.get(cluster)
     if schedd is not None:
         validation.validate_schedd_name(schedd)
     if record is not None and schedd is not None and schedd != record.schedd:
         raise validation.ValidationError(
-            f"cluster {cluster!r} runs on schedd {record.schedd!r}; delete it before moving it to {schedd!r}")
+            "schedd", schedd, f"cluster {cluster!r} runs on schedd {record.schedd!r}; delete it before moving it")
     return schedd or (record.schedd if record else settings().schedd_name)
 
 
@@ -44,8 +43,10 @@ def enqueue_scale(store: Store, cluster: str, n, *, owner: str | None = None, op
     n = validation.validate_count(n, settings().max_workers_per_cluster)
     if owner is not None:
         check_user(owner)
-    check_job_options(cluster, options or {})
-    queue = _queue_for(store, cluster, schedd)
+    record = store.get(cluster)
+    # A request without options keeps the cluster's recorded ones.
+    check_job_options(cluster, options if options is not None else (record.options if record else {}))
+    queue = _queue_for(record, cluster, schedd)
     seq = store.next_seq()
     result = app.send_task("tasks.scale_cluster", kwargs={
         "cluster": cluster, "n": n, "owner": owner, "options": options, "names": names, "seq": seq},
@@ -56,7 +57,7 @@ def enqueue_scale(store: Store, cluster: str, n, *, owner: str | None = None, op
 
 def enqueue_delete(store: Store, cluster: str) -> Enqueued:
     validation.validate_cluster_name(cluster)
-    queue = _queue_for(store, cluster, None)
+    queue = _queue_for(store.get(cluster), cluster, None)
     seq = store.next_seq()
     result = app.send_task("tasks.delete_cluster", kwargs={"cluster": cluster, "seq": seq}, queue=queue)
     log.info("cluster %s: delete enqueued on %s as %s", cluster, queue, result.id)

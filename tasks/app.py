@@ -11,7 +11,7 @@ from tasks.config import settings
 _s = settings()
 
 app = Celery("htdask", broker=_s.redis_url, backend=_s.redis_url,
-             include=["tasks.cluster_tasks"])
+             include=["tasks.cluster_tasks", "tasks.history"])
 
 app.conf.update(
     task_serializer="json",

@@ -41,6 +41,9 @@ class Settings:
     condor_timeout: float
     #: times a held job is released before it is removed and replaced
     hold_release_limit: int
+    #: held jobs of one cluster replaced since its last request before the controller stops replacing
+    #: (and reports the hold reason as the cluster's error): a job that cannot start is not resubmitted forever
+    hold_replace_limit: int
     #: hold reason codes never released (replaced at once): 34 = over memory is released with the same
     #: request and would fail again only if the job really needs more; sites tune this list
     hold_no_release_codes: tuple[int, ...]
@@ -75,6 +78,7 @@ def settings() -> Settings:
         schedd_min_interval=_float("SCHEDD_MIN_INTERVAL", 0.1),
         condor_timeout=_float("CONDOR_TIMEOUT", 60.0),
         hold_release_limit=_int("HOLD_RELEASE_LIMIT", 2),
+        hold_replace_limit=_int("HOLD_REPLACE_LIMIT", 10),
         hold_no_release_codes=tuple(int(c) for c in os.environ.get("HOLD_NO_RELEASE_CODES", "").split(",")
                                     if c.strip()),
         poll_query_attempts=_int("POLL_QUERY_ATTEMPTS", 3),

@@ -41,6 +41,7 @@ class Outcome:
     submitted: list[str] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
+    error: str | None = None
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -88,7 +89,7 @@ class Reconciler:
                 return outcome
             try:
                 done = self._until_stable(cluster, outcome)
-                if done is not None:
+                if done is not None and outcome.error is None:
                     self.store.clear_error(cluster)
             finally:
                 _release(lock, cluster)
@@ -106,19 +107,19 @@ class Reconciler:
 
     def _until_stable(self, cluster: str, outcome: Outcome) -> int | None:
         """Act until a pass ends with no newer request and nothing left to do."""
-        for _ in range(10):
+        for attempt in range(10):
             gen = self.store.generation(cluster)
             record = self.store.get(cluster)
             if record is None:
                 outcome.state = "gone"
                 return None
-            acted = self._step(record, outcome)
+            acted = self._step(record, outcome, hold_policy=attempt == 0)
             if not acted and self.store.generation(cluster) == gen:
                 return gen
         return self.store.generation(cluster)
 
     # ---- one pass -------------------------------------------------------------------------------
-    def _step(self, record, outcome: Outcome) -> bool:
+    def _step(self, record, outcome: Outcome, hold_policy: bool = True) -> bool:
         """Compare desired with the queue and make one change; True if something was changed."""
         name = record.name
         jobs = [Job.from_ad(ad) for ad in self.schedd.query(cluster_constraint(name), PROJECTION)]
@@ -126,7 +127,7 @@ class Reconciler:
         if not jobs and not self._submission_in_flight(name):
             self.store.reset_counter(name)
         outcome.desired, outcome.live = record.desired, len(live)
-        if self._apply_hold_policy(record, live, outcome):
+        if hold_policy and self._apply_hold_policy(record, live, outcome):
             return True
         if record.names is not None:
             have = {j.name for j in live}
@@ -218,15 +219,25 @@ class Reconciler:
             self.schedd.release(ids=[j.job_id for j in release], user=self.submit_user(record),
                                 reason=f"released by the controller of {name}")
             outcome.released.extend(j.job_id for j in release)
+        if replace and record.replaced + len(replace) > self.settings.hold_replace_limit:
+            reason = replace[0].hold_reason
+            message = (f"{record.replaced} held jobs replaced since the last request and more keep being held "
+                       f"({reason}); not replacing them until the next request")
+            log.error("cluster %s: %s", name, message)
+            self.store.set_error(name, message)
+            outcome.error = message
+            replace = []
         if replace:
+            self.store.count_replaced(name, len(replace))
             for job in replace:
                 log.warning("cluster %s: job %s (%s) held again after %d releases, replacing it: %s", name,
                             job.job_id, job.name, limit, job.hold_reason)
             self.schedd.remove(constraint=members_constraint(name, [j.index for j in replace]),
-                               user=self.submit_user(record), reason=f"held too often; replaced by the controller of {name}")
+                               user=self.submit_user(record),
+                               reason=f"held too often; replaced by the controller of {name}")
             self.store.forget_releases(name, [j.name for j in replace])
             outcome.removed.extend(j.index for j in replace)
-        return True
+        return bool(release or replace)
 
 
 def submit_user(record, settings) -> str | None:

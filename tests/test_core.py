@@ -10,12 +10,13 @@ from collections import Counter
 
 import pytest
 
+from harness import services
 from harness.services import REPO, Stack
 from state import Store, connect, keys
 from tests.conftest import wait_until
 from workers.queue_parser import parse_ads_text
 
-FAKE_WORKER = str(REPO / "harness" / "fake_dask_worker")
+FAKE_WORKER = str(services.FAKE_WORKER)
 
 
 def make_stack(service_user, **env) -> Stack:
@@ -86,8 +87,9 @@ def test_idle_jobs_are_removed_before_running_ones(service_user):
 
 def test_burst_collapses_into_few_schedd_calls(stack):
     counts = [(i % 7) + (3 if i % 2 else 0) for i in range(49)] + [6]
-    for n in counts:
-        stack.cli("scale", "burst", str(n))  # sequential CLI calls: ~50 requests in a few seconds
+    # 50 requests from one client within a fraction of a second.
+    stack.python("from state import Store, connect; from tasks import api; store = Store(connect())\n"
+                 f"for n in {counts!r}: api.enqueue_scale(store, 'burst', n)")
     wait_until(lambda: len(live(stack, "burst")) == 6, timeout=60, message="the last request's count")
     time.sleep(1.5)
     assert len(live(stack, "burst")) == 6
@@ -170,17 +172,17 @@ def test_counter_restarts_only_when_cluster_is_empty(stack):
 
 
 def test_duplicate_and_stale_deliveries_change_nothing(stack):
-    from tasks.app import app
     scale(stack, "theta", 3)
     wait_until(lambda: len(live(stack, "theta")) == 3, message="3 jobs")
     store = store_of(stack)
     seq = store.get("theta").seq
     submits = len(stack.calls("condor_submit"))
     # The same request delivered twice more, and an older request (smaller seq) delivered late.
-    for kwargs in ({"cluster": "theta", "n": 3, "seq": seq}, {"cluster": "theta", "n": 3, "seq": seq},
-                   {"cluster": "theta", "n": 9, "seq": seq - 1}):
-        result = app.send_task("tasks.scale_cluster", kwargs=kwargs, queue="local")
-        result.get(timeout=30)
+    deliveries = [{"cluster": "theta", "n": 3, "seq": seq}, {"cluster": "theta", "n": 3, "seq": seq},
+                  {"cluster": "theta", "n": 9, "seq": seq - 1}]
+    stack.python("from tasks.app import app\n"
+                 f"for kw in {deliveries!r}: app.send_task('tasks.scale_cluster', kwargs=kw, queue='local')"
+                 ".get(timeout=60)")
     assert store.get("theta").desired == 3
     assert len(live(stack, "theta")) == 3
     assert len(stack.calls("condor_submit")) == submits
@@ -211,7 +213,7 @@ def test_max_idle_per_cluster_caps_queued_jobs(service_user):
 
 def test_visibility_timeout_is_far_above_the_task_time_limit(stack):
     from tasks.app import app
-    with app.connection_for_write() as conn:
+    with app.connection_for_write(stack.redis.url) as conn:
         channel = conn.default_channel
         effective = channel.visibility_timeout
     assert effective == app.conf.broker_transport_options["visibility_timeout"]
