@@ -244,6 +244,9 @@ class Store:
             pipe.hgetall(keys.summary(n))
         return {n: {k: _decode(v) for k, v in h.items()} for n, h in zip(names, pipe.execute())}
 
+    def job_ids(self, name: str) -> list[str]:
+        return self.r.hkeys(keys.jobs(name))
+
     def job_records(self, name: str) -> dict[str, dict]:
         return {jid: json.loads(v) for jid, v in self.r.hgetall(keys.jobs(name)).items()}
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from state import Store
 from workers.jobspec import POLL_PROJECTION, ours_constraint
 from workers.schedd import Schedd, ScheddError
+from workers.jobstatus import JobStatus
 from workers.summary import ClusterSummary, summarize
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ class Poller:
                 continue  # jobs of a deleted cluster still leaving the queue
             fields[name] = summary_fields(summary, polled_at)
             jobs[name] = job_fields(summary)
+        self._add_ended(fields, jobs)
         self.store.write_poll(self.name, fields, jobs, polled_at)
         self._forget_vanished(set(summaries) | set(mine))
         for name, rec in mine.items():
@@ -134,6 +136,50 @@ class Poller:
         log.info("schedd %s: polled %d jobs of %d clusters in %.2fs", self.name, result.jobs, result.clusters,
                  result.seconds)
         return result
+
+    def _add_ended(self, fields: dict[str, dict], jobs: dict[str, dict]) -> None:
+        """Count jobs that left the queue since the last poll as completed or removed.
+
+        Ended jobs leave the queue at once, so condor_q alone would always say 0 completed. The job ids
+        the last poll saw and this one does not are looked up in the history, in one call, only when
+        there are any; the totals accumulate in the summary.
+        """
+        previous = self.store.summaries(list(fields))
+        vanished: dict[str, set[str]] = {}
+        for name in fields:
+            gone = set(self.store.job_ids(name)) - set(jobs[name])
+            if gone:
+                vanished[name] = gone
+        ended = self._history(vanished) if vanished else {}
+        for name, f in fields.items():
+            before = previous.get(name) or {}
+            done, removed = ended.get(name, (0, 0))
+            f["ended_completed"] = int(before.get("ended_completed") or 0) + done
+            f["ended_removed"] = int(before.get("ended_removed") or 0) + removed
+            f["completed"] += f["ended_completed"]
+            f["removed"] += f["ended_removed"]
+
+    def _history(self, vanished: dict[str, set[str]]) -> dict[str, tuple[int, int]]:
+        by_cluster: dict[int, list[int]] = {}
+        for ids in vanished.values():
+            for job_id in ids:
+                c, p = job_id.split(".")
+                by_cluster.setdefault(int(c), []).append(int(p))
+        terms = " || ".join(f"(ClusterId == {c} && member(ProcId, {{{','.join(map(str, sorted(ps)))}}}))"
+                            for c, ps in sorted(by_cluster.items()))
+        total = sum(len(v) for v in vanished.values())
+        counts: dict[str, list[int]] = {}
+        try:
+            for ad in self.schedd.history(f"{ours_constraint()} && ({terms})",
+                                          ["ClusterId", "ProcId", "JobStatus", "DaskGatewayCluster"], limit=total):
+                c = counts.setdefault(ad.get("DaskGatewayCluster"), [0, 0])
+                if ad.get("JobStatus") == JobStatus.COMPLETED:
+                    c[0] += 1
+                elif ad.get("JobStatus") == JobStatus.REMOVED:
+                    c[1] += 1
+        except ScheddError as err:
+            log.warning("schedd %s: history of %d ended jobs unavailable: %s", self.name, total, err)
+        return {name: (c[0], c[1]) for name, c in counts.items()}
 
     def _forget_vanished(self, present: set[str]) -> None:
         """Drop summaries of clusters that are neither requested nor in the queue any more."""

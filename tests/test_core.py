@@ -259,3 +259,16 @@ def test_redis_down_is_one_line_exit_1(tmp_path):
                          text=True, timeout=60)
     assert out.returncode == 1
     assert len(out.stderr.strip().splitlines()) == 1 and "cannot reach Redis" in out.stderr
+
+
+def test_summary_counts_jobs_that_left_the_queue(stack):
+    scale(stack, "lam", 3)
+    wait_until(lambda: len(live(stack, "lam")) == 3, message="3 jobs")
+    assert stack.cli("poll").returncode == 0
+    scale(stack, "lam", 1)
+    wait_until(lambda: not [a for a in queue_of(stack, "lam") if a["JobStatus"] != 2], message="2 jobs gone")
+    assert stack.cli("poll").returncode == 0
+    row = json.loads(stack.cli("status", "lam", "--json").stdout)["clusters"][0]
+    assert (row["running"], row["removed"], row["completed"]) == (1, 2, 0)
+    history = stack.condor("condor_history", "-json", "-constraint", 'DaskGatewayCluster == "lam"')
+    assert len(parse_ads_text(history.stdout)) == 2
