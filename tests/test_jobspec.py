@@ -1,0 +1,278 @@
+"""workers.jobspec: the worker submit description (pinned text), quoting round trips, refusals."""
+from __future__ import annotations
+
+import sys
+
+import classad2
+import htcondor2
+import pytest
+
+from workers.jobspec import (POLL_PROJECTION, WorkerJobSpec, cluster_constraint, default_worker_command,
+                             members_constraint, ours_constraint, worker_submit_description)
+from workers.validation import ValidationError
+
+
+def parse_new_syntax(value: str) -> list[str]:
+    """HTCondor's "new" argument syntax (htcondor-jdl: arguments / environment), for the tests.
+
+    Whole value in double quotes; "" is a literal "; whitespace separates words; '...' groups
+    (whitespace kept), '' inside a single-quoted section is a literal '.
+    """
+    assert value.startswith('"') and value.endswith('"'), value
+    body = value[1:-1]
+    assert '"' not in body.replace('""', ""), f"lone double quote in {value!r}"
+    body = body.replace('""', '"')
+    words, cur, started, quoted, i = [], [], False, False, 0
+    while i < len(body):
+        c = body[i]
+        if quoted:
+            if c == "'":
+                if body[i + 1:i + 2] == "'":
+                    cur.append("'")
+                    i += 2
+                    continue
+                quoted = False
+            else:
+                cur.append(c)
+            i += 1
+            continue
+        if c == "'":
+            quoted = started = True
+        elif c.isspace():
+            if started:
+                words.append("".join(cur))
+                cur, started = [], False
+        else:
+            cur.append(c)
+            started = True
+        i += 1
+    assert not quoted, f"unterminated single quote in {value!r}"
+    if started:
+        words.append("".join(cur))
+    return words
+
+
+def parse_new_env(value: str) -> dict[str, str]:
+    return dict(w.split("=", 1) for w in parse_new_syntax(value))
+
+
+def test_parser_against_the_manual_example():
+    ex = "\"one=1 two=\"\"2\"\" three='spacey ''quoted'' value'\""
+    assert parse_new_env(ex) == {"one": "1", "two": '"2"', "three": "spacey 'quoted' value"}
+
+
+def spec(**kw) -> WorkerJobSpec:
+    base = dict(cluster="demo", owner="alice", scheduler_address="tcp://10.0.0.1:8786",
+                worker_command=["/opt/venv/bin/python", "-m", "distributed.cli.dask_worker"],
+                nthreads=2, memory_limit="4 G", log_dir="/var/log/htdask")
+    base.update(kw)
+    return WorkerJobSpec(**base)
+
+
+PINNED = """\
+universe = vanilla
+executable = /opt/venv/bin/python
+transfer_executable = false
+arguments = "-m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name $(DaskWorkerName) --nthreads 2 --memory-limit 4GiB --no-dashboard --death-timeout 60"
+environment = "DASK_GATEWAY_CLUSTER_NAME=demo DASK_GATEWAY_SCHEDULER_ADDRESS=tcp://10.0.0.1:8786 DASK_GATEWAY_SCHEDULER_PORT=8786 DASK_GATEWAY_WORKER_NAME=$(DaskWorkerName)"
+request_cpus = 2
+request_memory = 4096
+batch_name = demo
+LogDir = /var/log/htdask
+output = $(LogDir)/demo-$(DaskWorkerIndex).out
+error = $(LogDir)/demo-$(DaskWorkerIndex).err
+log = $(LogDir)/demo.log
+MY.DaskGatewayCluster = "demo"
+MY.DaskClusterOwner = "alice"
+MY.DaskWorkerName = "$(DaskWorkerName)"
+MY.DaskWorkerIndex = $(DaskWorkerIndex)
+queue DaskWorkerIndex,DaskWorkerName from (
+5,demo-5
+6,demo-6
+)
+"""
+
+
+def test_two_items_pinned_text():
+    desc = worker_submit_description(spec(), [(5, "demo-5"), (6, "demo-6")])
+    assert desc.render() == PINNED
+    assert desc.num_jobs == 2
+
+
+def test_htcondor_reads_it_the_same_way():
+    desc = worker_submit_description(spec(), [(5, "demo-5"), (6, "demo-6")])
+    sub = htcondor2.Submit(desc.render())
+    assert dict(sub) == desc.commands()
+    assert list(sub.itemdata()) == [{"DaskWorkerIndex": "5", "DaskWorkerName": "demo-5"},
+                                    {"DaskWorkerIndex": "6", "DaskWorkerName": "demo-6"}]
+
+
+def test_full_spec_with_tls_ports_dashboard_docker_and_extras(monkeypatch):
+    monkeypatch.delenv("DASK_WORKER_COMMAND", raising=False)
+    s = spec(universe="docker", docker_image="ghcr.io/dask/dask:2026.8.0", worker_command=None,
+             tls_cert="/etc/dask/dask.crt", tls_key="/etc/dask/dask.pem",
+             scheduler_address="tls://sched.example.org:8786", api_url="https://gw.example.org/api",
+             api_token="/etc/dask/api-token", worker_port_range="40000:40100",
+             nanny_port_range="40200:40300", dashboard=True, dashboard_port=8787, death_timeout=30.5,
+             extra_args=["--resources", "GPU=1 MEM=2"], request_cpus=4, request_memory="6GiB",
+             request_disk="10G", extra_submit={"+ProjectName": '"physics"', "requirements": "HasDocker"},
+             environment={"OMP_NUM_THREADS": "1", "NOTE": "it's \"fine\""})
+    desc = worker_submit_description(s, [(0, "w0")])
+    assert desc["universe"] == "docker"
+    assert desc["docker_image"] == "ghcr.io/dask/dask:2026.8.0"
+    assert desc["executable"] == "dask"
+    assert parse_new_syntax(desc["arguments"]) == [
+        "worker", "tls://sched.example.org:8786", "--name", "$(DaskWorkerName)", "--nthreads", "2",
+        "--memory-limit", "4GiB", "--worker-port", "40000:40100", "--nanny-port", "40200:40300",
+        "--dashboard-address", ":8787", "--death-timeout", "30.5", "--resources", "GPU=1 MEM=2"]
+    env = parse_new_env(desc["environment"])
+    assert env["DASK_GATEWAY_API_URL"] == "https://gw.example.org/api"
+    assert env["DASK_GATEWAY_API_TOKEN"] == "/etc/dask/api-token"
+    assert env["DASK_GATEWAY_DASHBOARD_PORT"] == "8787"
+    assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
+    assert env["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"] == "/etc/dask/dask.crt"
+    assert env["DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT"] == "/etc/dask/dask.crt"
+    assert env["DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY"] == "/etc/dask/dask.pem"
+    assert env["NOTE"] == "it's \"fine\"" and env["OMP_NUM_THREADS"] == "1"
+    assert desc["request_cpus"] == "4"
+    assert desc["request_memory"] == "6144"
+    assert desc["request_disk"] == str(10 * 2**20)
+    assert desc["MY.ProjectName"] == '"physics"'
+    assert desc["requirements"] == "HasDocker"
+
+
+@pytest.mark.parametrize("args", [
+    ["plain"], ["with space"], ["it's"], ['say "hi"'], ["''"], [""], ["a'b c\"d"],
+    ["two  spaces"], ["x=1 y=2", "--flag", "'quoted'"], ["\\back\\slash\\"],
+])
+def test_arguments_quoting_round_trip(args):
+    desc = worker_submit_description(spec(extra_args=args), [(0, "w0")])
+    words = parse_new_syntax(desc["arguments"])
+    assert words[-len(args):] == args
+
+
+@pytest.mark.parametrize("value", [
+    "plain", "with space", "it's", 'say "hi"', "''", "", "a'b c\"d", "\\", "=x=y=", "ünïcode",
+])
+def test_environment_quoting_round_trip(value):
+    desc = worker_submit_description(spec(environment={"V": value}), [(0, "w0")])
+    assert parse_new_env(desc["environment"])["V"] == value
+
+
+def test_default_worker_command(monkeypatch):
+    monkeypatch.delenv("DASK_WORKER_COMMAND", raising=False)
+    assert default_worker_command() == [sys.executable, "-m", "distributed.cli.dask_worker"]
+    assert WorkerJobSpec("c", "o", "tcp://h:1").worker_command == [sys.executable, "-m",
+                                                                   "distributed.cli.dask_worker"]
+    assert default_worker_command("docker") == ["dask", "worker"]
+    monkeypatch.setenv("DASK_WORKER_COMMAND", "/usr/local/bin/dask worker --preload 'my mod'")
+    assert WorkerJobSpec("c", "o", "tcp://h:1").worker_command == [
+        "/usr/local/bin/dask", "worker", "--preload", "my mod"]
+
+
+def test_image_default_from_env(monkeypatch):
+    monkeypatch.setenv("DASK_WORKER_IMAGE", "registry.example.org/dask:1")
+    assert WorkerJobSpec("c", "o", "tcp://h:1").docker_image == "registry.example.org/dask:1"
+    monkeypatch.delenv("DASK_WORKER_IMAGE")
+    assert WorkerJobSpec("c", "o", "tcp://h:1").docker_image == "ghcr.io/dask/dask:latest"
+
+
+def test_no_log_dir_no_output_lines():
+    desc = worker_submit_description(spec(log_dir=None), [(0, "w0")])
+    assert "output" not in desc and "log" not in desc and "LogDir" not in desc
+
+
+BAD_SPECS = [
+    (dict(cluster="Demo"), "cluster name"),
+    (dict(cluster='demo"\nqueue'), "cluster name"),
+    (dict(owner='al"ice\nMY.Owner = "root"'), "cluster owner"),
+    (dict(owner="$(Owner)"), "cluster owner"),
+    (dict(owner=""), "cluster owner"),
+    (dict(scheduler_address="tcp://x:1 --evil"), "scheduler address"),
+    (dict(scheduler_address='tcp://x":1'), "scheduler address"),
+    (dict(environment={"A": 'x" \n queue'}), "worker environment"),
+    (dict(environment={"A": "$(Cluster)"}), "worker environment"),
+    (dict(environment={"A": "a\x00b"}), "worker environment"),
+    (dict(environment={"DASK_GATEWAY_CLUSTER_NAME": "other"}), "overridden"),
+    (dict(extra_args=["--x", "a\nqueue 100"]), "extra worker argument"),
+    (dict(extra_args=["$(Cluster)"]), "extra worker argument"),
+    (dict(extra_args=["tab\there"]), "control character"),
+    (dict(extra_args="--oops"), "list of words"),
+    (dict(worker_command=["/bin/py thon"]), "worker command"),
+    (dict(worker_command=["no-such-program-xyz"]), "worker command"),
+    (dict(worker_command=[]), "worker command"),
+    (dict(nthreads=0), "nthreads"),
+    (dict(nthreads=True), "nthreads"),
+    (dict(nthreads=1.5), "nthreads"),
+    (dict(memory_limit="lots"), "memory limit"),
+    (dict(memory_limit=10), "memory limit"),
+    (dict(universe="grid"), "universe"),
+    (dict(universe="docker", docker_image="Bad Image"), "docker image"),
+    (dict(worker_port_range="9:8"), "worker port range"),
+    (dict(dashboard="yes"), "dashboard"),
+    (dict(death_timeout=-1), "death timeout"),
+    (dict(log_dir="relative"), "log directory"),
+    (dict(log_dir="/tmp/a b"), "log directory"),
+    (dict(tls_cert="/etc/c.crt"), "TLS"),
+    (dict(api_url="ftp://x"), "API URL"),
+    (dict(api_token="tok\nqueue"), "API token"),
+    (dict(extra_submit={"executable": "/bin/evil"}), "set by the controller"),
+    (dict(extra_submit={"+DaskGatewayCluster": '"other"'}), "set by the controller"),
+    (dict(extra_submit={"queue": "5"}), "queue"),
+    (dict(extra_submit={"requirements": "true\nqueue 100"}), "line break"),
+    (dict(extra_submit={"+X": '"$(Owner)"'}), "macro"),
+    (dict(request_cpus=0), "request_cpus"),
+]
+
+
+@pytest.mark.parametrize("kw,word", BAD_SPECS)
+def test_bad_spec_values_rejected(kw, word):
+    with pytest.raises(ValidationError) as e:
+        worker_submit_description(spec(**kw), [(0, "w0")])
+    assert word in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("items", [
+    [], [(0, "a b")], [(0, "a,b")], [(-1, "w")], [(True, "w")], [("1", "w")], [(0, "w"), (0, "x")],
+    [(0, "w"), (1, "w")], [(0, "$(Cluster)")], [(0,)], ["w0"],
+])
+def test_bad_items_rejected(items):
+    with pytest.raises(ValidationError):
+        worker_submit_description(spec(), items)
+
+
+def test_constraints():
+    assert cluster_constraint("demo") == 'DaskGatewayCluster == "demo"'
+    assert ours_constraint() == "DaskGatewayCluster =!= undefined"
+    assert members_constraint("demo", [3, 1, 2, 2]) == \
+        'DaskGatewayCluster == "demo" && member(DaskWorkerIndex, {1,2,3})'
+    for bad in ('de"mo', "Demo", "x\ny"):
+        with pytest.raises(ValidationError):
+            cluster_constraint(bad)
+    with pytest.raises(ValidationError):
+        members_constraint("demo", [])
+    with pytest.raises(ValidationError):
+        members_constraint("demo", ["1) || true || member(1, {1"])
+
+
+def test_constraints_evaluate_in_classads():
+    ours = classad2.ClassAd({"DaskGatewayCluster": "demo", "DaskWorkerIndex": 2})
+    other = classad2.ClassAd({"DaskGatewayCluster": "demo2", "DaskWorkerIndex": 2})
+    foreign = classad2.ClassAd({"Owner": "bob"})
+
+    def matches(ad, expr):
+        ad["Q"] = classad2.ExprTree(expr)
+        return ad.eval("Q") is True
+
+    assert matches(ours, cluster_constraint("demo"))
+    assert not matches(other, cluster_constraint("demo"))
+    assert matches(ours, members_constraint("demo", [1, 2]))
+    assert not matches(ours, members_constraint("demo", [1, 3]))
+    assert matches(ours, ours_constraint()) and not matches(foreign, ours_constraint())
+
+
+def test_poll_projection():
+    for a in ("ClusterId", "ProcId", "JobStatus", "DaskGatewayCluster", "DaskWorkerName", "DaskWorkerIndex",
+              "DaskClusterOwner", "EnteredCurrentStatus", "HoldReason", "HoldReasonCode", "ExitCode",
+              "NumJobStarts", "QDate", "Owner"):
+        assert a in POLL_PROJECTION

@@ -1,0 +1,147 @@
+"""Schedd over the htcondor2 Python bindings (CONDOR_BACKEND=bindings).
+
+Saves a process per call on a busy submit node.  Limitation: the bindings act with the identity of
+this process, and a process cannot become another Unix user for one call and back, so `user` must
+be None or the current user; anything else raises UserRefused (use the cli backend for that).
+Ads are converted through ClassAd.printJson(), the same unparser condor_q -json uses, so callers
+see identical values ("/Expr(...)/" strings included) from both backends.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+from typing import Any, Iterator, Sequence
+
+from workers import runas
+from workers.schedd import ActResult, Schedd, ScheddError
+from workers.submitdesc import SubmitDescription
+from workers.validation import (ValidationError, validate_count, validate_job_id, validate_projection,
+                                validate_reason, validate_schedd_name)
+
+log = logging.getLogger(__name__)
+
+
+def to_submit(desc: SubmitDescription):
+    """The htcondor2.Submit equal to `desc` (commands in order, same queue statement and items)."""
+    import htcondor2
+    sub = htcondor2.Submit(desc.commands())
+    qargs = desc.queue_args()
+    if qargs:
+        sub.setQArgs(qargs)
+    return sub
+
+
+def ad_to_dict(ad) -> dict:
+    """A classad2.ClassAd as the dict condor_q -json would have produced for it."""
+    return json.loads(ad.printJson())
+
+
+def act_result(kind: str, result) -> ActResult:
+    """ActResult from the ClassAd Schedd.act returns (TotalSuccess, TotalNotFound, ...)."""
+    def total(name: str) -> int:
+        try:
+            return int(result.get(name, 0) or 0)
+        except (TypeError, ValueError):
+            return 0
+    if result is None:
+        return ActResult(True, "no jobs matched", matched=False)
+    ok_n, nf, bad, done = (total("TotalSuccess"), total("TotalNotFound"), total("TotalBadStatus"),
+                           total("TotalAlreadyDone"))
+    err, denied = total("TotalError"), total("TotalPermissionDenied")
+    message = (f"{kind}: {ok_n} succeeded, {nf} not found, {bad} bad status, {done} already done, "
+               f"{denied} permission denied, {err} errors")
+    if err or denied:
+        raise ScheddError(message)
+    return ActResult(True, message, matched=bool(ok_n or done))
+
+
+class BindingsSchedd(Schedd):
+    """htcondor2.Schedd behind the Schedd interface; the daemon is located on first use."""
+
+    def __init__(self, name: str | None = None):
+        self.name = None if name in (None, "", "local") else validate_schedd_name(name)
+        self._schedd = None
+
+    def _get(self):
+        if self._schedd is None:
+            try:
+                import htcondor2
+                if self.name:
+                    ad = htcondor2.Collector().locate(htcondor2.DaemonType.Schedd, self.name)
+                    self._schedd = htcondor2.Schedd(ad)
+                else:
+                    self._schedd = htcondor2.Schedd()
+            except Exception as e:  # htcondor2.HTCondorException and friends
+                where = f"schedd {self.name!r}" if self.name else "the local schedd"
+                raise ScheddError(f"cannot reach {where} through htcondor2: {e}") from None
+        return self._schedd
+
+    def _call(self, what: str, fn, *args, **kwargs) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ScheddError:
+            raise
+        except Exception as e:
+            raise ScheddError(f"htcondor2 {what} failed: {e}") from None
+
+    @staticmethod
+    def _check_user(user: str | None) -> None:
+        if user is None:
+            return
+        entry = runas.check_user(user)
+        if entry.pw_uid != os.geteuid():
+            me = pwd.getpwuid(os.geteuid()).pw_name
+            raise runas.UserRefused(user, f"the bindings backend runs as {me} and cannot act as another "
+                                          "user in-process (use CONDOR_BACKEND=cli)")
+
+    def submit(self, desc: SubmitDescription, user: str | None = None) -> list[str]:
+        self._check_user(user)
+        sub = to_submit(desc)
+        schedd = self._get()
+        result = self._call("submit", schedd.submit, sub)
+        cluster, first, n = result.cluster(), result.first_proc(), result.num_procs()
+        ids = [f"{cluster}.{p}" for p in range(first, first + n)]
+        log.info("submitted %d jobs to cluster %d", n, cluster)
+        return ids
+
+    def query(self, constraint: str = "true", projection: Sequence[str] | None = None) -> Iterator[dict]:
+        proj = validate_projection(projection or [])
+        schedd = self._get()
+        ads = self._call("query", schedd.query, constraint, proj)
+        return (ad_to_dict(ad) for ad in ads)
+
+    def history(self, constraint: str | None = None, projection: Sequence[str] | None = None,
+                limit: int | None = None) -> Iterator[dict]:
+        proj = validate_projection(projection or [])
+        match = -1 if limit is None else validate_count(limit, maximum=10**9, field="history limit")
+        schedd = self._get()
+        ads = self._call("history", schedd.history, constraint, proj, match)
+        return (ad_to_dict(ad) for ad in ads)
+
+    def remove(self, ids=None, constraint=None, user=None, reason=None) -> ActResult:
+        return self._act("Remove", ids, constraint, user, reason)
+
+    def hold(self, ids=None, constraint=None, user=None, reason=None) -> ActResult:
+        return self._act("Hold", ids, constraint, user, reason)
+
+    def release(self, ids=None, constraint=None, user=None, reason=None) -> ActResult:
+        return self._act("Release", ids, constraint, user, reason)
+
+    def _act(self, action: str, ids, constraint, user, reason) -> ActResult:
+        if (ids is None) == (constraint is None):
+            raise ValidationError("job selection", (ids, constraint), "give exactly one of ids or constraint")
+        if ids is not None:
+            if isinstance(ids, str) or not ids:
+                raise ValidationError("job ids", ids, "must be a non-empty list of 'C.P' ids")
+            spec: Any = [validate_job_id(i) for i in ids]
+        else:
+            spec = constraint
+        # htcondor2 drops a bare str reason silently; it only honours a (text, code) tuple.
+        why = None if reason is None else (validate_reason(reason), 0)
+        self._check_user(user)
+        import htcondor2
+        schedd = self._get()
+        res = self._call(action.lower(), schedd.act, getattr(htcondor2.JobAction, action), spec, why)
+        return act_result(action.lower(), res)

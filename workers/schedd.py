@@ -1,0 +1,115 @@
+"""The one schedd interface the task layer uses, whatever talks to HTCondor underneath.
+
+`get_schedd()` picks the implementation from CONDOR_BACKEND: `cli` (default; the condor_* programs,
+which also works across users via run-as-user) or `bindings` (htcondor2, in-process).  Both raise
+ScheddError for any failure, so callers handle one exception family.
+"""
+from __future__ import annotations
+
+import abc
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from workers.submitdesc import SubmitDescription
+
+log = logging.getLogger(__name__)
+
+
+def _meaningful_line(stderr: str) -> str:
+    """The stderr line that explains a failure: the first line saying 'error', else the first that
+    is not a warning or condor_submit's monitoring hint, else the last non-empty one."""
+    lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    for ln in lines:
+        if "error" in ln.lower():
+            return ln[:300]
+    for ln in lines:
+        if not ln.lower().startswith(("warning", "to monitor your job")):
+            return ln[:300]
+    return lines[-1][:300]
+
+
+class ScheddError(Exception):
+    """A schedd operation failed; str() is one line with the stderr's meaningful line."""
+
+    def __init__(self, message: str, argv: Sequence[str] | None = None, returncode: int | None = None,
+                 stderr: str = ""):
+        self.message = message
+        self.argv = list(argv) if argv is not None else None
+        self.returncode = returncode
+        self.stderr = stderr or ""
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        line = _meaningful_line(self.stderr)
+        if line and line not in self.message:
+            return f"{self.message}: {line}"
+        return self.message
+
+
+class ScheddTimeout(ScheddError):
+    """A condor_* command ran past CONDOR_TIMEOUT and was killed."""
+
+
+class ParseError(ScheddError):
+    """A command's output could not be parsed (truncated, garbled, or not the expected format)."""
+
+
+@dataclass(frozen=True)
+class ActResult:
+    """Outcome of remove/hold/release; ok with a message also when nothing matched."""
+
+    ok: bool
+    message: str
+    matched: bool = True  # False when nothing matched (still ok)
+
+
+class Schedd(abc.ABC):
+    """Submit, query and act on jobs of one schedd."""
+
+    @abc.abstractmethod
+    def submit(self, desc: "SubmitDescription", user: str | None = None) -> list[str]:
+        """Submit `desc`; the new job ids 'C.P' in order."""
+
+    @abc.abstractmethod
+    def query(self, constraint: str = "true", projection: Sequence[str] | None = None) -> Iterator[dict]:
+        """The queue's ads matching `constraint` (every user's jobs), one dict at a time."""
+
+    @abc.abstractmethod
+    def remove(self, ids: Sequence[str] | None = None, constraint: str | None = None,
+               user: str | None = None, reason: str | None = None) -> ActResult:
+        """Remove jobs given by ids or by constraint (exactly one of them)."""
+
+    @abc.abstractmethod
+    def hold(self, ids: Sequence[str] | None = None, constraint: str | None = None,
+             user: str | None = None, reason: str | None = None) -> ActResult:
+        """Hold jobs given by ids or by constraint."""
+
+    @abc.abstractmethod
+    def release(self, ids: Sequence[str] | None = None, constraint: str | None = None,
+                user: str | None = None, reason: str | None = None) -> ActResult:
+        """Release held jobs given by ids or by constraint."""
+
+    @abc.abstractmethod
+    def history(self, constraint: str | None = None, projection: Sequence[str] | None = None,
+                limit: int | None = None) -> Iterator[dict]:
+        """Ads of jobs that left the queue, most recent first."""
+
+
+def get_schedd(name: str | None = None) -> Schedd:
+    """The schedd implementation chosen by CONDOR_BACKEND ('cli' default, or 'bindings').
+
+    `name` selects a named schedd (condor_* -name / Collector lookup); None = the local one.
+    """
+    backend = os.environ.get("CONDOR_BACKEND", "cli").strip().lower() or "cli"
+    if backend == "cli":
+        from workers.condor_cli import CliSchedd
+        return CliSchedd(name=name)
+    if backend == "bindings":
+        from workers.condor_bindings import BindingsSchedd
+        return BindingsSchedd(name=name)
+    raise ScheddError(f"unknown CONDOR_BACKEND {backend!r} (expected 'cli' or 'bindings')")
