@@ -1,0 +1,94 @@
+"""Helpers shared by the condor_* programs: HTCondor-style option matching, job-id
+arguments, output, and the "-- Schedd:" identity of the pool."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+
+from localpool import paths
+
+log = logging.getLogger(__name__)
+
+SCHEDD_ADDR = "<127.0.0.1:9618?..."
+
+
+def dash_prefix(arg: str, name: str, min_len: int = 1) -> bool:
+    """HTCondor's is_dash_arg_prefix: "-con" matches "constraint" (at least min_len chars)."""
+    if not arg.startswith("-"):
+        return False
+    a = arg[2:] if arg.startswith("--") else arg[1:]
+    return len(a) >= min_len and name.startswith(a)
+
+
+def dash_colon_prefix(arg: str, name: str, min_len: int = 1) -> tuple[bool, str | None]:
+    """Like dash_prefix but allows "-name:opts"; returns (matched, opts)."""
+    base, sep, opts = arg.partition(":")
+    if dash_prefix(base, name, min_len):
+        return True, (opts if sep else None)
+    return False, None
+
+
+_JOBID = re.compile(r"^(\d+)(?:\.(\d+))?$")
+
+
+def parse_jobid(arg: str):
+    """'C' -> (C, None); 'C.P' -> (C, P); anything else -> None."""
+    m = _JOBID.match(arg)
+    if not m:
+        return None
+    return int(m.group(1)), (int(m.group(2)) if m.group(2) is not None else None)
+
+
+def write(text: str, stream=None) -> None:
+    (stream or sys.stdout).write(text)
+
+
+def schedd_name() -> str:
+    return paths.hostname()
+
+
+def schedd_title() -> str:
+    stamp = time.strftime("%m/%d/%y %H:%M:%S")
+    return f"-- Schedd: {schedd_name()} : {SCHEDD_ADDR} @ {stamp}"
+
+
+def user_domain_name(owner: str) -> str:
+    return f"{owner}@{schedd_name()}"
+
+
+def pool_files() -> paths.PoolFiles:
+    return paths.PoolFiles(paths.ensure_pool_dir())
+
+
+def prog_name() -> str:
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "condor"
+
+
+def totals_line(label: str, counts: dict[int, int], trailing_space: bool) -> str:
+    total = sum(counts.values())
+    line = (f"Total for {label}: {total} jobs; {counts.get(4, 0)} completed, {counts.get(3, 0)} removed, "
+            f"{counts.get(1, 0)} idle, {counts.get(2, 0)} running, {counts.get(5, 0)} held, "
+            f"{counts.get(7, 0)} suspended")
+    return line + (" " if trailing_space else "")
+
+
+def guarded(fn, *args) -> int:
+    """Run a command body; a broken pool (unwritable dir, corrupt db) is one error line, exit 1."""
+    import sqlite3
+
+    try:
+        return fn(*args)
+    except BrokenPipeError:  # e.g. `condor_q | head`: like a C program killed by SIGPIPE, quietly
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 1
+    except (OSError, sqlite3.Error) as exc:
+        sys.stdout.flush()
+        sys.stderr.write(f"\nERROR: {prog_name()}: local pool failure: {exc}\n")
+        return 1

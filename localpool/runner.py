@@ -1,0 +1,528 @@
+"""The pool's runner: starts idle jobs up to the slot count, reaps them, kills removed
+and held ones, and moves finished jobs to history.
+
+Single-threaded loop woken by SIGCHLD (via signal.set_wakeup_fd), by commands writing to
+the wake FIFO, or every POLL_S.  State transitions are written in short BEGIN IMMEDIATE
+transactions; process spawning happens outside them.  The runner is normally root and
+starts each job under its Owner's uid/gid; a non-root runner holds jobs of other users.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import pwd
+import select
+import shutil
+import signal
+import stat
+import subprocess
+import time
+
+from localpool import ads, daemon, envargs, paths, procs, store
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+class Running:
+    """A job process started by this runner."""
+
+    __slots__ = ("key", "popen", "pid", "pid_start", "started", "term_sent", "tag", "scratch")
+
+    def __init__(self, key, popen, tag, scratch):
+        self.key = key
+        self.popen = popen
+        self.pid = popen.pid
+        self.pid_start = procs.start_time(popen.pid)
+        self.started = time.time()
+        self.term_sent: float | None = None
+        self.tag = tag
+        self.scratch = scratch
+
+
+class StartFailure(Exception):
+    def __init__(self, code: int, subcode: int, reason: str):
+        super().__init__(reason)
+        self.code, self.subcode, self.reason = code, subcode, reason
+
+
+class Runner:
+    def __init__(self, files: paths.PoolFiles):
+        self.files = files
+        self.slots = max(0, int(_env_float("LOCALPOOL_SLOTS", 64)))
+        self.grace = _env_float("LOCALPOOL_KILL_GRACE", 1.0)
+        self.idle_exit = _env_float("LOCALPOOL_IDLE_EXIT", 900.0)
+        self.host = paths.hostname()
+        self.slot_name = f"slot1@{self.host}"
+        self.jobs: dict[tuple[int, int], Running] = {}
+        self.stopping = False
+        self.last_activity = time.monotonic()
+        self.con = None
+        self.pool_id = ""
+
+    # ------------------------------------------------------------ lifecycle
+
+    def main(self) -> int:
+        self.lock_fd = lock_fd = paths.open_shared(self.files.runner_lock, os.O_RDWR)
+        deadline = time.monotonic() + 2.0
+        while True:  # commands take brief shared locks to test it; a real runner never lets go
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    log.info("another runner holds %s; exiting", self.files.runner_lock)
+                    return 0
+                time.sleep(0.01)
+        fd = paths.open_shared(self.files.pidfile, os.O_WRONLY | os.O_TRUNC)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        fifo = self._open_fifo()
+        self.con = store.connect(self.files)
+        self.pool_id = store.pool_id(self.con)
+        with store.transaction(self.con):
+            store.set_meta(self.con, "runner_pid", os.getpid())
+            store.set_meta(self.con, "runner_slots", self.slots)
+        log.info("runner pid %d started: pool %s, %d slots, uid %d", os.getpid(), self.files.root,
+                 self.slots, os.geteuid())
+        self.recover()
+        try:
+            while not self.stopping:
+                try:
+                    self.tick()
+                except Exception:  # keep serving: a bad job ad must not take the pool down
+                    log.exception("runner step failed; retrying")
+                    time.sleep(0.5)
+                if self.stopping or self._idle_exit():
+                    break
+                timeout = POLL_S
+                try:
+                    ready, _, _ = select.select([fifo, wake_r], [], [], timeout)
+                except InterruptedError:
+                    ready = []
+                for fd_ in ready:
+                    _drain(fd_)
+        finally:
+            self.shutdown()
+            exit_fd = getattr(self, "_exit_lock_fd", None)
+            if exit_fd is not None:  # idle exit: drop the runner lock *before* start.lock
+                os.close(self.lock_fd)
+                os.close(exit_fd)
+        return 0
+
+    def _on_term(self, *_):
+        self.stopping = True
+
+    def _open_fifo(self) -> int:
+        path = self.files.wake
+        try:
+            st = os.stat(path)
+            if not stat.S_ISFIFO(st.st_mode):
+                os.unlink(path)
+                raise FileNotFoundError
+        except FileNotFoundError:
+            with paths.open_umask(0):
+                try:
+                    os.mkfifo(path, 0o666)
+                except FileExistsError:
+                    pass
+        return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def _idle_exit(self) -> bool:
+        """Exit after LOCALPOOL_IDLE_EXIT seconds with nothing to run (next command restarts us)."""
+        if self.jobs or self.idle_exit <= 0:
+            self.last_activity = time.monotonic()
+            return False
+        if time.monotonic() - self.last_activity < self.idle_exit:
+            return False
+        try:
+            fd = paths.open_shared(self.files.start_lock, os.O_RDWR)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        busy = self.con.execute(
+            "SELECT 1 FROM jobs WHERE (seeded=0 AND status=1) OR pid IS NOT NULL LIMIT 1").fetchone()
+        if busy:
+            os.close(fd)
+            self.last_activity = time.monotonic()
+            return False
+        log.info("idle for %.0fs; exiting", self.idle_exit)
+        self._exit_lock_fd = fd  # released when the process exits, after the runner lock
+        return True
+
+    # ------------------------------------------------------------ main step
+
+    def tick(self) -> None:
+        finished = self._reap()
+        if self.jobs:
+            self._enforce()
+        if finished:
+            self._record_finished(finished)
+        if len(self.jobs) < self.slots and not self.stopping:
+            self._start_idle()
+
+    def _reap(self) -> list:
+        finished = []
+        for key, job in list(self.jobs.items()):
+            try:
+                info = os.waitid(os.P_PID, job.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                info = True
+            if info is None:
+                continue
+            procs.kill_group(job.pid, signal.SIGKILL)  # what the job left in its group
+            rc = job.popen.wait()
+            del self.jobs[key]
+            finished.append((job, rc))
+        if finished:
+            procs.kill_tagged(self.pool_id, {j.tag for j, _ in finished})
+            for job, _ in finished:
+                if job.scratch:
+                    shutil.rmtree(job.scratch, ignore_errors=True)
+        return finished
+
+    def _enforce(self) -> None:
+        """Kill jobs whose queue status is no longer Running (removed, held, released...)."""
+        rows = self.con.execute("SELECT cluster, proc, status FROM jobs WHERE pid IS NOT NULL").fetchall()
+        status = {(c, p): s for c, p, s in rows}
+        now = time.time()
+        for key, job in self.jobs.items():
+            if status.get(key) == 2:
+                continue
+            if job.term_sent is None:
+                log.info("job %d.%d: stopping process group %d (status %s)", *key, job.pid, status.get(key))
+                procs.kill_group(job.pid, signal.SIGTERM)
+                job.term_sent = now
+            elif now - job.term_sent >= self.grace:
+                procs.kill_group(job.pid, signal.SIGKILL)
+                procs.kill_tagged(self.pool_id, {job.tag})
+
+    def _record_finished(self, finished) -> None:
+        now = int(time.time())
+        with store.transaction(self.con):
+            for job, rc in finished:
+                row = store.load_job(self.con, *job.key)
+                if row is None:
+                    continue
+                status, _pid, ad = row
+                wall = max(0.0, time.time() - job.started)
+                ad["RemoteWallClockTime"] = float(ad.get("RemoteWallClockTime") or 0.0) + wall
+                ad["LastRemoteHost"] = self.slot_name
+                ad.pop("RemoteHost", None)
+                if status == 2:
+                    if rc >= 0:
+                        ad["ExitBySignal"] = False
+                        ad["ExitCode"] = rc
+                        ad.pop("ExitSignal", None)
+                    else:
+                        ad["ExitBySignal"] = True
+                        ad["ExitSignal"] = -rc
+                        ad.pop("ExitCode", None)
+                    store.set_status(ad, 4, now)
+                    ad["CompletionDate"] = now
+                    store.move_to_history(self.con, ad)
+                    log.info("job %d.%d completed (rc %d)", *job.key, rc)
+                elif status == 3:
+                    store.move_to_history(self.con, ad)
+                    log.info("job %d.%d removed", *job.key)
+                else:
+                    store.save_job(self.con, ad, pid=None, pid_start=None)
+
+    def _start_idle(self) -> None:
+        free = self.slots - len(self.jobs)
+        keys = self.con.execute(
+            "SELECT cluster, proc FROM jobs WHERE seeded=0 AND status=1 AND pid IS NULL "
+            "ORDER BY cluster, proc LIMIT ?", (free,)).fetchall()
+        if not keys:
+            return
+        self.last_activity = time.monotonic()
+        now = int(time.time())
+        to_start = []
+        with store.transaction(self.con):
+            for c, p in keys:
+                row = store.load_job(self.con, c, p)
+                if row is None or row[0] != 1 or row[1] is not None:
+                    continue
+                ad = row[2]
+                ad["NumJobStarts"] = int(ad.get("NumJobStarts") or 0) + 1
+                ad["JobRunCount"] = int(ad.get("JobRunCount") or 0) + 1
+                if not ad.get("JobStartDate"):
+                    ad["JobStartDate"] = now
+                ad["JobCurrentStartDate"] = now
+                if self._take_hold_fault():
+                    mem = ad.get("RequestMemory")
+                    mem = mem if type(mem) is int else 128
+                    store.set_status(ad, 2, now)
+                    self._hold(ad, 34, 0, f"Error from {self.slot_name}: Job has gone over memory limit of "
+                               f"{mem} megabytes. Peak usage: {mem + 1} megabytes.", now)
+                    store.save_job(self.con, ad, pid=None, pid_start=None)
+                    continue
+                store.set_status(ad, 2, now)
+                ad["RemoteHost"] = self.slot_name
+                store.save_job(self.con, ad, pid=0, pid_start=None)
+                to_start.append(ad)
+        results = []
+        for ad in to_start:
+            try:
+                job = self._spawn(ad)
+                self.jobs[job.key] = job  # tracked at once, whatever happens to the transaction below
+                results.append((ad, job, None))
+            except StartFailure as exc:
+                results.append((ad, None, exc))
+        now = int(time.time())
+        with store.transaction(self.con):
+            for ad, job, failure in results:
+                key = (ad["ClusterId"], ad["ProcId"])
+                row = store.load_job(self.con, *key)
+                if job is not None:
+                    if row is not None:
+                        self.con.execute("UPDATE jobs SET pid=?, pid_start=? WHERE cluster=? AND proc=?",
+                                         (job.pid, job.pid_start, *key))
+                    log.info("job %d.%d started: pid %d", *key, job.pid)
+                    continue
+                log.info("job %d.%d failed to start: %s", *key, failure.reason)
+                if row is None:
+                    continue
+                status, _pid, cur = row
+                if status == 3:
+                    store.move_to_history(self.con, cur)
+                    continue
+                if status == 2:
+                    self._hold(cur, failure.code, failure.subcode, failure.reason, now)
+                store.save_job(self.con, cur, pid=None, pid_start=None)
+
+    def _take_hold_fault(self) -> bool:
+        left = store.get_meta(self.con, "fault_hold_next", 0) or 0
+        if left <= 0:
+            return False
+        store.set_meta(self.con, "fault_hold_next", left - 1)
+        return True
+
+    @staticmethod
+    def _hold(ad: dict, code: int, subcode: int, reason: str, now: int) -> None:
+        store.set_status(ad, 5, now)
+        ad["HoldReason"] = reason
+        ad["HoldReasonCode"] = code
+        ad["HoldReasonSubCode"] = subcode
+        ad["NumHolds"] = int(ad.get("NumHolds") or 0) + 1
+        ad.pop("RemoteHost", None)
+
+    # ------------------------------------------------------------ spawning
+
+    def _spawn(self, ad: dict) -> Running:
+        c, p = ad["ClusterId"], ad["ProcId"]
+        owner = ad.get("Owner") or ""
+        try:
+            pw = pwd.getpwnam(owner)
+        except KeyError:
+            raise StartFailure(6, 0, f"Error from {self.slot_name}: Failed to find user '{owner}' "
+                                     f"on the execute machine")
+        as_root = os.geteuid() == 0
+        if not as_root and pw.pw_uid != os.geteuid():
+            me = paths.current_user()
+            raise StartFailure(6, errno.EPERM, f"Error from {self.slot_name}: Cannot run the job as "
+                                               f"user '{owner}': the pool's runner runs as '{me}', not root")
+        cmd = ad.get("Cmd") if isinstance(ad.get("Cmd"), str) else ""
+        iwd = ad.get("Iwd") if isinstance(ad.get("Iwd"), str) and ad.get("Iwd") else "/"
+        if not os.path.isdir(iwd):
+            raise StartFailure(14, errno.ENOENT, f"Error from {self.slot_name}: Failed to access "
+                                                 f"initial working directory '{iwd}': No such file or directory")
+        tag = procs.job_tag(self.pool_id, c, p)
+        scratch = self._make_scratch(c, p, pw, ad)
+        env = {"PATH": DEFAULT_PATH, "HOME": pw.pw_dir}
+        env.update(envargs.environment_from_ad(ad))
+        cpus = ad.get("RequestCpus")
+        env.update({
+            "_CONDOR_SCRATCH_DIR": scratch,
+            "_CONDOR_JOB_AD": os.path.join(scratch, ".job.ad"),
+            "_CONDOR_JOB_IWD": iwd,
+            "_CONDOR_SLOT": "slot1",
+            "BATCH_SYSTEM": "HTCondor",
+            procs.TAG_VAR: tag,
+        })
+        if type(cpus) is int and "OMP_NUM_THREADS" not in env:
+            env["OMP_NUM_THREADS"] = str(cpus)
+        fds = []
+        try:
+            fds = _as_owner(pw, lambda: self._open_std(ad, iwd))
+            kwargs = {}
+            if as_root and pw.pw_uid != 0:
+                kwargs = dict(user=pw.pw_uid, group=pw.pw_gid,
+                              extra_groups=os.getgrouplist(pw.pw_name, pw.pw_gid))
+            argv = [cmd] + envargs.argv_from_ad(ad)
+            try:
+                popen = subprocess.Popen(argv, executable=cmd or "/nonexistent", cwd=iwd, env=env,
+                                         stdin=fds[0], stdout=fds[1], stderr=fds[2],
+                                         start_new_session=True, close_fds=True, **kwargs)
+            except OSError as exc:
+                shutil.rmtree(scratch, ignore_errors=True)
+                why = exc.strerror or str(exc)
+                if exc.filename == iwd and iwd != cmd:  # the child could not chdir (as the owner)
+                    raise StartFailure(14, exc.errno or 0,
+                                       f"Error from {self.slot_name}: Failed to change to initial working "
+                                       f"directory '{iwd}': {why}")
+                raise StartFailure(6, exc.errno or 0,
+                                   f"Error from {self.slot_name}: Failed to execute '{cmd}': {why}")
+        except StartFailure:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        finally:
+            for fd in set(fds):
+                os.close(fd)
+        return Running((c, p), popen, tag, scratch)
+
+    def _make_scratch(self, c: int, p: int, pw, ad: dict) -> str:
+        paths.ensure_dir(self.files.scratch)
+        path = self.files.scratch / f"dir_{self.pool_id}_{c}.{p}"
+        shutil.rmtree(path, ignore_errors=True)
+        os.mkdir(path, 0o700)
+        (path / ".job.ad").write_text(ads.format_old(ad))
+        if os.geteuid() == 0:
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+            os.chown(path / ".job.ad", pw.pw_uid, pw.pw_gid)
+        return str(path)
+
+    def _open_std(self, ad: dict, iwd: str) -> list[int]:
+        """stdin/stdout/stderr fds, opened with the owner's permissions."""
+        def path_of(attr):
+            v = ad.get(attr)
+            if not isinstance(v, str) or not v:
+                return os.devnull
+            return v if os.path.isabs(v) else os.path.join(iwd, v)
+
+        fds: list[int] = []
+        try:
+            src = path_of("In")
+            try:
+                fds.append(os.open(src, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError as exc:
+                raise StartFailure(8, exc.errno or 0,
+                                   f"Error from {self.slot_name}: Failed to open '{src}' as standard input: "
+                                   f"{exc.strerror} (errno {exc.errno})")
+            out, err = path_of("Out"), path_of("Err")
+            for name, what in ((out, "output"), (err, "error")):
+                if name == out and what == "error" and err == out:
+                    fds.append(fds[1])
+                    continue
+                try:
+                    fds.append(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666))
+                except OSError as exc:
+                    raise StartFailure(7, exc.errno or 0,
+                                       f"Error from {self.slot_name}: Failed to open '{name}' as standard "
+                                       f"{what}: {exc.strerror} (errno {exc.errno})")
+            return fds
+        except StartFailure:
+            for fd in set(fds):
+                os.close(fd)
+            raise
+
+    # ------------------------------------------------------------ recovery / shutdown
+
+    def recover(self) -> None:
+        """Processes recorded by a previous runner can't be reaped by us: kill them, requeue."""
+        rows = self.con.execute("SELECT cluster, proc, pid, pid_start FROM jobs WHERE pid IS NOT NULL").fetchall()
+        for _c, _p, pid, pid_start in rows:
+            if procs.same_process(pid, pid_start):
+                procs.kill_group(pid, signal.SIGKILL)
+        procs.kill_tagged(self.pool_id)
+        if rows:
+            log.info("recovering %d job(s) left by a previous runner", len(rows))
+            daemon.release_processes(self.con, [(c, p) for c, p, _a, _b in rows])
+
+    def shutdown(self) -> None:
+        if self.jobs:
+            log.info("stopping %d job(s)", len(self.jobs))
+            for job in self.jobs.values():
+                procs.kill_group(job.pid, signal.SIGTERM)
+            deadline = time.monotonic() + self.grace
+            while time.monotonic() < deadline and any(
+                    _exited(j.pid) is False for j in self.jobs.values()):
+                time.sleep(0.02)
+            for job in self.jobs.values():
+                procs.kill_group(job.pid, signal.SIGKILL)
+            procs.kill_tagged(self.pool_id)
+            for job in self.jobs.values():
+                try:
+                    job.popen.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+                if job.scratch:
+                    shutil.rmtree(job.scratch, ignore_errors=True)
+            try:
+                daemon.release_processes(self.con, list(self.jobs))
+            except Exception:  # pragma: no cover - keep shutting down
+                log.exception("could not requeue running jobs")
+            self.jobs.clear()
+        try:
+            with store.transaction(self.con):
+                store.set_meta(self.con, "runner_pid", None)
+        except Exception:  # pragma: no cover
+            pass
+        try:
+            with open(self.files.pidfile, "w"):
+                pass
+        except OSError:
+            pass
+        log.info("runner pid %d exiting", os.getpid())
+
+
+def _exited(pid: int) -> bool:
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+    except OSError:
+        pass
+
+
+def _as_owner(pw, fn):
+    """Run fn with the owner's effective uid/gid/groups (root runner), else as is."""
+    if os.geteuid() != 0 or pw.pw_uid == 0:
+        return fn()
+    saved_groups = os.getgroups()
+    saved_egid = os.getegid()
+    os.setgroups(os.getgrouplist(pw.pw_name, pw.pw_gid))
+    os.setegid(pw.pw_gid)
+    os.seteuid(pw.pw_uid)
+    try:
+        return fn()
+    finally:
+        os.seteuid(0)
+        os.setegid(saved_egid)
+        os.setgroups(saved_groups)
+
+
+def run() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    files = paths.PoolFiles(paths.ensure_pool_dir())
+    return Runner(files).main()
