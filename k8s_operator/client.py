@@ -1,0 +1,374 @@
+"""The thin layer between Actions and the outside: kubernetes-client calls and tasks.api.
+
+Every Kubernetes API call goes through ``KubeClient.call(op, ...)``, which looks the operation up in
+``API_CALLS``: the API object, the method, and the RBAC (API group, resource, verb) it needs.  The
+table is the single source for ``deploy/k8s/rbac.yaml``: tests/test_k8s_manifests.py checks that
+the RBAC grants every row and nothing else, and tests/test_operator_client.py checks, at the
+kubernetes client's HTTP boundary, that each call really is the request its row says.
+
+Bodies for built-in kinds are sent as the kubernetes client's own models (``V1Pod``, ``V1Service``,
+``V1Secret``, ``V1Lease``), built from our dicts with ``ApiClient.deserialize``; custom objects
+(DaskCluster, traefik routes) are sent as dicts.  Patches to custom objects are JSON patches
+(``application/json-patch+json``), as dask-gateway's controller sends them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+import shutil
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from k8s_operator import bodies
+from k8s_operator.handlers import DELETE_TASK, FINALIZER, SCALE_TASK, Actions, Credentials, Ref, TaskRequest
+
+log = logging.getLogger(__name__)
+
+JSON_PATCH = "application/json-patch+json"
+
+#: operation -> (API object, method, API group, resource, verb).  Nothing calls the API otherwise.
+API_CALLS: dict[str, tuple[str, str, str, str, str]] = {
+    "list_clusters": ("custom", "list_cluster_custom_object", bodies.GROUP, "daskclusters", "list"),
+    "watch_clusters": ("custom", "list_cluster_custom_object", bodies.GROUP, "daskclusters", "watch"),
+    "patch_cluster": ("custom", "patch_namespaced_custom_object", bodies.GROUP, "daskclusters", "patch"),
+    "patch_cluster_status": ("custom", "patch_namespaced_custom_object_status", bodies.GROUP,
+                             "daskclusters/status", "patch"),
+    "delete_cluster": ("custom", "delete_namespaced_custom_object", bodies.GROUP, "daskclusters", "delete"),
+    "list_pods": ("core", "list_pod_for_all_namespaces", "", "pods", "list"),
+    "watch_pods": ("core", "list_pod_for_all_namespaces", "", "pods", "watch"),
+    "create_pod": ("core", "create_namespaced_pod", "", "pods", "create"),
+    "delete_pod": ("core", "delete_namespaced_pod", "", "pods", "delete"),
+    "create_service": ("core", "create_namespaced_service", "", "services", "create"),
+    "delete_service": ("core", "delete_namespaced_service", "", "services", "delete"),
+    "create_secret": ("core", "create_namespaced_secret", "", "secrets", "create"),
+    "read_secret": ("core", "read_namespaced_secret", "", "secrets", "get"),
+    "delete_secret": ("core", "delete_namespaced_secret", "", "secrets", "delete"),
+    "create_ingressroute": ("custom", "create_namespaced_custom_object", bodies.TRAEFIK_GROUP, "ingressroutes",
+                            "create"),
+    "delete_ingressroute": ("custom", "delete_namespaced_custom_object", bodies.TRAEFIK_GROUP, "ingressroutes",
+                            "delete"),
+    "create_ingressroutetcp": ("custom", "create_namespaced_custom_object", bodies.TRAEFIK_GROUP,
+                               "ingressroutetcps", "create"),
+    "delete_ingressroutetcp": ("custom", "delete_namespaced_custom_object", bodies.TRAEFIK_GROUP,
+                               "ingressroutetcps", "delete"),
+    "read_lease": ("coordination", "read_namespaced_lease", "coordination.k8s.io", "leases", "get"),
+    "create_lease": ("coordination", "create_namespaced_lease", "coordination.k8s.io", "leases", "create"),
+    "replace_lease": ("coordination", "replace_namespaced_lease", "coordination.k8s.io", "leases", "update"),
+}
+
+#: operations on the Lease, which lives in the operator's own namespace (granted by a Role there)
+NAMESPACED_OPS = {"read_lease", "create_lease", "replace_lease"}
+
+_CORE_KINDS = {"Pod": "pod", "Service": "service", "Secret": "secret"}
+_TRAEFIK_KINDS = {"IngressRoute": "ingressroute", "IngressRouteTCP": "ingressroutetcp"}
+_PLURALS = {"ingressroute": "ingressroutes", "ingressroutetcp": "ingressroutetcps"}
+
+
+def cluster_log(logger: logging.Logger, namespace: str, name: str) -> logging.LoggerAdapter:
+    """A logger whose every line names the namespace and the DaskCluster."""
+    return ClusterLog(logger, {"namespace": namespace, "cluster": name})
+
+
+class ClusterLog(logging.LoggerAdapter):
+    def process(self, msg, kwargs):
+        kwargs.setdefault("extra", {}).update(self.extra)
+        return f"namespace={self.extra['namespace']} cluster={self.extra['cluster']}: {msg}", kwargs
+
+
+class KubeClient:
+    """The kubernetes-client calls the operator makes (and only those)."""
+
+    def __init__(self, api_client: k8s.ApiClient):
+        self.api_client = api_client
+        self._apis = {"core": k8s.CoreV1Api(api_client), "custom": k8s.CustomObjectsApi(api_client),
+                      "coordination": k8s.CoordinationV1Api(api_client)}
+
+    # ---- the one door to the API ----------------------------------------------------------------
+    def method(self, op: str):
+        api, method, *_ = API_CALLS[op]
+        return getattr(self._apis[api], method)
+
+    def call(self, op: str, *args, **kwargs):
+        return self.method(op)(*args, **kwargs)
+
+    def to_model(self, body: dict, kind: str | None = None):
+        """Our dict as the kubernetes client's model (``V1Pod`` ...), as the API would return it."""
+        return self.api_client.deserialize(json.dumps(body), f"V1{kind or body['kind']}", "application/json")
+
+    def to_dict(self, obj) -> dict:
+        return obj if isinstance(obj, dict) else self.api_client.sanitize_for_serialization(obj)
+
+    # ---- DaskClusters -----------------------------------------------------------------------------
+    def list_clusters(self, label_selector: str) -> tuple[list[dict], str]:
+        res = self.call("list_clusters", bodies.GROUP, bodies.VERSION, bodies.PLURAL, label_selector=label_selector)
+        return res.get("items", []), res.get("metadata", {}).get("resourceVersion", "")
+
+    def list_scheduler_pods(self, label_selector: str) -> tuple[list[dict], str]:
+        res = self.to_dict(self.call("list_pods", label_selector=label_selector))
+        return res.get("items", []), res.get("metadata", {}).get("resourceVersion", "")
+
+    def watch_args(self, what: str, label_selector: str) -> tuple[Any, tuple, dict]:
+        """(function, args, kwargs) for ``kubernetes.watch.Watch().stream``."""
+        if what == "clusters":
+            return (self.method("watch_clusters"), (bodies.GROUP, bodies.VERSION, bodies.PLURAL),
+                    {"label_selector": label_selector})
+        return self.method("watch_pods"), (), {"label_selector": label_selector}
+
+    def add_finalizer(self, cluster: dict) -> dict:
+        meta = cluster["metadata"]
+        if meta.get("finalizers"):
+            patch = [{"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}]
+        else:
+            patch = [{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
+        return self.call("patch_cluster", bodies.GROUP, bodies.VERSION, meta["namespace"], bodies.PLURAL,
+                         meta["name"], patch, _content_type=JSON_PATCH)
+
+    def remove_finalizer(self, cluster: dict) -> dict | None:
+        """Remove our finalizer; the test op makes a concurrent change of the list fail (422) instead
+        of removing someone else's finalizer."""
+        meta = cluster["metadata"]
+        finalizers = meta.get("finalizers") or []
+        if FINALIZER not in finalizers:
+            return None
+        i = finalizers.index(FINALIZER)
+        patch = [{"op": "test", "path": f"/metadata/finalizers/{i}", "value": FINALIZER},
+                 {"op": "remove", "path": f"/metadata/finalizers/{i}"}]
+        try:
+            return self.call("patch_cluster", bodies.GROUP, bodies.VERSION, meta["namespace"], bodies.PLURAL,
+                             meta["name"], patch, _content_type=JSON_PATCH)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def patch_status(self, cluster: dict, status: dict) -> dict | None:
+        meta = cluster["metadata"]
+        try:
+            return self.call("patch_cluster_status", bodies.GROUP, bodies.VERSION, meta["namespace"],
+                             bodies.PLURAL, meta["name"], [{"op": "add", "path": "/status", "value": status}],
+                             _content_type=JSON_PATCH)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def delete_cluster_object(self, namespace: str, name: str) -> None:
+        try:
+            self.call("delete_cluster", bodies.GROUP, bodies.VERSION, namespace, bodies.PLURAL, name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    # ---- the objects of one cluster ----------------------------------------------------------------
+    def create(self, namespace: str, body: dict) -> dict | None:
+        """Create; None when it already exists (409), else the created object as a dict."""
+        kind = body["kind"]
+        try:
+            if kind in _CORE_KINDS:
+                res = self.call(f"create_{_CORE_KINDS[kind]}", namespace, self.to_model(body))
+            else:
+                op = _TRAEFIK_KINDS[kind]
+                res = self.call(f"create_{op}", bodies.TRAEFIK_GROUP, bodies.TRAEFIK_VERSION, namespace,
+                                _PLURALS[op], body)
+        except ApiException as e:
+            if e.status == 409:
+                return None
+            raise
+        return self.to_dict(res)
+
+    def delete(self, namespace: str, ref: Ref) -> bool:
+        """Delete; False when it was already gone (404)."""
+        try:
+            if ref.kind in _CORE_KINDS:
+                # The answer is the object or a Status depending on kind and server version; it is
+                # not deserialised (the client would insist on the model), only its HTTP status counts.
+                resp = self.call(f"delete_{_CORE_KINDS[ref.kind]}", ref.name, namespace, _preload_content=False)
+                resp.release_conn()
+            else:
+                op = _TRAEFIK_KINDS[ref.kind]
+                self.call(f"delete_{op}", bodies.TRAEFIK_GROUP, bodies.TRAEFIK_VERSION, namespace,
+                          _PLURALS[op], ref.name)
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    def read_secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        """The Secret's data (base64 values); never logged."""
+        return dict(self.call("read_secret", name, namespace).data or {})
+
+    # ---- the leader Lease ----------------------------------------------------------------------------
+    def read_lease(self, namespace: str, name: str) -> dict | None:
+        try:
+            return self.to_dict(self.call("read_lease", name, namespace))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def create_lease(self, namespace: str, body: dict) -> dict:
+        return self.to_dict(self.call("create_lease", namespace, self.to_model(body, "Lease")))
+
+    def replace_lease(self, namespace: str, name: str, body: dict) -> dict:
+        return self.to_dict(self.call("replace_lease", name, namespace, self.to_model(body, "Lease")))
+
+
+# ---- the Redis side ---------------------------------------------------------------------------------
+
+class TaskBackend:
+    """tasks.api for the operator: enqueue, the summary row of a cluster, owner look-up."""
+
+    def __init__(self, store=None):
+        from state import Store, connect
+        from tasks.config import settings
+        self.store = store or Store(connect(settings().redis_url))
+
+    def enqueue(self, req: TaskRequest):
+        from tasks import api
+        if req.task == SCALE_TASK:
+            return api.enqueue_scale(self.store, req.cluster, req.n, owner=req.owner, options=req.options,
+                                     schedd=req.schedd)
+        if req.task == DELETE_TASK:
+            return api.enqueue_delete(self.store, req.cluster)
+        raise ValueError(f"unknown task {req.task!r}")
+
+    def summary(self, cluster: str) -> dict | None:
+        from tasks import api
+        rows = api.status_rows(self.store, cluster)
+        return rows[0] if rows else None
+
+    def resolve_owner(self, username: str) -> str:
+        """spec.username -> Unix user (e-mails through workers.identity), checked as tasks.api checks
+        it when enqueueing (it must exist here with uid >= MIN_SUBMIT_UID and not be denied), so a
+        refused owner fails the cluster at once instead of failing every enqueue."""
+        from workers.identity import resolve_owner
+        return resolve_owner(username, self.store, check=True)
+
+
+# ---- credentials for the worker jobs ---------------------------------------------------------------
+
+class CredentialsFiles:
+    """``<dir>/<cluster>/{dask.crt,dask.pem,api-token}``: the cluster's Secret, for jobs on execute
+    nodes that see ``<dir>`` at the same path (a shared filesystem).  Mode 0600 (directory 0700),
+    owned by the cluster's owner when this process may chown and the owner exists here."""
+
+    FILES = ("dask.crt", "dask.pem", "api-token")
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def path(self, cluster: str) -> str:
+        return os.path.join(self.directory, cluster)
+
+    def present(self, cluster: str) -> bool:
+        return all(os.path.exists(os.path.join(self.path(cluster), f)) for f in self.FILES)
+
+    def write(self, cluster: str, data: dict[str, str], owner: str | None, clog) -> None:
+        import base64
+        d = self.path(cluster)
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        ids = self._ids(owner)
+        for name in self.FILES:
+            tmp = os.path.join(d, f".{name}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(base64.b64decode(data[name]))
+            if ids:
+                os.chown(tmp, *ids)
+            os.replace(tmp, os.path.join(d, name))
+        if ids:
+            os.chown(d, *ids)
+        else:
+            clog.warning("credentials in %s stay owned by uid %d: owner %s is unknown here or we may not chown",
+                         d, os.geteuid(), owner)
+        clog.info("credentials written to %s", d)
+
+    def remove(self, cluster: str) -> None:
+        shutil.rmtree(self.path(cluster), ignore_errors=True)
+
+    @staticmethod
+    def _ids(owner: str | None) -> tuple[int, int] | None:
+        if not owner or os.geteuid() != 0:
+            return None
+        try:
+            pw = pwd.getpwnam(owner)
+        except KeyError:
+            return None
+        return pw.pw_uid, pw.pw_gid
+
+
+@dataclass
+class Applied:
+    """What apply() learnt: the DaskCluster as the API now has it (None: unchanged or gone), the
+    objects it created, and whether the status was written."""
+    cluster: dict | None
+    created: list[dict]
+    status_written: bool
+
+
+def apply(kube: KubeClient, backend: TaskBackend, cluster: dict, actions: Actions,
+          credentials: CredentialsFiles | None = None) -> Applied:
+    """Carry the Actions out in their documented order.  Any failure raises (the operator retries
+    the whole reconcile later); every step is idempotent, so a retry repeats nothing harmful."""
+    ns, name = actions.namespace, actions.name
+    clog = cluster_log(log, ns, name)
+    current = cluster
+    latest = None
+    for note in actions.notes:
+        clog.info("%s", note)
+    if actions.add_finalizer:
+        latest = current = kube.add_finalizer(current)
+        clog.info("finalizer %s added", FINALIZER)
+    created = []
+    for body in actions.create:
+        obj = kube.create(ns, body)
+        clog.info("%s %s %s", body["kind"], body["metadata"]["name"], "created" if obj else "already exists")
+        if obj:
+            created.append(obj)
+    if actions.write_credentials and credentials is not None:
+        _write_credentials(kube, credentials, ns, actions.write_credentials, clog)
+    for req in actions.enqueue:
+        done = backend.enqueue(req)
+        clog.info("%s enqueued for HTCondor cluster %s%s on queue %s (task %s)", req.task, req.cluster,
+                  f" (n={req.n}, owner {req.owner})" if req.task == SCALE_TASK else "", done.queue, done.task_id)
+    for ref in actions.delete:
+        gone = kube.delete(ns, ref)
+        clog.info("%s %s %s", ref.kind, ref.name, "deleted" if gone else "already gone")
+    if actions.remove_credentials and credentials is not None:
+        credentials.remove(actions.remove_credentials)
+    if actions.status is not None:
+        res = kube.patch_status(current, actions.status)
+        if res is not None:
+            latest = current = res
+        clog.info("status: phase %s, htcondor %s", actions.status.get("phase"),
+                  json.dumps(actions.status.get("htcondor", {}), sort_keys=True))
+    if actions.remove_finalizer:
+        res = kube.remove_finalizer(current)
+        if res is not None:
+            latest = current = res
+        clog.info("finalizer %s removed", FINALIZER)
+    if actions.delete_object:
+        kube.delete_cluster_object(ns, name)
+        clog.info("DaskCluster deleted")
+    return Applied(latest, created, actions.status is not None)
+
+
+def _write_credentials(kube: KubeClient, files: CredentialsFiles, namespace: str, cred: Credentials, clog) -> None:
+    if files.present(cred.cluster):
+        return
+    data = kube.read_secret_data(namespace, cred.secret)
+    missing = [f for f in CredentialsFiles.FILES if f not in data]
+    if missing:
+        raise RuntimeError(f"secret {cred.secret} lacks {', '.join(missing)}")
+    files.write(cred.cluster, data, cred.owner, clog)
+
+
+def rbac_requirements(ops: Iterable[str] | None = None) -> set[tuple[str, str, str]]:
+    """(API group, resource, verb) for the given operations (default: all of API_CALLS)."""
+    return {API_CALLS[op][2:] for op in (ops if ops is not None else API_CALLS)}
