@@ -105,6 +105,7 @@ class Stack:
         self.others: list[Process] = []
 
     def start(self) -> "Stack":
+        print(f"stack workdir {self.workdir} (KEEP_STACK=1 keeps it)")  # shown with a failing test's output
         self.redis.start()
         self.env = base_env(self.workdir, self.redis.url, **self.env_extra)
         self.start_worker()

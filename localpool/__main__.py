@@ -10,7 +10,8 @@ from localpool import JOB_STATUS_NAMES, ads, daemon, paths, store
 log = logging.getLogger("localpool")
 
 FAULTS = {"submit-fail": "fault_submit_fail", "submit-delay": "fault_submit_delay",
-          "query-fail": "fault_query_fail", "hold-next": "fault_hold_next"}
+          "query-fail": "fault_query_fail", "hold-next": "fault_hold_next",
+          "submit-partial": "fault_submit_partial"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,13 +58,18 @@ def holder_is_dead(token: str | None) -> bool:
     parts = token.split(":")
     if len(parts) < 2 or parts[0] != socket.gethostname() or not parts[1].isdigit():
         return False
+    pid = int(parts[1])
     try:
-        os.kill(int(parts[1]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
         return False
-    return False
+    try:  # a killed process nobody reaped yet (a zombie) is dead too
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 @dataclass

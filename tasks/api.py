@@ -1,7 +1,8 @@
 """What entry points (CLI, gateway backend, operator) call: validate, enqueue, read status.
 
 Requests are validated here first, so bad input never reaches a queue; each request takes a sequence
-number from Redis so that a stale or re-delivered task never overrides a newer request.
+number from Redis so that a stale or re-delivered task never overrides a newer request, and its desired
+state is recorded before the task is sent, so no request is lost with a task.
 """
 from __future__ import annotations
 
@@ -48,6 +49,9 @@ def enqueue_scale(store: Store, cluster: str, n, *, owner: str | None = None, op
     check_job_options(cluster, options if options is not None else (record.options if record else {}))
     queue = _queue_for(record, cluster, schedd)
     seq = store.next_seq()
+    # Recorded now as well as by the task: a task lost with a killed worker (Redis re-delivers only after
+    # the visibility timeout) still leaves the newest desired state for the poller to reconcile.
+    store.record_request(cluster, n, schedd=queue, owner=owner, options=options, names=names, seq=seq)
     result = app.send_task("tasks.scale_cluster", kwargs={
         "cluster": cluster, "n": n, "owner": owner, "options": options, "names": names, "seq": seq},
         queue=queue)

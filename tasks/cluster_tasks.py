@@ -110,9 +110,9 @@ def poll_queue(self, schedd: str | None = None, force: bool = False) -> dict:
     now = time.time()
     for cluster in result.reconcile:
         record = store.get(cluster)
-        if record and record.error and record.error_at and now - record.error_at < s.retry_backoff_max * 5:
-            log.info("cluster %s: in error (%s); not reconciling again before %ds", cluster, record.error,
-                     s.retry_backoff_max * 5)
+        if record and record.error and record.error_at and now - record.error_at < s.error_retry_interval:
+            log.info("cluster %s: in error (%s); not reconciling again before %.0fs", cluster, record.error,
+                     s.error_retry_interval - (now - record.error_at))
             continue
         reconcile_cluster.apply_async((cluster,), queue=s.schedd_name)
     return result.as_dict()

@@ -52,6 +52,8 @@ class Settings:
     #: retries of a scale/reconcile task on schedd errors (exponential backoff, capped)
     task_max_retries: int
     retry_backoff_max: int
+    #: seconds a cluster in error is left alone by the poller's drift reconciles (a new request always acts)
+    error_retry_interval: float
     #: hard time limit of every task; the broker's visibility timeout is far above it
     task_time_limit: int
     visibility_timeout: int
@@ -84,6 +86,7 @@ def settings() -> Settings:
         poll_query_attempts=_int("POLL_QUERY_ATTEMPTS", 3),
         task_max_retries=_int("TASK_MAX_RETRIES", 6),
         retry_backoff_max=_int("RETRY_BACKOFF_MAX", 60),
+        error_retry_interval=_float("ERROR_RETRY_INTERVAL", 300.0),
         task_time_limit=time_limit,
         visibility_timeout=_int("VISIBILITY_TIMEOUT", max(3600, time_limit * 4)),
     )

@@ -7,12 +7,14 @@ is streamed from the pipe into the parser instead of being read whole.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -79,8 +81,28 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int):
+    """preexec_fn: SIGKILL the command if the process that started it dies.
+
+    A Celery worker killed during `condor_submit` must not leave the submit running: killed before
+    it commits, the schedd aborts the transaction, so the re-run reconcile never races a late commit.
+    Set after the uid switch (a credential change clears the parent-death signal).
+    """
+    def preexec():
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+    return preexec
+
+
 def _popen(argv: list[str], user: runas.RunAs | None, **kw) -> subprocess.Popen:
     """Start argv in its own process group, as `user` if given (env with their HOME/USER/LOGNAME)."""
+    if _libc is not None:
+        kw["preexec_fn"] = _die_with_parent(os.getpid())
     if user is not None:
         kw.update(user.popen_kwargs())
         kw.setdefault("env", user.env())
