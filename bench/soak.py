@@ -1,0 +1,169 @@
+"""Bounded soak: random scale requests under random faults, then the invariants.
+
+    python bench/soak.py [--seconds 120] [--clusters 5] [--seed N]
+
+Runs a Stack (redis-server, local pool, two Celery workers, beat polling every 2 s) and for --seconds
+sends random scale requests to a few clusters while injecting faults: failing and slow condor_submit,
+failing condor_q, held jobs, jobs removed behind our back, and a Celery worker SIGKILLed and replaced.
+Then it clears the faults, lets the controller converge, and checks from the pool's own condor_q:
+
+- count = desired: every cluster runs exactly its last requested count;
+- no duplicate names: no two jobs in the queue share a cluster's worker name;
+- no orphan job: every job with our marker belongs to a cluster we know;
+- no lost request: every cluster's recorded desired count is the last one sent.
+
+Stops by itself; stops every process it started.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness.services import FAKE_WORKER, REPO, Stack  # noqa: E402
+
+SOAK_USER = "htdask-soak"
+
+
+def soak_user() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    import pwd
+    try:
+        pwd.getpwnam(SOAK_USER)
+    except KeyError:
+        subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", SOAK_USER], check=True)
+    return SOAK_USER
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=120.0)
+    ap.add_argument("--clusters", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=int(time.time()))
+    a = ap.parse_args()
+    rng = random.Random(a.seed)
+    user = soak_user()
+    env = dict(POLL_INTERVAL="2", SCHEDD_MIN_INTERVAL="0.05", TASK_MAX_RETRIES="8", RETRY_BACKOFF_MAX="2",
+               ERROR_RETRY_INTERVAL="3", CONDOR_TIMEOUT="20", DASK_WORKER_COMMAND=str(FAKE_WORKER),
+               DASK_SCHEDULER_ADDRESS="tcp://127.0.0.1:8786", HOLD_RELEASE_LIMIT="1")
+    if user:
+        env["DEFAULT_OWNER"] = user
+    print(f"soak: seed {a.seed}, {a.seconds:.0f}s, {a.clusters} clusters", flush=True)
+    with Stack(beat=True, **env) as stack:
+        stack.start_worker("worker2")
+        os.environ.update(stack.env)
+        from state import Store, connect
+        from tasks import api
+        store = Store(connect(stack.redis.url))
+        names = [f"soak-{i}" for i in range(a.clusters)]
+        last: dict[str, int] = {}
+        stats = Counter()
+
+        def fault(*args: str) -> None:
+            subprocess.run([sys.executable, "-m", "localpool", "fault", *args], env=stack.env, cwd=REPO,
+                           check=True, capture_output=True, timeout=30)
+            stats["faults"] += 1
+
+        deadline = time.monotonic() + a.seconds
+        next_kill = time.monotonic() + a.seconds / 3
+        while time.monotonic() < deadline:
+            roll = rng.random()
+            if roll < 0.70:
+                cluster, n = rng.choice(names), rng.randint(0, 12)
+                api.enqueue_scale(store, cluster, n)
+                last[cluster] = n
+                stats["requests"] += 1
+            elif roll < 0.78:
+                fault("submit-fail", str(rng.randint(1, 2)))
+            elif roll < 0.84:
+                fault("query-fail", str(rng.randint(1, 3)))
+            elif roll < 0.88:
+                fault("submit-delay", rng.choice(["0", "0", "1.5"]))
+            elif roll < 0.92:
+                fault("hold-next", "1")
+            else:
+                _remove_one_behind_our_back(stack, rng, stats)
+            if time.monotonic() > next_kill:
+                victim = stack.workers.pop(0)
+                victim.kill(signal.SIGKILL)
+                victim.popen.wait(10)
+                stack.start_worker(f"worker{stats['kills'] + 3}")
+                stats["kills"] += 1
+                next_kill = time.monotonic() + a.seconds / 3
+            time.sleep(rng.uniform(0.05, 0.4))
+        fault("clear")
+        print(f"soak: {stats['requests']} requests, {stats['faults']} faults, {stats['kills']} worker kills, "
+              f"{stats['removed']} jobs removed behind our back; converging", flush=True)
+        converged = _converge(stack, store, last, timeout=180)
+        results = _invariants(stack, store, last)
+    for name, ok, detail in results:
+        print(f"  {'ok  ' if ok else 'FAIL'} {name}: {detail}")
+    passed = sum(ok for _, ok, _ in results)
+    status = "ok" if passed == len(results) and converged else "MISSED"
+    print(f"soak: {passed}/{len(results)} invariants after {stats['requests']} requests and "
+          f"{stats['faults']} faults (goal: {len(results)}/{len(results)}) {status}")
+    return 0
+
+
+def _jobs(stack: Stack) -> list[dict]:
+    from workers.queue_parser import parse_ads_text
+    out = stack.condor("condor_q", "-allusers", "-json", "-constraint", "DaskGatewayCluster =!= undefined",
+                       "-attributes", "ClusterId,ProcId,JobStatus,DaskGatewayCluster,DaskWorkerName")
+    if out.returncode != 0:
+        return []
+    return parse_ads_text(out.stdout)
+
+
+def _remove_one_behind_our_back(stack: Stack, rng: random.Random, stats: Counter) -> None:
+    jobs = [j for j in _jobs(stack) if j["JobStatus"] == 2]
+    if jobs:
+        j = rng.choice(jobs)
+        stack.condor("condor_rm", f"{j['ClusterId']}.{j['ProcId']}")
+        stats["removed"] += 1
+
+
+def _live_by_cluster(stack: Stack) -> Counter:
+    return Counter(j["DaskGatewayCluster"] for j in _jobs(stack) if j["JobStatus"] in (1, 2, 5))
+
+
+def _converge(stack: Stack, store, last: dict[str, int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        live = _live_by_cluster(stack)
+        if all(live.get(c, 0) == n for c, n in last.items()):
+            time.sleep(3)  # and it stays there
+            if _live_by_cluster(stack) == live:
+                return True
+        time.sleep(1)
+    return False
+
+
+def _invariants(stack: Stack, store, last: dict[str, int]) -> list[tuple[str, bool, str]]:
+    jobs = _jobs(stack)
+    live = Counter(j["DaskGatewayCluster"] for j in jobs if j["JobStatus"] in (1, 2, 5))
+    wrong = {c: (live.get(c, 0), n) for c, n in last.items() if live.get(c, 0) != n}
+    names = Counter((j["DaskGatewayCluster"], j["DaskWorkerName"]) for j in jobs)
+    dups = [k for k, v in names.items() if v > 1]
+    orphans = [j for j in jobs if j["DaskGatewayCluster"] not in last]
+    recorded = {c: (store.get(c).desired if store.get(c) else None) for c in last}
+    lost = {c: (recorded[c], n) for c, n in last.items() if recorded[c] != n}
+    return [
+        ("count = desired", not wrong, f"{sum(live.values())} live jobs" + (f"; wrong (live, desired): {wrong}"
+                                                                             if wrong else "")),
+        ("no duplicate names", not dups, f"{len(names)} names" + (f"; duplicated: {dups[:5]}" if dups else "")),
+        ("no orphan job", not orphans, f"{len(orphans)} orphans"),
+        ("no lost request", not lost, f"{len(last)} clusters" + (f"; (recorded, sent): {lost}" if lost else "")),
+    ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
