@@ -57,6 +57,7 @@ BAD = [
     # users we must never submit as
     (runas.check_user, "root", "deny list"),
     (runas.check_user, "daemon", "MIN_SUBMIT_UID"),
+    (runas.check_user, "nobody", "deny list"),
     (runas.check_user, "nobody-here-xyz", "no such"),
     (runas.check_user, "bad name", "POSIX"),
     # environment values trying to break out of the submit description

@@ -67,10 +67,14 @@ def min_submit_uid() -> int:
     return max(value, 1)  # root is never allowed, whatever the setting
 
 
+#: the kernel's overflow uid: `nobody`, shared by unrelated daemons, so its jobs would belong to no one
+OVERFLOW_UID = 65534
+
+
 def deny_users() -> set[str]:
-    """DENY_USERS (comma separated) plus root, always."""
+    """DENY_USERS (comma separated) plus root and nobody, always."""
     names = {n.strip() for n in os.environ.get("DENY_USERS", "").split(",") if n.strip()}
-    names.add("root")
+    names.update(("root", "nobody"))
     return names
 
 
@@ -81,13 +85,15 @@ def check_user(user: object) -> pwd.struct_passwd:
     except ValidationError as e:
         raise UserRefused(user, e.reason) from None
     if name in deny_users():
-        raise UserRefused(user, "is in the deny list (DENY_USERS, root)")
+        raise UserRefused(user, "is in the deny list (DENY_USERS, root, nobody)")
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
         raise UserRefused(user, "no such Unix user") from None
     if entry.pw_uid == 0:
         raise UserRefused(user, "has uid 0 (root)")
+    if entry.pw_uid == OVERFLOW_UID:
+        raise UserRefused(user, f"has the overflow uid {OVERFLOW_UID} (nobody)")
     floor = min_submit_uid()
     if entry.pw_uid < floor:
         raise UserRefused(user, f"uid {entry.pw_uid} is below MIN_SUBMIT_UID {floor} (a system account)")
