@@ -435,7 +435,12 @@ def test_fault_knobs(pool_env, work):
     [held] = q(pool_env, "-constraint", "JobStatus == 5")
     assert held["HoldReasonCode"] == 34 and "memory limit" in held["HoldReason"]
     assert f"{held['ClusterId']}.{held['ProcId']}" == ids[0]
-    assert pool(pool_env, "fault", "show").stdout.count(": 0") == 4
+    pool(pool_env, "fault", "submit-partial", "2")
+    ids = submit(pool_env, work, "executable = /bin/sleep\narguments = 300\nqueue 5\n")
+    assert len(ids) == 2, "the schedd accepted only 2 of 5 jobs"
+    out = submit(pool_env, work, "executable = /bin/sleep\narguments = 300\nqueue 3\n")
+    assert len(out) == 3, "submit-partial is one-shot"
+    assert pool(pool_env, "fault", "show").stdout.count(": 0") == 5
 
 
 def test_calls_log_lines(idle_pool, work):
