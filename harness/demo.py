@@ -15,7 +15,7 @@ import sys
 import time
 
 from harness.procs import Process, free_port, wait_for_port
-from harness.services import REPO, Stack
+from harness.services import Stack
 
 DEMO_USER = "htdask-demo"
 

@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 
-from localpool import ads, calls_log, daemon, paths, store
+from localpool import ads, daemon, paths, store
 from localpool.commands import common
 
 log = logging.getLogger(__name__)
@@ -27,21 +27,8 @@ VERBS = {  # mode -> (infinitive, past, default reason, past for one job)
 CT_NONE, CT_ALL, CT_CLUSTER, CT_USER, CT_SIMPLE, CT_COMPLEX = range(6)
 
 
-class Exit(Exception):
-    def __init__(self, code: int, stderr: str = ""):
-        super().__init__(stderr)
-        self.code, self.stderr = code, stderr
-
-
 def main(mode: str, argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    calls_log.record(f"condor_{mode}", argv)
-    try:
-        return common.guarded(Action(mode).run, argv)
-    except Exit as exc:
-        sys.stdout.flush()
-        sys.stderr.write(exc.stderr)
-        return exc.code
+    return common.run_command(f"condor_{mode}", Action(mode).run, argv)
 
 
 def usage_text(mode: str) -> str:
@@ -92,7 +79,7 @@ class Action:
     # ------------------------------------------------------------ arguments (rm.cpp main/procArg)
 
     def _usage(self, code: int = 1):
-        raise Exit(code, "".join(self.err) + usage_text(self.mode))
+        raise common.Exit(code, "".join(self.err) + usage_text(self.mode))
 
     def parse(self, argv: list[str]) -> None:
         if not argv:
@@ -112,35 +99,35 @@ class Action:
                 elif dp(a, "constraint", 1):
                     i += 1
                     if i >= len(argv) or argv[i].startswith("-"):
-                        raise Exit(1, f"{self.name}: -constraint requires another argument\n")
+                        raise common.Exit(1, f"{self.name}: -constraint requires another argument\n")
                     self._add_constraint(argv[i], CT_SIMPLE)
                 elif dp(a, "all", 1):
                     if self.has_constraint or self.has_usercluster:
-                        raise Exit(1, f"{self.name}: can't mix -all with other constraints\n")
+                        raise common.Exit(1, f"{self.name}: can't mix -all with other constraints\n")
                     self._add_constraint("ClusterId >= 0", CT_ALL)
                 elif dp(a, "addr", 2) or dp(a, "name", 1) or dp(a, "pool", 1):
                     i += 1
                     if i >= len(argv):
-                        raise Exit(1, f"{self.name}: {a} requires another argument\n")
+                        raise common.Exit(1, f"{self.name}: {a} requires another argument\n")
                 elif dp(a, "reason", 1):
                     i += 1
                     if i >= len(argv):
-                        raise Exit(1, f"{self.name}: -reason requires another argument\n")
+                        raise common.Exit(1, f"{self.name}: -reason requires another argument\n")
                     self.reason = argv[i]
                 elif dp(a, "subcode", 1):
                     i += 1
                     if i >= len(argv):
-                        raise Exit(1, f"{self.name}: -subcode requires another argument\n")
+                        raise common.Exit(1, f"{self.name}: -subcode requires another argument\n")
                     try:
                         self.subcode = int(argv[i])
                     except ValueError:
-                        raise Exit(1, f"Invalid -subcode {argv[i]}!\n")
+                        raise common.Exit(1, f"Invalid -subcode {argv[i]}!\n")
                 elif dp(a, "forcex", 1 if self.mode == "rm" else 2):
                     if self.mode != "rm":
                         self.err.append("-forcex is only valid with condor_rm\n")
                         self._usage()
                 elif dp(a, "version", 1):
-                    raise Exit(0, "")
+                    raise common.Exit(0, "")
                 elif dp(a, "help", 1):
                     self._usage(0)
                 else:

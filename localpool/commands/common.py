@@ -8,7 +8,7 @@ import re
 import sys
 import time
 
-from localpool import paths
+from localpool import calls_log, paths
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,37 @@ def totals_line(label: str, counts: dict[int, int], trailing_space: bool) -> str
             f"{counts.get(1, 0)} idle, {counts.get(2, 0)} running, {counts.get(5, 0)} held, "
             f"{counts.get(7, 0)} suspended")
     return line + (" " if trailing_space else "")
+
+
+STATUS_LETTER = {1: "I", 2: "R", 3: "X", 4: "C", 5: "H", 6: ">", 7: "S"}
+
+
+class Exit(Exception):
+    """End a command with this exit code after printing `stderr` (HTCondor's own messages)."""
+
+    def __init__(self, code: int, stderr: str = ""):
+        super().__init__(stderr)
+        self.code, self.stderr = code, stderr
+
+
+def run_command(name: str, body, argv: list[str] | None) -> int:
+    """A condor_* program's main: log the call, run the body guarded, turn Exit into its code."""
+    argv = sys.argv[1:] if argv is None else argv
+    calls_log.record(name, argv)
+    try:
+        return guarded(body, argv)
+    except Exit as exc:
+        sys.stdout.flush()
+        sys.stderr.write(exc.stderr)
+        return exc.code
+
+
+def wall_clock(seconds: int) -> str:
+    """`D+HH:MM:SS`, as HTCondor's tables print run times."""
+    d, rem = divmod(seconds, 86400)
+    h, rem = divmod(rem, 3600)
+    m, s = divmod(rem, 60)
+    return f"{d:>3}+{h:02d}:{m:02d}:{s:02d}"
 
 
 def guarded(fn, *args) -> int:

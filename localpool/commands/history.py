@@ -5,29 +5,13 @@ import logging
 import sys
 import time
 
-from localpool import ads, calls_log, classad_json, daemon, store
+from localpool import ads, classad_json, daemon, store
 from localpool.commands import common
 
 log = logging.getLogger(__name__)
 
-STATUS_LETTER = {1: "I", 2: "R", 3: "X", 4: "C", 5: "H", 6: ">", 7: "S"}
-
-
-class Exit(Exception):
-    def __init__(self, code: int, stderr: str = ""):
-        super().__init__(stderr)
-        self.code, self.stderr = code, stderr
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    calls_log.record("condor_history", argv)
-    try:
-        return common.guarded(_history, argv)
-    except Exit as exc:
-        sys.stdout.flush()
-        sys.stderr.write(exc.stderr)
-        return exc.code
+    return common.run_command("condor_history", _history, argv)
 
 
 def _history(argv: list[str]) -> int:
@@ -48,15 +32,15 @@ def _history(argv: list[str]) -> int:
         elif dp(a, "jsonl", 5) or dp(a, "json", 2) or dp(a, "xml", 3):
             want = "jsonl" if dp(a, "jsonl", 5) else ("json" if dp(a, "json", 2) else "xml")
             if fmt in ("json", "jsonl", "xml") and fmt != want:
-                raise Exit(1, "Error: -xml, -json and -jsonl are mutually exclusive\n")
+                raise common.Exit(1, "Error: -xml, -json and -jsonl are mutually exclusive\n")
             if want == "xml":
-                raise Exit(1, "Error: -xml is not supported by this local pool\n")
+                raise common.Exit(1, "Error: -xml is not supported by this local pool\n")
             fmt = want
         elif common.dash_colon_prefix(a, "long", 1)[0]:
             fmt = fmt or "long"
         elif common.dash_colon_prefix(a, "autoformat", 5)[0] or common.dash_colon_prefix(a, "af", 2)[0]:
             if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
-                raise Exit(1, "Error: -autoformat requires at least one attribute parameter\n")
+                raise common.Exit(1, "Error: -autoformat requires at least one attribute parameter\n")
             af = []
             while i + 1 < len(argv) and not argv[i + 1].startswith("-"):
                 i += 1
@@ -64,27 +48,27 @@ def _history(argv: list[str]) -> int:
         elif dp(a, "attributes", 2):
             i += 1
             if i >= len(argv):
-                raise Exit(1, "Error: -attributes requires a list of attributes to show\n")
+                raise common.Exit(1, "Error: -attributes requires a list of attributes to show\n")
             attributes = [x for x in argv[i].replace(",", " ").split() if x]
         elif dp(a, "constraint", 1):
             i += 1
             if i >= len(argv):
-                raise Exit(1, "Error: -constraint requires another parameter\n")
+                raise common.Exit(1, "Error: -constraint requires another parameter\n")
             constraints.append(argv[i])
         elif dp(a, "limit", 3) or dp(a, "match", 1):
             i += 1
             if i >= len(argv):
-                raise Exit(1, f"Error: {a} requires another parameter\n")
+                raise common.Exit(1, f"Error: {a} requires another parameter\n")
             try:
                 limit = int(argv[i])
             except ValueError:
-                raise Exit(1, f"Error: {a} requires a number\n")
+                raise common.Exit(1, f"Error: {a} requires a number\n")
         elif dp(a, "forwards", 1) or dp(a, "backwards", 1) or dp(a, "wide", 1):
             pass
         elif dp(a, "name", 1) or dp(a, "pool", 1) or dp(a, "file", 1):
             i += 1
         else:
-            raise Exit(1, f"Error: unrecognized argument {a}\n")
+            raise common.Exit(1, f"Error: unrecognized argument {a}\n")
         i += 1
 
     files = common.pool_files()
@@ -98,7 +82,7 @@ def _history(argv: list[str]) -> int:
             try:
                 compiled.append(match.Constraint(text, spellings))
             except ValueError:
-                raise Exit(1, f"Error: Invalid constraint expression: {text}\n")
+                raise common.Exit(1, f"Error: Invalid constraint expression: {text}\n")
     where, params = [], []
     for c, p in ids:
         if p is None:
@@ -179,13 +163,10 @@ def _date(ts) -> str:
 def _row(ad: dict) -> str:
     wall = ad.get("RemoteWallClockTime", 0.0)
     wall = int(wall) if isinstance(wall, (int, float)) else 0
-    d, rem = divmod(wall, 86400)
-    h, rem = divmod(rem, 3600)
-    m, s = divmod(rem, 60)
     cmd = ad.get("Cmd", "") if isinstance(ad.get("Cmd"), str) else ""
     args = ad.get("Arguments", ad.get("Args", ""))
     text = cmd + (f" {args}" if isinstance(args, str) and args else "")
     jid = f"{ad.get('ClusterId')}.{ad.get('ProcId')}"
     return (f"{jid:>7} {str(ad.get('Owner', ''))[:14]:<14} {_date(ad.get('QDate')):<11} "
-            f"{d:>3}+{h:02d}:{m:02d}:{s:02d} {STATUS_LETTER.get(ad.get('JobStatus'), '?'):<2} "
+            f"{common.wall_clock(wall)} {common.STATUS_LETTER.get(ad.get('JobStatus'), '?'):<2} "
             f"{_date(ad.get('CompletionDate')):<11} {text}")

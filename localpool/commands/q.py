@@ -10,29 +10,13 @@ import logging
 import sys
 import time
 
-from localpool import ads, calls_log, classad_json, daemon, paths, store
+from localpool import ads, classad_json, daemon, paths, store
 from localpool.commands import common
 
 log = logging.getLogger(__name__)
 
-STATUS_LETTER = {1: "I", 2: "R", 3: "X", 4: "C", 5: "H", 6: ">", 7: "S"}
-
-
-class Exit(Exception):
-    def __init__(self, code: int, stderr: str = ""):
-        super().__init__(stderr)
-        self.code, self.stderr = code, stderr
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    calls_log.record("condor_q", argv)
-    try:
-        return common.guarded(_query, argv)
-    except Exit as exc:
-        sys.stdout.flush()
-        sys.stderr.write(exc.stderr)
-        return exc.code
+    return common.run_command("condor_q", _query, argv)
 
 
 class Options:
@@ -70,25 +54,25 @@ def _parse_args(argv: list[str]) -> Options:
             o.json = o.long = True
         elif dp(a, "xml", 3):
             if o.json:
-                raise Exit(1, "Error: Cannot print as both XML and JSON\n")
-            raise Exit(1, "Error: -xml is not supported by this local pool\n")
+                raise common.Exit(1, "Error: Cannot print as both XML and JSON\n")
+            raise common.Exit(1, "Error: -xml is not supported by this local pool\n")
         elif common.dash_colon_prefix(a, "long", 1)[0]:
             o.long = True
         elif common.dash_colon_prefix(a, "autoformat", 5)[0] or common.dash_colon_prefix(a, "af", 2)[0]:
             if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
-                raise Exit(1, "Error: -autoformat requires at least one attribute parameter\n")
+                raise common.Exit(1, "Error: -autoformat requires at least one attribute parameter\n")
             o.af = []
             while i + 1 < len(argv) and not argv[i + 1].startswith("-"):
                 i += 1
                 o.af.append(argv[i])
         elif dp(a, "attributes", 2):
             if i + 1 >= len(argv):
-                raise Exit(1, "Error: -attributes requires a list of attributes to show\n")
+                raise common.Exit(1, "Error: -attributes requires a list of attributes to show\n")
             i += 1
             o.attributes = [x for x in argv[i].replace(",", " ").split() if x]
         elif dp(a, "constraint", 1):
             if i + 1 >= len(argv):
-                raise Exit(1, "Error: -constraint requires another parameter\n")
+                raise common.Exit(1, "Error: -constraint requires another parameter\n")
             i += 1
             o.constraints.append((i, argv[i]))
         elif dp(a, "allusers", 2) or dp(a, "all-users", 2):
@@ -105,18 +89,18 @@ def _parse_args(argv: list[str]) -> Options:
             o.run = True
         elif dp(a, "limit", 3):
             if i + 1 >= len(argv):
-                raise Exit(1, "Error: -limit requires the max number of results as an argument.\n")
+                raise common.Exit(1, "Error: -limit requires the max number of results as an argument.\n")
             i += 1
             try:
                 o.limit = int(argv[i])
             except ValueError:
-                raise Exit(1, f"Error: Unable to convert ({argv[i]}) to a number for -limit.\n")
+                raise common.Exit(1, f"Error: Unable to convert ({argv[i]}) to a number for -limit.\n")
             if o.limit <= 0:
-                raise Exit(1, f"Error: {o.limit} is not a valid for -limit.\n")
+                raise common.Exit(1, f"Error: {o.limit} is not a valid for -limit.\n")
         elif dp(a, "name", 1) or dp(a, "pool", 1):
             i += 1
         else:
-            raise Exit(1, f"Error: unrecognized argument {a}\n")
+            raise common.Exit(1, f"Error: unrecognized argument {a}\n")
         i += 1
     return o
 
@@ -127,7 +111,7 @@ def _query(argv: list[str]) -> int:
     con = store.connect(files)
     if store.take_fault(con, "fault_query_fail"):
         host = common.schedd_name()
-        raise Exit(1, f"\n-- Failed to fetch ads from: {common.SCHEDD_ADDR} : {host}\n"
+        raise common.Exit(1, f"\n-- Failed to fetch ads from: {common.SCHEDD_ADDR} : {host}\n"
                       f"SECURITY:2:Failed to connect to schedd {host}\n")
     me = paths.current_user()
     spellings = store.name_spellings(con)
@@ -139,7 +123,7 @@ def _query(argv: list[str]) -> int:
             try:
                 constraints.append(match.Constraint(text, spellings))
             except ValueError:
-                raise Exit(1, f"Error: Argument {idx + 1} ({text}) is not a valid constraint\n")
+                raise common.Exit(1, f"Error: Argument {idx + 1} ({text}) is not a valid constraint\n")
     my_jobs_only = not o.allusers and not o.owners
 
     where, params = [], []
@@ -311,12 +295,9 @@ def _nobatch_row(ad: dict) -> str:
     wall = int(wall) if isinstance(wall, (int, float)) else 0
     if ad.get("JobStatus") == 2 and isinstance(ad.get("JobCurrentStartDate"), int):
         wall += max(0, int(time.time()) - ad["JobCurrentStartDate"])
-    d, rem = divmod(wall, 86400)
-    h, rem = divmod(rem, 3600)
-    m, s = divmod(rem, 60)
     jid = f"{ad.get('ClusterId')}.{ad.get('ProcId')}"
     size = ad.get("ImageSize", 0)
     size = size / 1024.0 if isinstance(size, (int, float)) else 0.0
     return (f"{jid:>8} {str(ad.get('Owner', ''))[:14]:<14} {_date(ad.get('QDate', 0)):>11} "
-            f"{d:>3}+{h:02d}:{m:02d}:{s:02d} {STATUS_LETTER.get(ad.get('JobStatus'), '?'):<2} "
+            f"{common.wall_clock(wall)} {common.STATUS_LETTER.get(ad.get('JobStatus'), '?'):<2} "
             f"{ad.get('JobPrio', 0) if isinstance(ad.get('JobPrio'), int) else 0:<3} {size:<4.1f} {text[:18]}")
