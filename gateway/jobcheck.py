@@ -1,0 +1,107 @@
+"""Is a pending worker's HTCondor job still on its way, or has its start failed?
+
+Pure functions over what the poller keeps in Redis (job records by worker name, the time of the poll)
+so that `HTCondorBackend.do_check_workers` answers every pending worker without a schedd call.
+
+The rules ("queue wait is not failure"):
+
+- a job idle in the queue is pending, however long it waits;
+- a job held before its worker connected is a failed start (reported with its hold reason);
+- a job that ran and ended (it left the queue, or the reconciler replaced it) before its worker
+  connected is a failed start (reported with its exit code, from the job's history);
+- a job running for longer than the connect timeout without its worker connecting is a failed start,
+  and is replaced;
+- a job the poll has not seen yet is pending unless the submission failed (the cluster's recorded
+  error is newer than our request) or the job's history shows it already ended.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workers.jobstatus import JobStatus
+
+#: job statuses that are still in the queue on their way to (or running) a worker
+LIVE = {JobStatus.IDLE, JobStatus.RUNNING, JobStatus.HELD, JobStatus.SUSPENDED, JobStatus.TRANSFERRING_OUTPUT}
+
+
+@dataclass
+class Verdict:
+    """What a check found about one pending worker."""
+
+    ok: bool  # True: pending or running; False: the start failed
+    state: str  # unpolled | unseen | idle | running | held | stuck | ended | submit-failed
+    job_id: str | None = None  # the job now carrying the worker's name (or the one that ended)
+    reason: str = ""  # why the start failed (for the log)
+    need_history: bool = False  # the job may have come and gone between polls: ask its history
+
+
+def index_by_name(records: dict[str, dict]) -> dict[str, list[dict]]:
+    """Job records (job id -> record) grouped by worker name, newest job first."""
+    out: dict[str, list[dict]] = {}
+    for rec in records.values():
+        name = rec.get("name")
+        if name:
+            out.setdefault(name, []).append(rec)
+    for recs in out.values():
+        recs.sort(key=lambda r: _job_key(r.get("job_id")), reverse=True)
+    return out
+
+
+def _job_key(job_id: str | None) -> tuple[int, int]:
+    try:
+        c, p = str(job_id).split(".")
+        return int(c), int(p)
+    except ValueError:
+        return -1, -1
+
+
+def classify(*, records: list[dict], seen_job: str | None, enqueued_at: float, polled_at: float | None,
+             now: float, connect_timeout: float, submit_error: str | None = None,
+             submit_error_at: float | None = None) -> Verdict:
+    """Classify one pending worker from the records of the jobs carrying its name.
+
+    `seen_job` is the job id an earlier check saw for this worker; `enqueued_at` when its name was
+    last sent to the controller; `polled_at` the time of the poll the records come from.
+    """
+    if polled_at is None or polled_at < enqueued_at:
+        # The poll predates our request: its silence about the job means nothing yet.
+        return Verdict(True, "unpolled", seen_job)
+    ids = {r.get("job_id") for r in records}
+    if seen_job and seen_job not in ids:
+        return Verdict(False, "ended", seen_job, f"job {seen_job} left the queue before its worker connected",
+                       need_history=True)
+    live = [r for r in records if r.get("status") in LIVE]
+    held = [r for r in live if r.get("status") == JobStatus.HELD]
+    if held:
+        r = held[0]
+        code = r.get("hold_code")
+        return Verdict(False, "held", r.get("job_id"),
+                       f"job {r.get('job_id')} held before its worker connected: {r.get('hold_reason') or '?'}"
+                       + (f" (HoldReasonCode {code})" if code is not None else ""))
+    running = [r for r in live if r.get("status") == JobStatus.RUNNING]
+    if running:
+        r = running[0]
+        since = r.get("since")
+        if connect_timeout > 0 and since and now - since > connect_timeout:
+            return Verdict(False, "stuck", r.get("job_id"),
+                           f"job {r.get('job_id')} running for {now - since:.0f}s without its worker "
+                           f"connecting (limit {connect_timeout:g}s)")
+        return Verdict(True, "running", r.get("job_id"))
+    if live:
+        return Verdict(True, "idle", live[0].get("job_id"))
+    if submit_error and submit_error_at and submit_error_at >= enqueued_at:
+        return Verdict(False, "submit-failed", None, f"submission failed: {submit_error}")
+    return Verdict(True, "unseen", None, need_history=True)
+
+
+def describe_ended(ad: dict) -> str:
+    """One line about a job that left the queue, from its history ad."""
+    job = f"{ad.get('ClusterId')}.{ad.get('ProcId')}"
+    status = ad.get("JobStatus")
+    if status == JobStatus.REMOVED:
+        reason = ad.get("RemoveReason") or "no reason given"
+        return f"job {job} was removed before its worker connected: {reason}"
+    if ad.get("ExitBySignal"):
+        return f"job {job} ended before its worker connected: killed by signal {ad.get('ExitSignal')}"
+    code = ad.get("ExitCode")
+    return f"job {job} ended before its worker connected: exit code {code if code is not None else '?'}"
