@@ -1,8 +1,10 @@
 """`make demo`: the whole controller on embedded defaults, then everything it started is stopped.
 
 Starts a private redis-server, the local pool, a Celery worker on the schedd queue, beat and Flower
-(behind basic auth), and a Dask scheduler; scales a cluster of real Dask workers (HTCondor jobs of the
-local pool) to 4, runs a computation on them, scales to 1, deletes the cluster and prints the summaries.
+(behind basic auth). Part 1, the CLI: with a Dask scheduler of its own, scales a cluster of real Dask
+workers (HTCondor jobs of the local pool) to 4, runs a computation on them, scales to 1, deletes the
+cluster and prints the summaries. Part 2, Dask Gateway: starts the gateway with our backend, and as a
+scientist would, creates a cluster, scales it to 4, computes, scales down and shuts it down.
 """
 from __future__ import annotations
 
@@ -71,7 +73,7 @@ def run_demo(keep: bool = False) -> int:
         address = f"tcp://127.0.0.1:{sport}"
         _say(f"Dask scheduler {address}")
 
-        _say("python cli.py scale demo 4 --wait   (one condor_submit, queue 4)")
+        _say("part 1: the CLI. python cli.py scale demo 4 --wait   (one condor_submit, queue 4)")
         print(_cli(stack, "scale", "demo", "4", "--scheduler", address, "--wait", "--timeout", "180"), end="")
         print(_cli(stack, "status"))
         print(_cli(stack, "jobs", "demo"))
@@ -84,10 +86,15 @@ def run_demo(keep: bool = False) -> int:
         _say("python cli.py delete demo --wait")
         print(_cli(stack, "delete", "demo", "--wait", "--timeout", "120"), end="")
         print(_cli(stack, "poll"))
-        submits = len(stack.calls("condor_submit"))
-        removes = len(stack.calls("condor_rm"))
-        queries = len(stack.calls("condor_q"))
-        _say(f"schedd calls: {submits} condor_submit, {removes} condor_rm, {queries} condor_q")
+        scheduler.stop()
+        scheduler = None
+        _calls(stack)
+
+        _say("part 2: Dask Gateway, workers as HTCondor jobs through the same Celery tasks")
+        from gateway.demo import run_gateway_demo
+        run_gateway_demo(stack, _say)
+        print(_cli(stack, "poll"))
+        _calls(stack)
         if keep:
             _say("everything keeps running; Ctrl-C stops it")
             while True:
@@ -106,6 +113,11 @@ def run_demo(keep: bool = False) -> int:
         if scheduler:
             scheduler.stop()
         stack.stop()
+
+
+def _calls(stack: Stack) -> None:
+    counts = {c: len(stack.calls(c)) for c in ("condor_submit", "condor_rm", "condor_q")}
+    _say("schedd calls so far: " + ", ".join(f"{n} {c}" for c, n in counts.items()))
 
 
 def _compute(address: str, expected_workers: int) -> None:

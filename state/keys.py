@@ -9,6 +9,7 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 | `htdask:seq` | string (int) | request sequence: every request gets the next number when enqueued, so a stale or re-delivered request never overrides a newer one |
 | `htdask:cluster:<name>` | hash | `desired`, `owner`, `schedd`, `options` (JSON of the job options), `generation` (bumped by every request), `seq` (sequence number of the newest request applied), `replaced` (held jobs replaced since that request), `created_at`, `updated_at`, `error`, `error_at` |
 | `htdask:names:<name>` | set | named-worker clusters (gateway): the worker names wanted; `desired` is its size |
+| `htdask:submitted:<name>` | set | named-worker clusters: every name already submitted once; a name whose job ended is not submitted again (the gateway replaces workers under new names) |
 | `htdask:counter:<name>` | string (int) | next worker index; reserved with one `INCRBY n` per submission |
 | `htdask:lock:<name>` | string | redis-py `Lock` held while a reconcile brings the cluster to its desired state; its token is `<host>:<pid>:<uuid>` so a lock left by a dead process on this host can be broken |
 | `htdask:inflight:<name>` | string (TTL) | set while a `condor_submit` for the cluster runs: `<host>:<pid>` |
@@ -41,6 +42,10 @@ def cluster(name: str) -> str:
 
 def names(name: str) -> str:
     return f"{PREFIX}:names:{name}"
+
+
+def submitted(name: str) -> str:
+    return f"{PREFIX}:submitted:{name}"
 
 
 def counter(name: str) -> str:
@@ -85,4 +90,4 @@ def identity(email: str) -> str:
 
 def per_cluster(name: str) -> list[str]:
     """Every key that belongs to one cluster (deleted together when the cluster is deleted)."""
-    return [cluster(name), names(name), counter(name), inflight(name), summary(name), jobs(name), holds(name)]
+    return [cluster(name), names(name), submitted(name), counter(name), inflight(name), summary(name), jobs(name), holds(name)]

@@ -200,6 +200,13 @@ class Store:
         last = int(self._reserve(keys=[keys.counter(name)], args=[n, floor]))
         return last - n
 
+    def submitted_names(self, name: str) -> set[str]:
+        return self.r.smembers(keys.submitted(name))
+
+    def mark_submitted(self, name: str, worker_names: list[str]) -> None:
+        if worker_names:
+            self.r.sadd(keys.submitted(name), *worker_names)
+
     def counter(self, name: str) -> int:
         return int(self.r.get(keys.counter(name)) or 0)
 

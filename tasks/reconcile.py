@@ -130,7 +130,8 @@ class Reconciler:
         if hold_policy and self._apply_hold_policy(record, live, outcome):
             return True
         if record.names is not None:
-            have = {j.name for j in live}
+            # A wanted name whose job ended is the gateway's to replace (under a new name), not ours.
+            have = {j.name for j in live} | self.store.submitted_names(name)
             missing = sorted(record.names - have)
             surplus = [j for j in live if j.name not in record.names]
             if missing:
@@ -181,6 +182,8 @@ class Reconciler:
         finally:
             self.store.clear_inflight(name)
         log.info("cluster %s: submitted jobs %s", name, _span(ids))
+        if names is not None:  # procs are created in item order: the first len(ids) names exist
+            self.store.mark_submitted(name, labels[:len(ids)])
         if len(ids) != wanted:
             log.warning("cluster %s: asked for %d jobs, the schedd created %d; reconciling again",
                         name, wanted, len(ids))

@@ -272,3 +272,23 @@ def test_summary_counts_jobs_that_left_the_queue(stack):
     assert (row["running"], row["removed"], row["completed"]) == (1, 2, 0)
     history = stack.condor("condor_history", "-json", "-constraint", 'DaskGatewayCluster == "lam"')
     assert len(parse_ads_text(history.stdout)) == 2
+
+
+def test_named_workers_are_submitted_once_each(stack):
+    """Gateway clusters name their workers; a worker whose job ended is replaced by the gateway, not us."""
+    stack.python("from state import Store, connect; from tasks import api; store = Store(connect())\n"
+                 "api.enqueue_scale(store, 'named', 2, names=['w-a', 'w-b'])")
+    jobs = wait_until(lambda: len(live(stack, "named")) == 2 and live(stack, "named"), message="2 named jobs")
+    assert sorted(j["DaskWorkerName"] for j in jobs) == ["w-a", "w-b"]
+    assert sorted(j["DaskWorkerIndex"] for j in jobs) == [0, 1]
+    gone = next(j for j in jobs if j["DaskWorkerName"] == "w-a")
+    assert stack.condor("condor_rm", f"{gone['ClusterId']}.{gone['ProcId']}").returncode == 0
+    wait_until(lambda: len(live(stack, "named")) == 1, message="w-a ended")
+    assert stack.cli("poll").returncode == 0  # drift: the poller asks for a reconcile...
+    time.sleep(2)
+    assert [j["DaskWorkerName"] for j in live(stack, "named")] == ["w-b"]  # ...which resubmits nothing
+    stack.python("from state import Store, connect; from tasks import api; store = Store(connect())\n"
+                 "api.enqueue_scale(store, 'named', 2, names=['w-b', 'w-c'])")
+    jobs = wait_until(lambda: len(live(stack, "named")) == 2 and live(stack, "named"), message="w-c")
+    assert sorted(j["DaskWorkerName"] for j in jobs) == ["w-b", "w-c"]
+    assert len(stack.calls("condor_submit")) == 2
