@@ -40,6 +40,8 @@ app.conf.update(
 import beat_schedule  # noqa: E402  (the schedule reads the app's settings)
 
 app.conf.beat_schedule = beat_schedule.schedule(_s)
+# Only the beat holding a Redis lock sends: two beats started by mistake never double a poll.
+app.conf.beat_scheduler = "tasks.beat:LockedScheduler"
 
 
 @after_setup_logger.connect

@@ -292,3 +292,19 @@ def test_named_workers_are_submitted_once_each(stack):
     jobs = wait_until(lambda: len(live(stack, "named")) == 2 and live(stack, "named"), message="w-c")
     assert sorted(j["DaskWorkerName"] for j in jobs) == ["w-b", "w-c"]
     assert len(stack.calls("condor_submit")) == 2
+
+
+def test_two_beats_never_double_the_poll(service_user):
+    from harness.services import celery_beat
+    with make_stack(service_user, POLL_INTERVAL="1") as stack:
+        first = celery_beat(stack.env, stack.logdir, name="beat1")
+        second = celery_beat(stack.env, stack.logdir, name="beat2")
+        stack.others += [first, second]
+        wait_until(lambda: "standing by" in second.tail(200) + first.tail(200), message="one beat standing by")
+        time.sleep(6)
+        sent = [p.tail(400).count("Sending due task") for p in (first, second)]
+        assert min(sent) == 0 and max(sent) >= 4, sent  # one beat sends every period, the other none
+        active = first if sent[0] else second
+        active.kill()  # the active beat dies: the standby takes over once the lock expires
+        standby = second if active is first else first
+        wait_until(lambda: "Sending due task" in standby.tail(400), timeout=60, message="takeover")
