@@ -53,7 +53,8 @@ def run_demo(keep: bool = False) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     user = demo_user()
     password = secrets.token_urlsafe(12)
-    stack = Stack(beat=True, flower_auth=f"admin:{password}", POLL_INTERVAL="2", SCHEDD_MIN_INTERVAL="0.1",
+    stack = Stack(beat=True, flower_auth=f"admin:{password}", redis_password=secrets.token_urlsafe(16),
+                  appendonly=True, POLL_INTERVAL="2", SCHEDD_MIN_INTERVAL="0.1",
                   **({"DEFAULT_OWNER": user} if user else {}))
     scheduler = None
     try:
@@ -62,7 +63,8 @@ def run_demo(keep: bool = False) -> int:
         secret = stack.workdir / "flower-password"
         secret.touch(mode=0o600)
         secret.write_text(password + "\n")
-        _say(f"Redis     redis://127.0.0.1:{stack.redis.port}/0")
+        _say(f"Redis     redis://:***@127.0.0.1:{stack.redis.port}/0 "
+             f"(AOF on, password in {stack.redis.workdir}/redis.conf)")
         _say(f"Flower    http://127.0.0.1:{stack.flower_port}/  (user admin, password in {secret})")
         _say(f"pool      LOCALPOOL_DIR={stack.env['LOCALPOOL_DIR']}")
         sport = free_port()
