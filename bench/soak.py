@@ -29,18 +29,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.services import FAKE_WORKER, REPO, Stack  # noqa: E402
+from harness.users import ensure_user  # noqa: E402
 
 SOAK_USER = "htdask-soak"
 
 
 def soak_user() -> str | None:
+    """As root, jobs run as an unprivileged account (the controller never submits as root)."""
     if os.geteuid() != 0:
         return None
-    import pwd
-    try:
-        pwd.getpwnam(SOAK_USER)
-    except KeyError:
-        subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", SOAK_USER], check=True)
+    ensure_user(SOAK_USER)
     return SOAK_USER
 
 

@@ -9,15 +9,14 @@ scientist would, creates a cluster, scales it to 4, computes, scales down and sh
 from __future__ import annotations
 
 import os
-import pwd
 import secrets
 import signal
-import subprocess
 import sys
 import time
 
 from harness.procs import Process, free_port, wait_for_port
 from harness.services import Stack
+from harness.users import ensure_user
 
 DEMO_USER = "htdask-demo"
 
@@ -30,10 +29,7 @@ def demo_user() -> str | None:
     """As root, jobs run as a dedicated unprivileged account (never root); created when missing."""
     if os.geteuid() != 0:
         return None
-    try:
-        pwd.getpwnam(DEMO_USER)
-    except KeyError:
-        subprocess.run(["useradd", "-m", "-s", "/usr/sbin/nologin", DEMO_USER], check=True)
+    if ensure_user(DEMO_USER, home=True):
         _say(f"created the unprivileged account {DEMO_USER!r} the demo's jobs run as")
     return DEMO_USER
 

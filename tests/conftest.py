@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import users
 from harness.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,18 +47,21 @@ SERVICE_USER = "htdask-svc"
 @pytest.fixture(scope="session")
 def service_user():
     """A non-root Unix user (uid >= 1000) the controller submits as; created once, removed at the end."""
-    import pwd
     if os.geteuid() != 0:
         pytest.skip("creating a Unix user needs root (CI runs as root)")
-    created = False
-    try:
-        pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", SERVICE_USER], check=True)
-        created = True
+    created = users.ensure_user(SERVICE_USER)
     yield SERVICE_USER
     if created:
-        subprocess.run(["userdel", SERVICE_USER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        users.delete_user(SERVICE_USER)
+
+
+@pytest.fixture
+def unix_user():
+    """A fresh Unix user (uid >= 1000, with a home), deleted at teardown; needs root."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a Unix user needs root")
+    with users.temporary_user() as entry:
+        yield entry
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, message: str = "condition"):

@@ -6,10 +6,7 @@ are root-only, so the pool and the job directory live in a world-accessible temp
 from __future__ import annotations
 
 import os
-import pwd
-import secrets
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -18,21 +15,6 @@ import pytest
 from tests.test_localpool_lib import pid_alive, pool, q, read_pids, run, wait_for
 
 
-@pytest.fixture
-def unix_user():
-    if os.geteuid() != 0:
-        pytest.skip("creating a Unix user needs root")
-    if not shutil.which("useradd"):
-        pytest.skip("useradd is not installed")
-    name = "lpt" + secrets.token_hex(3)
-    subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", name], check=True,
-                   capture_output=True, timeout=60)
-    try:
-        entry = pwd.getpwnam(name)
-        assert entry.pw_uid >= 1000
-        yield entry
-    finally:
-        subprocess.run(["userdel", name], capture_output=True, timeout=60)
 
 
 @pytest.fixture

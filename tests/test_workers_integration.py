@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import secrets
 import shutil
 import subprocess
 import sys
@@ -284,22 +283,6 @@ def test_big_queue_is_streamed_and_an_abandoned_query_is_killed(schedd, pool_env
 
 # --- run as another Unix user ------------------------------------------------------------------
 
-@pytest.fixture
-def unix_user():
-    """A fresh Unix user (uid >= 1000), deleted at teardown; needs root."""
-    if os.geteuid() != 0:
-        pytest.skip("creating a Unix user needs root")
-    if not shutil.which("useradd"):
-        pytest.skip("useradd is not installed")
-    name = "htdt" + secrets.token_hex(3)
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True,
-                   capture_output=True, timeout=60)
-    try:
-        entry = pwd.getpwnam(name)
-        assert entry.pw_uid >= 1000
-        yield entry
-    finally:
-        subprocess.run(["userdel", "--remove", name], capture_output=True, timeout=60)
 
 
 @pytest.fixture
