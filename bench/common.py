@@ -1,0 +1,172 @@
+"""Shared pieces of the benchmarks: the stack they run on, the figure line, calls.log counting.
+
+Every benchmark prints its figure as its LAST line:
+
+    NAME: VALUE (goal: GOAL) ok|MISSED
+
+`bench/run_all.py` collects those lines. Schedd calls are always counted from the local pool's
+`calls.log` (one line per condor_* invocation, written by the pool's programs), never from our code.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from harness import services  # noqa: E402
+from harness.procs import Process  # noqa: E402
+from harness.services import POOL_BIN, Stack  # noqa: E402
+
+BENCH_USER = "htdask-bench"
+SCHEDULER = "tcp://127.0.0.1:8786"  # the fake worker never connects
+VENV_BIN = REPO / ".venv" / "bin"
+
+
+def bench_user() -> str:
+    """A non-root Unix user (uid >= 1000) jobs are submitted as.
+
+    As root: `htdask-bench`, created (no home, no login shell) when missing and left in place so that
+    consecutive benchmarks share it. Not root: the current user (the controller runs commands as itself).
+    """
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.getuid()).pw_name
+    from harness.users import ensure_user
+    ensure_user(BENCH_USER)
+    return BENCH_USER
+
+
+def bench_path() -> str:
+    """PATH for the stack: the pool's programs first, then this venv's python3.
+
+    The condor_* launchers are `#!/usr/bin/env python3` scripts; without this, `python3` may be a
+    pyenv shim (a shell script, ~75 ms per call) or an interpreter without classad2 (re-exec). Real
+    condor_* programs are native, so the benchmarks keep the launcher's own overhead as small as
+    the local pool allows, identically for our path and for the baselines.
+    """
+    parts = [str(POOL_BIN)]
+    if (VENV_BIN / "python3").exists():
+        parts.append(str(VENV_BIN))
+    parts.append(os.environ.get("PATH", "/usr/bin:/bin"))
+    return os.pathsep.join(parts)
+
+
+class BenchStack(Stack):
+    """A `Stack` whose Celery workers also load `bench.noop_tasks`, with benchmark defaults.
+
+    Defaults: jobs submitted as `bench_user()`, the fake Dask worker, no beat unless asked,
+    LOCALPOOL_SLOTS=0 (jobs stay idle in the queue: the figures are about the controller and the
+    schedd, not about starting processes), product defaults for everything else
+    (SCHEDD_MIN_INTERVAL=0.1 included).
+    """
+
+    def __init__(self, concurrency: int = 2, **env):
+        # A password on this stack's Redis: on a shared machine a Celery worker left over from another
+        # stack, still retrying a port that our redis-server now has, would otherwise consume our tasks.
+        kw = {"redis_password": env.pop("redis_password", secrets.token_hex(12))}
+        env.setdefault("DEFAULT_OWNER", bench_user())
+        env.setdefault("DASK_WORKER_COMMAND", str(services.FAKE_WORKER))
+        env.setdefault("DASK_SCHEDULER_ADDRESS", SCHEDULER)
+        env.setdefault("LOCALPOOL_SLOTS", "0")
+        env.setdefault("POLL_INTERVAL", "3600")
+        env.setdefault("PATH", bench_path())
+        env.setdefault("CELERY_LOGLEVEL", "INFO")  # as the harness and the README run it
+        super().__init__(concurrency=concurrency, **kw, **env)
+
+    def start_worker(self, name: str | None = None, **extra_env) -> Process:
+        name = name or f"worker{len(self.workers) + 1}"
+        env = {**self.env, **extra_env}
+        queue = env.get("SCHEDD_NAME", "local")
+        argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queue, "-c", str(self.concurrency),
+                "-n", f"{name}@%h", "--loglevel", env.get("CELERY_LOGLEVEL", "INFO"), "--without-gossip",
+                "--without-mingle", "-E", "--include", "bench.noop_tasks"]
+        proc = Process(argv, env=env, cwd=str(REPO), log_path=self.logdir / f"{name}.log", name=name)
+        self.workers.append(proc)
+        wait_worker_ready(self, proc)
+        return proc
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def activate(self) -> None:
+        """Make this process a client of the stack (tasks.*, state.*, workers.* read os.environ)."""
+        for key in ("REDIS_URL", "LOCALPOOL_DIR", "PATH", "SCHEDD_NAME", "DEFAULT_OWNER", "DASK_WORKER_COMMAND",
+                    "DASK_SCHEDULER_ADDRESS", "LOCALPOOL_SLOTS", "POLL_INTERVAL", "SCHEDD_MIN_INTERVAL"):
+            if key in self.env:
+                os.environ[key] = self.env[key]
+        from tasks import context
+        context.reset()
+        from tasks.app import app
+        app.conf.broker_url = self.env["REDIS_URL"]
+        app.conf.result_backend = self.env["REDIS_URL"]
+
+    def count(self, command: str | tuple[str, ...]) -> int:
+        commands = (command,) if isinstance(command, str) else command
+        return sum(1 for row in self.calls() if row[1] in commands)
+
+    def calls_since(self, mark: float, command: str | tuple[str, ...] | None = None) -> list[list[str]]:
+        commands = None if command is None else ((command,) if isinstance(command, str) else command)
+        return [r for r in self.calls() if float(r[0]) >= mark and (commands is None or r[1] in commands)]
+
+
+def wait_worker_ready(stack: Stack, proc: Process, timeout: float = 60.0) -> None:
+    """Wait until the worker answers a ping (works whatever its log level)."""
+    from celery import Celery
+    probe = Celery("probe", broker=stack.env["REDIS_URL"], backend=stack.env["REDIS_URL"])
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise RuntimeError(f"Celery worker {proc.name} exited:\n{proc.tail(40)}")
+            replies = probe.control.ping(timeout=0.5)
+            if any(proc.name + "@" in list(r)[0] for r in replies or []):
+                return
+        raise TimeoutError(f"Celery worker {proc.name} not ready after {timeout}s:\n{proc.tail(40)}")
+    finally:
+        probe.close()
+
+
+def wait_until(predicate, timeout: float = 60.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def figure(name: str, value: str, goal: str, ok: bool) -> str:
+    """Print the figure line (the benchmark's last line) and return it."""
+    line = f"{name}: {value} (goal: {goal}) {'ok' if ok else 'MISSED'}"
+    print(line, flush=True)
+    return line
+
+
+def say(*args) -> None:
+    print(*args, flush=True)
+
+
+def machine() -> str:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 2**20:.0f} GiB"
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({model}), {mem} RAM, Python {sys.version.split()[0]}"

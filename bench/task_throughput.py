@@ -1,0 +1,108 @@
+"""Benchmark `task_throughput`: 1,000 scale tasks end to end against 1,000 no-op Celery tasks on the same
+worker (same app, queue, concurrency, delivery options), in one run.
+
+no-op     `app.send_task("bench.noop", ...)` (bench/noop_tasks.py, loaded into the worker with --include):
+          Celery's own cost per task (broker, ack, result in Redis, events).
+scale     `tasks.api.enqueue_scale(store, "tN", 0)` for 1,000 distinct new clusters: each request is
+          validated, numbered and enqueued, and its task records the desired state, takes the cluster
+          lock and reconciles, which reads the queue once (`condor_q -constraint 'DaskGatewayCluster == "tN"'`)
+          and finds nothing to change. That is the cheapest complete scale task: the work that every scale
+          request does, without the job submission itself (measured by `submit_calls`), and without the
+          burst collapse (requests for one cluster that find its lock busy return at once; measured below
+          as "one cluster" for information, and by `burst`).
+Throughput = tasks / seconds from the first enqueue to the last result. The no-op figure is the better of a
+run before and a run after the scale tasks. SCHEDD_MIN_INTERVAL=0 as in the tests: the product default
+(0.1 s between two calls to one schedd) caps any workload that calls the schedd at 10 calls/s by design.
+
+    python bench/task_throughput.py [--tasks 1000] [--concurrency 2] [--profile N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import BenchStack, figure, say  # noqa: E402
+
+GOAL = 0.5
+
+
+def run(stack: BenchStack, label: str, n: int, send) -> tuple[float, dict]:
+    from tasks.app import app
+    mark = time.time()
+    t0 = time.perf_counter()
+    ids = [send(i) for i in range(n)]
+    enqueue_s = time.perf_counter() - t0
+    results = [app.AsyncResult(t).get(timeout=600) for t in ids]
+    seconds = time.perf_counter() - t0
+    calls: dict[str, int] = {}
+    for row in stack.calls_since(mark):
+        calls[row[1]] = calls.get(row[1], 0) + 1
+    states: dict[str, int] = {}
+    for r in results:
+        states[r.get("state", "?")] = states.get(r.get("state", "?"), 0) + 1
+    rate = n / seconds
+    say(f"{label:<28}: {rate:7.1f} tasks/s ({n} in {seconds:.2f} s, enqueued in {enqueue_s:.2f} s); "
+        f"results {states}; schedd calls {calls or 0}")
+    return rate, calls
+
+
+def profile_scale(stack: BenchStack, n: int) -> None:
+    """pyinstrument over n scale tasks run eagerly in this process (same code as in the worker)."""
+    from pyinstrument import Profiler
+
+    from tasks.cluster_tasks import scale_cluster
+    prof = Profiler(interval=0.001)
+    prof.start()
+    for i in range(n):
+        scale_cluster.apply(kwargs={"cluster": f"p{i}", "n": 0}).get()
+    prof.stop()
+    path = stack.workdir.parent / "task_throughput-profile.txt"
+    path.write_text(prof.output_text(unicode=False, color=False))
+    say(f"profile of {n} eager scale tasks: {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", type=int, default=1000)
+    ap.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="also profile N eager scale tasks")
+    a = ap.parse_args(argv)
+    n = a.tasks
+    with BenchStack(concurrency=a.concurrency, SCHEDD_MIN_INTERVAL="0") as stack:
+        stack.activate()
+        from state import Store, connect
+        from tasks import api
+        from tasks.app import app
+        store = Store(connect(stack.env["REDIS_URL"]))
+
+        def noop(i):
+            return app.send_task("bench.noop", kwargs={"cluster": f"t{i}", "n": 0, "seq": i}, queue="local").id
+
+        # Warm up: worker processes, broker connections, the pool's runner.
+        for r in [noop(i) for i in range(20)] + [api.enqueue_scale(store, "warm", 0).task_id]:
+            app.AsyncResult(r).get(timeout=60)
+        say(f"worker concurrency {a.concurrency}, {n} tasks per run")
+        noop1, _ = run(stack, "no-op (before)", n, noop)
+        scale, calls = run(stack, "scale, distinct clusters", n,
+                           lambda i: api.enqueue_scale(store, f"t{i}", 0).task_id)
+        one, _ = run(stack, "scale, one cluster (info)", n,
+                     lambda i: api.enqueue_scale(store, "one", 1 + i % 2).task_id)
+        noop2, _ = run(stack, "no-op (after)", n, noop)
+        if a.profile:
+            stack.activate()
+            profile_scale(stack, a.profile)
+    base = max(noop1, noop2)
+    ratio = scale / base
+    say(f"scale tasks on one cluster (collapsing): {one:.1f} tasks/s = {one / base:.2f}x of the no-op")
+    figure("task_throughput", f"{scale:.1f} vs {base:.1f} no-op tasks/s = {ratio:.2f}x "
+           f"({calls.get('condor_q', 0)} condor_q for {n} tasks)", f">= {GOAL}x", ratio >= GOAL)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
