@@ -13,7 +13,7 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 | `htdask:counter:<name>` | string (int) | next worker index; reserved with one `INCRBY n` per submission |
 | `htdask:lock:<name>` | string | redis-py `Lock` held while a reconcile brings the cluster to its desired state; its token is `<host>:<pid>:<uuid>` so a lock left by a dead process on this host can be broken |
 | `htdask:inflight:<name>` | string (TTL) | set while a `condor_submit` for the cluster runs: `<host>:<pid>` |
-| `htdask:summary:<name>` | hash | written by the poller: `idle`, `running`, `held`, `suspended`, `completed`, `removed`, `held_reasons` (JSON), `max_index`, `polled_at`; `completed`/`removed` include `ended_completed`/`ended_removed`, the jobs that left the queue since the cluster was first polled (from the history) |
+| `htdask:summary:<name>` | hash | written by the poller: `idle`, `running`, `held`, `suspended`, `completed`, `removed`, `held_reasons` (JSON), `max_index`, `polled_at`; `completed`/`removed` include `ended_completed`/`ended_removed`, the jobs that left the queue since the cluster was first polled (from the history); `jobs_digest` fingerprints the job records, which are rewritten only when it changes |
 | `htdask:jobs:<name>` | hash | written by the poller: job id `C.P` → JSON job record (name, index, status, since, hold reason, exit code) |
 | `htdask:holds:<name>` | hash | job name → times the held-job policy released it |
 | `htdask:poll:<schedd>` | hash | poller status of one schedd: `polled_at`, `ok_at`, `error`, `failures` |

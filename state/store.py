@@ -225,13 +225,14 @@ class Store:
     # ---- poll results ---------------------------------------------------------------------------
     def write_poll(self, schedd: str, summaries: dict[str, dict], jobs: dict[str, dict[str, str]],
                    polled_at: float) -> None:
-        """Write every cluster's summary and job records and the poll status in one pipeline."""
+        """Write every cluster's summary, the job records of the clusters in `jobs` (the others are
+        unchanged) and the poll status, in one pipeline."""
         pipe = self.r.pipeline(transaction=True)
         for name, summary in summaries.items():
             pipe.delete(keys.summary(name))
             pipe.hset(keys.summary(name), mapping={k: _encode(v) for k, v in summary.items()})
+        for name, records in jobs.items():
             pipe.delete(keys.jobs(name))
-            records = jobs.get(name)
             if records:
                 pipe.hset(keys.jobs(name), mapping=records)
         pipe.hset(keys.poll(schedd), mapping={"polled_at": polled_at, "ok_at": polled_at, "failures": 0,
@@ -256,8 +257,12 @@ class Store:
             pipe.hgetall(keys.summary(n))
         return {n: {k: _decode(v) for k, v in h.items()} for n, h in zip(names, pipe.execute())}
 
-    def job_ids(self, name: str) -> list[str]:
-        return self.r.hkeys(keys.jobs(name))
+    def job_ids_many(self, names: list[str]) -> dict[str, list[str]]:
+        """The job ids of several clusters' records, in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for n in names:
+            pipe.hkeys(keys.jobs(n))
+        return dict(zip(names, pipe.execute()))
 
     def job_records(self, name: str) -> dict[str, dict]:
         return {jid: json.loads(v) for jid, v in self.r.hgetall(keys.jobs(name)).items()}

@@ -11,6 +11,7 @@ Run by beat every POLL_INTERVAL seconds on each schedd's queue. A poll
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -20,7 +21,7 @@ from state import Store
 from workers.jobspec import POLL_PROJECTION, ours_constraint
 from workers.schedd import Schedd, ScheddError
 from workers.jobstatus import JobStatus
-from workers.summary import ClusterSummary, summarize
+from workers.summary import ClusterSummary, JobRecord, summarize
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,16 @@ def summary_fields(summary, polled_at: float) -> dict:
     }
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per record
+
+
 def job_fields(summary) -> dict[str, str]:
-    return {rec.job_id: json.dumps(rec._asdict(), separators=(",", ":")) for rec in summary.jobs}
+    return {rec.job_id: _encode(dict(zip(JobRecord._fields, rec))) for rec in summary.jobs}
+
+
+def jobs_digest(summary) -> str:
+    """A fingerprint of a cluster's job records: unchanged records are not rewritten or re-read."""
+    return "b2:" + hashlib.blake2b(repr(summary.jobs).encode(), digest_size=16).hexdigest()
 
 
 def live_count(summary) -> int:
@@ -113,13 +122,17 @@ class Poller:
         known = {n: self.store.get(n) for n in self.store.cluster_names()}
         mine = {n: rec for n, rec in known.items() if rec is not None and rec.schedd == self.name}
         fields, jobs = {}, {}
-        for name in set(mine) | set(summaries):
+        names = [n for n in set(mine) | set(summaries)
+                 # jobs of a deleted cluster still leaving the queue get no summary
+                 if n in mine or live_count(summaries[n]) > 0]
+        previous = self.store.summaries(names)
+        for name in names:
             summary = summaries.get(name) or ClusterSummary(name)
-            if name not in mine and live_count(summary) == 0:
-                continue  # jobs of a deleted cluster still leaving the queue
             fields[name] = summary_fields(summary, polled_at)
-            jobs[name] = job_fields(summary)
-        self._add_ended(fields, jobs)
+            fields[name]["jobs_digest"] = jobs_digest(summary)
+            if fields[name]["jobs_digest"] != (previous.get(name) or {}).get("jobs_digest"):
+                jobs[name] = job_fields(summary)  # only changed clusters' records are rewritten
+        self._add_ended(fields, jobs, previous)
         self.store.write_poll(self.name, fields, jobs, polled_at)
         self._forget_vanished(set(summaries) | set(mine))
         for name, rec in mine.items():
@@ -137,17 +150,16 @@ class Poller:
                  result.seconds)
         return result
 
-    def _add_ended(self, fields: dict[str, dict], jobs: dict[str, dict]) -> None:
+    def _add_ended(self, fields: dict[str, dict], jobs: dict[str, dict], previous: dict[str, dict]) -> None:
         """Count jobs that left the queue since the last poll as completed or removed.
 
         Ended jobs leave the queue at once, so condor_q alone would always say 0 completed. The job ids
-        the last poll saw and this one does not are looked up in the history, in one call, only when
-        there are any; the totals accumulate in the summary.
+        the last poll saw and this one does not (only clusters whose records changed can have any) are
+        looked up in the history, in one call, only when there are any; the totals accumulate.
         """
-        previous = self.store.summaries(list(fields))
         vanished: dict[str, set[str]] = {}
-        for name in fields:
-            gone = set(self.store.job_ids(name)) - set(jobs[name])
+        for name, ids in self.store.job_ids_many(list(jobs)).items():
+            gone = set(ids) - set(jobs[name])
             if gone:
                 vanished[name] = gone
         ended = self._history(vanished) if vanished else {}

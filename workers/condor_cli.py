@@ -8,6 +8,7 @@ is streamed from the pipe into the parser instead of being read whole.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import logging
 import os
 import re
@@ -114,6 +115,14 @@ def _popen(argv: list[str], user: runas.RunAs | None, **kw) -> subprocess.Popen:
         raise ScheddError(f"cannot run {os.path.basename(argv[0])}: {e}", argv) from None
 
 
+def _widen_pipe(pipe) -> None:
+    """A 1 MiB pipe lets condor_q write ahead while we parse (Linux; best effort)."""
+    try:
+        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except OSError:
+        pass
+
+
 def run(argv: list[str], user: runas.RunAs | None = None, timeout: float | None = None,
         stdin: str | None = None) -> Completed:
     """Run a short command to completion; ScheddTimeout (group killed) past the timeout."""
@@ -165,6 +174,7 @@ def stream(argv: list[str], user: runas.RunAs | None = None, timeout: float | No
 
     try:
         proc = _popen(argv, user, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile)
+        _widen_pipe(proc.stdout)
         timer = threading.Timer(timeout, on_timeout)
         timer.daemon = True
         timer.start()

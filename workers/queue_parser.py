@@ -56,7 +56,10 @@ class _Reader:
     def read(self, size: int) -> str:
         if self.eof:
             return ""
-        data = self.stream.read(size)
+        # read1: whatever the pipe holds now (at most size), so parsing overlaps the writer's output
+        # instead of waiting for a full chunk.
+        read1 = getattr(self.stream, "read1", None)
+        data = read1(size) if read1 is not None else self.stream.read(size)
         if isinstance(data, bytes):
             if self.decoder is None:
                 self.decoder = codecs.getincrementaldecoder("utf-8")("strict")
