@@ -18,6 +18,8 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 | `htdask:holds:<name>` | hash | job name → times the held-job policy released it |
 | `htdask:poll:<schedd>` | hash | poller status of one schedd: `polled_at`, `ok_at`, `error`, `failures` |
 | `htdask:polllock:<schedd>` | string | redis-py `Lock` so two beat processes never run one poll twice |
+| `htdask:pending:<schedd>` | set | clusters waiting for the schedd's next batched reconcile |
+| `htdask:batchlock:<schedd>` | string | redis-py `Lock` of the one task that runs the schedd's batched reconciles (token as for cluster locks) |
 | `htdask:beatlock` | string (TTL) | held by the one beat process that sends periodic tasks (tasks/beat.py) |
 | `htdask:throttle:<schedd>` | string (PX TTL) | present while the schedd's minimum call interval has not passed |
 | `htdask:identity:<email>` | string (TTL) | cached e-mail → Unix user look-up |
@@ -79,6 +81,14 @@ def poll(schedd: str) -> str:
 
 def poll_lock(schedd: str) -> str:
     return f"{PREFIX}:polllock:{schedd}"
+
+
+def pending(schedd: str) -> str:
+    return f"{PREFIX}:pending:{schedd}"
+
+
+def batch_lock(schedd: str) -> str:
+    return f"{PREFIX}:batchlock:{schedd}"
 
 
 def beat_lock() -> str:

@@ -108,6 +108,8 @@ class Store:
                        seq: int | None = None) -> bool:
         """Record the newest desired state of a cluster; False when a newer request is already there.
 
+        Recording the same request twice (at enqueue and in the task) writes it once.
+
         A re-delivered or retried task carries its original `seq`, so it can never move a cluster
         back to an older request's count. Without `seq` the request counts as the newest.
         """
@@ -115,8 +117,9 @@ class Store:
         ckey = keys.cluster(name)
 
         def apply(pipe):
-            if int(pipe.hget(ckey, "seq") or 0) > seq:
-                return False
+            stored = int(pipe.hget(ckey, "seq") or 0)
+            if stored >= seq:  # newer, or this very request already recorded (at enqueue)
+                return stored == seq
             now = time.time()
             mapping = {"desired": desired, "schedd": schedd, "updated_at": now, "seq": seq, "replaced": 0}
             if owner is not None:
@@ -176,6 +179,19 @@ class Store:
     # ---- locks ----------------------------------------------------------------------------------
     def cluster_lock(self, name: str, timeout: float):
         return self.r.lock(keys.lock(name), timeout=timeout, thread_local=False)
+
+    def batch_lock(self, schedd: str, timeout: float):
+        return self.r.lock(keys.batch_lock(schedd), timeout=timeout, thread_local=False)
+
+    def add_pending(self, schedd: str, *names: str) -> None:
+        if names:
+            self.r.sadd(keys.pending(schedd), *names)
+
+    def pop_pending(self, schedd: str, count: int) -> list[str]:
+        return self.r.spop(keys.pending(schedd), count) or []
+
+    def has_pending(self, schedd: str) -> bool:
+        return bool(self.r.scard(keys.pending(schedd)))
 
     def poll_lock(self, schedd: str, timeout: float):
         return self.r.lock(keys.poll_lock(schedd), timeout=timeout, thread_local=False)

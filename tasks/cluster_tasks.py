@@ -16,6 +16,9 @@ import time
 import redis
 from celery import Task
 
+from redis.exceptions import LockError
+
+from state import holder_token, keys
 from tasks import context
 from tasks.app import app
 from tasks.config import settings
@@ -61,6 +64,51 @@ def reconciler() -> Reconciler:
     return Reconciler(context.store(), context.schedd(), settings())
 
 
+#: clusters one batched reconcile takes at once
+BATCH_SIZE = 500
+
+
+def reconcile_batched(cluster: str) -> dict:
+    """Reconcile `cluster` together with every other cluster waiting on this schedd.
+
+    The cluster joins the schedd's pending set. One task at a time (the holder of the schedd's batch
+    lock) takes the pending clusters and reconciles them with one condor_q per round for all, so a
+    thousand requests cost a few schedd queries, not a thousand. A task that finds the batch lock busy
+    returns at once: the holder takes its cluster before it lets go (it re-checks the pending set).
+    Returns the cluster's outcome, or {"state": "queued"} when another task reconciled it; raises the
+    cluster's own failure (so Celery retries it); others' failures are in their own state.
+    """
+    s, store = settings(), context.store()
+    store.add_pending(s.schedd_name, cluster)
+    result = {"cluster": cluster, "state": "queued"}
+    while store.has_pending(s.schedd_name):
+        runner = store.batch_lock(s.schedd_name, s.lock_timeout)
+        token = holder_token()
+        if not runner.acquire(blocking=False, token=token):
+            if not (store.break_dead_lock(keys.batch_lock(s.schedd_name))
+                    and runner.acquire(blocking=False, token=token)):
+                return result
+        try:
+            while batch := store.pop_pending(s.schedd_name, BATCH_SIZE):
+                try:
+                    outcomes = reconciler().reconcile_many(batch)
+                except BaseException:
+                    store.add_pending(s.schedd_name, *batch)  # not lost: the next holder takes them
+                    raise
+                log.info("schedd %s: reconciled %d clusters in one batch", s.schedd_name, len(batch))
+                own = outcomes.get(cluster)
+                if own is not None:
+                    result = own.as_dict()
+                    if own.exc is not None:
+                        raise own.exc
+        finally:
+            try:
+                runner.release()
+            except LockError:
+                log.warning("schedd %s: batch lock expired before release", s.schedd_name)
+    return result
+
+
 @app.task(name="tasks.scale_cluster", **TASK_OPTIONS)
 def scale_cluster(self, cluster: str, n: int, owner: str | None = None, options: dict | None = None,
                   names: list[str] | None = None, seq: int | None = None) -> dict:
@@ -76,13 +124,13 @@ def scale_cluster(self, cluster: str, n: int, owner: str | None = None, options:
         log.info("cluster %s: request %s superseded by a newer one; reconciling toward the newer", cluster, seq)
     else:
         log.info("cluster %s: desired %d workers (owner %s, request %s)", cluster, n, owner or "-", seq)
-    return reconciler().reconcile(cluster).as_dict()
+    return reconcile_batched(cluster)
 
 
 @app.task(name="tasks.reconcile_cluster", **TASK_OPTIONS)
 def reconcile_cluster(self, cluster: str) -> dict:
     """Bring the cluster's jobs to its recorded desired state (nothing to do when they match)."""
-    return reconciler().reconcile(cluster).as_dict()
+    return reconcile_batched(cluster)
 
 
 @app.task(name="tasks.delete_cluster", **TASK_OPTIONS)

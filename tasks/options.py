@@ -1,6 +1,8 @@
 """A cluster's job options: the fields of `workers.jobspec.WorkerJobSpec` a request may set."""
 from __future__ import annotations
 
+import functools
+import json
 import os
 
 from workers import validation
@@ -14,11 +16,19 @@ def job_options(options: dict) -> dict:
 
 def check_job_options(cluster: str, options: dict) -> None:
     """Reject options a worker job could not be described with, before anything is enqueued."""
+    validation.validate_cluster_name(cluster)
+    _check_options(json.dumps(options, sort_keys=True), os.environ.get("DASK_SCHEDULER_ADDRESS", ""))
+
+
+@functools.lru_cache(maxsize=256)
+def _check_options(options_json: str, default_address: str) -> None:
+    """Render one job with these options (cached: clusters share a few option sets)."""
+    options = json.loads(options_json)
     fields = set(WorkerJobSpec.__dataclass_fields__) - {"cluster", "owner"}
     unknown = sorted(set(options) - fields)
     if unknown:
         raise validation.ValidationError("job option", unknown[0], f"is not one of {sorted(fields)}")
-    opts = job_options(options)
+    opts = {"scheduler_address": default_address, **options}
     if not opts["scheduler_address"]:
         raise validation.ValidationError("scheduler address", "", "give --scheduler or set DASK_SCHEDULER_ADDRESS")
-    worker_submit_description(WorkerJobSpec(cluster=cluster, owner="nobody", **opts), [(0, f"{cluster}-0")])
+    worker_submit_description(WorkerJobSpec(cluster="check", owner="nobody", **opts), [(0, "check-0")])

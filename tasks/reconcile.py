@@ -10,16 +10,20 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import time
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from redis.exceptions import LockError
 
 from state import Store, holder_is_dead, holder_token, keys
 from tasks.options import job_options
-from workers.jobspec import WorkerJobSpec, cluster_constraint, members_constraint, worker_submit_description
+from workers import validation
+from workers.jobspec import (WorkerJobSpec, cluster_constraint, members_constraint, ours_constraint,
+                             worker_submit_description)
 from workers.jobstatus import JobStatus
 from workers.runas import UserRefused
-from workers.schedd import Schedd
+from workers.schedd import Schedd, ScheddError
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +31,14 @@ log = logging.getLogger(__name__)
 LIVE = {JobStatus.IDLE, JobStatus.RUNNING, JobStatus.HELD, JobStatus.SUSPENDED}
 #: removal order when scaling down: useless jobs first, then queued ones, running ones last
 REMOVE_ORDER = {JobStatus.HELD: 0, JobStatus.IDLE: 1, JobStatus.SUSPENDED: 2, JobStatus.RUNNING: 3}
-PROJECTION = ["ClusterId", "ProcId", "JobStatus", "DaskWorkerIndex", "DaskWorkerName", "HoldReason",
-              "HoldReasonCode", "EnteredCurrentStatus"]
+PROJECTION = ["ClusterId", "ProcId", "JobStatus", "DaskGatewayCluster", "DaskWorkerIndex", "DaskWorkerName",
+              "HoldReason", "HoldReasonCode", "EnteredCurrentStatus"]
+#: rounds of one reconcile_many (each: read, act, confirm)
+MAX_ROUNDS = 10
+#: clusters named in one condor_q constraint; more are read with the marker constraint
+MEMBER_LIST_MAX = 200
+#: a burst has ended when no request arrived for SETTLE_QUIET seconds (waiting at most SETTLE_MAX)
+SETTLE_QUIET, SETTLE_MAX = 0.3, 5.0
 
 
 @dataclass
@@ -42,9 +52,10 @@ class Outcome:
     removed: list[int] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
     error: str | None = None
+    exc: Exception | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "exc"}
 
 
 @dataclass
@@ -76,26 +87,64 @@ class Reconciler:
         """The Unix user this cluster's jobs are submitted and removed as; never root."""
         return submit_user(record, self.settings)
 
-    # ---- locking --------------------------------------------------------------------------------
+    # ---- rounds -------------------------------------------------------------------------------
     def reconcile(self, cluster: str) -> Outcome:
-        """Reconcile under the cluster lock; a busy lock means its holder will see our request."""
-        outcome = Outcome(cluster)
-        while True:
-            lock = self.store.cluster_lock(cluster, self.settings.lock_timeout)
-            if not self._acquire(lock, cluster):
-                outcome.state = "busy"
-                log.info("cluster %s: reconcile already running elsewhere; it will apply the newest request",
-                         cluster)
-                return outcome
+        """Reconcile one cluster (see reconcile_many); its failure is raised."""
+        outcome = self.reconcile_many([cluster])[cluster]
+        if outcome.exc is not None:
+            raise outcome.exc
+        return outcome
+
+    def reconcile_many(self, clusters: Iterable[str]) -> dict[str, Outcome]:
+        """Bring clusters to their desired state with one condor_q per round for all of them.
+
+        A round holds the locks of its clusters while it reads the queue and acts, so no other
+        reconcile changes a cluster between our read and our change; a cluster whose lock is busy is
+        left to its holder, which re-reads the generation after releasing it. A cluster that changed
+        something is read again next round (to confirm or go on), and so is one whose generation moved
+        (a newer request), once requests have stopped arriving. A cluster that fails has its error
+        recorded in its outcome (`exc`) and its state, and is dropped; a failing query is raised.
+        """
+        outcomes = {c: Outcome(c) for c in dict.fromkeys(clusters)}
+        pending, hold_checked = list(outcomes), set()
+        for _ in range(MAX_ROUNDS):
+            locks = self._lock_all(pending, outcomes)
+            if not locks:
+                break
+            gens, acted = {}, set()
             try:
-                done = self._until_stable(cluster, outcome)
-                if done is not None and outcome.error is None:
-                    self.store.clear_error(cluster)
+                gens = {c: self.store.generation(c) for c in locks}
+                jobs = self._query(list(locks))
+                for c in locks:
+                    if self._step_cluster(c, jobs.get(c, []), outcomes[c], hold_policy=c not in hold_checked):
+                        acted.add(c)
+                    hold_checked.add(c)
             finally:
-                _release(lock, cluster)
-            # A request that found the lock busy bumped the generation before we released it.
-            if done is None or self.store.generation(cluster) == done:
-                return outcome
+                for c, lock in locks.items():
+                    _release(lock, c)
+            # A request that found a lock busy bumped that cluster's generation before we released it.
+            moved = {c for c in gens if outcomes[c].state == "ok" and self.store.generation(c) != gens[c]}
+            if moved:
+                self._settle(moved)
+            pending = [c for c in locks if (c in acted or c in moved) and outcomes[c].exc is None]
+            if not pending:
+                break
+        for c, outcome in outcomes.items():
+            if outcome.state == "ok" and outcome.error is None:
+                self.store.clear_error(c)
+        return outcomes
+
+    def _lock_all(self, clusters: list[str], outcomes: dict[str, Outcome]) -> dict:
+        locks = {}
+        for c in clusters:
+            lock = self.store.cluster_lock(c, self.settings.lock_timeout)
+            if self._acquire(lock, c):
+                locks[c] = lock
+                outcomes[c].state = "ok"
+            else:
+                outcomes[c].state = "busy"
+                log.info("cluster %s: reconcile already running elsewhere; it will apply the newest request", c)
+        return locks
 
     def _acquire(self, lock, cluster: str) -> bool:
         token = holder_token()
@@ -105,24 +154,50 @@ class Reconciler:
             return lock.acquire(blocking=False, token=token)
         return False
 
-    def _until_stable(self, cluster: str, outcome: Outcome) -> int | None:
-        """Act until a pass ends with no newer request and nothing left to do."""
-        for attempt in range(10):
-            gen = self.store.generation(cluster)
-            record = self.store.get(cluster)
-            if record is None:
-                outcome.state = "gone"
-                return None
-            acted = self._step(record, outcome, hold_policy=attempt == 0)
-            if not acted and self.store.generation(cluster) == gen:
-                return gen
-        return self.store.generation(cluster)
+    def _query(self, clusters: list[str]) -> dict[str, list[dict]]:
+        """One condor_q for the clusters' jobs, grouped by cluster."""
+        if len(clusters) == 1:
+            constraint = cluster_constraint(clusters[0])
+        elif len(clusters) <= MEMBER_LIST_MAX:
+            quoted = ",".join(validation.validate_classad_string(validation.validate_cluster_name(c))
+                              for c in clusters)
+            constraint = f"member(DaskGatewayCluster, {{{quoted}}})"
+        else:
+            constraint = ours_constraint()
+        by_cluster: dict[str, list[dict]] = {}
+        for ad in self.schedd.query(constraint, PROJECTION):
+            by_cluster.setdefault(ad.get("DaskGatewayCluster"), []).append(ad)
+        return by_cluster
+
+    def _settle(self, clusters: set[str]) -> None:
+        """Wait until requests to these clusters stop arriving (a burst), so the next round acts once."""
+        deadline = time.monotonic() + SETTLE_MAX
+        last, still_since = None, time.monotonic()
+        while time.monotonic() < deadline:
+            now = [self.store.generation(c) for c in sorted(clusters)]
+            if now != last:
+                last, still_since = now, time.monotonic()
+            elif time.monotonic() - still_since >= SETTLE_QUIET:
+                return
+            time.sleep(0.05)
+
+    def _step_cluster(self, cluster: str, ads: list[dict], outcome: Outcome, hold_policy: bool) -> bool:
+        record = self.store.get(cluster)
+        if record is None:
+            outcome.state = "gone"
+            return False
+        try:
+            return self._step(record, [Job.from_ad(ad) for ad in ads], outcome, hold_policy)
+        except (ScheddError, validation.ValidationError) as err:
+            log.error("cluster %s: %s", cluster, err)
+            outcome.exc, outcome.error = err, str(err)
+            self.store.set_error(cluster, str(err))
+            return False
 
     # ---- one pass -------------------------------------------------------------------------------
-    def _step(self, record, outcome: Outcome, hold_policy: bool = True) -> bool:
+    def _step(self, record, jobs: list[Job], outcome: Outcome, hold_policy: bool = True) -> bool:
         """Compare desired with the queue and make one change; True if something was changed."""
         name = record.name
-        jobs = [Job.from_ad(ad) for ad in self.schedd.query(cluster_constraint(name), PROJECTION)]
         live = [j for j in jobs if j.status in LIVE]
         if not jobs and not self._submission_in_flight(name):
             self.store.reset_counter(name)
