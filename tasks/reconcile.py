@@ -1,9 +1,10 @@
 """Bring a cluster's live jobs to its desired state: reconcile, don't replay.
 
-Requests only move the desired state in Redis. Whoever holds the cluster's lock compares desired with
+Requests only move the desired state in Redis. Whoever holds a cluster's lock compares desired with
 the queue and acts: one `condor_submit` for every missing job (indexes reserved with one INCRBY), one
-`condor_rm` for the surplus. A burst of requests therefore collapses into a few schedd calls, and a
-duplicated or re-delivered task finds nothing left to do.
+`condor_rm` for the surplus. Many clusters are reconciled together with one condor_q per round
+(`reconcile_many`, fed by the batched task in tasks/cluster_tasks.py). A burst of requests therefore
+collapses into a few schedd calls, and a duplicated or re-delivered task finds nothing left to do.
 """
 from __future__ import annotations
 
