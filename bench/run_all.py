@@ -34,6 +34,7 @@ SCRIPTS = [
     ("task_throughput", True),
     ("gateway_scale", False),  # written with the gateway issue; counted when present
     ("parse_queue", True),
+    ("soak", True),  # the reliability issue's bounded soak: its figure is the invariants that held
 ]
 TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", "900"))
 FIGURE = re.compile(r"^(?P<name>[\w.-]+): (?P<value>.*) \(goal: (?P<goal>.*)\) (?P<result>ok|MISSED)\s*$")
