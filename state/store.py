@@ -29,6 +29,22 @@ if cur < floor then redis.call('SET', KEYS[1], floor) end
 return redis.call('INCRBY', KEYS[1], ARGV[1])
 """
 
+# A new request: its sequence number and its desired state in one atomic round trip (the enqueue path).
+_NEW_REQUEST = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('HSETNX', KEYS[2], 'created_at', ARGV[4])
+redis.call('HSET', KEYS[2], 'desired', ARGV[2], 'schedd', ARGV[3], 'updated_at', ARGV[4], 'seq', seq, 'replaced', 0)
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'owner', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'options', ARGV[6]) end
+redis.call('HINCRBY', KEYS[2], 'generation', 1)
+redis.call('SADD', KEYS[3], ARGV[1])
+if ARGV[7] == '1' then
+  redis.call('DEL', KEYS[4])
+  for i = 8, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
+end
+return seq
+"""
+
 # Delete a lock only if it still holds the token we saw (breaking a dead holder's lock).
 _BREAK_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -97,11 +113,25 @@ class Store:
         self.r = client or connect()
         self._reserve = self.r.register_script(_RESERVE)
         self._break = self.r.register_script(_BREAK_LOCK)
+        self._new_request = self.r.register_script(_NEW_REQUEST)
 
     # ---- requests -------------------------------------------------------------------------------
     def next_seq(self) -> int:
         """A request number, taken when a request is enqueued; newer requests get larger numbers."""
         return int(self.r.incr(keys.seq()))
+
+    def record_new_request(self, name: str, desired: int, *, schedd: str, owner: str | None = None,
+                           options: dict | None = None, names: list[str] | None = None) -> int:
+        """Number a new request and record it as the cluster's desired state, atomically; returns its seq.
+
+        Same fields as `record_request`; used where requests enter (tasks.api), so the task that
+        follows finds its request already recorded.
+        """
+        args = [name, desired, schedd, time.time(), owner or "",
+                json.dumps(options, sort_keys=True) if options is not None else "",
+                "1" if names is not None else "0", *(names or [])]
+        return int(self._new_request(keys=[keys.seq(), keys.cluster(name), keys.clusters(), keys.names(name)],
+                                     args=args))
 
     def record_request(self, name: str, desired: int, *, schedd: str, owner: str | None = None,
                        options: dict | None = None, names: list[str] | None = None,
@@ -115,6 +145,9 @@ class Store:
         """
         seq = self.next_seq() if seq is None else int(seq)
         ckey = keys.cluster(name)
+        stored = int(self.r.hget(ckey, "seq") or 0)
+        if stored >= seq:  # the common re-recording by the task: one read, no transaction
+            return stored == seq
 
         def apply(pipe):
             stored = int(pipe.hget(ckey, "seq") or 0)
@@ -140,27 +173,35 @@ class Store:
         return self.r.transaction(apply, ckey, value_from_callable=True)
 
     def get(self, name: str) -> ClusterRecord | None:
+        return self.get_many([name])[name]
+
+    def get_many(self, names: list[str]) -> dict[str, ClusterRecord | None]:
+        """Several clusters' records in one round trip."""
         pipe = self.r.pipeline(transaction=False)
-        pipe.hgetall(keys.cluster(name))
-        pipe.smembers(keys.names(name))
-        h, names = pipe.execute()
-        if not h:
-            return None
-        return ClusterRecord(
-            name=name, desired=int(h.get("desired", 0)), owner=h.get("owner") or None,
-            schedd=h.get("schedd", "local"), generation=int(h.get("generation", 0)),
-            seq=int(h.get("seq", 0)), replaced=int(h.get("replaced", 0)),
-            options=json.loads(h["options"]) if h.get("options") else {},
-            names=set(names) if names else None, error=h.get("error") or None,
-            error_at=float(h["error_at"]) if h.get("error_at") else None,
-            created_at=float(h["created_at"]) if h.get("created_at") else None,
-            updated_at=float(h["updated_at"]) if h.get("updated_at") else None)
+        for name in names:
+            pipe.hgetall(keys.cluster(name))
+            pipe.smembers(keys.names(name))
+        out = pipe.execute()
+        return {name: _record(name, out[2 * i], out[2 * i + 1]) for i, name in enumerate(names)}
 
     def generation(self, name: str) -> int:
-        return int(self.r.hget(keys.cluster(name), "generation") or 0)
+        return self.generations([name])[name]
+
+    def generations(self, names: list[str]) -> dict[str, int]:
+        pipe = self.r.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(keys.cluster(name), "generation")
+        return {name: int(g or 0) for name, g in zip(names, pipe.execute())}
+
+    def clear_errors(self, names: list[str]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for name in names:
+            pipe.hdel(keys.cluster(name), "error", "error_at")
+        pipe.execute()
 
     def cluster_names(self) -> list[str]:
         return sorted(self.r.smembers(keys.clusters()))
+
 
     def set_error(self, name: str, message: str) -> None:
         if self.r.exists(keys.cluster(name)):
@@ -328,6 +369,20 @@ class Store:
 
     def cache_identity(self, email: str, user: str, ttl: int) -> None:
         self.r.set(keys.identity(email), user, ex=ttl)
+
+
+def _record(name: str, h: dict, names: set) -> ClusterRecord | None:
+    if not h:
+        return None
+    return ClusterRecord(
+        name=name, desired=int(h.get("desired", 0)), owner=h.get("owner") or None,
+        schedd=h.get("schedd", "local"), generation=int(h.get("generation", 0)),
+        seq=int(h.get("seq", 0)), replaced=int(h.get("replaced", 0)),
+        options=json.loads(h["options"]) if h.get("options") else {},
+        names=set(names) if names else None, error=h.get("error") or None,
+        error_at=float(h["error_at"]) if h.get("error_at") else None,
+        created_at=float(h["created_at"]) if h.get("created_at") else None,
+        updated_at=float(h["updated_at"]) if h.get("updated_at") else None)
 
 
 def _encode(value):

@@ -48,10 +48,9 @@ def enqueue_scale(store: Store, cluster: str, n, *, owner: str | None = None, op
     # A request without options keeps the cluster's recorded ones.
     check_job_options(cluster, options if options is not None else (record.options if record else {}))
     queue = _queue_for(record, cluster, schedd)
-    seq = store.next_seq()
     # Recorded now as well as by the task: a task lost with a killed worker (Redis re-delivers only after
     # the visibility timeout) still leaves the newest desired state for the poller to reconcile.
-    store.record_request(cluster, n, schedd=queue, owner=owner, options=options, names=names, seq=seq)
+    seq = store.record_new_request(cluster, n, schedd=queue, owner=owner, options=options, names=names)
     result = app.send_task("tasks.scale_cluster", kwargs={
         "cluster": cluster, "n": n, "owner": owner, "options": options, "names": names, "seq": seq},
         queue=queue)
@@ -60,9 +59,15 @@ def enqueue_scale(store: Store, cluster: str, n, *, owner: str | None = None, op
 
 
 def enqueue_delete(store: Store, cluster: str) -> Enqueued:
+    """Put a delete on the cluster's queue; its desired count drops to 0 at once (a lost task still
+    leaves the poller a cluster to empty)."""
     validation.validate_cluster_name(cluster)
-    queue = _queue_for(store.get(cluster), cluster, None)
-    seq = store.next_seq()
+    record = store.get(cluster)
+    queue = _queue_for(record, cluster, None)
+    if record is not None:
+        seq = store.record_new_request(cluster, 0, schedd=queue, names=[] if record.names is not None else None)
+    else:
+        seq = store.next_seq()
     result = app.send_task("tasks.delete_cluster", kwargs={"cluster": cluster, "seq": seq}, queue=queue)
     log.info("cluster %s: delete enqueued on %s as %s", cluster, queue, result.id)
     return Enqueued(result.id, queue, seq)

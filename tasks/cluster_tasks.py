@@ -81,7 +81,9 @@ def reconcile_batched(cluster: str) -> dict:
     s, store = settings(), context.store()
     store.add_pending(s.schedd_name, cluster)
     result = {"cluster": cluster, "state": "queued"}
-    while store.has_pending(s.schedd_name):
+    first = True
+    while first or store.has_pending(s.schedd_name):
+        first = False
         runner = store.batch_lock(s.schedd_name, s.lock_timeout)
         token = holder_token()
         if not runner.acquire(blocking=False, token=token):

@@ -114,25 +114,26 @@ class Reconciler:
                 break
             gens, acted = {}, set()
             try:
-                gens = {c: self.store.generation(c) for c in locks}
+                gens = self.store.generations(list(locks))
                 jobs = self._query(list(locks))
+                records = self.store.get_many(list(locks))
                 for c in locks:
-                    if self._step_cluster(c, jobs.get(c, []), outcomes[c], hold_policy=c not in hold_checked):
+                    if self._step_cluster(records[c], jobs.get(c, []), outcomes[c],
+                                          hold_policy=c not in hold_checked):
                         acted.add(c)
                     hold_checked.add(c)
             finally:
                 for c, lock in locks.items():
                     _release(lock, c)
             # A request that found a lock busy bumped that cluster's generation before we released it.
-            moved = {c for c in gens if outcomes[c].state == "ok" and self.store.generation(c) != gens[c]}
+            after = self.store.generations(list(gens)) if gens else {}
+            moved = {c for c in gens if outcomes[c].state == "ok" and after[c] != gens[c]}
             if moved:
                 self._settle(moved)
             pending = [c for c in locks if (c in acted or c in moved) and outcomes[c].exc is None]
             if not pending:
                 break
-        for c, outcome in outcomes.items():
-            if outcome.state == "ok" and outcome.error is None:
-                self.store.clear_error(c)
+        self.store.clear_errors([c for c, o in outcomes.items() if o.state == "ok" and o.error is None])
         return outcomes
 
     def _lock_all(self, clusters: list[str], outcomes: dict[str, Outcome]) -> dict:
@@ -175,18 +176,18 @@ class Reconciler:
         deadline = time.monotonic() + SETTLE_MAX
         last, still_since = None, time.monotonic()
         while time.monotonic() < deadline:
-            now = [self.store.generation(c) for c in sorted(clusters)]
+            now = self.store.generations(sorted(clusters))
             if now != last:
                 last, still_since = now, time.monotonic()
             elif time.monotonic() - still_since >= SETTLE_QUIET:
                 return
             time.sleep(0.05)
 
-    def _step_cluster(self, cluster: str, ads: list[dict], outcome: Outcome, hold_policy: bool) -> bool:
-        record = self.store.get(cluster)
+    def _step_cluster(self, record, ads: list[dict], outcome: Outcome, hold_policy: bool) -> bool:
         if record is None:
             outcome.state = "gone"
             return False
+        cluster = record.name
         try:
             return self._step(record, [Job.from_ad(ad) for ad in ads], outcome, hold_policy)
         except (ScheddError, validation.ValidationError) as err:
@@ -200,8 +201,6 @@ class Reconciler:
         """Compare desired with the queue and make one change; True if something was changed."""
         name = record.name
         live = [j for j in jobs if j.status in LIVE]
-        if not jobs and not self._submission_in_flight(name):
-            self.store.reset_counter(name)
         outcome.desired, outcome.live = record.desired, len(live)
         if hold_policy and self._apply_hold_policy(record, live, outcome):
             return True
@@ -242,6 +241,8 @@ class Reconciler:
                 log.info("cluster %s: %d idle jobs reach MAX_IDLE_PER_CLUSTER=%d; submitting later",
                          name, idle, cap)
                 return False
+        if not jobs and not self._submission_in_flight(name):
+            self.store.reset_counter(name)  # an empty cluster starts again at index 0
         floor = max((j.index for j in jobs), default=-1) + 1
         first = self.store.reserve_indexes(name, wanted, floor=floor)
         labels = names[:wanted] if names is not None else [f"{name}-{first + i}" for i in range(wanted)]
