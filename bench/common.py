@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from harness import services  # noqa: E402
+from harness import procs, services  # noqa: E402
 from harness.procs import Process  # noqa: E402
 from harness.services import POOL_BIN, Stack  # noqa: E402
 
@@ -131,14 +131,7 @@ def wait_worker_ready(stack: Stack, proc: Process, timeout: float = 60.0) -> Non
 
 
 def wait_until(predicate, timeout: float = 60.0, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    return procs.wait_until(predicate, timeout, interval, what)
 
 
 def figure(name: str, value: str, goal: str, ok: bool) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import users
+from harness import procs, users
 from harness.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,13 +65,8 @@ def unix_user():
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, message: str = "condition"):
-    """Poll `predicate` until it returns a truthy value; fail the test with `message` on timeout."""
-    import time
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+    """harness.procs.wait_until, failing the test (not erroring) on timeout."""
+    try:
+        return procs.wait_until(predicate, timeout, interval, message)
+    except TimeoutError as exc:
+        pytest.fail(str(exc))

@@ -106,6 +106,20 @@ def wall_clock(seconds: int) -> str:
     return f"{d:>3}+{h:02d}:{m:02d}:{s:02d}"
 
 
+def projection_names(attributes, spellings):
+    """A function ad -> the sorted attribute names to print (all of the ad's, or the projection's)."""
+    from localpool import classad_json
+    if not attributes:
+        return classad_json.sorted_names
+    cands = []
+    for a in attributes:
+        for s in spellings.get(a.lower(), [a]):
+            if s not in cands:
+                cands.append(s)
+    ordered = sorted(cands, key=str.lower)
+    return lambda ad: ordered
+
+
 def guarded(fn, *args) -> int:
     """Run a command body; a broken pool (unwritable dir, corrupt db) is one error line, exit 1."""
     import sqlite3

@@ -115,7 +115,7 @@ def _history(argv: list[str]) -> int:
 
         _autoformat(out, matching(), af)
     elif fmt in ("json", "jsonl"):
-        names = _names(attributes, spellings)
+        names = common.projection_names(attributes, spellings)
         if fmt == "json":
             w = classad_json.ListWriter(out, empty_brackets=True)
             for ad in matching():
@@ -128,7 +128,7 @@ def _history(argv: list[str]) -> int:
                 text = classad_json.ad(ad, names=names(ad))
                 out.write(json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False) + "\n")
     elif fmt == "long":
-        names = _names(attributes, spellings)
+        names = common.projection_names(attributes, spellings)
         out.write("".join(ads.format_old(ad, names(ad)) + "\n" for ad in matching()))
     else:
         lines = [" ID     OWNER          SUBMITTED   RUN_TIME     ST COMPLETED   CMD            "]
@@ -141,16 +141,6 @@ def _history(argv: list[str]) -> int:
     return 0
 
 
-def _names(attributes, spellings):
-    if not attributes:
-        return lambda ad: classad_json.sorted_names(ad)
-    cands = []
-    for a in attributes:
-        for s in spellings.get(a.lower(), [a]):
-            if s not in cands:
-                cands.append(s)
-    ordered = sorted(cands, key=str.lower)
-    return lambda ad: ordered
 
 
 def _date(ts) -> str:

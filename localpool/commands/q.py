@@ -167,7 +167,7 @@ def _query(argv: list[str]) -> int:
         counts = {}
         w = classad_json.ListWriter(out, empty_brackets=False)
         if o.attributes:
-            fmt = classad_json.Projection(_projection_names(o.attributes, spellings)(None)).ad
+            fmt = classad_json.Projection(common.projection_names(o.attributes, spellings)(None)).ad
         else:
             fmt = classad_json.ad
         for ad in matching():
@@ -178,7 +178,7 @@ def _query(argv: list[str]) -> int:
             w.write(classad_json.ad(_summary_ad(counts)))
         w.close()
     elif o.long:
-        names = _projection_names(o.attributes, spellings)
+        names = common.projection_names(o.attributes, spellings)
         buf = []
         for ad in matching():
             buf.append(ads.format_old(ad, names(ad)) + "\n")
@@ -191,17 +191,6 @@ def _query(argv: list[str]) -> int:
     return 0
 
 
-def _projection_names(attributes, spellings):
-    """A function ad -> sorted attribute names to print (all, or the projection)."""
-    if not attributes:
-        return lambda ad: classad_json.sorted_names(ad)
-    cands = []
-    for a in attributes:
-        for s in spellings.get(a.lower(), [a]):
-            if s not in cands:
-                cands.append(s)
-    ordered = sorted(cands, key=str.lower)
-    return lambda ad: ordered
 
 
 def _summary_ad(counts: dict) -> dict:
