@@ -66,6 +66,8 @@ def reconciler() -> Reconciler:
 
 #: clusters one batched reconcile takes at once
 BATCH_SIZE = 500
+#: seconds a busy batch runner waits before taking the next batch (none before the first)
+BATCH_GATHER = 0.05
 
 
 def reconcile_batched(cluster: str) -> dict:
@@ -91,7 +93,14 @@ def reconcile_batched(cluster: str) -> dict:
                     and runner.acquire(blocking=False, token=token)):
                 return result
         try:
-            while batch := store.pop_pending(s.schedd_name, BATCH_SIZE):
+            rounds = 0
+            while True:
+                if rounds:  # under load: let the next batch gather instead of one condor_q per few clusters
+                    time.sleep(BATCH_GATHER)
+                batch = store.pop_pending(s.schedd_name, BATCH_SIZE)
+                if not batch:
+                    break
+                rounds += 1
                 try:
                     outcomes = reconciler().reconcile_many(batch)
                 except BaseException:
