@@ -113,6 +113,9 @@ class Runner:
                     time.sleep(0.5)
                 if self.stopping or self._idle_exit():
                     break
+                if not os.path.isdir(self.files.root):  # the pool was deleted under us: nothing to serve
+                    log.warning("pool directory %s is gone; stopping", self.files.root)
+                    break
                 timeout = POLL_S
                 try:
                     ready, _, _ = select.select([fifo, wake_r], [], [], timeout)
