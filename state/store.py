@@ -184,9 +184,6 @@ class Store:
         out = pipe.execute()
         return {name: _record(name, out[2 * i], out[2 * i + 1]) for i, name in enumerate(names)}
 
-    def generation(self, name: str) -> int:
-        return self.generations([name])[name]
-
     def generations(self, names: list[str]) -> dict[str, int]:
         pipe = self.r.pipeline(transaction=False)
         for name in names:
@@ -206,9 +203,6 @@ class Store:
     def set_error(self, name: str, message: str) -> None:
         if self.r.exists(keys.cluster(name)):
             self.r.hset(keys.cluster(name), mapping={"error": message, "error_at": time.time()})
-
-    def clear_error(self, name: str) -> None:
-        self.r.hdel(keys.cluster(name), "error", "error_at")
 
     def delete(self, name: str) -> None:
         """Forget a cluster entirely (after its jobs are gone)."""

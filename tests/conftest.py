@@ -70,3 +70,17 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, message:
         return procs.wait_until(predicate, timeout, interval, message)
     except TimeoutError as exc:
         pytest.fail(str(exc))
+
+
+def queue_of(stack, cluster: str) -> list[dict]:
+    """The cluster's jobs as the pool's own condor_q reports them."""
+    from workers.queue_parser import parse_ads_text
+    out = stack.condor("condor_q", "-allusers", "-json", "-constraint", f'DaskGatewayCluster == "{cluster}"',
+                       "-attributes", "ClusterId,ProcId,JobStatus,DaskWorkerIndex,DaskWorkerName,Owner")
+    assert out.returncode == 0, out.stderr
+    return parse_ads_text(out.stdout)
+
+
+def live(stack, cluster: str) -> list[dict]:
+    """Jobs that hold or wait for a slot: idle, running, held."""
+    return [a for a in queue_of(stack, cluster) if a["JobStatus"] in (1, 2, 5)]

@@ -13,7 +13,7 @@ import pytest
 from harness import services
 from harness.services import REPO, Stack
 from state import Store, connect, keys
-from tests.conftest import wait_until
+from tests.conftest import live, queue_of, wait_until
 from workers.queue_parser import parse_ads_text
 
 FAKE_WORKER = str(services.FAKE_WORKER)
@@ -31,16 +31,6 @@ def stack(service_user):
     with make_stack(service_user) as s:
         yield s
 
-
-def queue_of(stack: Stack, cluster: str) -> list[dict]:
-    out = stack.condor("condor_q", "-allusers", "-json", "-constraint", f'DaskGatewayCluster == "{cluster}"',
-                       "-attributes", "ClusterId,ProcId,JobStatus,DaskWorkerIndex,DaskWorkerName,Owner")
-    assert out.returncode == 0, out.stderr
-    return parse_ads_text(out.stdout)
-
-
-def live(stack: Stack, cluster: str) -> list[dict]:
-    return [a for a in queue_of(stack, cluster) if a["JobStatus"] in (1, 2, 5)]
 
 
 def scale(stack: Stack, cluster: str, n: int, *args: str):

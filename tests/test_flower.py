@@ -5,7 +5,8 @@ import pytest
 import requests
 
 from tests.conftest import wait_until
-from tests.test_core import FAKE_WORKER, live
+from tests.conftest import live
+from tests.test_core import FAKE_WORKER
 from harness.services import Stack
 
 

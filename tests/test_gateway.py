@@ -11,8 +11,7 @@ import pytest
 
 from gateway.server import GatewayServer, close_client, leftover_processes
 from harness.services import Stack, have_redis
-from tests.conftest import wait_until
-from workers.queue_parser import parse_ads_text
+from tests.conftest import live, queue_of, wait_until
 
 pytestmark = [pytest.mark.skipif(not have_redis(), reason="redis-server is not installed"),
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
@@ -40,16 +39,6 @@ def stack(service_user):
     with make_stack(service_user) as s:
         yield s
 
-
-def queue_of(stack: Stack, cluster: str) -> list[dict]:
-    out = stack.condor("condor_q", "-allusers", "-json", "-constraint", f'DaskGatewayCluster == "{cluster}"',
-                       "-attributes", "ClusterId,ProcId,JobStatus,DaskWorkerName,Owner")
-    assert out.returncode == 0, out.stderr
-    return parse_ads_text(out.stdout)
-
-
-def live(stack: Stack, cluster: str) -> list[dict]:
-    return [a for a in queue_of(stack, cluster) if a["JobStatus"] in (1, 2, 5)]
 
 
 def submits_for(stack: Stack, cluster: str) -> int:

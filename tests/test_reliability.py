@@ -17,7 +17,8 @@ import pytest
 from harness.services import REPO, Stack
 from state import Store, connect
 from tests.conftest import wait_until
-from tests.test_core import FAKE_WORKER, live, queue_of, scale
+from tests.conftest import live, queue_of
+from tests.test_core import FAKE_WORKER, scale
 from workers.queue_parser import parse_ads_text
 
 
