@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench deps venv clean
+.PHONY: demo test bench deps venv bytecode clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,13 +20,18 @@ deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 
-test: deps $(STAMP)
+# Byte-compiled once: the local pool's condor_* programs start a Python process per call, and with
+# PYTHONDONTWRITEBYTECODE set (as on some machines) each would otherwise compile its modules every time.
+bytecode: $(STAMP)
+	$(PY) -m compileall -q localpool workers state tasks >/dev/null
+
+test: deps bytecode
 	$(PY) -m pytest -q tests
 
-demo: deps $(STAMP)
+demo: deps bytecode
 	$(PY) cli.py demo
 
-bench: deps $(STAMP)
+bench: deps bytecode
 	$(PY) bench/run_all.py
 
 clean:

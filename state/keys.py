@@ -19,7 +19,7 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 | `htdask:poll:<schedd>` | hash | poller status of one schedd: `polled_at`, `ok_at`, `error`, `failures` |
 | `htdask:polllock:<schedd>` | string | redis-py `Lock` so two beat processes never run one poll twice |
 | `htdask:pending:<schedd>` | set | clusters waiting for the schedd's next batched reconcile |
-| `htdask:batchlock:<schedd>` | string | redis-py `Lock` of the one task that runs the schedd's batched reconciles (token as for cluster locks) |
+| `htdask:batchlock:<schedd>` | string | redis-py `Lock` held by the one task running a round of the schedd's batched reconciles, and handed with its token to the `reconcile_pending` task that runs the next round (token as for cluster locks) |
 | `htdask:beatlock` | string (TTL) | held by the one beat process that sends periodic tasks (tasks/beat.py) |
 | `htdask:throttle:<schedd>` | string (PX TTL) | present while the schedd's minimum call interval has not passed |
 | `htdask:identity:<email>` | string (TTL) | cached e-mail → Unix user look-up |

@@ -29,9 +29,16 @@ if cur < floor then redis.call('SET', KEYS[1], floor) end
 return redis.call('INCRBY', KEYS[1], ARGV[1])
 """
 
-# A new request: its sequence number and its desired state in one atomic round trip (the enqueue path).
-_NEW_REQUEST = """
-local seq = redis.call('INCR', KEYS[1])
+# Record a request as the cluster's desired state unless a newer one is recorded (atomic, one round trip).
+# ARGV[8] is the request's sequence number, or '' to take a new one. Returns {seq, 1 if recorded now or before}.
+_RECORD_REQUEST = """
+local seq
+if ARGV[8] == '' then seq = redis.call('INCR', KEYS[1]) else seq = tonumber(ARGV[8]) end
+local stored = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
+if stored >= seq then
+  if stored == seq then return {seq, 1} end
+  return {seq, 0}
+end
 redis.call('HSETNX', KEYS[2], 'created_at', ARGV[4])
 redis.call('HSET', KEYS[2], 'desired', ARGV[2], 'schedd', ARGV[3], 'updated_at', ARGV[4], 'seq', seq, 'replaced', 0)
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'owner', ARGV[5]) end
@@ -40,9 +47,9 @@ redis.call('HINCRBY', KEYS[2], 'generation', 1)
 redis.call('SADD', KEYS[3], ARGV[1])
 if ARGV[7] == '1' then
   redis.call('DEL', KEYS[4])
-  for i = 8, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
+  for i = 9, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
 end
-return seq
+return {seq, 1}
 """
 
 # Delete a lock only if it still holds the token we saw (breaking a dead holder's lock).
@@ -113,7 +120,7 @@ class Store:
         self.r = client or connect()
         self._reserve = self.r.register_script(_RESERVE)
         self._break = self.r.register_script(_BREAK_LOCK)
-        self._new_request = self.r.register_script(_NEW_REQUEST)
+        self._record_request = self.r.register_script(_RECORD_REQUEST)
 
     # ---- requests -------------------------------------------------------------------------------
     def next_seq(self) -> int:
@@ -127,11 +134,7 @@ class Store:
         Same fields as `record_request`; used where requests enter (tasks.api), so the task that
         follows finds its request already recorded.
         """
-        args = [name, desired, schedd, time.time(), owner or "",
-                json.dumps(options, sort_keys=True) if options is not None else "",
-                "1" if names is not None else "0", *(names or [])]
-        return int(self._new_request(keys=[keys.seq(), keys.cluster(name), keys.clusters(), keys.names(name)],
-                                     args=args))
+        return self._record(name, desired, schedd, owner, options, names, None)[0]
 
     def record_request(self, name: str, desired: int, *, schedd: str, owner: str | None = None,
                        options: dict | None = None, names: list[str] | None = None,
@@ -143,34 +146,15 @@ class Store:
         A re-delivered or retried task carries its original `seq`, so it can never move a cluster
         back to an older request's count. Without `seq` the request counts as the newest.
         """
-        seq = self.next_seq() if seq is None else int(seq)
-        ckey = keys.cluster(name)
-        stored = int(self.r.hget(ckey, "seq") or 0)
-        if stored >= seq:  # the common re-recording by the task: one read, no transaction
-            return stored == seq
+        return self._record(name, desired, schedd, owner, options, names, seq)[1]
 
-        def apply(pipe):
-            stored = int(pipe.hget(ckey, "seq") or 0)
-            if stored >= seq:  # newer, or this very request already recorded (at enqueue)
-                return stored == seq
-            now = time.time()
-            mapping = {"desired": desired, "schedd": schedd, "updated_at": now, "seq": seq, "replaced": 0}
-            if owner is not None:
-                mapping["owner"] = owner
-            if options is not None:
-                mapping["options"] = json.dumps(options, sort_keys=True)
-            pipe.multi()
-            pipe.hsetnx(ckey, "created_at", now)
-            pipe.hset(ckey, mapping=mapping)
-            pipe.hincrby(ckey, "generation", 1)
-            pipe.sadd(keys.clusters(), name)
-            if names is not None:
-                pipe.delete(keys.names(name))
-                if names:
-                    pipe.sadd(keys.names(name), *names)
-            return True
-
-        return self.r.transaction(apply, ckey, value_from_callable=True)
+    def _record(self, name, desired, schedd, owner, options, names, seq) -> tuple[int, bool]:
+        args = [name, desired, schedd, time.time(), owner or "",
+                json.dumps(options, sort_keys=True) if options is not None else "",
+                "1" if names is not None else "0", "" if seq is None else int(seq), *(names or [])]
+        got, applied = self._record_request(
+            keys=[keys.seq(), keys.cluster(name), keys.clusters(), keys.names(name)], args=args)
+        return int(got), bool(applied)
 
     def get(self, name: str) -> ClusterRecord | None:
         return self.get_many([name])[name]
@@ -222,18 +206,79 @@ class Store:
         if names:
             self.r.sadd(keys.pending(schedd), *names)
 
+    def join_pending(self, schedd: str, name: str, runner, token: str) -> tuple[bool, str | None]:
+        """Add a cluster to the schedd's pending set and try to take the batch lock `runner`, in one
+        round trip; returns (taken, the holder's token)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.sadd(keys.pending(schedd), name)
+        taken, holders = self._try_locks(pipe, [runner], token)
+        return bool(taken), holders.get(runner.name)
+
+    def try_locks(self, locks: list, token: str) -> tuple[list, dict[str, str | None]]:
+        """Try to take many redis-py locks (non-blocking) in one round trip.
+
+        Returns the locks taken and, for the others, their holders' tokens. A lock is taken exactly as
+        `Lock.acquire(blocking=False, token=token)` takes it (SET NX PX of the token), and carries the
+        token afterwards, so it is released with `Lock.release` or `release_locks` and interoperates
+        with locks taken one at a time.
+        """
+        return self._try_locks(self.r.pipeline(transaction=False), locks, token)
+
+    def _try_locks(self, pipe, locks: list, token: str) -> tuple[list, dict[str, str | None]]:
+        encoded = self.r.get_encoder().encode(token)
+        for lock in locks:
+            pipe.set(lock.name, encoded, nx=True, px=int(lock.timeout * 1000))
+            pipe.get(lock.name)
+        out = pipe.execute()[-2 * len(locks):]
+        taken, holders = [], {}
+        for i, lock in enumerate(locks):
+            if out[2 * i]:
+                lock.local.token = encoded
+                taken.append(lock)
+            else:
+                holders[lock.name] = out[2 * i + 1]
+        return taken, holders
+
+    def adopt_lock(self, lock, token: str) -> bool:
+        """Make `lock` hold `token`, a lock handed over by another process; True if it is still held
+        with that token (False: it expired, and may be someone else's now)."""
+        lock.local.token = self.r.get_encoder().encode(token)
+        if lock.owned():
+            return True
+        lock.local.token = None
+        return False
+
+    def release_locks(self, locks: list) -> list:
+        """Release locks taken by `try_locks` in one round trip (redis-py's own release script);
+        returns those that had expired and are no longer ours."""
+        pipe = self.r.pipeline(transaction=False)
+        for lock in locks:
+            lock.lua_release(keys=[lock.name], args=[lock.local.token], client=pipe)
+            lock.local.token = None
+        return [lock for lock, released in zip(locks, pipe.execute()) if not released]
+
     def pop_pending(self, schedd: str, count: int) -> list[str]:
         return self.r.spop(keys.pending(schedd), count) or []
 
     def has_pending(self, schedd: str) -> bool:
         return bool(self.r.scard(keys.pending(schedd)))
 
+    def batches_done(self, schedd: str) -> bool:
+        """True when no cluster waits on the schedd and no round runs or is handed over."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.scard(keys.pending(schedd))
+        pipe.exists(keys.batch_lock(schedd))
+        return not any(pipe.execute())
+
     def poll_lock(self, schedd: str, timeout: float):
         return self.r.lock(keys.poll_lock(schedd), timeout=timeout, thread_local=False)
 
-    def break_dead_lock(self, lock_name: str) -> bool:
-        """Delete a lock whose holder is a dead process on this host; True if it was broken."""
-        token = self.r.get(lock_name)
+    def break_dead_lock(self, lock_name: str, token: str | None = None) -> bool:
+        """Delete a lock whose holder is a dead process on this host; True if it was broken.
+
+        `token` is the holder's token when the caller has just read it (read here otherwise).
+        """
+        token = token if token is not None else self.r.get(lock_name)
         if token and holder_is_dead(token):
             broken = bool(self._break(keys=[lock_name], args=[token]))
             if broken:

@@ -3,6 +3,8 @@
 - `scale_cluster` records the newest desired count (guarded by the request's sequence number), then
   reconciles. `reconcile_cluster` only reconciles (asked for by the poller on drift or held jobs).
 - `delete_cluster` removes every job of a cluster and forgets it.
+- `reconcile_pending` runs one batched round for the clusters waiting on this schedd (see
+  `reconcile_batched`).
 - `poll_queue` (beat) polls the schedd once for all clusters.
 
 Schedd and Redis errors are retried with exponential backoff (`autoretry_for`, `retry_backoff`);
@@ -18,7 +20,7 @@ from celery import Task
 
 from redis.exceptions import LockError
 
-from state import holder_token, keys
+from state import holder_token
 from tasks import context
 from tasks.app import app
 from tasks.config import settings
@@ -66,58 +68,90 @@ def reconciler() -> Reconciler:
 
 #: clusters one batched reconcile takes at once
 BATCH_SIZE = 500
-#: seconds a busy batch runner waits before taking the next batch (none before the first)
-BATCH_GATHER = 0.05
 
 
 def reconcile_batched(cluster: str) -> dict:
     """Reconcile `cluster` together with every other cluster waiting on this schedd.
 
-    The cluster joins the schedd's pending set. One task at a time (the holder of the schedd's batch
-    lock) takes the pending clusters and reconciles them with one condor_q per round for all, so a
-    thousand requests cost a few schedd queries, not a thousand. A task that finds the batch lock busy
-    returns at once: the holder takes its cluster before it lets go (it re-checks the pending set).
-    Returns the cluster's outcome, or {"state": "queued"} when another task reconciled it; raises the
-    cluster's own failure (so Celery retries it); others' failures are in their own state.
+    The cluster joins the schedd's pending set. The task that takes the schedd's batch lock runs one
+    round for every pending cluster (one condor_q for all, `Reconciler.reconcile_many`); a task that
+    finds the lock busy returns at once, its cluster left to the holder. Clusters that joined during
+    the round are handed, with the lock, to one `reconcile_pending` task at the back of the queue: the
+    requests queued in front of it gather meanwhile, so a thousand requests cost a few schedd queries,
+    and no task ever waits for another or keeps a worker process while requests arrive.
+    Returns the cluster's outcome, or {"state": "queued"} when its reconcile is left to the holder;
+    raises the cluster's own failure (so Celery retries it); others' failures are in their own state.
     """
     s, store = settings(), context.store()
-    store.add_pending(s.schedd_name, cluster)
-    result = {"cluster": cluster, "state": "queued"}
-    first = True
-    while first or store.has_pending(s.schedd_name):
-        first = False
-        runner = store.batch_lock(s.schedd_name, s.lock_timeout)
-        token = holder_token()
-        if not runner.acquire(blocking=False, token=token):
-            if not (store.break_dead_lock(keys.batch_lock(s.schedd_name))
-                    and runner.acquire(blocking=False, token=token)):
-                return result
+    runner = store.batch_lock(s.schedd_name, s.lock_timeout)
+    token = holder_token()
+    taken, holder = store.join_pending(s.schedd_name, cluster, runner, token)
+    if not taken and not (store.break_dead_lock(runner.name, holder)
+                          and runner.acquire(blocking=False, token=token)):
+        return {"cluster": cluster, "state": "queued"}
+    outcomes = _round(s, store, runner)
+    own = outcomes.get(cluster)
+    if own is None:  # taken by the round before ours, or left to the next (over BATCH_SIZE pending)
+        return {"cluster": cluster, "state": "queued"}
+    if own.exc is not None:
+        raise own.exc
+    return own.as_dict()
+
+
+def _round(s, store, runner) -> dict:
+    """One reconcile round for the pending clusters (up to BATCH_SIZE), holding the batch lock `runner`;
+    then the lock goes to a follow-up task if clusters are pending, else it is released."""
+    try:
+        batch = store.pop_pending(s.schedd_name, BATCH_SIZE)
         try:
-            rounds = 0
-            while True:
-                if rounds:  # under load: let the next batch gather instead of one condor_q per few clusters
-                    time.sleep(BATCH_GATHER)
-                batch = store.pop_pending(s.schedd_name, BATCH_SIZE)
-                if not batch:
-                    break
-                rounds += 1
-                try:
-                    outcomes = reconciler().reconcile_many(batch)
-                except BaseException:
-                    store.add_pending(s.schedd_name, *batch)  # not lost: the next holder takes them
-                    raise
-                log.info("schedd %s: reconciled %d clusters in one batch", s.schedd_name, len(batch))
-                own = outcomes.get(cluster)
-                if own is not None:
-                    result = own.as_dict()
-                    if own.exc is not None:
-                        raise own.exc
-        finally:
-            try:
-                runner.release()
-            except LockError:
-                log.warning("schedd %s: batch lock expired before release", s.schedd_name)
-    return result
+            outcomes = reconciler().reconcile_many(batch) if batch else {}
+        except BaseException:
+            store.add_pending(s.schedd_name, *batch)  # not lost: the next holder takes them
+            raise
+        if batch:
+            log.info("schedd %s: reconciled %d clusters in one round", s.schedd_name, len(batch))
+        _pass_on(s, store, runner)
+    except BaseException:
+        _release_runner(s, runner)
+        raise
+    return outcomes
+
+
+def _pass_on(s, store, runner) -> None:
+    """Hand the held batch lock to a `reconcile_pending` task when clusters are pending, else release it.
+
+    A cluster that joined between our check and our release found the lock busy and left: we look
+    again after releasing and, if we get the lock back, hand it on.
+    """
+    while True:
+        if not store.has_pending(s.schedd_name):
+            _release_runner(s, runner)
+        elif _renew(s, runner):
+            reconcile_pending.apply_async(kwargs={"schedd": s.schedd_name, "token": runner.local.token.decode()},
+                                          queue=s.schedd_name)
+            return
+        if not (store.has_pending(s.schedd_name) and runner.acquire(blocking=False, token=holder_token())):
+            return
+
+
+def _renew(s, runner) -> bool:
+    """Give the held lock its whole timeout again (for the follow-up); False if it expired meanwhile."""
+    try:
+        runner.reacquire()
+        return True
+    except LockError:
+        log.warning("schedd %s: batch lock expired during the round", s.schedd_name)
+        runner.local.token = None
+        return False
+
+
+def _release_runner(s, runner) -> None:
+    if runner.local.token is None:
+        return
+    try:
+        runner.release()
+    except LockError:
+        log.warning("schedd %s: batch lock expired before release", s.schedd_name)
 
 
 @app.task(name="tasks.scale_cluster", **TASK_OPTIONS)
@@ -142,6 +176,19 @@ def scale_cluster(self, cluster: str, n: int, owner: str | None = None, options:
 def reconcile_cluster(self, cluster: str) -> dict:
     """Bring the cluster's jobs to its recorded desired state (nothing to do when they match)."""
     return reconcile_batched(cluster)
+
+
+@app.task(name="tasks.reconcile_pending", **TASK_OPTIONS)
+def reconcile_pending(self, schedd: str, token: str | None = None) -> dict:
+    """One round for the clusters pending on this schedd, holding the batch lock handed over by the
+    previous round (`token`), or taking it if free; a busy lock's holder takes the round instead."""
+    s, store = settings(), context.store()
+    runner = store.batch_lock(s.schedd_name, s.lock_timeout)
+    if not (token and store.adopt_lock(runner, token)) and not runner.acquire(blocking=False, token=holder_token()):
+        return {"schedd": s.schedd_name, "state": "busy"}
+    outcomes = _round(s, store, runner)
+    failed = {c: o.error for c, o in outcomes.items() if o.error}
+    return {"schedd": s.schedd_name, "state": "ok", "reconciled": len(outcomes), "errors": failed}
 
 
 @app.task(name="tasks.delete_cluster", **TASK_OPTIONS)
@@ -174,5 +221,7 @@ def poll_queue(self, schedd: str | None = None, force: bool = False) -> dict:
                      s.error_retry_interval - (now - record.error_at))
             continue
         reconcile_cluster.apply_async((cluster,), queue=s.schedd_name)
+    if store.has_pending(s.schedd_name):  # left by a round that failed for good, or by a lost hand-over
+        reconcile_pending.apply_async(kwargs={"schedd": s.schedd_name}, queue=s.schedd_name)
     return result.as_dict()
 

@@ -123,8 +123,7 @@ class Reconciler:
                         acted.add(c)
                     hold_checked.add(c)
             finally:
-                for c, lock in locks.items():
-                    _release(lock, c)
+                self._release_all(locks)
             # A request that found a lock busy bumped that cluster's generation before we released it.
             after = self.store.generations(list(gens)) if gens else {}
             moved = {c for c in gens if outcomes[c].state == "ok" and after[c] != gens[c]}
@@ -137,24 +136,27 @@ class Reconciler:
         return outcomes
 
     def _lock_all(self, clusters: list[str], outcomes: dict[str, Outcome]) -> dict:
-        locks = {}
-        for c in clusters:
-            lock = self.store.cluster_lock(c, self.settings.lock_timeout)
-            if self._acquire(lock, c):
-                locks[c] = lock
+        """Take the clusters' locks (one round trip); a lock left by a dead process is broken and taken."""
+        token = holder_token()
+        locks = {c: self.store.cluster_lock(c, self.settings.lock_timeout) for c in clusters}
+        taken, holders = self.store.try_locks(list(locks.values()), token)
+        taken = {lock.name for lock in taken}
+        held = {}
+        for c, lock in locks.items():
+            if lock.name in taken or (self.store.break_dead_lock(lock.name, holders.get(lock.name))
+                                      and lock.acquire(blocking=False, token=token)):
+                held[c] = lock
                 outcomes[c].state = "ok"
             else:
                 outcomes[c].state = "busy"
                 log.info("cluster %s: reconcile already running elsewhere; it will apply the newest request", c)
-        return locks
+        return held
 
-    def _acquire(self, lock, cluster: str) -> bool:
-        token = holder_token()
-        if lock.acquire(blocking=False, token=token):
-            return True
-        if self.store.break_dead_lock(keys.lock(cluster)):
-            return lock.acquire(blocking=False, token=token)
-        return False
+    def _release_all(self, locks: dict) -> None:
+        """Release the round's locks (one round trip)."""
+        names = {lock.name: c for c, lock in locks.items()}
+        for lock in self.store.release_locks(list(locks.values())):
+            log.warning("cluster %s: reconcile lock expired before release", names[lock.name])
 
     def _query(self, clusters: list[str]) -> dict[str, list[dict]]:
         """One condor_q for the clusters' jobs, grouped by cluster."""

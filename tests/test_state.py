@@ -89,3 +89,43 @@ def test_throttle_spaces_calls_by_the_interval(store):
     for _ in range(4):
         store.throttle_wait("s", 0.2)
     assert time.monotonic() - start >= 0.55  # 3 waits of ~0.2 s after the first call
+
+
+def test_many_locks_in_one_round_trip_interoperate_with_redis_py_locks(store):
+    locks = [store.cluster_lock(c, 30) for c in ("a", "b", "c")]
+    other = store.cluster_lock("b", 30)
+    assert other.acquire(blocking=False, token="someone-else")
+    token = holder_token()
+    taken, holders = store.try_locks(locks, token)
+    assert [lock.name for lock in taken] == [keys.lock("a"), keys.lock("c")]
+    assert holders == {keys.lock("b"): "someone-else"}
+    assert all(lock.owned() for lock in taken), "taken locks carry our token (redis-py's owned())"
+    store.r.delete(keys.lock("c"))  # expired meanwhile
+    assert store.release_locks(taken) == [taken[1]], "an expired lock is reported, not released"
+    assert not store.r.exists(keys.lock("a")) and store.r.get(keys.lock("b")) == "someone-else"
+    taken[0].acquire(blocking=False)  # released locks can be taken again one by one
+    taken[0].release()
+
+
+def test_a_handed_over_lock_is_adopted_only_while_it_still_holds_the_token(store):
+    sender = store.batch_lock("s", 30)
+    assert sender.acquire(blocking=False, token=holder_token())
+    token = sender.local.token.decode()
+    receiver = store.batch_lock("s", 30)
+    assert store.adopt_lock(receiver, token) and receiver.owned()
+    receiver.release()
+    late = store.batch_lock("s", 30)
+    assert not store.adopt_lock(late, token), "the lock was released: the old token is worth nothing"
+    assert late.local.token is None
+    store.r.set(keys.batch_lock("s"), "new-holder")
+    assert not store.adopt_lock(late, token) and store.r.get(keys.batch_lock("s")) == "new-holder"
+
+
+def test_join_pending_adds_the_cluster_and_takes_a_free_batch_lock_once(store):
+    first, second = store.batch_lock("s", 30), store.batch_lock("s", 30)
+    assert store.join_pending("s", "x", first, "tok-1") == (True, None)
+    assert store.join_pending("s", "y", second, "tok-2") == (False, "tok-1")
+    assert sorted(store.pop_pending("s", 10)) == ["x", "y"]
+    assert not store.batches_done("s"), "a held batch lock means a round is running"
+    first.release()
+    assert store.batches_done("s")
