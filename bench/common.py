@@ -134,6 +134,15 @@ def wait_until(predicate, timeout: float = 60.0, interval: float = 0.05, what: s
     return procs.wait_until(predicate, timeout, interval, what)
 
 
+def results_and_rounds(store, task_ids: list[str], schedd: str = "local", timeout: float = 600.0) -> list[dict]:
+    """Every task's result, once the batched rounds reconciling their clusters have ended too (a scale
+    task whose cluster is left to a round returns {"state": "queued"} before that round runs)."""
+    from tasks.app import app
+    results = [app.AsyncResult(t).get(timeout=timeout) for t in task_ids]
+    wait_until(lambda: store.batches_done(schedd), timeout=timeout, interval=0.005, what="batched rounds done")
+    return results
+
+
 def figure(name: str, value: str, goal: str, ok: bool) -> str:
     """Print the figure line (the benchmark's last line) and return it."""
     line = f"{name}: {value} (goal: {goal}) {'ok' if ok else 'MISSED'}"

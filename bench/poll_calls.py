@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import BenchStack, figure, say, wait_until  # noqa: E402
+from bench.common import BenchStack, figure, results_and_rounds, say, wait_until  # noqa: E402
 from harness import services  # noqa: E402
 
 SCHEDD_CALLS = ("condor_q", "condor_history", "condor_submit", "condor_rm", "condor_hold", "condor_release")
@@ -34,12 +34,9 @@ SCHEDD_CALLS = ("condor_q", "condor_history", "condor_submit", "condor_rm", "con
 def setup_clusters(stack: BenchStack, clusters: int, per: int) -> list[str]:
     from state import Store, connect
     from tasks import api
-    from tasks.app import app
     store = Store(connect(stack.env["REDIS_URL"]))
     names = [f"c{i}" for i in range(clusters)]
-    ids = [api.enqueue_scale(store, name, per).task_id for name in names]
-    for tid in ids:
-        app.AsyncResult(tid).get(timeout=300)
+    results_and_rounds(store, [api.enqueue_scale(store, name, per).task_id for name in names], timeout=300)
     return names
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import BenchStack, figure, say, wait_until  # noqa: E402
+from bench.common import BenchStack, figure, results_and_rounds, say  # noqa: E402
 
 GOAL = 0.5
 
@@ -43,9 +43,8 @@ def run(stack: BenchStack, label: str, n: int, send, store=None) -> tuple[float,
     t0 = time.perf_counter()
     ids = [send(i) for i in range(n)]
     enqueue_s = time.perf_counter() - t0
-    results = [app.AsyncResult(t).get(timeout=600) for t in ids]
-    if store is not None:
-        wait_until(lambda: store.batches_done("local"), timeout=600, interval=0.005, what="rounds done")
+    results = (results_and_rounds(store, ids) if store is not None
+               else [app.AsyncResult(t).get(timeout=600) for t in ids])
     seconds = time.perf_counter() - t0
     calls: dict[str, int] = {}
     for row in stack.calls_since(mark):

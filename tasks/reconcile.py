@@ -17,7 +17,7 @@ from typing import Iterable
 
 from redis.exceptions import LockError
 
-from state import Store, holder_is_dead, holder_token, keys
+from state import Store, holder_is_dead, holder_token
 from tasks.options import job_options
 from workers import validation
 from workers.jobspec import (WorkerJobSpec, cluster_constraint, members_constraint, ours_constraint,
