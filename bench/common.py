@@ -143,6 +143,15 @@ def results_and_rounds(store, task_ids: list[str], schedd: str = "local", timeou
     return results
 
 
+def against_faster_baseline(times: dict[str, list[float]]) -> tuple[dict[str, float], str, float, float]:
+    """Medians of the "ours", "sequential" and "concurrent" rounds, and ours against the faster baseline:
+    (medians, that baseline's name, our median, its median)."""
+    import statistics
+    med = {k: statistics.median(v) for k, v in times.items()}
+    base = min(("sequential", "concurrent"), key=lambda k: med[k])
+    return med, base, med["ours"], med[base]
+
+
 def figure(name: str, value: str, goal: str, ok: bool) -> str:
     """Print the figure line (the benchmark's last line) and return it."""
     line = f"{name}: {value} (goal: {goal}) {'ok' if ok else 'MISSED'}"

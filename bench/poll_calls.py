@@ -18,14 +18,14 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import BenchStack, figure, results_and_rounds, say, wait_until  # noqa: E402
+from bench.common import (BenchStack, against_faster_baseline, figure, results_and_rounds, say,  # noqa: E402
+                          wait_until)
 from harness import services  # noqa: E402
 
 SCHEDD_CALLS = ("condor_q", "condor_history", "condor_submit", "condor_rm", "condor_hold", "condor_release")
@@ -139,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 times[kind].append(t)
                 calls[kind].append(c)
                 say(f"round {r + 1} {kind:<10}: {c:3d} schedd calls, {n} jobs, {t:6.3f} s")
-    med = {k: statistics.median(v) for k, v in times.items()}
-    base = min(("sequential", "concurrent"), key=lambda k: med[k])
-    to, tb = med["ours"], med[base]
+    med, base, to, tb = against_faster_baseline(times)
     say(f"median poll wall time: ours {to:.3f} s (full poll, Redis written); one query per cluster "
         f"{med['sequential']:.3f} s sequential, {med['concurrent']:.3f} s concurrent; ratio against the faster "
         f"({base}) {to / tb:.3f}x, {tb / to:.0f}x faster")

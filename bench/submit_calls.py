@@ -23,7 +23,6 @@ import json
 import os
 import pwd
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import BenchStack, figure, say  # noqa: E402
+from bench.common import BenchStack, against_faster_baseline, figure, say  # noqa: E402
 
 # dask_jobqueue/htcondor.py HTCondorJob._script_template and job_header_dict (dask-jobqueue 0.9).
 TEMPLATE = """#!/usr/bin/env bash
@@ -167,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 calls[kind].append(c)
                 exact &= jobs == n
                 say(f"round {r} {kind:<10}: {c:3d} condor_submit, {jobs} jobs in the queue, {t:6.2f} s")
-    med = {k: statistics.median(v) for k, v in times.items()}
-    base = min(("concurrent", "sequential"), key=lambda k: med[k])
-    to, tb = med["ours"], med[base]
+    med, base, to, tb = against_faster_baseline(times)
     say(f"median wall time: ours {to:.2f} s; one submit per worker: {med['concurrent']:.2f} s concurrent "
         f"(dask-jobqueue), {med['sequential']:.2f} s sequential; ratio against the faster ({base}) "
         f"{to / tb:.3f}x, {tb / to:.0f}x faster")

@@ -263,12 +263,17 @@ class Store:
     def has_pending(self, schedd: str) -> bool:
         return bool(self.r.scard(keys.pending(schedd)))
 
-    def batches_done(self, schedd: str) -> bool:
-        """True when no cluster waits on the schedd and no round runs or is handed over."""
+    def batch_state(self, schedd: str) -> tuple[int, bool]:
+        """(clusters pending on the schedd, whether a round runs or is handed over: the batch lock is held)."""
         pipe = self.r.pipeline(transaction=False)
         pipe.scard(keys.pending(schedd))
         pipe.exists(keys.batch_lock(schedd))
-        return not any(pipe.execute())
+        pending, held = pipe.execute()
+        return int(pending), bool(held)
+
+    def batches_done(self, schedd: str) -> bool:
+        """True when no cluster waits on the schedd and no round runs or is handed over."""
+        return self.batch_state(schedd) == (0, False)
 
     def poll_lock(self, schedd: str, timeout: float):
         return self.r.lock(keys.poll_lock(schedd), timeout=timeout, thread_local=False)

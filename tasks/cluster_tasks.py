@@ -221,7 +221,8 @@ def poll_queue(self, schedd: str | None = None, force: bool = False) -> dict:
                      s.error_retry_interval - (now - record.error_at))
             continue
         reconcile_cluster.apply_async((cluster,), queue=s.schedd_name)
-    if store.has_pending(s.schedd_name):  # left by a round that failed for good, or by a lost hand-over
+    pending, round_held = store.batch_state(s.schedd_name)
+    if pending and not round_held:  # left by a round that failed for good, or by a hand-over lost with Redis
         reconcile_pending.apply_async(kwargs={"schedd": s.schedd_name}, queue=s.schedd_name)
     return result.as_dict()
 

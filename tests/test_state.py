@@ -125,7 +125,9 @@ def test_join_pending_adds_the_cluster_and_takes_a_free_batch_lock_once(store):
     first, second = store.batch_lock("s", 30), store.batch_lock("s", 30)
     assert store.join_pending("s", "x", first, "tok-1") == (True, None)
     assert store.join_pending("s", "y", second, "tok-2") == (False, "tok-1")
+    assert store.batch_state("s") == (2, True)
     assert sorted(store.pop_pending("s", 10)) == ["x", "y"]
+    assert store.batch_state("s") == (0, True)
     assert not store.batches_done("s"), "a held batch lock means a round is running"
     first.release()
     assert store.batches_done("s")
