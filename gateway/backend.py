@@ -484,6 +484,17 @@ class HTCondorBackend(LocalBackend):
         log.info("cluster %s: staging directory %s (owner %s)", cluster.name, workdir, account or getpass.getuser())
         return workdir
 
+    def job_environment(self, cfg) -> dict[str, str]:
+        """Environment of a cluster's jobs (workers and scheduler): the inherited variables, then the cluster's."""
+        env = {k: os.environ[k] for k in self.worker_inherited_environment if k in os.environ}
+        env.update(cfg.environment or {})
+        return env
+
+    def job_credentials(self, paths: dict[str, str]) -> dict:
+        """Job options that point a job at the gateway API and at the cluster's staged credentials."""
+        return {"api_url": self.api_url, "api_token": paths["token"], "tls_cert": paths["cert"],
+                "tls_key": paths["key"], "log_dir": paths["logs"]}
+
     def staging(self, cluster) -> dict[str, str]:
         workdir = cluster.state["workdir"]
         cert, key = self._get_tls_paths(workdir)
@@ -538,20 +549,14 @@ class HTCondorBackend(LocalBackend):
         """The `WorkerJobSpec` fields of the cluster's worker jobs (validated by tasks.api)."""
         cfg = cluster.config
         paths = self.staging(cluster)
-        env = {k: os.environ[k] for k in self.worker_inherited_environment if k in os.environ}
-        env.update(cfg.environment or {})
         opts = {
             "scheduler_address": self.worker_scheduler_address(cluster),
             "worker_command": list(cfg.worker_cmd),
             "nthreads": int(cfg.worker_threads),
             "memory_limit": int(cfg.worker_memory),
             "request_cpus": int(cfg.worker_cores),
-            "environment": env,
-            "api_url": self.api_url,
-            "api_token": paths["token"],
-            "tls_cert": paths["cert"],
-            "tls_key": paths["key"],
-            "log_dir": paths["logs"],
+            "environment": self.job_environment(cfg),
+            **self.job_credentials(paths),
         }
         if self.worker_port_range:
             opts["worker_port_range"] = self.worker_port_range
@@ -626,9 +631,7 @@ class HTCondorBackend(LocalBackend):
         if self.scheduler_port_range:
             extra += ["--dg-port-range", self.scheduler_port_range]
         extra += ["--dg-exec", *cfg.scheduler_cmd, *self.scheduler_args(cluster, "0.0.0.0", "{port}")]
-        env = {k: os.environ[k] for k in self.worker_inherited_environment if k in os.environ}
-        env.update(cfg.environment or {})
-        env["DG_GATEWAY_CLUSTER"] = cluster.name
+        env = {**self.job_environment(cfg), "DG_GATEWAY_CLUSTER": cluster.name}
         options = {
             "scheduler_address": "tcp://127.0.0.1:1",  # unused: the wrapper drops the worker arguments
             "worker_command": [job_python()[0], SCHEDULER_JOB],
@@ -636,11 +639,7 @@ class HTCondorBackend(LocalBackend):
             "nthreads": int(cfg.scheduler_cores),
             "memory_limit": int(cfg.scheduler_memory),
             "environment": env,
-            "api_url": self.api_url,
-            "api_token": paths["token"],
-            "tls_cert": paths["cert"],
-            "tls_key": paths["key"],
-            "log_dir": paths["logs"],
+            **self.job_credentials(paths),
             "death_timeout": None,
         }
         if cfg.get("worker_extra_submit"):
