@@ -208,6 +208,8 @@ def format_status(rows: list[dict]) -> str:
             notes.append(f"error: {r['error']}")
         if r.get("poll_error"):
             notes.append(f"poll failing: {r['poll_error']}")
+        if r.get("unparsed"):
+            notes.append(f"{r['unparsed']} unreadable job ads on schedd {r['schedd']} skipped (worker log)")
         for reason, count in (r.get("held_reasons") or {}).items():
             notes.append(f"held x{count}: {reason}")
         table.append([r["name"], "-" if r["desired"] is None else str(r["desired"]), str(r["idle"]),

@@ -16,7 +16,7 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 | `htdask:summary:<name>` | hash | written by the poller: `idle`, `running`, `held`, `suspended`, `completed`, `removed`, `held_reasons` (JSON), `max_index`, `polled_at`; `completed`/`removed` include `ended_completed`/`ended_removed`, the jobs that left the queue since the cluster was first polled (from the history); `jobs_digest` fingerprints the job records, which are rewritten only when it changes |
 | `htdask:jobs:<name>` | hash | written by the poller: job id `C.P` → JSON job record (name, index, status, since, hold reason, exit code) |
 | `htdask:holds:<name>` | hash | job name → times the held-job policy released it |
-| `htdask:poll:<schedd>` | hash | poller status of one schedd: `polled_at`, `ok_at`, `error`, `failures` |
+| `htdask:poll:<schedd>` | hash | poller status of one schedd: `polled_at`, `ok_at`, `error`, `failures`, `unparsed` (job ads of the last poll skipped: no integer ClusterId/ProcId/JobStatus), `degraded` (ads kept with bytes repaired or odd attributes ignored) |
 | `htdask:polllock:<schedd>` | string | redis-py `Lock` so two beat processes never run one poll twice |
 | `htdask:pending:<schedd>` | set | clusters waiting for the schedd's next batched reconcile |
 | `htdask:batchlock:<schedd>` | string | redis-py `Lock` held by the one task running a round of the schedd's batched reconciles, and handed with its token to the `reconcile_pending` task that runs the next round (token as for cluster locks) |

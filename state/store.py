@@ -325,9 +325,9 @@ class Store:
 
     # ---- poll results ---------------------------------------------------------------------------
     def write_poll(self, schedd: str, summaries: dict[str, dict], jobs: dict[str, dict[str, str]],
-                   polled_at: float) -> None:
+                   polled_at: float, unparsed: int = 0, degraded: int = 0) -> None:
         """Write every cluster's summary, the job records of the clusters in `jobs` (the others are
-        unchanged) and the poll status, in one pipeline."""
+        unchanged) and the poll status (with the counts of odd ads skipped / degraded), in one pipeline."""
         pipe = self.r.pipeline(transaction=True)
         for name, summary in summaries.items():
             pipe.delete(keys.summary(name))
@@ -337,7 +337,7 @@ class Store:
             if records:
                 pipe.hset(keys.jobs(name), mapping=records)
         pipe.hset(keys.poll(schedd), mapping={"polled_at": polled_at, "ok_at": polled_at, "failures": 0,
-                                              "error": ""})
+                                              "error": "", "unparsed": unparsed, "degraded": degraded})
         pipe.execute()
 
     def poll_failed(self, schedd: str, error: str) -> None:

@@ -102,6 +102,7 @@ def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
             "age": round(now - polled_at, 1) if polled_at else None,
             "stale": bool(poll.get("error")),
             "poll_error": poll.get("error") or None,
+            "unparsed": int(poll.get("unparsed") or 0), "degraded": int(poll.get("degraded") or 0),
             "held_reasons": summary.get("held_reasons") or {},
             "owner": record.owner if record else None,
             "schedd": schedd,

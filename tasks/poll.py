@@ -21,7 +21,7 @@ from state import Store
 from workers.jobspec import POLL_PROJECTION, ours_constraint
 from workers.schedd import Schedd, ScheddError
 from workers.jobstatus import JobStatus
-from workers.summary import ClusterSummary, JobRecord, summarize
+from workers.summary import AdCounts, ClusterSummary, JobRecord, summarize
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ class PollResult:
     reconcile: list[str] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    #: ads skipped (no integer ClusterId/ProcId/JobStatus) and ads kept with a value repaired or ignored
+    unparsed: int = 0
+    degraded: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -96,11 +99,12 @@ class Poller:
         ok_at = self.store.poll_status(self.name).get("ok_at")
         return bool(ok_at) and time.time() - float(ok_at) < self.settings.poll_interval / 2
 
-    def _query(self):
+    def _query(self, counts: AdCounts):
         attempts = max(1, self.settings.poll_query_attempts)
         for attempt in range(attempts):
+            counts.unparsed = counts.degraded = 0
             try:
-                return summarize(self.schedd.query(ours_constraint(), POLL_PROJECTION))
+                return summarize(self.schedd.query(ours_constraint(), POLL_PROJECTION), counts=counts)
             except ScheddError as err:
                 if attempt == attempts - 1:
                     raise
@@ -111,8 +115,9 @@ class Poller:
 
     def _poll(self, result: PollResult) -> PollResult:
         started = time.monotonic()
+        counts = AdCounts()
         try:
-            summaries = self._query()
+            summaries = self._query(counts)
         except ScheddError as err:
             result.state, result.error = "failed", str(err)
             self.store.poll_failed(self.name, str(err))
@@ -133,7 +138,9 @@ class Poller:
             if fields[name]["jobs_digest"] != (previous.get(name) or {}).get("jobs_digest"):
                 jobs[name] = job_fields(summary)  # only changed clusters' records are rewritten
         self._add_ended(fields, jobs, previous)
-        self.store.write_poll(self.name, fields, jobs, polled_at)
+        result.unparsed, result.degraded = counts.unparsed, counts.degraded
+        self.store.write_poll(self.name, fields, jobs, polled_at, unparsed=counts.unparsed,
+                              degraded=counts.degraded)
         self._forget_vanished(set(summaries) | set(mine))
         for name, rec in mine.items():
             summary = summaries.get(name)
@@ -148,6 +155,9 @@ class Poller:
         result.seconds = time.monotonic() - started
         log.info("schedd %s: polled %d jobs of %d clusters in %.2fs", self.name, result.jobs, result.clusters,
                  result.seconds)
+        if counts.unparsed or counts.degraded:
+            log.warning("schedd %s: %d job ads skipped, %d kept with odd values (see the lines above)",
+                        self.name, counts.unparsed, counts.degraded)
         return result
 
     def _add_ended(self, fields: dict[str, dict], jobs: dict[str, dict], previous: dict[str, dict]) -> None:
@@ -184,6 +194,8 @@ class Poller:
         try:
             for ad in self.schedd.history(f"{ours_constraint()} && ({terms})",
                                           ["ClusterId", "ProcId", "JobStatus", "DaskGatewayCluster"], limit=total):
+                if type(ad.get("DaskGatewayCluster")) is not str:  # an odd ad counts for nobody
+                    continue
                 c = counts.setdefault(ad.get("DaskGatewayCluster"), [0, 0])
                 if ad.get("JobStatus") == JobStatus.COMPLETED:
                     c[0] += 1

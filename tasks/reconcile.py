@@ -70,10 +70,24 @@ class Job:
 
     @classmethod
     def from_ad(cls, ad: dict) -> "Job":
-        index = ad.get("DaskWorkerIndex")
+        index, code, reason = ad.get("DaskWorkerIndex"), ad.get("HoldReasonCode"), ad.get("HoldReason")
         return cls(job_id=f"{ad['ClusterId']}.{ad['ProcId']}", status=int(ad["JobStatus"]),
-                   index=int(index) if isinstance(index, int) else -1, name=str(ad.get("DaskWorkerName") or ""),
-                   hold_code=ad.get("HoldReasonCode"), hold_reason=ad.get("HoldReason"))
+                   index=index if type(index) is int else -1, name=str(ad.get("DaskWorkerName") or ""),
+                   hold_code=code if type(code) is int else None,
+                   hold_reason=reason if type(reason) is str else None)
+
+
+def jobs_of(cluster: str, ads: Iterable[dict]) -> list[Job]:
+    """The Jobs of a cluster's ads; an ad without an integer ClusterId, ProcId and JobStatus is skipped
+    with one log line (one odd ad never stops a reconcile; the poll counts it as `unparsed`)."""
+    jobs = []
+    for ad in ads:
+        if type(ad.get("ClusterId")) is int and type(ad.get("ProcId")) is int and type(ad.get("JobStatus")) is int:
+            jobs.append(Job.from_ad(ad))
+        else:
+            log.warning("cluster %s: job ad %s.%s without an integer ClusterId/ProcId/JobStatus skipped", cluster,
+                        ad.get("ClusterId"), ad.get("ProcId"))
+    return jobs
 
 
 class Reconciler:
@@ -191,7 +205,7 @@ class Reconciler:
             return False
         cluster = record.name
         try:
-            return self._step(record, [Job.from_ad(ad) for ad in ads], outcome, hold_policy)
+            return self._step(record, jobs_of(cluster, ads), outcome, hold_policy)
         except (ScheddError, validation.ValidationError) as err:
             log.error("cluster %s: %s", cluster, err)
             outcome.exc, outcome.error = err, str(err)
@@ -339,7 +353,7 @@ def delete_jobs_and_state(store: Store, schedd: Schedd, cluster: str, settings) 
         raise TimeoutError(f"cluster {cluster}: lock still held after {settings.lock_timeout}s")
     try:
         record = store.get(cluster)
-        jobs = [Job.from_ad(ad) for ad in schedd.query(cluster_constraint(cluster), PROJECTION)]
+        jobs = jobs_of(cluster, schedd.query(cluster_constraint(cluster), PROJECTION))
         live = [j for j in jobs if j.status in LIVE]
         if jobs:
             result = schedd.remove(constraint=cluster_constraint(cluster), user=submit_user(record, settings),

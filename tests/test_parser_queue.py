@@ -7,7 +7,7 @@ import json
 import classad2
 import pytest
 
-from workers.queue_parser import (CHUNK, expr_text, is_expr, parse_ads, parse_ads_text,
+from workers.queue_parser import (CHUNK, DEGRADED, expr_text, is_expr, parse_ads, parse_ads_text,
                                   parse_terse_submit)
 from workers.schedd import ParseError, ScheddError
 
@@ -177,9 +177,34 @@ def test_garbage_raises(text, word):
     assert isinstance(e.value, ScheddError)
 
 
-def test_not_utf8_raises():
-    with pytest.raises(ParseError, match="UTF-8"):
-        parse_ads_text(b"[\n{\n  \"A\": \"\xff\xfe\"\n}\n]\n")
+#: issue 12's input: HTCondor's JSON writer prints a Latin-1 hold reason's bytes raw
+LATIN1_HELD = (b'[\n{\n  "ClusterId": 3,\n  "ProcId": 0,\n  "DaskGatewayCluster": "cafe",\n  "JobStatus": 5,\n'
+               b'  "HoldReasonCode": 13,\n  "HoldReason": "r\xe9seau injoignable"\n}\n]\n')
+
+
+def test_bytes_that_are_not_utf8_degrade_only_their_ad():
+    [ad] = parse_ads_text(LATIN1_HELD)
+    assert ad["HoldReason"] == "r\ufffdseau injoignable" and ad["JobStatus"] == 5
+    assert ad[DEGRADED] == ["HoldReason"]
+    assert DEGRADED not in parse_ads_text(condor_json([job_ad(1, 0)]))[0]
+
+
+@pytest.mark.parametrize("n", [1, 7, 4096])
+def test_a_bad_byte_deep_in_a_stream_leaves_every_other_ad_intact(n):
+    ads = [job_ad(9, p, HoldReason="ü ok") for p in range(3000)]
+    data = condor_json(ads).encode()
+    bad = data.index(b'"ProcId": 1500')
+    data = data[:bad] + b'"Cmd": "/home/b\xf6b/\xff",\n  ' + data[bad:]
+    got = list(parse_ads(TrickleStream(data, n)))
+    assert [a["ProcId"] for a in got] == list(range(3000))
+    odd = [a for a in got if DEGRADED in a]
+    assert [a["ProcId"] for a in odd] == [1500] and odd[0]["Cmd"] == "/home/b\ufffdb/\ufffd"
+    assert {a["HoldReason"] for a in got} == {"ü ok"}  # valid multibyte text after the bad byte still decodes
+
+
+def test_bad_bytes_in_truncated_output_still_fail():
+    with pytest.raises(ParseError, match="truncated"):
+        parse_ads_text(LATIN1_HELD[:-4])
 
 
 def test_20000_ad_stream():

@@ -8,7 +8,7 @@ from workers.condor_cli import Completed, CliSchedd, interpret_act
 from workers.jobstatus import JobStatus
 from workers.schedd import ActResult, ParseError, ScheddError, ScheddTimeout, get_schedd
 from workers.submitdesc import SubmitDescription
-from workers.summary import JobRecord, summarize
+from workers.summary import AdCounts, JobRecord, summarize
 from workers.validation import ValidationError
 
 
@@ -105,11 +105,15 @@ def test_summarize_counts_reasons_and_records():
 
 
 def test_summarize_tolerates_missing_and_odd_values():
+    counts = AdCounts()
     s = summarize([{"DaskGatewayCluster": "x", "JobStatus": "/Expr(1)/", "DaskWorkerIndex": "/Expr(y)/",
-                    "HoldReason": None}])
+                    "HoldReason": None},  # no ClusterId/ProcId, JobStatus not an integer: skipped
+                   {"DaskGatewayCluster": "x", "ClusterId": 1, "ProcId": 0, "JobStatus": 9,
+                    "DaskWorkerIndex": "/Expr(y)/"}], counts=counts)  # unknown status, odd index: kept
     x = s["x"]
-    assert x.unknown == 1 and x.max_index == -1 and x.jobs[0].index is None
-    held = summarize([{"DaskGatewayCluster": "x", "JobStatus": 5}])["x"]
+    assert x.unknown == 1 and x.max_index == -1 and x.jobs[0].index is None and len(x.jobs) == 1
+    assert (counts.unparsed, counts.degraded) == (1, 1)
+    held = summarize([{"DaskGatewayCluster": "x", "ClusterId": 1, "ProcId": 0, "JobStatus": 5}])["x"]
     assert held.held_reasons == {"(no HoldReason)": 1}
 
 

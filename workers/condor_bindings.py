@@ -15,6 +15,7 @@ import pwd
 from typing import Any, Iterator, Sequence
 
 from workers import runas
+from workers.queue_parser import DEGRADED
 from workers.schedd import ActResult, Schedd, ScheddError
 from workers.submitdesc import SubmitDescription
 from workers.validation import (ValidationError, validate_count, validate_job_id, validate_projection,
@@ -34,8 +35,36 @@ def to_submit(desc: SubmitDescription):
 
 
 def ad_to_dict(ad) -> dict:
-    """A classad2.ClassAd as the dict condor_q -json would have produced for it."""
-    return json.loads(ad.printJson())
+    """A classad2.ClassAd as the dict condor_q -json would have produced for it.
+
+    One odd ad never fails a whole query: when the ad cannot be printed at once (a string value
+    holding bytes that are not UTF-8 makes the bindings raise UnicodeDecodeError), it is converted
+    attribute by attribute; an attribute that still fails becomes U+FFFD and is listed under
+    `queue_parser.DEGRADED`, like the condor_q path does, with one log line naming the job.
+    """
+    try:
+        return json.loads(ad.printJson())
+    except (UnicodeError, ValueError):
+        pass
+    out, bad = {}, []
+    for key in ad.keys():
+        try:
+            out.update(json.loads(_one_attribute(ad, key).printJson()))
+        except (UnicodeError, ValueError):
+            out[key] = "\ufffd"
+            bad.append(key)
+    if bad:
+        out[DEGRADED] = bad
+        log.warning("job %s.%s (cluster %s): attributes not printable as UTF-8 JSON replaced by U+FFFD: %s",
+                    out.get("ClusterId"), out.get("ProcId"), out.get("DaskGatewayCluster"), ", ".join(bad))
+    return out
+
+
+def _one_attribute(ad, key: str):
+    import classad2
+    one = classad2.ClassAd()
+    one[key] = ad.lookup(key)
+    return one
 
 
 def act_result(kind: str, result) -> ActResult:

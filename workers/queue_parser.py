@@ -6,6 +6,11 @@ time, so the caller can summarise as it goes.  It accepts HTCondor's layout ("[\
 ",\\n", "]\\n"; condor_q prints nothing at all for an empty queue, condor_history prints "[\\n]\\n"),
 any other whitespace layout of a JSON array of objects, and JSON lines (-jsonl).  Truncated or
 garbled output raises ParseError: a half-read queue must never look like an empty one.
+
+One odd job never fails the whole output: HTCondor's JSON writer prints a string's bytes raw, so a
+hold reason or path in Latin-1 reaches us as bytes that are not UTF-8.  Such bytes are decoded as
+U+FFFD in that ad only; the ad gets the list of repaired attributes under the key `DEGRADED` (a
+name no ClassAd attribute can have) and one warning naming the job is logged.
 """
 from __future__ import annotations
 
@@ -25,6 +30,9 @@ _decoder = json.JSONDecoder()
 _raw_decode = _decoder.raw_decode
 _loads = _decoder.decode
 _BOUNDARY = "\n}\n,\n"
+
+#: key added to an ad whose string values held bytes that are not UTF-8: the repaired attribute names
+DEGRADED = "(htdask) degraded"
 
 
 def is_expr(value: Any) -> bool:
@@ -52,6 +60,8 @@ class _Reader:
         self.decoder = None
         self.eof = False
         self.consumed = 0  # characters dropped from the front of the buffer so far (for messages)
+        #: True once any byte was not UTF-8: from then on every ad is checked for escaped bytes
+        self.dirty = False
 
     def read(self, size: int) -> str:
         if self.eof:
@@ -63,10 +73,15 @@ class _Reader:
         if isinstance(data, bytes):
             if self.decoder is None:
                 self.decoder = codecs.getincrementaldecoder("utf-8")("strict")
+            state = self.decoder.getstate()
             try:
                 text = self.decoder.decode(data, final=not data)
-            except UnicodeDecodeError as e:
-                raise ParseError(f"condor output is not UTF-8: {e}") from None
+            except UnicodeDecodeError:
+                # Strict decoding is the fast path; after the first bad byte the rest of the output
+                # is decoded with each bad byte kept as a lone surrogate, repaired per ad (_repair).
+                self.dirty = True
+                self.decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+                text = self.decoder.decode(state[0] + data, final=not data)
         else:
             text = data
         if not data:
@@ -165,6 +180,9 @@ def parse_ads(stream: IO) -> Iterator[dict]:
                     pos = cut + 2
                     count += len(batch)
                     expect_ad = False
+                    if reader.dirty:
+                        for ad in batch:
+                            _repair(ad)
                     yield from batch
                     del batch
                     if pos > CHUNK:
@@ -196,12 +214,49 @@ def parse_ads(stream: IO) -> Iterator[dict]:
         pos = end
         count += 1
         expect_ad = False
+        if reader.dirty:
+            _repair(ad)
         yield ad
         if pos > CHUNK:  # drop what was consumed so the buffer stays about one chunk
             reader.consumed += pos
             slow_until -= pos
             buf = buf[pos:]
             pos = 0
+
+
+def _clean(value):
+    """`value` with escaped bytes (lone surrogates) turned into U+FFFD; the same object if it had none."""
+    if type(value) is str:
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if type(value) is list:
+        cleaned = [_clean(v) for v in value]
+        return value if all(a is b for a, b in zip(cleaned, value)) else cleaned
+    if type(value) is dict:
+        cleaned = {_clean(k): _clean(v) for k, v in value.items()}
+        return value if all(a is b for a, b in zip(cleaned.values(), value.values())) and \
+            all(a is b for a, b in zip(cleaned, value)) else cleaned
+    return value
+
+
+def _repair(ad: dict) -> None:
+    """Replace undecodable bytes in one ad (in place), mark it DEGRADED and log one line naming the job."""
+    bad = []
+    for key in list(ad):
+        value = ad[key]
+        cleaned, new_key = _clean(value), _clean(key)
+        if cleaned is not value or new_key is not key:
+            bad.append(new_key)
+            if new_key is not key:
+                del ad[key]
+            ad[new_key] = cleaned
+    if bad:
+        ad[DEGRADED] = bad
+        log.warning("job %s.%s (cluster %s): bytes that are not UTF-8 in %s replaced by U+FFFD",
+                    ad.get("ClusterId"), ad.get("ProcId"), ad.get("DaskGatewayCluster"), ", ".join(bad))
 
 
 def parse_ads_text(text: str | bytes) -> list[dict]:

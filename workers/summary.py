@@ -3,6 +3,11 @@
 The poller feeds condor_q's ads straight from the parser into summarize(), so a 100,000-job queue
 never exists as a list of dicts: each ad is reduced to a small JobRecord (a tuple) and counters, and
 repeated strings (cluster names, hold reasons) are shared rather than copied per job.
+
+One odd ad affects only itself: an ad without an integer ClusterId, ProcId or JobStatus is skipped,
+an attribute of an unexpected type is dropped from its record (and an ad whose bytes the parser had
+to repair is kept as repaired); each such ad gets one log line naming the job and is counted in
+`AdCounts` (the poll status shows the counts).
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple
 
 from workers.jobstatus import JobStatus
+from workers.queue_parser import DEGRADED
 
 log = logging.getLogger(__name__)
 
@@ -79,46 +85,99 @@ class ClusterSummary:
         return d
 
 
+@dataclass(slots=True)
+class AdCounts:
+    """Ads of one query that were odd: `unparsed` skipped, `degraded` kept with a value repaired or dropped."""
+
+    unparsed: int = 0
+    degraded: int = 0
+
+
+#: attributes of a job record and the type each must have (any other type is ignored, the ad degraded)
+_TYPED = (("DaskWorkerName", str), ("DaskWorkerIndex", int), ("EnteredCurrentStatus", int),
+          ("HoldReason", str), ("HoldReasonCode", int), ("ExitCode", int))
+
+
+def _job_label(ad: dict) -> str:
+    cid, pid = ad.get("ClusterId"), ad.get("ProcId")
+    return f"{cid}.{pid}" if cid is not None or pid is not None else repr(ad.get("DaskWorkerName") or "?")
+
+
+def _odd(ad: dict) -> str:
+    """Why an ad cannot be summarized."""
+    return "no integer " + ", ".join(a for a in ("ClusterId", "ProcId", "JobStatus") if type(ad.get(a)) is not int)
+
+
+def _degraded(ad: dict, cluster: str, counts: "AdCounts") -> None:
+    """Count an ad kept with repaired bytes or ignored attributes; log it once (the parser logged bytes)."""
+    counts.degraded += 1
+    wrong = [a for a, t in _TYPED if ad.get(a) is not None and type(ad[a]) is not t]
+    if wrong:
+        log.warning("cluster %s: job %s has attributes of an unexpected type, ignored: %s", cluster,
+                    _job_label(ad), ", ".join(f"{a}={ad[a]!r:.60}" for a in wrong))
+
+
 _new_record = tuple.__new__  # JobRecord without the Python-level NamedTuple __new__ (hot loop)
 _FIELDS = ("unknown", "idle", "running", "removed", "completed", "held", "transferring", "suspended")
 
 
-def summarize(ads: Iterable[dict], keep_jobs: bool = True) -> dict[str, ClusterSummary]:
+def summarize(ads: Iterable[dict], keep_jobs: bool = True,
+              counts: AdCounts | None = None) -> dict[str, ClusterSummary]:
     """Summaries keyed by DaskGatewayCluster; ads without it (not our jobs) are skipped.
 
-    One pass; per cluster it keeps counters and, if keep_jobs, one JobRecord per job.
+    One pass; per cluster it keeps counters and, if keep_jobs, one JobRecord per job. Odd ads (see
+    the module docstring) are skipped or degraded and counted in `counts` when given.
     """
     # per cluster: [counts by JobStatus (index 0 = unknown), jobs, max index, summary]
     state: dict[str, list] = {}
     strings: dict[str, str] = {}  # share equal hold reasons between jobs
     skipped = 0
     held = int(JobStatus.HELD)
+    counts = counts if counts is not None else AdCounts()
     for ad in ads:
         get = ad.get
         cluster = get("DaskGatewayCluster")
         if type(cluster) is not str:
-            skipped += 1
+            if cluster is not None:  # our marker, but not a name: an odd ad of ours
+                counts.unparsed += 1
+                log.warning("job %s: DaskGatewayCluster is not a string (%r); ad skipped", _job_label(ad),
+                            cluster)
+            else:
+                skipped += 1
             continue
+        # One cheap test for the common case; odd ads are looked at closely.
+        if (type(get("ClusterId")) is not int or type(get("ProcId")) is not int
+                or type(get("JobStatus")) is not int):
+            counts.unparsed += 1
+            log.warning("cluster %s: job %s skipped: %s", cluster, _job_label(ad), _odd(ad))
+            continue
+        odd = DEGRADED in ad  # set below too when an attribute has an unexpected type
         st = state.get(cluster)
         if st is None:
             owner = get("DaskClusterOwner")
             summary = ClusterSummary(cluster, owner if type(owner) is str else None)
             st = state[cluster] = [[0] * 8, summary.jobs, -1, summary]
         status = get("JobStatus")
-        if type(status) is not int or not 0 < status < 8:
+        if not 0 < status < 8:
             status = 0
         st[0][status] += 1
         index = get("DaskWorkerIndex")
         if type(index) is not int:
-            index = None
+            if index is not None:
+                odd, index = True, None
         elif index > st[2]:
             st[2] = index
         reason = code = None
         if status == held:
             reason = get("HoldReason")
-            reason = strings.setdefault(reason, reason) if type(reason) is str else "(no HoldReason)"
+            if type(reason) is str:
+                reason = strings.setdefault(reason, reason)
+            else:
+                odd = odd or reason is not None
+                reason = "(no HoldReason)"
             code = get("HoldReasonCode")
             if type(code) is not int:
+                odd = odd or code is not None
                 code = None
             summary = st[3]
             summary.held_reasons[reason] = summary.held_reasons.get(reason, 0) + 1
@@ -127,19 +186,19 @@ def summarize(ads: Iterable[dict], keep_jobs: bool = True) -> dict[str, ClusterS
             name = get("DaskWorkerName")
             since = get("EnteredCurrentStatus")
             exit_code = get("ExitCode")
+            if type(name) is not str:
+                odd, name = odd or name is not None, None
+            if type(since) is not int:
+                odd, since = odd or since is not None, None
+            if type(exit_code) is not int:
+                odd, exit_code = odd or exit_code is not None, None
             st[1].append(_new_record(JobRecord, (
-                f"{get('ClusterId')}.{get('ProcId')}",
-                name if type(name) is str else None,
-                index,
-                status,
-                since if type(since) is int else None,
-                reason,
-                code,
-                exit_code if type(exit_code) is int else None,
-            )))
+                f"{get('ClusterId')}.{get('ProcId')}", name, index, status, since, reason, code, exit_code)))
+        if odd:
+            _degraded(ad, cluster, counts)
     out: dict[str, ClusterSummary] = {}
-    for cluster, (counts, _jobs, max_index, summary) in state.items():
-        for name, n in zip(_FIELDS, counts):
+    for cluster, (by_status, _jobs, max_index, summary) in state.items():
+        for name, n in zip(_FIELDS, by_status):
             setattr(summary, name, n)
         summary.max_index = max_index
         out[cluster] = summary
