@@ -8,6 +8,7 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 | `htdask:clusters` | set | names of every cluster with recorded state |
 | `htdask:seq` | string (int) | request sequence: every request gets the next number when enqueued, so a stale or re-delivered request never overrides a newer one |
 | `htdask:cluster:<name>` | hash | `desired`, `owner`, `schedd`, `options` (JSON of the job options), `generation` (bumped by every request), `seq` (sequence number of the newest request applied), `replaced` (held jobs replaced since that request), `created_at`, `updated_at`, `error`, `error_at` |
+| `htdask:deleted:<name>` | string (int, TTL `TOMBSTONE_TTL`, default 30 days) | the tombstone of a deleted cluster: the newest request number the cluster had when its delete applied (at least the delete's own). It survives the delete so that every later message is judged against it: a scale, reconcile or delete task (retried, re-delivered, an ETA retry) carrying a number ≤ the tombstone never re-creates the cluster; a request enqueued after the delete takes a larger number and creates it anew. The TTL far exceeds any task's life (retries with backoff, the broker's visibility timeout) |
 | `htdask:names:<name>` | set | named-worker clusters (gateway): the worker names wanted; `desired` is its size |
 | `htdask:submitted:<name>` | set | named-worker clusters: every name already submitted once; a name whose job ended is not submitted again (the gateway replaces workers under new names) |
 | `htdask:counter:<name>` | string (int) | next worker index; reserved with one `INCRBY n` per submission |
@@ -29,6 +30,9 @@ from __future__ import annotations
 import os
 
 PREFIX = os.environ.get("STATE_PREFIX", "htdask")
+#: seconds a deleted cluster's tombstone lives (TOMBSTONE_TTL); far above any task's retries and
+#: the broker's visibility timeout, so no message older than a delete outlives it
+TOMBSTONE_TTL = int(os.environ.get("TOMBSTONE_TTL", "") or 30 * 86400)
 
 
 def clusters() -> str:
@@ -41,6 +45,10 @@ def seq() -> str:
 
 def cluster(name: str) -> str:
     return f"{PREFIX}:cluster:{name}"
+
+
+def tombstone(name: str) -> str:
+    return f"{PREFIX}:deleted:{name}"
 
 
 def names(name: str) -> str:

@@ -29,11 +29,14 @@ if cur < floor then redis.call('SET', KEYS[1], floor) end
 return redis.call('INCRBY', KEYS[1], ARGV[1])
 """
 
-# Record a request as the cluster's desired state unless a newer one is recorded (atomic, one round trip).
+# Record a request as the cluster's desired state unless a newer one is recorded, or the cluster was deleted
+# by a request at least as new (its tombstone, KEYS[5]) (atomic, one round trip).
 # ARGV[8] is the request's sequence number, or '' to take a new one. Returns {seq, 1 if recorded now or before}.
 _RECORD_REQUEST = """
 local seq
 if ARGV[8] == '' then seq = redis.call('INCR', KEYS[1]) else seq = tonumber(ARGV[8]) end
+local tomb = tonumber(redis.call('GET', KEYS[5]) or '0')
+if seq <= tomb then return {seq, 0} end
 local stored = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
 if stored >= seq then
   if stored == seq then return {seq, 1} end
@@ -50,6 +53,23 @@ if ARGV[7] == '1' then
   for i = 9, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
 end
 return {seq, 1}
+"""
+
+# Forget a deleted cluster unless a request newer than the delete (ARGV[1]) is recorded; leave its tombstone:
+# the newest request number it had (at least the delete's), so no older message re-creates it. KEYS[1] is the
+# cluster's hash, KEYS[2] its tombstone, KEYS[3] the set of clusters, KEYS[4..] its other keys; returns 1 if
+# forgotten, 0 if a newer request keeps it.
+_DELETE_CLUSTER = """
+local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local seq = tonumber(ARGV[1])
+if seq == nil then seq = stored end
+if stored > seq then return 0 end
+local tomb = math.max(stored, seq, tonumber(redis.call('GET', KEYS[2]) or '0'))
+redis.call('SET', KEYS[2], string.format('%d', tomb), 'EX', ARGV[2])
+for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[3], ARGV[3])
+return 1
 """
 
 # Delete a lock only if it still holds the token we saw (breaking a dead holder's lock).
@@ -121,6 +141,7 @@ class Store:
         self._reserve = self.r.register_script(_RESERVE)
         self._break = self.r.register_script(_BREAK_LOCK)
         self._record_request = self.r.register_script(_RECORD_REQUEST)
+        self._delete_cluster = self.r.register_script(_DELETE_CLUSTER)
 
     # ---- requests -------------------------------------------------------------------------------
     def next_seq(self) -> int:
@@ -153,7 +174,8 @@ class Store:
                 json.dumps(options, sort_keys=True) if options is not None else "",
                 "1" if names is not None else "0", "" if seq is None else int(seq), *(names or [])]
         got, applied = self._record_request(
-            keys=[keys.seq(), keys.cluster(name), keys.clusters(), keys.names(name)], args=args)
+            keys=[keys.seq(), keys.cluster(name), keys.clusters(), keys.names(name), keys.tombstone(name)],
+            args=args)
         return int(got), bool(applied)
 
     def get(self, name: str) -> ClusterRecord | None:
@@ -188,8 +210,24 @@ class Store:
         if self.r.exists(keys.cluster(name)):
             self.r.hset(keys.cluster(name), mapping={"error": message, "error_at": time.time()})
 
+    def delete_cluster(self, name: str, seq: int | None = None) -> bool:
+        """Forget a deleted cluster (after its jobs are gone) and leave its tombstone, atomically.
+
+        `seq` is the delete request's number (None: the cluster's newest). False, and nothing
+        changed, when a request newer than the delete is recorded (that request keeps the cluster).
+        The tombstone (state.keys) makes every message numbered at or below it a no-op.
+        """
+        others = [k for k in keys.per_cluster(name) if k != keys.cluster(name)]
+        return bool(self._delete_cluster(
+            keys=[keys.cluster(name), keys.tombstone(name), keys.clusters(), *others],
+            args=["" if seq is None else int(seq), keys.TOMBSTONE_TTL, name]))
+
+    def tombstone(self, name: str) -> int:
+        """The request number a deleted cluster's tombstone holds (0: none)."""
+        return int(self.r.get(keys.tombstone(name)) or 0)
+
     def delete(self, name: str) -> None:
-        """Forget a cluster entirely (after its jobs are gone)."""
+        """Forget the keys of a cluster nobody requested (summaries of foreign jobs); no tombstone."""
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(*keys.per_cluster(name))
         pipe.srem(keys.clusters(), name)

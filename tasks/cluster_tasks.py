@@ -166,7 +166,8 @@ def scale_cluster(self, cluster: str, n: int, owner: str | None = None, options:
     applied = context.store().record_request(cluster, n, schedd=s.schedd_name, owner=owner, options=options,
                                              names=names, seq=seq)
     if not applied:
-        log.info("cluster %s: request %s superseded by a newer one; reconciling toward the newer", cluster, seq)
+        log.info("cluster %s: request %s superseded by a newer one or by the cluster's delete; reconciling "
+                 "toward the newest state", cluster, seq)
     else:
         log.info("cluster %s: desired %d workers (owner %s, request %s)", cluster, n, owner or "-", seq)
     return reconcile_batched(cluster)
@@ -200,7 +201,10 @@ def delete_cluster(self, cluster: str, seq: int | None = None) -> dict:
     if record is not None and seq is not None and record.seq > seq:
         log.info("cluster %s: delete request %s superseded by request %s; not deleting", cluster, seq, record.seq)
         return {"cluster": cluster, "state": "superseded"}
-    removed = delete_jobs_and_state(store, context.schedd(), cluster, settings())
+    removed = delete_jobs_and_state(store, context.schedd(), cluster, settings(), seq=seq)
+    if removed is None:
+        reconcile_batched(cluster)  # the newer request's own task may have found the lock busy
+        return {"cluster": cluster, "state": "superseded"}
     return {"cluster": cluster, "state": "deleted", "removed": removed}
 
 

@@ -345,8 +345,11 @@ def submit_user(record, settings) -> str | None:
     return user
 
 
-def delete_jobs_and_state(store: Store, schedd: Schedd, cluster: str, settings) -> int:
-    """Remove every job of the cluster, then forget its state; returns how many jobs were live."""
+def delete_jobs_and_state(store: Store, schedd: Schedd, cluster: str, settings,
+                          seq: int | None = None) -> int | None:
+    """Remove every job of the cluster, then forget its state and leave its tombstone (so no message
+    older than the delete re-creates it); returns how many jobs were live, or None when a request
+    newer than the delete (`seq`) arrived meanwhile and keeps the cluster (it reconciles toward it)."""
     lock = store.cluster_lock(cluster, settings.lock_timeout)
     token = holder_token()
     if not lock.acquire(blocking=True, blocking_timeout=settings.lock_timeout, token=token):
@@ -359,8 +362,11 @@ def delete_jobs_and_state(store: Store, schedd: Schedd, cluster: str, settings) 
             result = schedd.remove(constraint=cluster_constraint(cluster), user=submit_user(record, settings),
                                    reason=f"cluster {cluster} deleted")
             log.info("cluster %s: deleted, %s", cluster, result.message)
-        store.delete(cluster)
-        log.info("cluster %s: state cleared (%d live jobs removed)", cluster, len(live))
+        if not store.delete_cluster(cluster, seq):
+            log.info("cluster %s: a request newer than delete %s arrived; the cluster is kept", cluster, seq)
+            return None
+        log.info("cluster %s: state cleared, tombstone at request %d (%d live jobs removed)", cluster,
+                 store.tombstone(cluster), len(live))
         return len(live)
     finally:
         _release(lock, cluster)
