@@ -210,8 +210,9 @@ def format_status(rows: list[dict]) -> str:
             notes.append(f"poll failing: {r['poll_error']}")
         if r.get("unparsed"):
             notes.append(f"{r['unparsed']} unreadable job ads on schedd {r['schedd']} skipped (worker log)")
+        kept = r.get("held_kept") or {}
         for reason, count in (r.get("held_reasons") or {}).items():
-            notes.append(f"held x{count}: {reason}")
+            notes.append(f"held x{count}{' by a user/admin, left alone' if reason in kept else ''}: {reason}")
         table.append([r["name"], "-" if r["desired"] is None else str(r["desired"]), str(r["idle"]),
                       str(r["running"]), str(r["held"]), str(r["completed"]), str(r["removed"]), polled,
                       "; ".join(notes)])
@@ -226,12 +227,15 @@ def format_status(rows: list[dict]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def jobs(cluster, as_json):
     """Each job of CLUSTER: state, time in that state, hold reason (why is my cluster not growing?)."""
+    from tasks import api
     validation.validate_cluster_name(cluster)
     store = _store()
     records = sorted(store.job_records(cluster).values(), key=lambda r: (r.get("index") or 0))
     now = time.time()
     for rec in records:
         rec["state"] = STATE_NAMES.get(rec.get("status"), str(rec.get("status")))
+        if api.annotate_job(rec)["kept_hold"]:
+            rec["state"] += " (user/admin hold, left alone)"
         rec["seconds_in_state"] = round(now - rec["since"], 1) if rec.get("since") else None
     if as_json:
         click.echo(json.dumps({"cluster": cluster, "jobs": records}, indent=2))

@@ -78,6 +78,12 @@ def enqueue_poll(schedd: str | None = None, force: bool = True):
     return app.send_task("tasks.poll_queue", kwargs={"schedd": queue, "force": force}, queue=queue)
 
 
+def annotate_job(record: dict) -> dict:
+    """Mark a job record (`jobs`) held by a person (HoldReasonCode 1 or HOLD_KEEP_CODES): `kept_hold`."""
+    record["kept_hold"] = record.get("status") == 5 and record.get("hold_code") in settings().hold_keep_codes
+    return record
+
+
 def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
     """One row per cluster: desired state, the poller's summary, its age and any error."""
     names = [cluster] if cluster else sorted(set(store.cluster_names()) | set(store.summarized_clusters()))
@@ -104,6 +110,8 @@ def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
             "poll_error": poll.get("error") or None,
             "unparsed": int(poll.get("unparsed") or 0), "degraded": int(poll.get("degraded") or 0),
             "held_reasons": summary.get("held_reasons") or {},
+            # holds a person made (condor_hold, HOLD_KEEP_CODES): never released or replaced
+            "held_kept": summary.get("held_kept") or {},
             "owner": record.owner if record else None,
             "schedd": schedd,
             "error": record.error if record else None,

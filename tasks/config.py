@@ -9,6 +9,8 @@ import functools
 import os
 from dataclasses import dataclass
 
+from workers.jobstatus import HOLD_CODE_USER_REQUEST
+
 
 def _float(name: str, default: float) -> float:
     raw = os.environ.get(name, "")
@@ -47,6 +49,9 @@ class Settings:
     #: hold reason codes never released (replaced at once): 34 = over memory is released with the same
     #: request and would fail again only if the job really needs more; sites tune this list
     hold_no_release_codes: tuple[int, ...]
+    #: hold reason codes of holds a person made (1 = condor_hold, always; plus HOLD_KEEP_CODES): such a
+    #: job is never released or replaced, only shown; the hold policy acts on holds the system caused
+    hold_keep_codes: tuple[int, ...]
     #: attempts of a schedd query inside one poll before the poll is given up (summaries kept, stale)
     poll_query_attempts: int
     #: retries of a scale/reconcile task on schedd errors (exponential backoff, capped)
@@ -83,6 +88,8 @@ def settings() -> Settings:
         hold_replace_limit=_int("HOLD_REPLACE_LIMIT", 10),
         hold_no_release_codes=tuple(int(c) for c in os.environ.get("HOLD_NO_RELEASE_CODES", "").split(",")
                                     if c.strip()),
+        hold_keep_codes=tuple(sorted({HOLD_CODE_USER_REQUEST} | {
+            int(c) for c in os.environ.get("HOLD_KEEP_CODES", "").split(",") if c.strip()})),
         poll_query_attempts=_int("POLL_QUERY_ATTEMPTS", 3),
         task_max_retries=_int("TASK_MAX_RETRIES", 6),
         retry_backoff_max=_int("RETRY_BACKOFF_MAX", 60),

@@ -43,12 +43,19 @@ class PollResult:
         return dict(self.__dict__)
 
 
-def summary_fields(summary, polled_at: float) -> dict:
+def kept_holds(summary, keep_codes) -> dict[str, int]:
+    """Hold reason -> jobs, of the holds a person made (HoldReasonCode in `keep_codes`): left alone."""
+    return {reason: n for reason, n in summary.held_reasons.items()
+            if summary.held_reason_codes.get(reason) in keep_codes}
+
+
+def summary_fields(summary, polled_at: float, keep_codes=()) -> dict:
     """The Redis form of one cluster's summary (see state.keys)."""
     return {
         "idle": summary.idle, "running": summary.running, "held": summary.held,
         "suspended": summary.suspended, "completed": summary.completed, "removed": summary.removed,
         "held_reasons": summary.held_reasons, "max_index": summary.max_index, "polled_at": polled_at,
+        "held_kept": kept_holds(summary, keep_codes),
     }
 
 
@@ -133,7 +140,7 @@ class Poller:
         previous = self.store.summaries(names)
         for name in names:
             summary = summaries.get(name) or ClusterSummary(name)
-            fields[name] = summary_fields(summary, polled_at)
+            fields[name] = summary_fields(summary, polled_at, self.settings.hold_keep_codes)
             fields[name]["jobs_digest"] = jobs_digest(summary)
             if fields[name]["jobs_digest"] != (previous.get(name) or {}).get("jobs_digest"):
                 jobs[name] = job_fields(summary)  # only changed clusters' records are rewritten
@@ -145,7 +152,8 @@ class Poller:
         for name, rec in mine.items():
             summary = summaries.get(name)
             live = live_count(summary) if summary else 0
-            held = summary.held if summary else 0
+            # holds a person made are left alone: they ask for no reconcile
+            held = summary.held - sum(fields[name]["held_kept"].values()) if summary else 0
             wanted = len(rec.names) if rec.names is not None else rec.desired
             if live != wanted or held:
                 result.reconcile.append(name)

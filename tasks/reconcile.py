@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 #: statuses of jobs that hold a worker slot (a held job is replaced by the held-job policy)
 LIVE = {JobStatus.IDLE, JobStatus.RUNNING, JobStatus.HELD, JobStatus.SUSPENDED}
-#: removal order when scaling down: useless jobs first, then queued ones, running ones last
-REMOVE_ORDER = {JobStatus.HELD: 0, JobStatus.IDLE: 1, JobStatus.SUSPENDED: 2, JobStatus.RUNNING: 3}
+#: removal order when scaling down: useless jobs first, then queued ones, running ones last; a job a person
+#: held (HOLD_KEEP_CODES) goes just before the running ones: someone is looking at it
+REMOVE_ORDER = {JobStatus.HELD: 0, JobStatus.IDLE: 1, JobStatus.SUSPENDED: 2, "kept-hold": 3, JobStatus.RUNNING: 4}
 PROJECTION = ["ClusterId", "ProcId", "JobStatus", "DaskGatewayCluster", "DaskWorkerIndex", "DaskWorkerName",
               "HoldReason", "HoldReasonCode", "EnteredCurrentStatus"]
 #: rounds of one reconcile_many (each: read, act, confirm)
@@ -75,6 +76,11 @@ class Job:
                    index=index if type(index) is int else -1, name=str(ad.get("DaskWorkerName") or ""),
                    hold_code=code if type(code) is int else None,
                    hold_reason=reason if type(reason) is str else None)
+
+
+def kept_hold(job, keep_codes) -> bool:
+    """True for a job held by a person (its HoldReasonCode is one of `keep_codes`): never released or replaced."""
+    return job.status == JobStatus.HELD and job.hold_code in keep_codes
 
 
 def jobs_of(cluster: str, ads: Iterable[dict]) -> list[Job]:
@@ -234,7 +240,9 @@ class Reconciler:
         if diff > 0:
             return self._submit(record, jobs, live, count=diff, outcome=outcome)
         if diff < 0:
-            surplus = sorted(live, key=lambda j: (REMOVE_ORDER.get(j.status, 9), -j.index))[:-diff]
+            keep = self.settings.hold_keep_codes
+            surplus = sorted(live, key=lambda j: (REMOVE_ORDER["kept-hold"] if kept_hold(j, keep) else
+                                                  REMOVE_ORDER.get(j.status, 9), -j.index))[:-diff]
             return self._remove(record, surplus, outcome)
         return False
 
@@ -296,8 +304,12 @@ class Reconciler:
         return True
 
     def _apply_hold_policy(self, record, live: list[Job], outcome: Outcome) -> bool:
-        """Release a held job up to HOLD_RELEASE_LIMIT times; after that remove it (it gets replaced)."""
-        held = [j for j in live if j.status == JobStatus.HELD]
+        """Release a held job up to HOLD_RELEASE_LIMIT times; after that remove it (it gets replaced).
+
+        Only holds the system caused: a job a person held (HoldReasonCode 1 = condor_hold, or one of
+        HOLD_KEEP_CODES) is left alone, and still counts toward the cluster's workers.
+        """
+        held = [j for j in live if j.status == JobStatus.HELD and not kept_hold(j, self.settings.hold_keep_codes)]
         if not held:
             return False
         name, limit = record.name, self.settings.hold_release_limit
