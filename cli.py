@@ -69,6 +69,15 @@ def _redacted_url() -> str:
     return url
 
 
+def _known(store, cluster: str) -> None:
+    """An unknown cluster is one line and exit 1 (status, jobs, delete alike)."""
+    from tasks import health
+    try:
+        health.require_known(store, cluster)
+    except health.UnknownCluster as e:
+        raise Failure(str(e)) from None
+
+
 def _store():
     from state import Store, connect
     from tasks.config import settings
@@ -158,13 +167,28 @@ def _wait_for(store, cluster: str, n: int, timeout: float, schedd: str) -> None:
 @click.argument("cluster")
 @click.option("--wait", is_flag=True, help="Wait until no job of the cluster is left.")
 @click.option("--timeout", type=float, default=120.0, show_default=True)
-def delete(cluster, wait, timeout):
+@click.option("--force", is_flag=True, help="When no worker consumes the cluster's queue: remove its record "
+                                            "now (its jobs are listed, not removed).")
+def delete(cluster, wait, timeout, force):
     """Remove every job of CLUSTER and forget its state."""
-    from tasks import api
+    from tasks import api, health
     validation.validate_cluster_name(cluster)
     store = _store()
+    _known(store, cluster)
+    queue = api.queue_of(store, cluster)
+    if not health.consumed(store, queue):
+        if force:
+            for line in health.force_delete(store, cluster, queue).lines():
+                click.echo(line)
+            return
+        if wait:
+            raise Failure(f"{health.no_consumer_message(queue)}: cluster {cluster} cannot be deleted now "
+                          "(delete --force removes its record)")
     enqueued = api.enqueue_delete(store, cluster)
     click.echo(f"cluster {cluster}: delete enqueued on queue {enqueued.queue} (task {enqueued.task_id})")
+    if not health.consumed(store, queue):
+        click.echo(f"cluster {cluster}: {health.no_consumer_message(queue)}: the delete waits for one "
+                   "(delete --force removes the record now)", err=True)
     if wait:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -189,9 +213,9 @@ def status(cluster, as_json):
     if cluster:
         validation.validate_cluster_name(cluster)
     store = _store()
+    if cluster:
+        _known(store, cluster)
     rows = api.status_rows(store, cluster)
-    if cluster and rows and rows[0]["desired"] is None and rows[0]["polled_at"] is None:
-        raise Failure(f"no cluster named {cluster!r}")
     if as_json:
         click.echo(json.dumps({"clusters": rows}, indent=2))
         return
@@ -208,6 +232,8 @@ def format_status(rows: list[dict]) -> str:
             notes.append(f"error: {r['error']}")
         if r.get("poll_error"):
             notes.append(f"poll failing: {r['poll_error']}")
+        elif r.get("stale_reason"):
+            notes.append(f"stale: {r['stale_reason']}")
         if r.get("unparsed"):
             notes.append(f"{r['unparsed']} unreadable job ads on schedd {r['schedd']} skipped (worker log)")
         kept = r.get("held_kept") or {}
@@ -230,6 +256,7 @@ def jobs(cluster, as_json):
     from tasks import api
     validation.validate_cluster_name(cluster)
     store = _store()
+    _known(store, cluster)
     records = sorted(store.job_records(cluster).values(), key=lambda r: (r.get("index") or 0))
     now = time.time()
     for rec in records:

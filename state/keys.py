@@ -23,6 +23,7 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 | `htdask:batchlock:<schedd>` | string | redis-py `Lock` held by the one task running a round of the schedd's batched reconciles, and handed with its token to the `reconcile_pending` task that runs the next round (token as for cluster locks) |
 | `htdask:beatlock` | string (TTL) | held by the one beat process that sends periodic tasks (tasks/beat.py) |
 | `htdask:throttle:<schedd>` | string (PX TTL) | present while the schedd's minimum call interval has not passed |
+| `htdask:consumers:<queue>` | sorted set (TTL) | the Celery workers consuming a schedd queue: worker hostname → time of its last heartbeat (every `tasks.heartbeat.INTERVAL` s); a queue none beat for recently is consumed by nobody (`status`, `scale --wait`, `delete --force`) |
 | `htdask:identity:<email>` | string (TTL) | cached e-mail → Unix user look-up |
 """
 from __future__ import annotations
@@ -105,6 +106,10 @@ def beat_lock() -> str:
 
 def throttle(schedd: str) -> str:
     return f"{PREFIX}:throttle:{schedd}"
+
+
+def consumers(queue: str) -> str:
+    return f"{PREFIX}:consumers:{queue}"
 
 
 def identity(email: str) -> str:

@@ -445,6 +445,27 @@ class Store:
             waited += pause
         return waited
 
+    # ---- queue consumers (worker heartbeats) ---------------------------------------------------
+    def beat_consumer(self, queues: list[str], worker: str, ttl: float) -> None:
+        """Announce that `worker` consumes `queues` now (one round trip); old entries age out after `ttl`."""
+        now = time.time()
+        pipe = self.r.pipeline(transaction=False)
+        for q in queues:
+            pipe.zadd(keys.consumers(q), {worker: now})
+            pipe.zremrangebyscore(keys.consumers(q), "-inf", now - ttl)
+            pipe.expire(keys.consumers(q), int(ttl) + 1)
+        pipe.execute()
+
+    def drop_consumer(self, queues: list[str], worker: str) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for q in queues:
+            pipe.zrem(keys.consumers(q), worker)
+        pipe.execute()
+
+    def consumers(self, queue: str, max_age: float) -> list[str]:
+        """Workers that announced consuming `queue` within the last `max_age` seconds."""
+        return self.r.zrangebyscore(keys.consumers(queue), time.time() - max_age, "+inf")
+
     # ---- identity cache (owners issue) ----------------------------------------------------------
     def cached_identity(self, email: str) -> str | None:
         return self.r.get(keys.identity(email))

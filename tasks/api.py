@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from state import Store
+from tasks import health
 from tasks.app import app
 from tasks.config import settings
 from workers import validation
@@ -58,6 +59,12 @@ def enqueue_scale(store: Store, cluster: str, n, *, owner: str | None = None, op
     return Enqueued(result.id, queue, seq)
 
 
+def queue_of(store: Store, cluster: str) -> str:
+    """The schedd queue of a cluster (its recorded schedd, else SCHEDD_NAME)."""
+    record = store.get(cluster)
+    return record.schedd if record else settings().schedd_name
+
+
 def enqueue_delete(store: Store, cluster: str) -> Enqueued:
     """Put a delete on the cluster's queue; its desired count drops to 0 at once (a lost task still
     leaves the poller a cluster to empty)."""
@@ -85,11 +92,13 @@ def annotate_job(record: dict) -> dict:
 
 
 def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
-    """One row per cluster: desired state, the poller's summary, its age and any error."""
+    """One row per cluster: desired state, the poller's summary, its age, whether it is stale and why
+    (tasks.health: poll failing, older than 3 x POLL_INTERVAL, no worker consumes the queue) and any error.
+    """
     names = [cluster] if cluster else sorted(set(store.cluster_names()) | set(store.summarized_clusters()))
     summaries = store.summaries(names)
     now = time.time()
-    rows, polls = [], {}
+    rows, polls, consumers = [], {}, {}
     for name in names:
         record = store.get(name)
         summary = summaries.get(name) or {}
@@ -98,6 +107,7 @@ def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
             polls[schedd] = store.poll_status(schedd)
         poll = polls[schedd]
         polled_at = summary.get("polled_at")
+        stale_reason = health.staleness(store, schedd, polled_at, poll, now, consumers)
         rows.append({
             "name": name,
             "desired": record.desired if record else None,
@@ -106,7 +116,8 @@ def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
             "removed": summary.get("removed", 0),
             "polled_at": polled_at,
             "age": round(now - polled_at, 1) if polled_at else None,
-            "stale": bool(poll.get("error")),
+            "stale": stale_reason is not None,
+            "stale_reason": stale_reason,
             "poll_error": poll.get("error") or None,
             "unparsed": int(poll.get("unparsed") or 0), "degraded": int(poll.get("degraded") or 0),
             "held_reasons": summary.get("held_reasons") or {},

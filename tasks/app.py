@@ -44,6 +44,11 @@ app.conf.beat_schedule = beat_schedule.schedule(_s)
 app.conf.beat_scheduler = "tasks.beat:LockedScheduler"
 
 
+from tasks.heartbeat import QueueHeartbeat  # noqa: E402
+
+app.steps["worker"].add(QueueHeartbeat)  # workers announce the queues they consume (status, --wait)
+
+
 @after_setup_logger.connect
 def _quiet_libraries(logger=None, **_):
     logging.getLogger("kombu").setLevel(logging.WARNING)
