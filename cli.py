@@ -2,7 +2,7 @@
 """Command line of the HTCondor-backed Dask cluster controller.
 
     python cli.py scale CLUSTER N [--owner USER | --email ADDRESS] [--schedd NAME] [--wait [--timeout S]]
-    python cli.py delete CLUSTER [--wait]
+    python cli.py delete CLUSTER [--wait] [--force]
     python cli.py status [CLUSTER] [--json]
     python cli.py jobs CLUSTER [--json]
     python cli.py poll
@@ -129,38 +129,22 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
             owner = identity.resolve_owner(email if email is not None else owner, store)
         except identity.IdentityUnavailable as e:
             raise Failure(str(e)) from None
+    since = time.time()
     enqueued = api.enqueue_scale(store, cluster, n, owner=owner, options=options or None, schedd=schedd)
     click.echo(f"cluster {cluster}: scale to {n} enqueued on queue {enqueued.queue} (task {enqueued.task_id})")
     if wait:
-        _wait_for(store, cluster, n, timeout, schedd=enqueued.queue)
+        _wait_for(store, cluster, n, timeout, schedd=enqueued.queue, since=since)
 
 
-def _wait_for(store, cluster: str, n: int, timeout: float, schedd: str) -> None:
-    """Poll until the cluster runs exactly n jobs (and nothing else is live), with a progress bar."""
-    from tasks import api
-    deadline = time.monotonic() + timeout
-    row = {}
-    with click.progressbar(length=max(n, 1), label=f"{cluster}: running", file=sys.stderr,
-                           show_pos=True) as bar:
-        shown = 0
-        while time.monotonic() < deadline:
-            api.enqueue_poll(schedd)
-            time.sleep(1.0)
-            rows = api.status_rows(store, cluster)
-            row = rows[0] if rows else {}
-            running = row.get("running") or 0
-            live = running + (row.get("idle") or 0) + (row.get("held") or 0)
-            if running > shown:
-                bar.update(min(running, n) - shown)
-                shown = min(running, n)
-            if running == n and live == n:
-                if n == 0:
-                    bar.update(1)
-                return
-    held = row.get("held_reasons") or {}
-    reasons = "; ".join(f"{r} ({c})" for r, c in held.items()) if held else ""
-    raise Failure(f"timed out after {timeout:.0f}s: cluster {cluster} runs {row.get('running', 0)} of {n} "
-                  f"({row.get('idle', 0)} idle, {row.get('held', 0)} held{': ' + reasons if reasons else ''})")
+def _wait_for(store, cluster: str, n: int, timeout: float, schedd: str, since: float) -> None:
+    """Wait until the cluster runs exactly n jobs, from beat's summaries; fail fast with the cause
+    (tasks/waiting.py). Progress lines go to stderr."""
+    from tasks import api, waiting
+    try:
+        waiting.wait_for(store, cluster, n, timeout, schedd, since, poll=lambda: api.enqueue_poll(schedd),
+                         on_progress=lambda p: click.echo(p.line(), err=True))
+    except waiting.WaitFailed as e:
+        raise Failure(str(e)) from None
 
 
 @main.command()
@@ -190,10 +174,12 @@ def delete(cluster, wait, timeout, force):
         click.echo(f"cluster {cluster}: {health.no_consumer_message(queue)}: the delete waits for one "
                    "(delete --force removes the record now)", err=True)
     if wait:
-        deadline = time.monotonic() + timeout
+        deadline, polled = time.monotonic() + timeout, False
         while time.monotonic() < deadline:
             if store.get(cluster) is None:
-                api.enqueue_poll(enqueued.queue)
+                if not polled:  # one poll request per wait; beat's polls do the rest
+                    api.enqueue_poll(enqueued.queue)
+                    polled = True
                 time.sleep(1.0)
                 rows = api.status_rows(store, cluster)
                 if not rows or not any(rows[0].get(k) for k in ("idle", "running", "held")):
