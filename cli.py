@@ -5,6 +5,7 @@
     python cli.py delete CLUSTER [--wait] [--force]
     python cli.py status [CLUSTER] [--json]
     python cli.py jobs CLUSTER [--json]
+    python cli.py logs CLUSTER [WORKER] [--tail N]
     python cli.py poll
     python cli.py demo
 
@@ -216,6 +217,8 @@ def format_status(rows: list[dict]) -> str:
         notes = []
         if r.get("error"):
             notes.append(f"error: {r['error']}")
+        if r.get("note"):
+            notes.append(r["note"])
         if r.get("poll_error"):
             notes.append(f"poll failing: {r['poll_error']}")
         elif r.get("stale_reason"):
@@ -250,11 +253,12 @@ def jobs(cluster, as_json):
         if api.annotate_job(rec)["kept_hold"]:
             rec["state"] += " (user/admin hold, left alone)"
         rec["seconds_in_state"] = round(now - rec["since"], 1) if rec.get("since") else None
+    note = api.crash_note(store.get(cluster), now)
     if as_json:
-        click.echo(json.dumps({"cluster": cluster, "jobs": records}, indent=2))
+        click.echo(json.dumps({"cluster": cluster, "jobs": records, "note": note}, indent=2))
         return
     if not records:
-        click.echo(f"cluster {cluster}: no jobs in the last poll")
+        click.echo(f"cluster {cluster}: no jobs in the last poll" + (f" ({note})" if note else ""))
         return
     table = [["JOB", "NAME", "STATE", "FOR", "HOLD REASON"]]
     for rec in records:
@@ -263,6 +267,26 @@ def jobs(cluster, as_json):
                       rec.get("hold_reason") or ""])
     widths = [max(len(row[i]) for row in table) for i in range(5)]
     click.echo("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table))
+    if note:
+        click.echo(f"note: {note}")
+
+
+@main.command()
+@click.argument("cluster")
+@click.argument("worker", required=False)
+@click.option("--tail", "n", type=click.IntRange(0, 100000), default=20, show_default=True,
+              help="Lines of output and error per worker.")
+def logs(cluster, worker, n):
+    """A worker's output and error (or every worker's of CLUSTER), from LOG_DIR on this submit node."""
+    from tasks import worker_logs
+    from tasks.config import settings
+    validation.validate_cluster_name(cluster)
+    store = _store()
+    try:
+        lines = worker_logs.lines(settings().log_dir, cluster, worker, list(store.job_records(cluster).values()), n)
+    except FileNotFoundError as e:
+        raise Failure(str(e)) from None
+    click.echo("\n".join(lines))
 
 
 @main.command()

@@ -27,6 +27,7 @@ def base_env(workdir: Path, redis_url: str, **extra: str) -> dict:
     env.update({
         "REDIS_URL": redis_url,
         "LOCALPOOL_DIR": str(workdir / "pool"),
+        "LOG_DIR": str(workdir / "joblogs"),  # the worker jobs' output, error and event logs
         "PATH": f"{POOL_BIN}{os.pathsep}{env.get('PATH', '')}",
         "PYTHONPATH": str(REPO),
         "SCHEDD_NAME": env.get("SCHEDD_NAME", "local"),

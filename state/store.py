@@ -131,6 +131,8 @@ class ClusterRecord:
     error_at: float | None = None
     created_at: float | None = None
     updated_at: float | None = None
+    backoff_until: float | None = None  # a crash loop delays submissions until then (tasks/ended.py)
+    backoff_reason: str | None = None
 
 
 class Store:
@@ -411,6 +413,43 @@ class Store:
         prefix = keys.summary("")
         return sorted(k[len(prefix):] for k in self.r.scan_iter(match=prefix + "*", count=1000))
 
+    # ---- ended jobs and crash loops -------------------------------------------------------------
+    ENDED_TTL = 86400
+
+    def add_ended(self, records: dict[str, dict[str, str]]) -> dict[str, list[dict]]:
+        """Record ended jobs ({cluster: {job id: JSON}}) once each; returns the newly recorded ones."""
+        pipe = self.r.pipeline(transaction=False)
+        order = []
+        for name, recs in records.items():
+            for jid, rec in recs.items():
+                pipe.hsetnx(keys.ended(name), jid, rec)
+                order.append((name, rec))
+            pipe.expire(keys.ended(name), self.ENDED_TTL)
+        out: dict[str, list[dict]] = {}
+        results = iter(pipe.execute())
+        i = 0
+        for name, recs in records.items():
+            for _ in recs:
+                if next(results):
+                    out.setdefault(name, []).append(json.loads(order[i][1]))
+                i += 1
+            next(results)  # the EXPIRE
+        return out
+
+    def ended_records(self, name: str) -> list[dict]:
+        return [json.loads(v) for v in self.r.hvals(keys.ended(name))]
+
+    def set_backoff(self, name: str, until: float | None, reason: str = "") -> None:
+        """A crash loop delays the cluster's submissions until `until` (None: no more)."""
+        if until is None:
+            self.r.hdel(keys.cluster(name), "backoff_until", "backoff_reason")
+        elif self.r.exists(keys.cluster(name)):
+            self.r.hset(keys.cluster(name), mapping={"backoff_until": until, "backoff_reason": reason})
+
+    def backoff(self, name: str) -> tuple[float, str] | None:
+        until, reason = self.r.hmget(keys.cluster(name), "backoff_until", "backoff_reason")
+        return (float(until), reason or "") if until else None
+
     # ---- held-job policy ------------------------------------------------------------------------
     def count_release(self, name: str, job_name: str) -> int:
         return int(self.r.hincrby(keys.holds(name), job_name, 1))
@@ -485,7 +524,9 @@ def _record(name: str, h: dict, names: set) -> ClusterRecord | None:
         names=set(names) if names else None, error=h.get("error") or None,
         error_at=float(h["error_at"]) if h.get("error_at") else None,
         created_at=float(h["created_at"]) if h.get("created_at") else None,
-        updated_at=float(h["updated_at"]) if h.get("updated_at") else None)
+        updated_at=float(h["updated_at"]) if h.get("updated_at") else None,
+        backoff_until=float(h["backoff_until"]) if h.get("backoff_until") else None,
+        backoff_reason=h.get("backoff_reason") or None)
 
 
 def _encode(value):

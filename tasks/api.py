@@ -91,6 +91,14 @@ def annotate_job(record: dict) -> dict:
     return record
 
 
+def crash_note(record, now: float) -> str | None:
+    """'4 workers exited within 2 min (exit code 1), next try in 80 s' while a crash loop delays the
+    cluster's submissions (tasks/ended.py), else None."""
+    if record is None or not record.backoff_until or record.backoff_until <= now:
+        return None
+    return f"{record.backoff_reason}, next try in {record.backoff_until - now:.0f} s"
+
+
 def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
     """One row per cluster: desired state, the poller's summary, its age, whether it is stale and why
     (tasks.health: poll failing, older than 3 x POLL_INTERVAL, no worker consumes the queue) and any error.
@@ -126,5 +134,6 @@ def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
             "owner": record.owner if record else None,
             "schedd": schedd,
             "error": record.error if record else None,
+            "note": crash_note(record, now),
         })
     return rows

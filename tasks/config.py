@@ -59,6 +59,14 @@ class Settings:
     retry_backoff_max: int
     #: seconds a cluster in error is left alone by the poller's drift reconciles (a new request always acts)
     error_retry_interval: float
+    #: crash loops (tasks/ended.py): this many workers exiting on their own within the window (s) ...
+    crash_loop_jobs: int
+    crash_loop_window: float
+    #: ... delay the next submission by base x 2^(exits beyond the limit) seconds after the last exit, capped
+    crash_backoff_base: float
+    crash_backoff_max: float
+    #: directory of the worker jobs' logs: <LOG_DIR>/<cluster>/<cluster>-<index>.out|.err, <cluster>.log
+    log_dir: str
     #: hard time limit of every task; the broker's visibility timeout is far above it
     task_time_limit: int
     visibility_timeout: int
@@ -94,6 +102,11 @@ def settings() -> Settings:
         task_max_retries=_int("TASK_MAX_RETRIES", 6),
         retry_backoff_max=_int("RETRY_BACKOFF_MAX", 60),
         error_retry_interval=_float("ERROR_RETRY_INTERVAL", 300.0),
+        crash_loop_jobs=_int("CRASH_LOOP_JOBS", 4),
+        crash_loop_window=_float("CRASH_LOOP_WINDOW", 120.0),
+        crash_backoff_base=_float("CRASH_BACKOFF_BASE", 10.0),
+        crash_backoff_max=_float("CRASH_BACKOFF_MAX", 600.0),
+        log_dir=os.environ.get("LOG_DIR", "").strip() or "/var/tmp/htdask-logs",
         task_time_limit=time_limit,
         visibility_timeout=_int("VISIBILITY_TIMEOUT", max(3600, time_limit * 4)),
     )

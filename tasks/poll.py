@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from state import Store
 from workers.jobspec import POLL_PROJECTION, ours_constraint
+from tasks import ended
 from workers.schedd import Schedd, ScheddError
 from workers.jobstatus import JobStatus
 from workers.summary import AdCounts, ClusterSummary, JobRecord, summarize
@@ -69,6 +70,12 @@ def job_fields(summary) -> dict[str, str]:
 def jobs_digest(summary) -> str:
     """A fingerprint of a cluster's job records: unchanged records are not rewritten or re-read."""
     return "b2:" + hashlib.blake2b(repr(summary.jobs).encode(), digest_size=16).hexdigest()
+
+
+def _short(record, summary) -> bool:
+    """True when a cluster has fewer live jobs than it wants (some may have ended since the last poll)."""
+    wanted = len(record.names) if record.names is not None else record.desired
+    return (live_count(summary) if summary else 0) < wanted
 
 
 def live_count(summary) -> int:
@@ -131,6 +138,7 @@ class Poller:
             log.error("schedd %s: poll failed, summaries kept and marked stale: %s", self.name, err)
             return result
         polled_at = time.time()
+        last_ok = float(self.store.poll_status(self.name).get("ok_at") or 0)
         known = {n: self.store.get(n) for n in self.store.cluster_names()}
         mine = {n: rec for n, rec in known.items() if rec is not None and rec.schedd == self.name}
         fields, jobs = {}, {}
@@ -144,7 +152,8 @@ class Poller:
             fields[name]["jobs_digest"] = jobs_digest(summary)
             if fields[name]["jobs_digest"] != (previous.get(name) or {}).get("jobs_digest"):
                 jobs[name] = job_fields(summary)  # only changed clusters' records are rewritten
-        self._add_ended(fields, jobs, previous)
+        short = [n for n, rec in mine.items() if _short(rec, summaries.get(n))]
+        self._add_ended(fields, jobs, previous, short, last_ok - 2 if last_ok else None)
         result.unparsed, result.degraded = counts.unparsed, counts.degraded
         self.store.write_poll(self.name, fields, jobs, polled_at, unparsed=counts.unparsed,
                               degraded=counts.degraded)
@@ -168,50 +177,32 @@ class Poller:
                         self.name, counts.unparsed, counts.degraded)
         return result
 
-    def _add_ended(self, fields: dict[str, dict], jobs: dict[str, dict], previous: dict[str, dict]) -> None:
-        """Count jobs that left the queue since the last poll as completed or removed.
+    def _add_ended(self, fields: dict[str, dict], jobs: dict[str, dict], previous: dict[str, dict],
+                   short: list[str], since: float | None) -> None:
+        """Record how jobs that left the queue ended, and count them as completed or removed.
 
-        Ended jobs leave the queue at once, so condor_q alone would always say 0 completed. The job ids
-        the last poll saw and this one does not (only clusters whose records changed can have any) are
-        looked up in the history, in one call, only when there are any; the totals accumulate.
+        Ended jobs leave the queue at once, so condor_q alone would always say 0 completed. One history
+        call, only when needed, reads the job ids the last poll saw and this one does not (only clusters
+        whose records changed can have any), and the jobs of clusters short of their target (`short`)
+        that ended since the last poll (`since`): a worker dying within one poll period is never seen
+        in the queue. Each ended job is recorded once (tasks/ended.py); the totals accumulate.
         """
         vanished: dict[str, set[str]] = {}
         for name, ids in self.store.job_ids_many(list(jobs)).items():
             gone = set(ids) - set(jobs[name])
             if gone:
                 vanished[name] = gone
-        ended = self._history(vanished) if vanished else {}
+        constraint = ended.history_constraint(vanished, short, since)
+        new = self.store.add_ended(ended.fetch(self.schedd, constraint, self.name)) if constraint else {}
         for name, f in fields.items():
             before = previous.get(name) or {}
-            done, removed = ended.get(name, (0, 0))
-            f["ended_completed"] = int(before.get("ended_completed") or 0) + done
-            f["ended_removed"] = int(before.get("ended_removed") or 0) + removed
+            recs = new.get(name, [])
+            f["ended_completed"] = int(before.get("ended_completed") or 0) + sum(
+                r["status"] == JobStatus.COMPLETED for r in recs)
+            f["ended_removed"] = int(before.get("ended_removed") or 0) + sum(
+                r["status"] == JobStatus.REMOVED for r in recs)
             f["completed"] += f["ended_completed"]
             f["removed"] += f["ended_removed"]
-
-    def _history(self, vanished: dict[str, set[str]]) -> dict[str, tuple[int, int]]:
-        by_cluster: dict[int, list[int]] = {}
-        for ids in vanished.values():
-            for job_id in ids:
-                c, p = job_id.split(".")
-                by_cluster.setdefault(int(c), []).append(int(p))
-        terms = " || ".join(f"(ClusterId == {c} && member(ProcId, {{{','.join(map(str, sorted(ps)))}}}))"
-                            for c, ps in sorted(by_cluster.items()))
-        total = sum(len(v) for v in vanished.values())
-        counts: dict[str, list[int]] = {}
-        try:
-            for ad in self.schedd.history(f"{ours_constraint()} && ({terms})",
-                                          ["ClusterId", "ProcId", "JobStatus", "DaskGatewayCluster"], limit=total):
-                if type(ad.get("DaskGatewayCluster")) is not str:  # an odd ad counts for nobody
-                    continue
-                c = counts.setdefault(ad.get("DaskGatewayCluster"), [0, 0])
-                if ad.get("JobStatus") == JobStatus.COMPLETED:
-                    c[0] += 1
-                elif ad.get("JobStatus") == JobStatus.REMOVED:
-                    c[1] += 1
-        except ScheddError as err:
-            log.warning("schedd %s: history of %d ended jobs unavailable: %s", self.name, total, err)
-        return {name: (c[0], c[1]) for name, c in counts.items()}
 
     def _forget_vanished(self, present: set[str]) -> None:
         """Drop summaries of clusters that are neither requested nor in the queue any more."""

@@ -18,6 +18,7 @@ from typing import Iterable
 from redis.exceptions import LockError
 
 from state import Store, holder_is_dead, holder_token
+from tasks import ended, worker_logs
 from tasks.options import job_options
 from workers import validation
 from workers.jobspec import (WorkerJobSpec, cluster_constraint, members_constraint, ours_constraint,
@@ -55,9 +56,10 @@ class Outcome:
     released: list[str] = field(default_factory=list)
     error: str | None = None
     exc: Exception | None = field(default=None, repr=False)
+    started: float | None = field(default=None, repr=False)  # time of this reconcile's first submission
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "exc"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("exc", "started")}
 
 
 @dataclass
@@ -253,9 +255,31 @@ class Reconciler:
             return False
         return token is not None
 
+    def _crash_backoff(self, record, outcome: Outcome) -> bool:
+        """True when a crash loop (tasks/ended.py) delays this cluster's next submission; the reason and
+        the time of the next try are kept in its state for `status`.
+
+        The poller records ended jobs between polls; a cluster short again within this reconcile (its new
+        jobs ended within seconds) has its history read here, so a fast loop is seen at once.
+        """
+        now = time.time()
+        if outcome.submitted and outcome.started:
+            constraint = f"{cluster_constraint(record.name)} && EnteredCurrentStatus >= {int(outcome.started) - 1}"
+            self.store.add_ended(ended.fetch(self.schedd, constraint, record.schedd))
+        loop = ended.crash_loop(self.store.ended_records(record.name), now, self.settings)
+        if loop is None or loop.until <= now:
+            self.store.set_backoff(record.name, None)
+            return False
+        self.store.set_backoff(record.name, loop.until, loop.reason())
+        log.warning("cluster %s: %s; next submission in %.0fs", record.name, loop.reason(), loop.until - now)
+        return True
+
     def _submit(self, record, jobs, live, *, outcome: Outcome, count: int = 0,
                 names: list[str] | None = None) -> bool:
         name = record.name
+        if names is None and self._crash_backoff(record, outcome):
+            return False
+        outcome.started = outcome.started or time.time()
         wanted = len(names) if names is not None else count
         cap = self.settings.max_idle_per_cluster
         if cap > 0:
@@ -273,7 +297,11 @@ class Reconciler:
         items = [(first + i, label) for i, label in enumerate(labels)]
         user = self.submit_user(record)
         owner = user or getpass.getuser()
-        spec = WorkerJobSpec(cluster=name, owner=owner, **job_options(record.options))
+        options = job_options(record.options)
+        if not options.get("log_dir"):  # the gateway gives its own (its staging directory)
+            options["log_dir"] = worker_logs.cluster_dir(self.settings.log_dir, name)
+        worker_logs.ensure_dir(options["log_dir"], owner)
+        spec = WorkerJobSpec(cluster=name, owner=owner, **options)
         description = worker_submit_description(spec, items)
         log.info("cluster %s: submitting %d jobs as %s, indexes %d..%d (counter now %d)",
                  name, wanted, owner, first, first + wanted - 1, first + wanted)

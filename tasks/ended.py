@@ -1,0 +1,111 @@
+"""Jobs that left the queue: how each ended (from condor_history), and crash loops.
+
+The poller records every ended job of our clusters once (state key `ended:<cluster>`): the jobs the
+last poll saw and this one does not, and, for clusters short of their target, every job that ended
+since the last poll (a worker that dies within one poll period is never seen in the queue). A
+cluster whose jobs keep exiting on their own is in a crash loop (a scheduler that is gone, a broken
+environment): when CRASH_LOOP_JOBS jobs exited within CRASH_LOOP_WINDOW seconds, the reconcile
+waits CRASH_BACKOFF_BASE x 2^(exits beyond the limit) seconds (at most CRASH_BACKOFF_MAX) after the
+last exit before submitting again, and `status`/`jobs` say why.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+from workers.jobspec import ours_constraint
+from workers.jobstatus import JobStatus
+from workers.schedd import ScheddError
+from workers import validation
+
+log = logging.getLogger(__name__)
+
+PROJECTION = ["ClusterId", "ProcId", "JobStatus", "DaskGatewayCluster", "DaskWorkerName", "DaskWorkerIndex",
+              "ExitCode", "ExitBySignal", "ExitSignal", "RemoveReason", "CompletionDate", "EnteredCurrentStatus"]
+#: most history ads one poll reads
+HISTORY_LIMIT = 2000
+
+
+def _int(v):
+    return v if type(v) is int else None
+
+
+def record_of(ad: dict) -> dict:
+    """The JSON-ready record of one history ad: job id, worker, JobStatus, exit code / signal, removal
+    reason, end time (epoch s)."""
+    ended_at = _int(ad.get("CompletionDate")) or _int(ad.get("EnteredCurrentStatus"))
+    return {"job_id": f"{ad.get('ClusterId')}.{ad.get('ProcId')}", "name": ad.get("DaskWorkerName"),
+            "index": _int(ad.get("DaskWorkerIndex")), "status": _int(ad.get("JobStatus")),
+            "exit_code": _int(ad.get("ExitCode")),
+            "exit_signal": _int(ad.get("ExitSignal")) if ad.get("ExitBySignal") is True else None,
+            "remove_reason": ad.get("RemoveReason") if type(ad.get("RemoveReason")) is str else None,
+            "ended_at": ended_at}
+
+
+def how(record: dict) -> str:
+    """'exit code 1', 'signal 9', 'removed: <reason>' or 'JobStatus N'."""
+    if record.get("exit_signal") is not None:
+        return f"signal {record['exit_signal']}"
+    if record.get("status") == JobStatus.REMOVED:
+        return f"removed: {record.get('remove_reason') or '?'}"
+    if record.get("exit_code") is not None:
+        return f"exit code {record['exit_code']}"
+    return f"JobStatus {record.get('status')}"
+
+
+def history_constraint(vanished: dict[str, set[str]], short: list[str], since: float | None) -> str | None:
+    """One constraint for the vanished job ids and the jobs of `short` clusters that ended after `since`."""
+    terms = []
+    by_cluster: dict[int, list[int]] = {}
+    for ids in vanished.values():
+        for job_id in ids:
+            c, p = job_id.split(".")
+            by_cluster.setdefault(int(c), []).append(int(p))
+    terms += [f"(ClusterId == {c} && member(ProcId, {{{','.join(map(str, sorted(ps)))}}}))"
+              for c, ps in sorted(by_cluster.items())]
+    if short and since is not None:
+        quoted = ",".join(validation.validate_classad_string(c) for c in sorted(short))
+        terms.append(f"(member(DaskGatewayCluster, {{{quoted}}}) && EnteredCurrentStatus >= {int(since)})")
+    if not terms:
+        return None
+    return f"{ours_constraint()} && ({' || '.join(terms)})"
+
+
+def fetch(schedd, constraint: str, schedd_name: str) -> dict[str, dict[str, str]]:
+    """History records by cluster: {cluster: {job id: JSON record}}; {} when the history is unavailable."""
+    out: dict[str, dict[str, str]] = {}
+    try:
+        for ad in schedd.history(constraint, PROJECTION, limit=HISTORY_LIMIT):
+            cluster = ad.get("DaskGatewayCluster")
+            if type(cluster) is not str or type(ad.get("ClusterId")) is not int or type(ad.get("ProcId")) is not int:
+                continue  # an odd ad counts for nobody
+            rec = record_of(ad)
+            out.setdefault(cluster, {})[rec["job_id"]] = json.dumps(rec, sort_keys=True)
+    except ScheddError as err:
+        log.warning("schedd %s: history of ended jobs unavailable: %s", schedd_name, err)
+    return out
+
+
+@dataclass
+class CrashLoop:
+    exits: int
+    window: float
+    cause: str  # the most common way they ended, e.g. "exit code 1"
+    until: float  # no submission before this time (epoch s)
+
+    def reason(self) -> str:
+        return f"{self.exits} workers exited within {self.window / 60:g} min ({self.cause})"
+
+
+def crash_loop(records: list[dict], now: float, settings) -> CrashLoop | None:
+    """The crash loop these ended-job records show, or None (fewer than CRASH_LOOP_JOBS recent exits)."""
+    window = settings.crash_loop_window
+    exits = [r for r in records if r.get("status") == JobStatus.COMPLETED and (r.get("ended_at") or 0) >= now - window]
+    if settings.crash_loop_jobs <= 0 or len(exits) < settings.crash_loop_jobs:
+        return None
+    backoff = min(settings.crash_backoff_max,
+                  settings.crash_backoff_base * 2 ** (len(exits) - settings.crash_loop_jobs))
+    cause = Counter(how(r) for r in exits).most_common(1)[0][0]
+    return CrashLoop(len(exits), window, cause, max(r.get("ended_at") or 0 for r in exits) + backoff)
