@@ -65,6 +65,9 @@ class Settings:
     #: ... delay the next submission by base x 2^(exits beyond the limit) seconds after the last exit, capped
     crash_backoff_base: float
     crash_backoff_max: float
+    #: seconds a scale-down waits for the Dask scheduler to retire running workers before removing their
+    #: jobs anyway (0: no retirement)
+    retire_timeout: float
     #: directory of the worker jobs' logs: <LOG_DIR>/<cluster>/<cluster>-<index>.out|.err, <cluster>.log
     log_dir: str
     #: hard time limit of every task; the broker's visibility timeout is far above it
@@ -107,6 +110,7 @@ def settings() -> Settings:
         crash_backoff_base=_float("CRASH_BACKOFF_BASE", 10.0),
         crash_backoff_max=_float("CRASH_BACKOFF_MAX", 600.0),
         log_dir=os.environ.get("LOG_DIR", "").strip() or "/var/tmp/htdask-logs",
+        retire_timeout=_float("RETIRE_TIMEOUT", 60.0),
         task_time_limit=time_limit,
         visibility_timeout=_int("VISIBILITY_TIMEOUT", max(3600, time_limit * 4)),
     )

@@ -20,7 +20,7 @@ from redis.exceptions import LockError
 from state import Store, holder_is_dead, holder_token
 from tasks import ended, worker_logs
 from tasks.options import job_options
-from workers import validation
+from workers import dask_retire, validation
 from workers.jobspec import (WorkerJobSpec, cluster_constraint, members_constraint, ours_constraint,
                              worker_submit_description)
 from workers.jobstatus import JobStatus
@@ -320,6 +320,24 @@ class Reconciler:
         return True
 
     def _remove(self, record, surplus: list[Job], outcome: Outcome) -> bool:
+        """Remove surplus jobs; running workers of a count-based cluster with a scheduler are retired
+        through it first (their results move to the workers that stay), queued ones removed at once."""
+        running = [j for j in surplus if j.status == JobStatus.RUNNING]
+        address = job_options(record.options).get("scheduler_address")
+        if record.names is None and running and address and self.settings.retire_timeout > 0:
+            queued = [j for j in surplus if j.status != JobStatus.RUNNING]
+            if queued:
+                self._remove_jobs(record, queued, outcome)
+            try:
+                retired = dask_retire.retire(address, [j.name for j in running], self.settings.retire_timeout)
+                log.info("cluster %s: scheduler %s retired workers %s", record.name, address, retired)
+            except dask_retire.RetireFailed as err:
+                log.warning("cluster %s: removing %d running workers without retirement: %s", record.name,
+                            len(running), err)
+            return self._remove_jobs(record, running, outcome)
+        return self._remove_jobs(record, surplus, outcome)
+
+    def _remove_jobs(self, record, surplus: list[Job], outcome: Outcome) -> bool:
         name = record.name
         indexes = sorted(j.index for j in surplus)
         user = self.submit_user(record)
