@@ -756,9 +756,14 @@ class HTCondorBackend(LocalBackend):
                 records=by_name.get(name, []), seen_job=seen, enqueued_at=enqueued_at, polled_at=polled_at,
                 now=now, connect_timeout=self.worker_connect_timeout,
                 submit_error=record.error if record else None,
-                submit_error_at=record.error_at if record else None)
+                submit_error_at=record.error_at if record else None, kept_hold_codes=self._kept_hold_codes())
         await self._add_history(cluster_name, ask, verdicts, now)
         return verdicts
+
+    @staticmethod
+    def _kept_hold_codes() -> tuple[int, ...]:
+        from tasks.config import settings
+        return settings().hold_keep_codes
 
     def _read_jobs(self, cluster_name: str):
         return (self.store.job_records(cluster_name), self.store.summary(cluster_name),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workers.jobstatus import JobStatus
+from workers.jobstatus import HOLD_CODE_USER_REQUEST, JobStatus
 
 #: job statuses that are still in the queue on their way to (or running) a worker
 LIVE = {JobStatus.IDLE, JobStatus.RUNNING, JobStatus.HELD, JobStatus.SUSPENDED, JobStatus.TRANSFERRING_OUTPUT}
@@ -29,7 +29,7 @@ class Verdict:
     """What a check found about one pending worker."""
 
     ok: bool  # True: pending or running; False: the start failed
-    state: str  # unpolled | unseen | idle | running | held | stuck | ended | submit-failed
+    state: str  # unpolled | unseen | idle | running | held | held-kept | stuck | ended | submit-failed
     job_id: str | None = None  # the job now carrying the worker's name (or the one that ended)
     reason: str = ""  # why the start failed (for the log)
     need_history: bool = False  # the job may have come and gone between polls: ask its history
@@ -57,7 +57,8 @@ def _job_key(job_id: str | None) -> tuple[int, int]:
 
 def classify(*, records: list[dict], seen_job: str | None, enqueued_at: float, polled_at: float | None,
              now: float, connect_timeout: float, submit_error: str | None = None,
-             submit_error_at: float | None = None) -> Verdict:
+             submit_error_at: float | None = None,
+             kept_hold_codes: tuple[int, ...] = (HOLD_CODE_USER_REQUEST,)) -> Verdict:
     """Classify one pending worker from the records of the jobs carrying its name.
 
     `seen_job` is the job id an earlier check saw for this worker; `enqueued_at` when its name was
@@ -72,6 +73,10 @@ def classify(*, records: list[dict], seen_job: str | None, enqueued_at: float, p
                        need_history=True)
     live = [r for r in records if r.get("status") in LIVE]
     held = [r for r in live if r.get("status") == JobStatus.HELD]
+    kept = [r for r in held if r.get("hold_code") in kept_hold_codes]
+    if kept and len(kept) == len(held):  # held by a person (condor_hold, HOLD_KEEP_CODES): not a failed start
+        return Verdict(True, "held-kept", kept[0].get("job_id"),
+                       f"job {kept[0].get('job_id')} held by a user/admin, left alone: {kept[0].get('hold_reason')}")
     if held:
         r = held[0]
         code = r.get("hold_code")

@@ -230,3 +230,11 @@ def test_job_options_carry_network_settings_tls_files_and_pass_validation(tmp_pa
     assert opts["tls_cert"].startswith(str(tmp_path)) and opts["api_token"].startswith(str(tmp_path))
     assert opts["extra_submit"] == {"+ProjectName": '"physics"'} and opts["request_disk"] == "1GiB"
     check_job_options("c0ffee", opts)  # what tasks.api runs before anything is enqueued
+
+
+def test_a_job_held_by_a_person_is_not_a_failed_start():
+    """Issue 12 item 6: condor_hold (HoldReasonCode 1) and HOLD_KEEP_CODES holds are left alone."""
+    v = classify([rec("5.0", JobStatus.HELD, hold_reason="via condor_hold", hold_code=1)])
+    assert v.ok and v.state == "held-kept"
+    assert not classify([rec("5.0", JobStatus.HELD, hold_reason="memory", hold_code=34)]).ok
+    assert classify([rec("5.0", JobStatus.HELD, hold_reason="memory", hold_code=34)], kept_hold_codes=(1, 34)).ok
