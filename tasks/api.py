@@ -15,6 +15,7 @@ from tasks import health
 from tasks.app import app
 from tasks.config import settings
 from workers import validation
+from workers.jobstatus import JobStatus
 from tasks.options import check_job_options
 from workers.runas import check_user
 
@@ -87,7 +88,8 @@ def enqueue_poll(schedd: str | None = None, force: bool = True):
 
 def annotate_job(record: dict) -> dict:
     """Mark a job record (`jobs`) held by a person (HoldReasonCode 1 or HOLD_KEEP_CODES): `kept_hold`."""
-    record["kept_hold"] = record.get("status") == 5 and record.get("hold_code") in settings().hold_keep_codes
+    record["kept_hold"] = (record.get("status") == JobStatus.HELD
+                           and record.get("hold_code") in settings().hold_keep_codes)
     return record
 
 

@@ -236,9 +236,9 @@ def _clean(value):
         cleaned = [_clean(v) for v in value]
         return value if all(a is b for a, b in zip(cleaned, value)) else cleaned
     if type(value) is dict:
-        cleaned = {_clean(k): _clean(v) for k, v in value.items()}
-        return value if all(a is b for a, b in zip(cleaned.values(), value.values())) and \
-            all(a is b for a, b in zip(cleaned, value)) else cleaned
+        pairs = [(_clean(k), _clean(v)) for k, v in value.items()]
+        same = all(ck is k and cv is v for (ck, cv), (k, v) in zip(pairs, value.items()))
+        return value if same else dict(pairs)
     return value
 
 
