@@ -25,7 +25,8 @@ from tasks import context
 from tasks.app import app
 from tasks.config import settings
 from tasks.poll import Poller
-from tasks.reconcile import Reconciler, delete_jobs_and_state
+from tasks.deletion import delete_jobs_and_state
+from tasks.reconcile import Reconciler
 from workers import validation
 from workers.schedd import ScheddError
 

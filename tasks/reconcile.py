@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from redis.exceptions import LockError
-
 from state import Store, holder_is_dead, holder_token
 from tasks import ended, worker_logs
 from tasks.options import job_options
@@ -401,40 +399,6 @@ def submit_user(record, settings) -> str | None:
         raise UserRefused("root", "the Celery worker runs as root and the cluster has no owner; set DEFAULT_OWNER "
                           "or give the cluster an owner")
     return user
-
-
-def delete_jobs_and_state(store: Store, schedd: Schedd, cluster: str, settings,
-                          seq: int | None = None) -> int | None:
-    """Remove every job of the cluster, then forget its state and leave its tombstone (so no message
-    older than the delete re-creates it); returns how many jobs were live, or None when a request
-    newer than the delete (`seq`) arrived meanwhile and keeps the cluster (it reconciles toward it)."""
-    lock = store.cluster_lock(cluster, settings.lock_timeout)
-    token = holder_token()
-    if not lock.acquire(blocking=True, blocking_timeout=settings.lock_timeout, token=token):
-        raise TimeoutError(f"cluster {cluster}: lock still held after {settings.lock_timeout}s")
-    try:
-        record = store.get(cluster)
-        jobs = jobs_of(cluster, schedd.query(cluster_constraint(cluster), PROJECTION))
-        live = [j for j in jobs if j.status in LIVE]
-        if jobs:
-            result = schedd.remove(constraint=cluster_constraint(cluster), user=submit_user(record, settings),
-                                   reason=f"cluster {cluster} deleted")
-            log.info("cluster %s: deleted, %s", cluster, result.message)
-        if not store.delete_cluster(cluster, seq):
-            log.info("cluster %s: a request newer than delete %s arrived; the cluster is kept", cluster, seq)
-            return None
-        log.info("cluster %s: state cleared, tombstone at request %d (%d live jobs removed)", cluster,
-                 store.tombstone(cluster), len(live))
-        return len(live)
-    finally:
-        _release(lock, cluster)
-
-
-def _release(lock, cluster: str) -> None:
-    try:
-        lock.release()
-    except LockError:
-        log.warning("cluster %s: reconcile lock expired before release", cluster)
 
 
 def _span(ids: list[str]) -> str:
