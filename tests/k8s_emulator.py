@@ -38,9 +38,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import aiohttp.web
+import logging
 import jsonpatch
 import kmock
 import yaml
+
+logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # one line per request is noise
 
 #: (group, version, plural) -> (kind, namespaced, has a /status subresource)
 DEFAULT_RESOURCES = {
@@ -127,6 +130,8 @@ class ApiServer(kmock.KubernetesScaffold):
         self.calls: list[Call] = []
         self.changed: asyncio.Condition | None = None
         self.closing = False
+        self.watch_cap: float | None = None  # end every watch after this many seconds
+        self.honour_label_selectors = True  # False: answer as a server that ignores labelSelector
         for key, info in DEFAULT_RESOURCES.items():
             self.add_resource(*key, *info)
 
@@ -198,8 +203,11 @@ class ApiServer(kmock.KubernetesScaffold):
             raise ApiError(404, "NotFound", f'{key[2]} "{request.name}" not found')
         return obj
 
+    def selector(self, request):
+        return label_matcher(request.params.get("labelSelector") if self.honour_label_selectors else None)
+
     async def list(self, request, key):
-        match = label_matcher(request.params.get("labelSelector"))
+        match = self.selector(request)
         items = [copy.deepcopy(o) for (k, ns, _), o in sorted(self.store.items(), key=lambda kv: kv[0][1:])
                  if k == key and (request.namespace is None or ns == request.namespace)
                  and match(o.get("metadata", {}).get("labels"))]
@@ -310,8 +318,10 @@ class ApiServer(kmock.KubernetesScaffold):
 
     async def watch(self, request, key):
         params = request.params
-        match = label_matcher(params.get("labelSelector"))
+        match = self.selector(request)
         timeout = float(params.get("timeoutSeconds") or 1800)
+        if self.watch_cap is not None:
+            timeout = min(timeout, self.watch_cap)
         deadline = time.monotonic() + timeout
         resp = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request._raw_request)
@@ -460,6 +470,18 @@ class Emulator:
 
     def clear_faults(self) -> None:
         self._run(self.handler.faults.clear)
+
+    def ignore_label_selectors(self, ignore: bool = True) -> None:
+        """Answer list and watch as a server (or proxy) that drops ``labelSelector`` would."""
+        def do():
+            self.handler.honour_label_selectors = not ignore
+        self._run(do)
+
+    def cap_watches(self, seconds: float | None) -> None:
+        """End every watch after ``seconds`` (as an API server's request timeout or a proxy does)."""
+        def do():
+            self.handler.watch_cap = seconds
+        self._run(do)
 
     def compact(self) -> int:
         """Forget history up to now: a watch from an older resourceVersion gets 410 Gone."""

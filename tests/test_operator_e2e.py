@@ -1,0 +1,337 @@
+"""The operator end to end: ``python cli.py operator`` against the API server emulator
+(tests/k8s_emulator.py), with a real redis-server, Celery worker + beat and the local pool.
+
+The tests play dask-gateway's KubeBackend (its DaskCluster create body, JSON patches of
+``spec.replicas`` / ``spec.active``, DELETE) and the kubelet (a ``pods/status`` patch), and check
+what the operator does through the API server's objects and request log and the pool's condor_q.
+Each test has its own emulator, operator process(es), instance name and namespace.
+"""
+from __future__ import annotations
+
+import copy
+import signal
+import sys
+import time
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from harness import services
+from harness.procs import Process
+from harness.services import REPO, Stack
+from k8s_operator import bodies
+from k8s_operator.client import API_CALLS, NAMESPACED_OPS, KubeClient, rbac_requirements
+from k8s_operator.handlers import FINALIZER
+from k8s_operator.naming import htcondor_cluster_name
+from tests.conftest import live, wait_until
+from tests.k8s_emulator import Emulator
+from tests.test_operator_objects import daskcluster
+
+G, V, P = bodies.GROUP, bodies.VERSION, bodies.PLURAL
+JSON_PATCH = "application/json-patch+json"
+API_URL = "http://api-dask-gateway.dask-gateway:8000/api"
+SERVER_FIELDS = ("namespace", "uid", "resourceVersion", "generation", "creationTimestamp")
+WORKER_COUNTS = {"idle", "running", "held"}
+
+
+@pytest.fixture(scope="module")
+def stack(service_user):
+    with Stack(beat=True, DEFAULT_OWNER=service_user, DASK_WORKER_COMMAND=str(services.FAKE_WORKER),
+               POLL_INTERVAL="1", SCHEDD_MIN_INTERVAL="0") as s:
+        yield s
+
+
+@pytest.fixture
+def api():
+    with Emulator() as emulator:
+        yield emulator
+
+
+class Gateway:
+    """dask-gateway's KubeBackend and the kubelet, as far as the operator sees them."""
+
+    def __init__(self, api: Emulator, namespace: str, instance: str, owner: str):
+        self.api, self.namespace, self.instance, self.owner = api, namespace, instance, owner
+        self.client = api.client()
+        self.custom = k8s.CustomObjectsApi(self.client)
+        self.core = k8s.CoreV1Api(self.client)
+
+    def create(self, name: str, instance: str | None = None, replicas: int | None = None) -> dict:
+        body = daskcluster(name=name, namespace=self.namespace, username=self.owner, replicas=replicas)
+        for f in SERVER_FIELDS:
+            body["metadata"].pop(f)
+        body["metadata"]["labels"][bodies.LABEL_INSTANCE] = instance or self.instance
+        return self.custom.create_namespaced_custom_object(G, V, self.namespace, P, body)
+
+    def patch(self, name: str, path: str, value) -> dict:
+        return self.custom.patch_namespaced_custom_object(G, V, self.namespace, P, name,
+                                                          [{"op": "add", "path": path, "value": value}],
+                                                          _content_type=JSON_PATCH)
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(G, V, self.namespace, P, name)
+
+    def cluster(self, name: str) -> dict | None:
+        return self.api.get(G, P, self.namespace, name)
+
+    def status(self, name: str) -> dict:
+        return (self.cluster(name) or {}).get("status") or {}
+
+    def obj(self, plural: str, name: str, group: str = "") -> dict | None:
+        return self.api.get(group, plural, self.namespace, name)
+
+    def scheduler_ready(self, name: str) -> None:
+        """The kubelet: the scheduler container runs and its readiness probe passes."""
+        pod = wait_until(lambda: self.obj("pods", bodies.scheduler_pod_name(name)), message="scheduler pod")
+        self.core.patch_namespaced_pod_status(pod["metadata"]["name"], self.namespace, {"status": {
+            "phase": "Running", "podIP": "10.0.0.7",
+            "containerStatuses": [{"name": "dask-scheduler", "ready": True, "restartCount": 0, "image": "x",
+                                   "imageID": "", "state": {"running": {"startedAt": "2026-05-28T20:21:00Z"}}}],
+            "conditions": [{"type": "Ready", "status": "True"}]}})
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 30.0) -> dict:
+        return wait_until(lambda: self.status(name).get("phase") == phase and self.status(name), timeout,
+                          message=f"{name} {phase}")
+
+
+def start_operator(stack: Stack, api: Emulator, tmp_path, instance: str, name: str = "operator",
+                   **env) -> Process:
+    kubeconfig = api.kubeconfig(tmp_path / f"{name}.kubeconfig")
+    full_env = {**stack.env, "DASK_GATEWAY_INSTANCE": instance, "DASK_GATEWAY_API_URL": API_URL,
+                "OPERATOR_NAMESPACE": f"lease-{instance}", "OPERATOR_RESYNC_SECONDS": "1",
+                "OPERATOR_STATUS_INTERVAL": "1", "OPERATOR_LEASE_SECONDS": "3",
+                **{k: str(v) for k, v in env.items()}}
+    return Process([sys.executable, str(REPO / "cli.py"), "operator", "--kubeconfig", kubeconfig],
+                   env=full_env, cwd=str(REPO), log_path=tmp_path / f"{name}.log", name=name)
+
+
+@pytest.fixture
+def operators():
+    procs: list[Process] = []
+    yield procs
+    for p in procs:
+        p.stop()
+
+
+def workers_named(stack: Stack, cluster: str) -> int:
+    """How many worker names the cluster ever reserved (the per-cluster Redis counter): every job
+    submitted twice would show here."""
+    from state import Store, connect
+    return Store(connect(stack.redis.url)).counter(cluster)
+
+
+def creates(api: Emulator, plural: str, namespace: str) -> int:
+    return len([c for c in api.calls("create", plural) if c.namespace == namespace])
+
+
+# ---- the scenarios ---------------------------------------------------------------------------------
+
+def test_lifecycle_create_ready_scale_stop(stack, api, tmp_path, operators, service_user):
+    """create -> Secret/Pod/Service, Pending; Ready -> routes, Running; replicas 3 -> 3 jobs, counts in
+    the status; replicas 1 -> 1 job; active false -> Stopped, objects and jobs gone, counts cleared."""
+    ns, name = "life", "c1"
+    gw = Gateway(api, ns, "gw-life", service_user)
+    operators.append(start_operator(stack, api, tmp_path, "gw-life"))
+    gw.create(name)
+    status = gw.wait_phase(name, "Pending")
+    wait_until(lambda: gw.status(name).get("schedulerPod"), message="pod recorded")
+    secret = gw.obj("secrets", bodies.secret_name(name))
+    assert {"dask.crt", "dask.pem", "api-token"} <= set(secret["data"])
+    assert FINALIZER in gw.cluster(name)["metadata"]["finalizers"]
+    assert status["credentials"] == bodies.secret_name(name)
+    pod = gw.obj("pods", bodies.scheduler_pod_name(name))
+    assert pod["metadata"]["labels"][bodies.LABEL_INSTANCE] == "gw-life"
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == gw.cluster(name)["metadata"]["uid"]
+    wait_until(lambda: gw.obj("services", bodies.service_name(name)), message="Service once the pod exists")
+
+    gw.scheduler_ready(name)
+    status = gw.wait_phase(name, "Running")
+    assert gw.obj("ingressroutes", bodies.route_name(name), "traefik.io")
+    assert gw.obj("ingressroutetcps", bodies.route_name(name), "traefik.io")
+    ours = status["htcondor"]["cluster"]
+    assert ours == htcondor_cluster_name(ns, name) and status["htcondor"]["owner"] == service_user
+
+    gw.patch(name, "/spec/replicas", 3)
+    wait_until(lambda: len(live(stack, ours)) == 3, message="3 jobs")
+    wait_until(lambda: gw.status(name)["htcondor"].get("requested") == 3, message="requested 3")
+    wait_until(lambda: gw.status(name)["htcondor"].get("running") == 3, timeout=30, message="3 running in status")
+    assert {j["Owner"] for j in live(stack, ours)} == {service_user}
+    gw.patch(name, "/spec/replicas", 1)
+    wait_until(lambda: len(live(stack, ours)) == 1, message="1 job")
+    assert workers_named(stack, ours) == 3, "3 jobs submitted for the scale-up, none for the scale-down"
+
+    gw.patch(name, "/spec/active", False)
+    status = gw.wait_phase(name, "Stopped")
+    assert not WORKER_COUNTS & set(status["htcondor"]), f"a Stopped cluster keeps no worker counts: {status}"
+    wait_until(lambda: not live(stack, ours), message="jobs removed")
+    for plural, obj in (("pods", bodies.scheduler_pod_name(name)), ("services", bodies.service_name(name)),
+                        ("secrets", bodies.secret_name(name))):
+        assert gw.obj(plural, obj) is None, plural
+    wait_until(lambda: FINALIZER not in (gw.cluster(name)["metadata"].get("finalizers") or []),
+               message="finalizer removed")
+
+    # Every call the operator made is one the RBAC grants (deploy/k8s/rbac.yaml is checked against
+    # API_CALLS by tests/test_k8s_manifests.py).
+    granted = rbac_requirements(op for op in API_CALLS if op not in NAMESPACED_OPS)
+    lease_granted = rbac_requirements(NAMESPACED_OPS)
+    for call in api.calls():
+        if call.resource == "leases":
+            assert (call.group, call.resource, call.verb) in lease_granted and call.namespace == "lease-gw-life"
+        elif call.namespace in (ns, None) and (call.group, call.resource, call.verb) not in granted:
+            assert call.status == 0 and False, f"not granted: {call}"
+    made_by_gateway = {("gateway.dask.org", "daskclusters", "create")}
+    made = {(c.group, c.resource, c.verb) for c in api.calls()} - made_by_gateway - {("", "pods/status", "patch")}
+    assert made <= granted | lease_granted, made - granted - lease_granted
+
+
+def test_delete_cleans_up_and_releases_the_finalizer(stack, api, tmp_path, operators, service_user):
+    ns, name = "del", "c2"
+    gw = Gateway(api, ns, "gw-del", service_user)
+    operators.append(start_operator(stack, api, tmp_path, "gw-del"))
+    gw.create(name, replicas=2)
+    gw.scheduler_ready(name)
+    status = gw.wait_phase(name, "Running")
+    ours = status["htcondor"]["cluster"]
+    wait_until(lambda: len(live(stack, ours)) == 2, message="2 jobs")
+    gw.delete(name)
+    wait_until(lambda: gw.cluster(name) is None, message="DaskCluster gone once the finalizer is off")
+    wait_until(lambda: not live(stack, ours), message="jobs removed")
+    assert gw.obj("pods", bodies.scheduler_pod_name(name)) is None
+    assert gw.obj("secrets", bodies.secret_name(name)) is None
+
+
+def test_sigkill_and_restart_repeats_nothing(stack, api, tmp_path, operators, service_user):
+    ns, name = "restart", "c3"
+    gw = Gateway(api, ns, "gw-restart", service_user)
+    first = start_operator(stack, api, tmp_path, "gw-restart", name="first")
+    operators.append(first)
+    gw.create(name, replicas=2)
+    gw.scheduler_ready(name)
+    ours = gw.wait_phase(name, "Running")["htcondor"]["cluster"]
+    wait_until(lambda: len(live(stack, ours)) == 2 and gw.status(name)["htcondor"].get("requested") == 2,
+               message="2 jobs")
+    first.kill(signal.SIGKILL)
+    first.popen.wait(10)
+    operators.append(second := start_operator(stack, api, tmp_path, "gw-restart", name="second"))
+    wait_until(lambda: "serving DaskClusters" in (tmp_path / "second.log").read_text(), timeout=30,
+               message="the restarted operator leads")
+    time.sleep(3)  # a few resyncs
+    assert len(live(stack, ours)) == 2 and workers_named(stack, ours) == 2, "no duplicate jobs"
+    assert creates(api, "pods", ns) == 1 and creates(api, "secrets", ns) == 1, "no duplicate objects"
+    gw.patch(name, "/spec/replicas", 1)
+    wait_until(lambda: len(live(stack, ours)) == 1, message="the new operator scales")
+    assert second.alive()
+
+
+def test_one_operator_acts_and_the_other_takes_over_the_lease(stack, api, tmp_path, operators, service_user):
+    ns = "lease"
+    gw = Gateway(api, ns, "gw-lease", service_user)
+    a = start_operator(stack, api, tmp_path, "gw-lease", name="a")
+    b = start_operator(stack, api, tmp_path, "gw-lease", name="b")
+    operators += [a, b]
+    logs = {a: tmp_path / "a.log", b: tmp_path / "b.log"}
+
+    def leaders():
+        return [p for p in (a, b) if p.alive() and "serving DaskClusters" in logs[p].read_text()]
+
+    leader = wait_until(lambda: leaders() and leaders()[0], timeout=30, message="a leader")
+    gw.create("first")
+    gw.wait_phase("first", "Pending")
+    time.sleep(2)
+    assert len(leaders()) == 1, "only one operator leads"
+    assert creates(api, "pods", ns) == 1
+    lease = api.get("coordination.k8s.io", "leases", "lease-gw-lease", "htdask-operator")
+    assert lease and lease["spec"]["holderIdentity"]
+    leader.kill(signal.SIGKILL)
+    other = b if leader is a else a
+    wait_until(lambda: "serving DaskClusters" in logs[other].read_text(), timeout=30, message="takeover")
+    gw.create("second")
+    gw.wait_phase("second", "Pending")
+    assert creates(api, "pods", ns) == 2, "each cluster's pod created once"
+    assert api.get("coordination.k8s.io", "leases", "lease-gw-lease", "htdask-operator")["spec"][
+        "holderIdentity"] != lease["spec"]["holderIdentity"]
+
+
+def test_watch_end_and_410_gone_are_survived(stack, api, tmp_path, operators, service_user):
+    ns = "watch"
+    gw = Gateway(api, ns, "gw-watch", service_user)
+    api.cap_watches(1.0)
+    operators.append(start_operator(stack, api, tmp_path, "gw-watch"))
+    gw.create("w1")
+    gw.wait_phase("w1", "Pending")
+    time.sleep(1.5)  # the watches end and are resumed
+    gw.create("w2")
+    gw.wait_phase("w2", "Pending")
+    api.compact()  # resumed watches now get 410 Gone and must list again
+    time.sleep(1.5)
+    gw.create("w3")
+    gw.wait_phase("w3", "Pending")
+    assert any(c.verb == "list" for c in api.calls(resource="daskclusters")[1:]), "listed again after 410"
+
+
+# ---- the faults of issue 16 -------------------------------------------------------------------------
+
+def test_fault1_resync_never_shortens_the_retry_backoff(stack, api, tmp_path, operators, service_user):
+    """422 on every Pod create with a resync every 0.5 s: the retries follow the backoff (0.5 s
+    doubling: attempts at about 0, 0.5, 1.5, 3.5, 7.5 s) and the cluster shows why in status.message."""
+    ns, name = "backoff", "c5"
+    gw = Gateway(api, ns, "gw-backoff", service_user)
+    api.fail("POST", rf"/namespaces/{ns}/pods$", 422, message="pods are forbidden here")
+    operators.append(start_operator(stack, api, tmp_path, "gw-backoff", OPERATOR_RESYNC_SECONDS="0.5"))
+    gw.create(name)
+    wait_until(lambda: creates(api, "pods", ns) >= 1, message="first attempt")
+    t0 = time.monotonic()
+    time.sleep(7.0)
+    attempts = creates(api, "pods", ns)
+    assert attempts <= 6, f"{attempts} pod creates in {time.monotonic() - t0:.1f}s: the resync cut the backoff"
+    message = wait_until(lambda: gw.status(name).get("message"), message="status.message")
+    assert "pods are forbidden here" in message or "422" in message
+
+
+def test_fault2_a_malformed_object_is_skipped(stack, api, tmp_path, operators, service_user):
+    ns = "malformed"
+    gw = Gateway(api, ns, "gw-bad", service_user)
+    operators.append(proc := start_operator(stack, api, tmp_path, "gw-bad"))
+    bad = daskcluster(name="bad", username=service_user)
+    del bad["metadata"]["namespace"]
+    bad["metadata"]["labels"][bodies.LABEL_INSTANCE] = "gw-bad"
+    api.put_raw(G, V, P, None, bad)
+    time.sleep(1.0)
+    gw.create("good")
+    gw.wait_phase("good", "Pending")
+    assert proc.alive(), "one malformed object does not stop the operator"
+
+
+def test_fault3_another_instances_cluster_is_left_alone(stack, api, tmp_path, operators, service_user):
+    """The server (or a proxy) ignores labelSelector: the operator still checks the instance label."""
+    ns = "instances"
+    gw = Gateway(api, ns, "gw-mine", service_user)
+    api.ignore_label_selectors()
+    operators.append(start_operator(stack, api, tmp_path, "gw-mine"))
+    gw.create("theirs", instance="gw-theirs")
+    gw.create("mine")
+    gw.wait_phase("mine", "Pending")
+    time.sleep(2.0)
+    theirs = gw.cluster("theirs")
+    assert FINALIZER not in (theirs["metadata"].get("finalizers") or []) and "status" not in theirs
+    assert gw.obj("pods", bodies.scheduler_pod_name("theirs")) is None
+    assert gw.obj("secrets", bodies.secret_name("theirs")) is None
+
+
+def test_fault4_adding_the_finalizer_never_drops_another_controllers(api):
+    """A stale copy without finalizers: the patch must not replace the list the server has now."""
+    gw = Gateway(api, "fin", "gw-fin", "alice")
+    created = gw.create("c")
+    gw.patch("c", "/metadata/finalizers", ["other.example.org/keep"])
+    kube = KubeClient(api.client())
+    stale = copy.deepcopy(created)
+    try:
+        kube.add_finalizer(stale)
+    except ApiException as e:
+        assert e.status in (409, 422), e  # refused: the operator reads again and retries
+    finalizers = gw.cluster("c")["metadata"]["finalizers"]
+    assert "other.example.org/keep" in finalizers
+    fresh = gw.cluster("c")
+    kube.add_finalizer(fresh)
+    assert gw.cluster("c")["metadata"]["finalizers"] == ["other.example.org/keep", FINALIZER]
