@@ -30,6 +30,7 @@ from k8s_operator.handlers import DELETE_TASK, FINALIZER, SCALE_TASK, Actions, C
 log = logging.getLogger(__name__)
 
 JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
 
 #: operation -> (API object, method, API group, resource, verb).  Nothing calls the API otherwise.
 API_CALLS: dict[str, tuple[str, str, str, str, str]] = {
@@ -120,11 +121,16 @@ class KubeClient:
         return self.method("watch_pods"), (), {"label_selector": label_selector}
 
     def add_finalizer(self, cluster: dict) -> dict:
+        """Add our finalizer.  The ``test`` op makes the patch fail (422) when the server's list is not
+        the one we saw (or, with no list, when the object changed at all), so a stale copy can never
+        replace another controller's finalizer; the caller retries with a fresh copy."""
         meta = cluster["metadata"]
         if meta.get("finalizers"):
-            patch = [{"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}]
+            patch = [{"op": "test", "path": "/metadata/finalizers", "value": meta["finalizers"]},
+                     {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}]
         else:
-            patch = [{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
+            patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+                     {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
         return self.call("patch_cluster", bodies.GROUP, bodies.VERSION, meta["namespace"], bodies.PLURAL,
                          meta["name"], patch, _content_type=JSON_PATCH)
 
@@ -156,6 +162,17 @@ class KubeClient:
             if e.status == 404:
                 return None
             raise
+
+    def report_failure(self, cluster: dict, message: str) -> None:
+        """``status.message``: why the last attempt failed (a merge patch, so it needs no status yet)."""
+        meta = cluster["metadata"]
+        if ((cluster.get("status") or {}).get("message")) == message:
+            return
+        try:
+            self.call("patch_cluster_status", bodies.GROUP, bodies.VERSION, meta["namespace"], bodies.PLURAL,
+                      meta["name"], {"status": {"message": message}}, _content_type=MERGE_PATCH)
+        except ApiException as e:
+            log.debug("status.message not written: %s", e.status)
 
     def delete_cluster_object(self, namespace: str, name: str) -> None:
         try:
@@ -367,6 +384,17 @@ def _write_credentials(kube: KubeClient, files: CredentialsFiles, namespace: str
     if missing:
         raise RuntimeError(f"secret {cred.secret} lacks {', '.join(missing)}")
     files.write(cred.cluster, data, cred.owner, clog)
+
+
+def describe_error(e: Exception) -> str:
+    """One line for status.message and the log: an API error's code, reason and message."""
+    if isinstance(e, ApiException):
+        try:
+            message = json.loads(e.body or "{}").get("message") or ""
+        except (ValueError, AttributeError):
+            message = ""
+        return f"{e.status} {e.reason}" + (f": {message}" if message else "")
+    return f"{type(e).__name__}: {e}"
 
 
 def rbac_requirements(ops: Iterable[str] | None = None) -> set[tuple[str, str, str]]:

@@ -47,6 +47,7 @@ SCALE_TASK = "tasks.scale_cluster"
 DELETE_TASK = "tasks.delete_cluster"
 #: worker counts and the task error: status fields whose changes are throttled
 THROTTLED = ("idle", "running", "held", "error")
+WORKER_COUNTS = ("idle", "running", "held")
 #: an enqueued scale request the Redis state does not show after this long is enqueued again
 REQUEST_GRACE = 120.0
 #: environment variables of spec.config.environment that the controller sets itself
@@ -217,6 +218,11 @@ def reconcile(cluster: dict, *, cfg: OperatorConfig, now: float, scheduler_pod: 
     meta = cluster["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     a = Actions(namespace, name, htcondor_cluster_name(namespace, name))
+    if (meta.get("labels") or {}).get(bodies.LABEL_INSTANCE) != cfg.instance:
+        # Another dask-gateway's cluster: the watch's labelSelector should have kept it away, but a
+        # server or proxy that drops the selector must not make us take it over.
+        a.notes.append(f"not ours: label {bodies.LABEL_INSTANCE} is not {cfg.instance!r}")
+        return a
     spec = cluster.get("spec") or {}
     old = cluster.get("status") or {}
     phase = old.get("phase", "Pending")
@@ -242,6 +248,7 @@ def reconcile(cluster: dict, *, cfg: OperatorConfig, now: float, scheduler_pod: 
 
     new = copy.deepcopy(old)
     new.setdefault("phase", "Pending")
+    new.pop("message", None)  # why an earlier attempt failed (see report_failure); this one is fresh
     ht = new.setdefault("htcondor", {})
     ht["cluster"] = a.cluster
     a.add_finalizer = not ours
@@ -341,6 +348,8 @@ def _teardown(a: Actions, new: dict, phase: str, now: float, cfg: OperatorConfig
     a.remove_credentials = a.cluster if cfg.credentials_dir else None
     new["phase"] = phase
     new["completionTime"] = bodies.k8s_timestamp(now)
+    for k in WORKER_COUNTS:  # no workers any more: stale counts would say otherwise
+        new.get("htcondor", {}).pop(k, None)
     if message:
         new["message"] = message
     a.status = new

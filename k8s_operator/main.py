@@ -25,7 +25,7 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from k8s_operator import bodies
-from k8s_operator.client import CredentialsFiles, KubeClient, TaskBackend, apply, cluster_log
+from k8s_operator.client import CredentialsFiles, KubeClient, TaskBackend, apply, cluster_log, describe_error
 from k8s_operator.config import OperatorConfig
 from k8s_operator.handlers import STOPPED_PHASES, new_credentials, reconcile
 from k8s_operator.naming import htcondor_cluster_name
@@ -210,6 +210,8 @@ class Operator:
             self.last_status.pop(key, None)
             self.failures.pop(key, None)
             return
+        if key in self.failures and etype == "MODIFIED":
+            return  # in retry backoff (its own status.message write comes back here): keep the due time
         self.queue.put(key)
 
     def on_pod_event(self, etype: str, obj: dict) -> None:
@@ -220,7 +222,8 @@ class Operator:
 
     def resync(self) -> None:
         for key in self.clusters.keys():
-            self.queue.put(key)
+            if key not in self.failures:  # a cluster in retry backoff keeps its due time
+                self.queue.put(key)
 
     # ---- one reconcile ----------------------------------------------------------------------------
     def owner(self, username: str | None) -> tuple[str | None, str | None]:
@@ -242,8 +245,12 @@ class Operator:
         cluster = self.clusters.get(key)
         if cluster is None:
             return
-        meta, spec, status = cluster["metadata"], cluster.get("spec") or {}, cluster.get("status") or {}
-        ns, name = meta["namespace"], meta["name"]
+        try:
+            meta, spec, status = cluster["metadata"], cluster.get("spec") or {}, cluster.get("status") or {}
+            ns, name = meta["namespace"], meta["name"]
+        except (KeyError, TypeError, AttributeError) as e:
+            log.error("DaskCluster %s is malformed (%s missing); skipped", key, e)
+            return
         clog = cluster_log(log, ns, name)
         try:
             live = (not meta.get("deletionTimestamp") and status.get("phase") not in STOPPED_PHASES
@@ -265,8 +272,9 @@ class Operator:
         except Exception as e:
             n = self.failures[key] = self.failures.get(key, 0) + 1
             delay = min(MAX_BACKOFF, 0.5 * 2 ** (n - 1))
-            clog.warning("reconcile failed (attempt %d, again in %.1fs): %s", n, delay, e,
+            clog.warning("reconcile failed (attempt %d, again in %.1fs): %s", n, delay, describe_error(e),
                          exc_info=not isinstance(e, (ApiException, ValidationError)))
+            self.kube.report_failure(cluster, f"reconcile failed: {describe_error(e)}")
             self.queue.put(key, delay)
             return
         self.failures.pop(key, None)

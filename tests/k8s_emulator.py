@@ -208,7 +208,7 @@ class ApiServer(kmock.KubernetesScaffold):
 
     async def list(self, request, key):
         match = self.selector(request)
-        items = [copy.deepcopy(o) for (k, ns, _), o in sorted(self.store.items(), key=lambda kv: kv[0][1:])
+        items = [copy.deepcopy(o) for (k, ns, _), o in sorted(self.store.items(), key=lambda kv: (kv[0][1] or "", kv[0][2]))
                  if k == key and (request.namespace is None or ns == request.namespace)
                  and match(o.get("metadata", {}).get("labels"))]
         kind = self.kinds[key][0]

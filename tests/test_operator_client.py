@@ -306,7 +306,8 @@ def test_status_and_finalizer_patches_are_json_patches(kube):
     kc = kube.client()
     cluster = cluster_in(kube, daskcluster(finalizers=["someone-else"]))
     cluster = kc.add_finalizer(cluster)
-    assert kube.requests[-1]["body"] == [{"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}]
+    assert kube.requests[-1]["body"] == [{"op": "test", "path": "/metadata/finalizers", "value": ["someone-else"]},
+                                         {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}]
     assert cluster["metadata"]["finalizers"] == ["someone-else", FINALIZER]
     cluster = kc.patch_status(cluster, {"phase": "Pending"})
     req = kube.requests[-1]
@@ -319,7 +320,8 @@ def test_status_and_finalizer_patches_are_json_patches(kube):
     assert cluster["metadata"]["finalizers"] == ["someone-else"] and cluster["status"] == {"phase": "Pending"}
     fresh = cluster_in(kube, daskcluster())
     kc.add_finalizer(fresh)
-    assert kube.requests[-1]["body"] == [{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
+    assert kube.requests[-1]["body"][1:] == [{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
+    assert kube.requests[-1]["body"][0]["op"] == "test"
 
 
 # ---- apply(): Kubernetes calls and Celery messages --------------------------------------------------------

@@ -439,3 +439,34 @@ def test_reconcile_does_not_modify_its_input():
     before = copy.deepcopy(cluster)
     run(cluster, scheduler_pod=scheduler_pod(), summary={"desired": 1, "idle": 1, "running": 0, "held": 0})
     assert cluster == before
+
+
+# ---- issue 16: faults 3 and 4 ----------------------------------------------------------------------------
+
+def test_a_cluster_of_another_instance_is_left_alone():
+    """Fault 3: even when the server ignored the labelSelector, another instance's cluster gets nothing."""
+    cluster = daskcluster()
+    cluster["metadata"]["labels"]["gateway.dask.org/instance"] = "another-gateway"
+    a = run(cluster, scheduler_pod=scheduler_pod("ready"))
+    assert a.empty and not a.create and not a.add_finalizer and a.status is None
+    del cluster["metadata"]["labels"]["gateway.dask.org/instance"]
+    assert run(cluster).empty
+
+
+def test_stopped_and_failed_clusters_keep_no_worker_counts():
+    """Fault 4: a Stopped/Failed status does not go on showing its last idle/running/held counts."""
+    cluster = daskcluster(finalizers=[FINALIZER], active=False,
+                          status=running_status(requested=3, idle=1, running=2, held=0))
+    a = run(cluster, scheduler_pod=scheduler_pod())
+    assert a.status["phase"] == "Stopped"
+    assert not {"idle", "running", "held"} & set(a.status["htcondor"]), a.status
+    assert a.status["htcondor"]["requested"] == 3
+    failed = run(daskcluster(finalizers=[FINALIZER], status=running_status(requested=3, idle=1, running=2, held=0)),
+                 scheduler_pod=None)
+    assert failed.status["phase"] == "Failed" and not {"idle", "running", "held"} & set(failed.status["htcondor"])
+
+
+def test_a_failure_message_is_cleared_once_an_attempt_goes_through():
+    status = {**running_status(), "message": "reconcile failed: 422 Invalid: no"}
+    a = run(daskcluster(finalizers=[FINALIZER], status=status), scheduler_pod=scheduler_pod("ready"))
+    assert a.status is not None and "message" not in a.status

@@ -211,22 +211,6 @@ def test_a_refused_owner_fails_the_cluster(broker):
     assert [k for k in kube.objects if k[2] != "daskclusters"] == [], "nothing was created for it"
 
 
-def test_a_failing_reconcile_is_retried_with_backoff(broker, service_user, caplog):
-    kube = FakeKube()
-    op = Operator(kube.client(), TaskBackend(broker), operator_config(), clock=Clock(), credentials=fixed_credentials)
-    kube.put(daskcluster(username=service_user), bodies.GROUP, "daskclusters")
-    kube.fail[("POST", f"/api/v1/namespaces/{NAMESPACE}/secrets")] = 500
-    op.pods.relist()
-    op.clusters.relist()
-    op.process(op.queue.get(timeout=0))
-    assert op.failures[KEY] == 1 and len(op.queue) == 1
-    assert f"namespace={NAMESPACE} cluster={NAME}: reconcile failed (attempt 1, again in 0.5s)" in caplog.text
-    time.sleep(0.6)
-    drain(op)
-    assert KEY not in op.failures
-    assert kube.objects[(bodies.GROUP, NAMESPACE, "daskclusters", NAME)]["status"]["phase"] == "Pending"
-
-
 def test_every_log_line_about_a_cluster_names_namespace_and_cluster(broker, service_user, caplog):
     kube = FakeKube()
     op = Operator(kube.client(), TaskBackend(broker), operator_config(), clock=Clock(), credentials=fixed_credentials)
