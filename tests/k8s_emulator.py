@@ -51,6 +51,8 @@ DEFAULT_RESOURCES = {
     ("", "v1", "services"): ("Service", True, True),
     ("", "v1", "secrets"): ("Secret", True, False),
     ("", "v1", "events"): ("Event", True, False),
+    ("", "v1", "namespaces"): ("Namespace", False, True),
+    ("apiextensions.k8s.io", "v1", "customresourcedefinitions"): ("CustomResourceDefinition", False, True),
     ("coordination.k8s.io", "v1", "leases"): ("Lease", True, False),
     ("gateway.dask.org", "v1alpha1", "daskclusters"): ("DaskCluster", True, True),
     ("traefik.io", "v1alpha1", "ingressroutes"): ("IngressRoute", True, False),
