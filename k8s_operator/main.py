@@ -299,6 +299,10 @@ def run(cfg: OperatorConfig, *, kubeconfig: str | None = None, context: str | No
             except Exception:
                 log.exception("lease %s/%s: leader election failed", cfg.namespace, cfg.lease_name)
             lost.set()
+            if leading.is_set():
+                # kopf stops on SIGTERM; its stop_flag would be waited for in an executor thread,
+                # which blocks the loop's shutdown when kopf stops for another reason
+                os.kill(os.getpid(), signal.SIGTERM)
             stop.set()
         log.info("lease %s/%s: waiting to lead as %s", cfg.namespace, cfg.lease_name, identity)
         threading.Thread(target=elect, name="lease", daemon=True).start()
@@ -311,7 +315,7 @@ def run(cfg: OperatorConfig, *, kubeconfig: str | None = None, context: str | No
     register(rt, registry)
     threading.Thread(target=rt.housekeeping, name="housekeeping", daemon=True).start()
     log.info("serving DaskClusters of instance %s (gateway API %s)", cfg.instance, cfg.api_url)
-    kopf.run(registry=registry, settings=settings(), standalone=True, clusterwide=True, stop_flag=stop)
+    kopf.run(registry=registry, settings=settings(), standalone=True, clusterwide=True)
     stop.set()
     if lost.is_set():
         log.error("leadership lost; exiting")

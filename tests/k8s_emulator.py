@@ -115,7 +115,8 @@ class Call:
     namespace: str | None
     name: str | None
     status: int = 0
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # the query parameters
+    body: object = None  # what a create, update or patch sent
 
 
 class ApiServer(kmock.KubernetesScaffold):
@@ -157,7 +158,8 @@ class ApiServer(kmock.KubernetesScaffold):
         if verb == "get" and request.name is None:
             verb = "list"
         call = Call(verb, res.group, res.plural + (f"/{request.subresource}" if request.subresource else ""),
-                    request.namespace, request.name, extra=dict(request.params))
+                    request.namespace, request.name, extra=dict(request.params),
+                    body=request.data if verb in ("create", "update", "patch") else None)
         self.calls.append(call)
         for fault in self.faults:
             if fault.method in (request.method.value, "*") and fault.path.search(request.url.path) and (

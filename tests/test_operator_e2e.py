@@ -8,20 +8,18 @@ Each test has its own emulator, operator process(es), instance name and namespac
 """
 from __future__ import annotations
 
-import copy
 import signal
 import sys
 import time
 
 import pytest
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 
 from harness import services
 from harness.procs import Process
 from harness.services import REPO, Stack
 from k8s_operator import bodies
-from k8s_operator.client import API_CALLS, NAMESPACED_OPS, KubeClient, rbac_requirements
+from k8s_operator.client import API_CALLS, NAMESPACED_OPS, rbac_requirements
 from k8s_operator.handlers import FINALIZER
 from k8s_operator.naming import htcondor_cluster_name
 from tests.conftest import live, wait_until
@@ -315,19 +313,38 @@ def test_fault3_another_instances_cluster_is_left_alone(stack, api, tmp_path, op
     assert gw.obj("secrets", bodies.secret_name("theirs")) is None
 
 
-def test_fault4_adding_the_finalizer_never_drops_another_controllers(api):
-    """A stale copy without finalizers: the patch must not replace the list the server has now."""
-    gw = Gateway(api, "fin", "gw-fin", "alice")
-    created = gw.create("c")
-    gw.patch("c", "/metadata/finalizers", ["other.example.org/keep"])
-    kube = KubeClient(api.client())
-    stale = copy.deepcopy(created)
-    try:
-        kube.add_finalizer(stale)
-    except ApiException as e:
-        assert e.status in (409, 422), e  # refused: the operator reads again and retries
-    finalizers = gw.cluster("c")["metadata"]["finalizers"]
-    assert "other.example.org/keep" in finalizers
-    fresh = gw.cluster("c")
-    kube.add_finalizer(fresh)
-    assert gw.cluster("c")["metadata"]["finalizers"] == ["other.example.org/keep", FINALIZER]
+def test_fault4_adding_the_finalizer_never_drops_another_controllers(stack, api, tmp_path, operators, service_user):
+    """Another controller adds its finalizer while the operator's finalizer patch is on its way:
+    the patch carries a JSON-patch test, fails, and is redone on the fresh object, so both stay."""
+    ns, name = "finalizers", "c6"
+    gw = Gateway(api, ns, "gw-fin", service_user)
+    delayed = api.fail("PATCH", rf"/namespaces/{ns}/daskclusters/{name}$", None, delay=1.0, times=1)
+    operators.append(start_operator(stack, api, tmp_path, "gw-fin"))
+    gw.create(name)
+    wait_until(lambda: delayed.hits == 1, message="the operator's first patch")
+    current = gw.cluster(name)
+    current["metadata"]["finalizers"] = ["other.example.org/keep"]
+    gw.custom.replace_namespaced_custom_object(G, V, ns, P, name, current)  # while that patch waits
+    wait_until(lambda: FINALIZER in (gw.cluster(name)["metadata"].get("finalizers") or []), message="ours added")
+    assert gw.cluster(name)["metadata"]["finalizers"] == ["other.example.org/keep", FINALIZER]
+    assert [c.status for c in api.calls("patch", "daskclusters")][0] == 422, "the stale patch was refused"
+    gw.wait_phase(name, "Pending")
+    finalizer_patches = [c.body for c in api.calls("patch", "daskclusters") if c.namespace == ns
+                         and any("/metadata/finalizers" in op.get("path", "") for op in c.body or [])]
+    assert finalizer_patches and all(any(op["op"] == "test" for op in ops) for ops in finalizer_patches)
+    gw.patch(name, "/spec/active", False)
+    gw.wait_phase(name, "Stopped")
+    wait_until(lambda: gw.cluster(name)["metadata"].get("finalizers") == ["other.example.org/keep"],
+               message="only ours removed")
+
+
+def test_cli_operator_refuses_missing_settings_and_configuration(tmp_path):
+    import subprocess
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")}
+    out = subprocess.run([sys.executable, "cli.py", "operator"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and "DASK_GATEWAY_INSTANCE (--instance) is required" in out.stderr
+    out = subprocess.run([sys.executable, "cli.py", "operator", "--instance", "dask-gateway", "--api-url",
+                          "http://api/api"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and out.stderr.startswith("error: no Kubernetes configuration")
+    assert len(out.stderr.strip().splitlines()) == 1
