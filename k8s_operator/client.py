@@ -1,15 +1,17 @@
 """The thin layer between Actions and the outside: kubernetes-client calls and tasks.api.
 
-Every Kubernetes API call goes through ``KubeClient.call(op, ...)``, which looks the operation up in
-``API_CALLS``: the API object, the method, and the RBAC (API group, resource, verb) it needs.  The
-table is the single source for ``deploy/k8s/rbac.yaml``: tests/test_k8s_manifests.py checks that
-the RBAC grants every row and nothing else, and tests/test_operator_client.py checks, at the
-kubernetes client's HTTP boundary, that each call really is the request its row says.
+``API_CALLS`` lists every Kubernetes API call the operator makes, with the RBAC (API group,
+resource, verb) it needs: ours go through ``KubeClient.call(op, ...)``; kopf's (list/watch of
+DaskClusters and scheduler pods, the finalizer patch) and ``kubernetes.leaderelection``'s (the
+Lease) are listed with the client method that makes the same request.  The table is the single
+source for ``deploy/k8s/rbac.yaml``: tests/test_k8s_manifests.py checks that the RBAC grants every
+row and nothing else, and tests/test_operator_e2e.py checks, in the API server emulator's request
+log, that every request the running operator makes is one of them.
 
 Bodies for built-in kinds are sent as the kubernetes client's own models (``V1Pod``, ``V1Service``,
-``V1Secret``, ``V1Lease``), built from our dicts with ``ApiClient.deserialize``; custom objects
-(DaskCluster, traefik routes) are sent as dicts.  Patches to custom objects are JSON patches
-(``application/json-patch+json``), as dask-gateway's controller sends them.
+``V1Secret``), built from our dicts with ``ApiClient.deserialize``; custom objects (traefik
+routes) are sent as dicts.  The status is written with a JSON patch (``application/json-patch+json``),
+as dask-gateway's controller writes it.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from k8s_operator import bodies
-from k8s_operator.handlers import DELETE_TASK, FINALIZER, SCALE_TASK, Actions, Credentials, Ref, TaskRequest
+from k8s_operator.handlers import DELETE_TASK, SCALE_TASK, Actions, Credentials, Ref, TaskRequest
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +36,20 @@ MERGE_PATCH = "application/merge-patch+json"
 
 #: operation -> (API object, method, API group, resource, verb).  Nothing calls the API otherwise.
 API_CALLS: dict[str, tuple[str, str, str, str, str]] = {
+    # kopf: list + watch (all namespaces) and the finalizer (a JSON patch with a resourceVersion test)
     "list_clusters": ("custom", "list_cluster_custom_object", bodies.GROUP, "daskclusters", "list"),
     "watch_clusters": ("custom", "list_cluster_custom_object", bodies.GROUP, "daskclusters", "watch"),
     "patch_cluster": ("custom", "patch_namespaced_custom_object", bodies.GROUP, "daskclusters", "patch"),
+    "list_pods": ("core", "list_pod_for_all_namespaces", "", "pods", "list"),
+    "watch_pods": ("core", "list_pod_for_all_namespaces", "", "pods", "watch"),
+    # kubernetes.leaderelection's LeaseLock
+    "read_lease": ("coordination", "read_namespaced_lease", "coordination.k8s.io", "leases", "get"),
+    "create_lease": ("coordination", "create_namespaced_lease", "coordination.k8s.io", "leases", "create"),
+    "replace_lease": ("coordination", "replace_namespaced_lease", "coordination.k8s.io", "leases", "update"),
+    # ours (KubeClient)
     "patch_cluster_status": ("custom", "patch_namespaced_custom_object_status", bodies.GROUP,
                              "daskclusters/status", "patch"),
     "delete_cluster": ("custom", "delete_namespaced_custom_object", bodies.GROUP, "daskclusters", "delete"),
-    "list_pods": ("core", "list_pod_for_all_namespaces", "", "pods", "list"),
-    "watch_pods": ("core", "list_pod_for_all_namespaces", "", "pods", "watch"),
     "create_pod": ("core", "create_namespaced_pod", "", "pods", "create"),
     "delete_pod": ("core", "delete_namespaced_pod", "", "pods", "delete"),
     "create_service": ("core", "create_namespaced_service", "", "services", "create"),
@@ -57,9 +65,6 @@ API_CALLS: dict[str, tuple[str, str, str, str, str]] = {
                                "ingressroutetcps", "create"),
     "delete_ingressroutetcp": ("custom", "delete_namespaced_custom_object", bodies.TRAEFIK_GROUP,
                                "ingressroutetcps", "delete"),
-    "read_lease": ("coordination", "read_namespaced_lease", "coordination.k8s.io", "leases", "get"),
-    "create_lease": ("coordination", "create_namespaced_lease", "coordination.k8s.io", "leases", "create"),
-    "replace_lease": ("coordination", "replace_namespaced_lease", "coordination.k8s.io", "leases", "update"),
 }
 
 #: operations on the Lease, which lives in the operator's own namespace (granted by a Role there)
@@ -86,8 +91,7 @@ class KubeClient:
 
     def __init__(self, api_client: k8s.ApiClient):
         self.api_client = api_client
-        self._apis = {"core": k8s.CoreV1Api(api_client), "custom": k8s.CustomObjectsApi(api_client),
-                      "coordination": k8s.CoordinationV1Api(api_client)}
+        self._apis = {"core": k8s.CoreV1Api(api_client), "custom": k8s.CustomObjectsApi(api_client)}
 
     # ---- the one door to the API ----------------------------------------------------------------
     def method(self, op: str):
@@ -104,54 +108,7 @@ class KubeClient:
     def to_dict(self, obj) -> dict:
         return obj if isinstance(obj, dict) else self.api_client.sanitize_for_serialization(obj)
 
-    # ---- DaskClusters -----------------------------------------------------------------------------
-    def list_clusters(self, label_selector: str) -> tuple[list[dict], str]:
-        res = self.call("list_clusters", bodies.GROUP, bodies.VERSION, bodies.PLURAL, label_selector=label_selector)
-        return res.get("items", []), res.get("metadata", {}).get("resourceVersion", "")
-
-    def list_scheduler_pods(self, label_selector: str) -> tuple[list[dict], str]:
-        res = self.to_dict(self.call("list_pods", label_selector=label_selector))
-        return res.get("items", []), res.get("metadata", {}).get("resourceVersion", "")
-
-    def watch_args(self, what: str, label_selector: str) -> tuple[Any, tuple, dict]:
-        """(function, args, kwargs) for ``kubernetes.watch.Watch().stream``."""
-        if what == "clusters":
-            return (self.method("watch_clusters"), (bodies.GROUP, bodies.VERSION, bodies.PLURAL),
-                    {"label_selector": label_selector})
-        return self.method("watch_pods"), (), {"label_selector": label_selector}
-
-    def add_finalizer(self, cluster: dict) -> dict:
-        """Add our finalizer.  The ``test`` op makes the patch fail (422) when the server's list is not
-        the one we saw (or, with no list, when the object changed at all), so a stale copy can never
-        replace another controller's finalizer; the caller retries with a fresh copy."""
-        meta = cluster["metadata"]
-        if meta.get("finalizers"):
-            patch = [{"op": "test", "path": "/metadata/finalizers", "value": meta["finalizers"]},
-                     {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}]
-        else:
-            patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
-                     {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
-        return self.call("patch_cluster", bodies.GROUP, bodies.VERSION, meta["namespace"], bodies.PLURAL,
-                         meta["name"], patch, _content_type=JSON_PATCH)
-
-    def remove_finalizer(self, cluster: dict) -> dict | None:
-        """Remove our finalizer; the test op makes a concurrent change of the list fail (422) instead
-        of removing someone else's finalizer."""
-        meta = cluster["metadata"]
-        finalizers = meta.get("finalizers") or []
-        if FINALIZER not in finalizers:
-            return None
-        i = finalizers.index(FINALIZER)
-        patch = [{"op": "test", "path": f"/metadata/finalizers/{i}", "value": FINALIZER},
-                 {"op": "remove", "path": f"/metadata/finalizers/{i}"}]
-        try:
-            return self.call("patch_cluster", bodies.GROUP, bodies.VERSION, meta["namespace"], bodies.PLURAL,
-                             meta["name"], patch, _content_type=JSON_PATCH)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
+    # ---- DaskClusters (kopf lists, watches and patches the finalizer) ----------------------------
     def patch_status(self, cluster: dict, status: dict) -> dict | None:
         meta = cluster["metadata"]
         try:
@@ -219,22 +176,6 @@ class KubeClient:
     def read_secret_data(self, namespace: str, name: str) -> dict[str, str]:
         """The Secret's data (base64 values); never logged."""
         return dict(self.call("read_secret", name, namespace).data or {})
-
-    # ---- the leader Lease ----------------------------------------------------------------------------
-    def read_lease(self, namespace: str, name: str) -> dict | None:
-        try:
-            return self.to_dict(self.call("read_lease", name, namespace))
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
-    def create_lease(self, namespace: str, body: dict) -> dict:
-        return self.to_dict(self.call("create_lease", namespace, self.to_model(body, "Lease")))
-
-    def replace_lease(self, namespace: str, name: str, body: dict) -> dict:
-        return self.to_dict(self.call("replace_lease", name, namespace, self.to_model(body, "Lease")))
-
 
 # ---- the Redis side ---------------------------------------------------------------------------------
 
@@ -331,17 +272,15 @@ class Applied:
 
 def apply(kube: KubeClient, backend: TaskBackend, cluster: dict, actions: Actions,
           credentials: CredentialsFiles | None = None) -> Applied:
-    """Carry the Actions out in their documented order.  Any failure raises (the operator retries
-    the whole reconcile later); every step is idempotent, so a retry repeats nothing harmful."""
+    """Carry the Actions out in their documented order, except the finalizer, which kopf adds and
+    removes (k8s_operator/main.py).  Any failure raises (the operator retries the whole reconcile
+    later); every step is idempotent, so a retry repeats nothing harmful."""
     ns, name = actions.namespace, actions.name
     clog = cluster_log(log, ns, name)
     current = cluster
     latest = None
     for note in actions.notes:
         clog.info("%s", note)
-    if actions.add_finalizer:
-        latest = current = kube.add_finalizer(current)
-        clog.info("finalizer %s added", FINALIZER)
     created = []
     for body in actions.create:
         obj = kube.create(ns, body)
@@ -365,11 +304,6 @@ def apply(kube: KubeClient, backend: TaskBackend, cluster: dict, actions: Action
             latest = current = res
         clog.info("status: phase %s, htcondor %s", actions.status.get("phase"),
                   json.dumps(actions.status.get("htcondor", {}), sort_keys=True))
-    if actions.remove_finalizer:
-        res = kube.remove_finalizer(current)
-        if res is not None:
-            latest = current = res
-        clog.info("finalizer %s removed", FINALIZER)
     if actions.delete_object:
         kube.delete_cluster_object(ns, name)
         clog.info("DaskCluster deleted")

@@ -117,6 +117,9 @@ class Call:
     status: int = 0
     extra: dict = field(default_factory=dict)  # the query parameters
     body: object = None  # what a create, update or patch sent
+    method: str = ""
+    path: str = ""
+    content_type: str = ""
 
 
 class ApiServer(kmock.KubernetesScaffold):
@@ -159,7 +162,9 @@ class ApiServer(kmock.KubernetesScaffold):
             verb = "list"
         call = Call(verb, res.group, res.plural + (f"/{request.subresource}" if request.subresource else ""),
                     request.namespace, request.name, extra=dict(request.params),
-                    body=request.data if verb in ("create", "update", "patch") else None)
+                    body=request.data if verb in ("create", "update", "patch") else None,
+                    method=request.method.value, path=request.url.path,
+                    content_type=request.headers.get("Content-Type", ""))
         self.calls.append(call)
         for fault in self.faults:
             if fault.method in (request.method.value, "*") and fault.path.search(request.url.path) and (
@@ -460,6 +465,7 @@ class Emulator:
 
         async def put():
             o = self.handler.bump(copy.deepcopy(obj))
+            o["metadata"].setdefault("uid", str(uuid.uuid4()))
             self.handler.store[(key, namespace, o["metadata"]["name"])] = o
             await self.handler.emit(key, etype, o)
             return o

@@ -1,6 +1,7 @@
 """deploy/k8s: the manifests parse, the CRD is dask-gateway's, and the RBAC grants exactly the API
 calls the operator makes (derived from k8s_operator.client.API_CALLS, whose rows
-tests/test_operator_client.py checks against the real HTTP requests)."""
+tests/test_operator_apply.py and tests/test_operator_e2e.py check against the requests the API
+server emulator receives)."""
 from __future__ import annotations
 
 import json
