@@ -17,29 +17,16 @@ Modules, from pure to impure:
 - ``handlers`` -- ``reconcile(cluster, ...) -> Actions``: a pure function of the DaskCluster, its
                   scheduler pod, the Redis summary and the clock; says what to create, delete,
                   enqueue and which status to write.
-- ``lease``    -- leader election on a ``coordination.k8s.io/v1`` Lease (pure decision + loop).
-- ``client``   -- the thin layer that turns Actions into kubernetes-client calls; every call goes
-                  through the ``API_CALLS`` table, from which ``deploy/k8s/rbac.yaml`` is checked.
-- ``main``     -- list+watch of DaskClusters and scheduler pods, a work queue, periodic status
-                  refresh from Redis, the lease; ``run()`` is what ``python cli.py operator`` calls.
+- ``client``   -- the thin layer that turns Actions into kubernetes-client calls; every call the
+                  operator makes is a row of ``API_CALLS``, from which ``deploy/k8s/rbac.yaml`` is checked.
+- ``main``     -- the runtime: kopf handlers (create / resume / update / delete of a DaskCluster, its
+                  scheduler pod's events, a timer for the Redis summaries) that call ``reconcile``
+                  and ``apply``; one active replica through a Lease (``kubernetes.leaderelection``);
+                  ``run()`` is what ``python cli.py operator`` calls.
 
-Why the kubernetes client's list+watch and not kopf
-----------------------------------------------------
-kopf would give us watching, retries and finalizers for free, but:
-
-* it brings its own asyncio runtime, its own dependency set (aiohttp, iso8601, python-json-logger)
-  and its own bookkeeping in our objects (``kopf.zalando.org/last-handled-configuration``
-  annotations, progress storage in ``status.kopf``) -- extra writes into objects that
-  dask-gateway owns, and extra RBAC verbs we would have to grant;
-* its "peering" is not leader election: it pauses operators when it sees peers, needs its own
-  ``KopfPeering`` CRDs, and is off by default; we want a plain Lease, which every Kubernetes
-  administrator understands;
-* its handlers are decorated coroutines bound to its registry, so testing them without an API
-  server means mocking kopf itself.
-
-What we need is small: one informer on DaskClusters, one on scheduler pods, a serial work queue and
-a Lease.  The kubernetes client (already a dependency, pinned) does list/watch; our handlers stay
-pure functions over dicts that the tests feed with the objects dask-gateway writes, and the client
-layer is tested at the kubernetes client's HTTP boundary.  The cost -- about 300 lines for the
-watch loop, retry queue and lease -- is paid once and is covered by tests.
+kopf does the watching, the finalizer and the dispatch; what it would add to objects it does not own
+is switched off: its progress and last-handled state are kept in memory (no annotations, no
+``status.kopf``), it posts no Events and runs no peering (the Lease is the standard one every
+Kubernetes administrator knows), so dask-gateway's objects look exactly as with the earlier
+hand-written runtime and the RBAC stays small.
 """

@@ -82,9 +82,10 @@ class Credentials:
 
 @dataclass
 class Actions:
-    """What ``apply`` does, in this order: add the finalizer; create ``create`` (409 = exists);
-    write credentials; enqueue ``enqueue``; delete ``delete`` (404 = gone); remove the credentials
-    directory; write ``status``; remove the finalizer; delete the DaskCluster itself."""
+    """What ``apply`` does, in this order: create ``create`` (409 = exists); write credentials;
+    enqueue ``enqueue``; delete ``delete`` (404 = gone); remove the credentials directory; write
+    ``status``; delete the DaskCluster itself.  ``add_finalizer``/``remove_finalizer`` say what
+    the finalizer must be; kopf carries them out (k8s_operator/main.py)."""
     namespace: str
     name: str
     cluster: str
