@@ -63,15 +63,14 @@ class MemoryProgress(kopf.ProgressStorage):
         self.records.pop((body.metadata.uid, key), None)
 
     def touch(self, *, body, patch, value):
-        pass
+        pass  # nothing to touch: our handlers never ask kopf to retry (they keep their own backoff)
 
     def clear(self, *, essence):
         return copy.deepcopy(essence)
 
 
 class MemoryDiffBase(kopf.DiffBaseStorage):
-    """The last handled spec/labels, in memory (after a restart every cluster is 'created' again,
-    which reconcile treats as any other event)."""
+    """The last handled spec and labels, in memory (after a restart every cluster is 'created')."""
 
     def __init__(self):
         super().__init__()
@@ -82,6 +81,11 @@ class MemoryDiffBase(kopf.DiffBaseStorage):
 
     def store(self, *, body, patch, essence):
         self.essences[body.metadata.uid] = essence
+
+
+def _rv(obj: dict) -> int:
+    raw = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    return int(raw) if raw.isdigit() else 0
 
 
 class Runtime:
@@ -99,11 +103,10 @@ class Runtime:
         self.owners: dict[str, tuple] = {}
         self.locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
-    def remember(self, store: dict, key: str, obj: dict) -> None:
-        """Keep ``obj`` unless ``store`` has a newer version of it (our own writes can be ahead of the watch)."""
-        old = store.get(key)
-        rv = lambda o: int((o.get("metadata") or {}).get("resourceVersion") or 0)  # noqa: E731
-        if old is None or rv(obj) >= rv(old):
+    @staticmethod
+    def remember(store: dict, key: str, obj: dict) -> None:
+        """Keep ``obj`` unless ``store`` has a newer version (our own writes can be ahead of the watch)."""
+        if key not in store or _rv(obj) >= _rv(store[key]):
             store[key] = obj
 
     def owner(self, username: str | None) -> tuple[str | None, str | None]:
