@@ -6,7 +6,7 @@
 | `DASK_GATEWAY_API_URL` | the gateway API URL the schedulers (and workers) are given (helm: `http://api-<release>-dask-gateway.<ns>:8000/api`) | required |
 | `OPERATOR_NAMESPACE` | namespace of the leader Lease | the pod's namespace, else `default` |
 | `OPERATOR_LEASE_NAME` | name of the Lease | `htdask-operator` |
-| `OPERATOR_LEASE_SECONDS` | lease duration; renewed every third of it | `15` |
+| `OPERATOR_LEASE_SECONDS` | lease duration (whole seconds); renewed every fifth of it (at least every second) | `15` |
 | `OPERATOR_STATUS_INTERVAL` | least seconds between two status writes that only change worker counts | `10` |
 | `OPERATOR_RESYNC_SECONDS` | how often every cluster's status is compared with the Redis summaries | `POLL_INTERVAL` (15) |
 | `OPERATOR_SCHEDULER_ADDRESS` | address workers connect to; `{service}`, `{namespace}`, `{name}` are filled in | `tls://{service}.{namespace}:8786` |

@@ -195,6 +195,19 @@ def test_delete_cleans_up_and_releases_the_finalizer(stack, api, tmp_path, opera
     assert gw.obj("secrets", bodies.secret_name(name)) is None
 
 
+def test_refused_owner_fails_and_the_record_ages_out(stack, api, tmp_path, operators):
+    """Failed with status.message, no objects, finalizer off; OPERATOR_COMPLETED_MAX_AGE later the
+    DaskCluster itself is deleted (as dask-gateway's controller does)."""
+    ns, name = "refused", "c7"
+    gw = Gateway(api, ns, "gw-refused", "root")
+    operators.append(start_operator(stack, api, tmp_path, "gw-refused", OPERATOR_COMPLETED_MAX_AGE="2"))
+    gw.create(name)
+    status = gw.wait_phase(name, "Failed")
+    assert status["message"].startswith("owner refused:") and creates(api, "pods", ns) == 0
+    assert gw.obj("secrets", bodies.secret_name(name)) is None
+    wait_until(lambda: gw.cluster(name) is None, timeout=20, message="the Failed record deleted")
+
+
 def test_sigkill_and_restart_repeats_nothing(stack, api, tmp_path, operators, service_user):
     ns, name = "restart", "c3"
     gw = Gateway(api, ns, "gw-restart", service_user)
