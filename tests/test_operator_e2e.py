@@ -168,6 +168,8 @@ def test_lifecycle_create_ready_scale_stop(stack, api, tmp_path, operators, serv
         assert gw.obj(plural, obj) is None, plural
     wait_until(lambda: FINALIZER not in (gw.cluster(name)["metadata"].get("finalizers") or []),
                message="finalizer removed")
+    final = gw.cluster(name)
+    assert "kopf" not in final["status"] and not final["metadata"].get("annotations"), "no kopf bookkeeping"
 
     # Every call the operator made is one the RBAC grants (deploy/k8s/rbac.yaml is checked against
     # API_CALLS by tests/test_k8s_manifests.py).
