@@ -5,13 +5,15 @@
 * ``kubernetes.leaderelection`` holds the ``coordination.k8s.io/v1`` Lease ``OPERATOR_LEASE_NAME``
   in ``OPERATOR_NAMESPACE``; kopf starts once we lead, and the process exits with status 1 when
   the Lease is lost (the Deployment restarts it as a candidate).
-* kopf watches the DaskClusters and scheduler pods of our instance (its ``labels`` filters are
-  checked on every object, whatever the server did with the selector).  create / resume / update
+* kopf watches the DaskClusters and scheduler pods of our instance (a server-side label
+  selector, and the handlers' ``labels`` filters on every object, whatever the server did with
+  the selector).  create / resume / update
   / delete of a DaskCluster, an event of its scheduler pod, and a timer every
   ``OPERATOR_RESYNC_SECONDS`` (the comparison with the Redis summaries) all call ``reconcile_now``:
   ``handlers.reconcile`` -> ``client.apply``, one cluster at a time.
 * A failed reconcile is logged, shown in ``status.message`` and retried by the timer after
-  0.5 s doubling to 5 minutes; nothing shortens that wait (not the timer, not our own writes).
+  0.5 s doubling to 5 minutes; neither the timer nor our own writes shorten that wait (a new
+  spec or scheduler pod event is handled at once, as client-go's work queue does).
 * kopf keeps its bookkeeping in memory (no annotations, no ``status.kopf``), posts no Events,
   scans no CRDs, runs no peering; its finalizer is ours, ``gateway.dask.org/htcondor-workers``,
   required while the cluster is live, so kopf adds it before anything is created and removes it
@@ -244,8 +246,11 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry) -> None:
                                    private_key_path=c.key_file)
 
 
-def settings() -> kopf.OperatorSettings:
+def settings(cfg: OperatorConfig) -> kopf.OperatorSettings:
     s = kopf.OperatorSettings()
+    # the server filters by instance (the handlers' labels filters check it again on every object)
+    s.watching.label_selectors[bodies.GROUP, bodies.PLURAL] = cfg.label_selector
+    s.watching.label_selectors["pods"] = f"{cfg.label_selector},{bodies.LABEL_COMPONENT}={bodies.SCHEDULER}"
     s.persistence.finalizer = FINALIZER
     s.persistence.progress_storage = MemoryProgress()
     s.persistence.diffbase_storage = MemoryDiffBase()
@@ -318,7 +323,7 @@ def run(cfg: OperatorConfig, *, kubeconfig: str | None = None, context: str | No
     register(rt, registry)
     threading.Thread(target=rt.housekeeping, name="housekeeping", daemon=True).start()
     log.info("serving DaskClusters of instance %s (gateway API %s)", cfg.instance, cfg.api_url)
-    kopf.run(registry=registry, settings=settings(), standalone=True, clusterwide=True)
+    kopf.run(registry=registry, settings=settings(cfg), standalone=True, clusterwide=True)
     stop.set()
     if lost.is_set():
         log.error("leadership lost; exiting")

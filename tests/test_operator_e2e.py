@@ -176,6 +176,10 @@ def test_lifecycle_create_ready_scale_stop(stack, api, tmp_path, operators, serv
     granted = rbac_requirements(op for op in API_CALLS if op not in NAMESPACED_OPS)
     lease_granted = rbac_requirements(NAMESPACED_OPS)
     assert {c.namespace for c in api.calls(resource="leases")} == {"lease-gw-life"}
+    watches = api.calls("watch")
+    assert {c.resource for c in watches} == {"daskclusters", "pods"}
+    assert all("gateway.dask.org/instance=gw-life" in c.extra.get("labelSelector", "") for c in watches), \
+        "the server filters by instance"
     made_by_gateway = {("gateway.dask.org", "daskclusters", "create")}
     made = {(c.group, c.resource, c.verb) for c in api.calls()} - made_by_gateway - {("", "pods/status", "patch")}
     assert made <= granted | lease_granted, made - granted - lease_granted
