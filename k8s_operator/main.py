@@ -103,6 +103,7 @@ class Runtime:
         self.failures: dict[str, int] = {}
         self.last_status: dict[str, float] = {}
         self.owners: dict[str, tuple] = {}
+        self.keypairs: dict[str, tuple] = {}  # made for a Secret whose creation is not recorded yet
         self.locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
     @staticmethod
@@ -154,7 +155,7 @@ class Runtime:
                                     f"{ns}/{bodies.scheduler_pod_name(name)}"),
                                 summary=self.backend.summary(htcondor_cluster_name(ns, name)) if live else None,
                                 owner=owner, owner_error=owner_error, last_status_write=self.last_status.get(key),
-                                credentials=self.credentials)
+                                credentials=lambda n: self.keypairs.setdefault(key, self.credentials(n)))
             actions.add_finalizer = actions.remove_finalizer = False  # kopf's finalizer (see the docstring)
             applied = None if actions.empty else apply(self.kube, self.backend, cluster, actions, self.files)
         except Exception as e:
@@ -176,6 +177,7 @@ class Runtime:
                     self.remember(self.pods, f"{ns}/{obj['metadata']['name']}", obj)
             if applied.status_written:
                 self.last_status[key] = now
+                self.keypairs.pop(key, None)  # the status names the Secret now: no new keypair is made
         return True
 
     def housekeeping(self) -> None:
@@ -210,7 +212,7 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry) -> None:
         obj, meta = event["object"], event["object"].get("metadata") or {}
         key = f"{meta.get('namespace')}/{meta.get('name')}"
         if event["type"] == "DELETED":
-            for d in (rt.clusters, rt.due, rt.failures, rt.last_status):
+            for d in (rt.clusters, rt.due, rt.failures, rt.last_status, rt.keypairs):
                 d.pop(key, None)
         else:
             rt.remember(rt.clusters, key, obj)

@@ -300,6 +300,9 @@ def test_fault1_resync_never_shortens_the_retry_backoff(stack, api, tmp_path, op
     assert attempts <= 6, f"{attempts} pod creates in {time.monotonic() - t0:.1f}s: the resync cut the backoff"
     message = wait_until(lambda: gw.status(name).get("message"), message="status.message")
     assert "pods are forbidden here" in message or "422" in message
+    secrets = [c.body["data"] for c in api.calls("create", "secrets") if c.namespace == ns]
+    assert len(secrets) >= 2, "each attempt creates the Secret again (409 after the first)"
+    assert all(data == secrets[0] for data in secrets), "one keypair, not a new one per attempt"
 
 
 def test_fault2_a_malformed_object_is_skipped(stack, api, tmp_path, operators, service_user):
