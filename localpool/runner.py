@@ -20,7 +20,7 @@ import stat
 import subprocess
 import time
 
-from localpool import ads, daemon, envargs, paths, procs, store
+from localpool import ads, daemon, envargs, paths, policy, procs, store
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,9 @@ class Runner:
         self.last_activity = time.monotonic()
         self.con = None
         self.pool_id = ""
+        self.periodic_every = _env_float("LOCALPOOL_PERIODIC_INTERVAL", 1.0)
+        self.next_periodic = 0.0
+        self.expr_cache: dict = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -183,8 +186,36 @@ class Runner:
             self._enforce()
         if finished:
             self._record_finished(finished)
+        if time.monotonic() >= self.next_periodic:
+            self.next_periodic = time.monotonic() + self.periodic_every
+            self._periodic()
         if len(self.jobs) < self.slots and not self.stopping:
             self._start_idle()
+
+    def _periodic(self) -> None:
+        """PeriodicRemove / PeriodicHold / PeriodicRelease of the jobs that have such expressions."""
+        keys = self.con.execute(policy.PERIODIC_SQL).fetchall()
+        if not keys:
+            return
+        now = int(time.time())
+        with store.transaction(self.con):
+            for c, p in keys:
+                row = store.load_job(self.con, c, p)
+                if row is None or row[0] not in (1, 2, 5):
+                    continue
+                status, pid, ad = row
+                if status == 2 and isinstance(ad.get("JobCurrentStartDate"), int):
+                    ad["ServerTime"] = now  # what the schedd puts in the ad it evaluates
+                action = policy.periodic(ad, now, self.expr_cache)
+                if action is None:
+                    continue
+                log.info("job %d.%d %s by its policy: %s", c, p, action,
+                         ad.get("HoldReason") if action == "held" else ad.get(
+                             "RemoveReason" if action == "removed" else "ReleaseReason"))
+                if action == "removed" and pid is None:
+                    store.move_to_history(self.con, ad)  # no process to stop: leaves the queue now
+                else:
+                    store.save_job(self.con, ad)  # a running process is stopped by _enforce
 
     def _reap(self) -> list:
         finished = []
@@ -243,10 +274,13 @@ class Runner:
                         ad["ExitBySignal"] = True
                         ad["ExitSignal"] = -rc
                         ad.pop("ExitCode", None)
-                    store.set_status(ad, 4, now)
-                    ad["CompletionDate"] = now
-                    store.move_to_history(self.con, ad)
-                    log.info("job %d.%d completed (rc %d)", *job.key, rc)
+                    outcome = policy.at_exit(ad, now, self.expr_cache)
+                    if outcome == "completed":
+                        store.move_to_history(self.con, ad)
+                    else:
+                        store.save_job(self.con, ad, pid=None, pid_start=None)
+                    log.info("job %d.%d exited (rc %d): %s%s", *job.key, rc, outcome,
+                             f" ({ad.get('HoldReason')})" if outcome == "held" else "")
                 elif status == 3:
                     store.move_to_history(self.con, ad)
                     log.info("job %d.%d removed", *job.key)
@@ -323,14 +357,7 @@ class Runner:
         store.set_meta(self.con, "fault_hold_next", left - 1)
         return True
 
-    @staticmethod
-    def _hold(ad: dict, code: int, subcode: int, reason: str, now: int) -> None:
-        store.set_status(ad, 5, now)
-        ad["HoldReason"] = reason
-        ad["HoldReasonCode"] = code
-        ad["HoldReasonSubCode"] = subcode
-        ad["NumHolds"] = int(ad.get("NumHolds") or 0) + 1
-        ad.pop("RemoteHost", None)
+    _hold = staticmethod(policy.hold)
 
     # ------------------------------------------------------------ spawning
 
