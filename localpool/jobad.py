@@ -144,14 +144,17 @@ class AdBuilder:
             raise SubmitError(f"No such directory: {iwd}")
         ad["Iwd"] = iwd
         exe = v.get("executable")
-        if not exe:
-            if uname != "docker":
-                raise SubmitError("No 'executable' parameter was provided")
-            exe = ""
-        ad["Cmd"] = exe if (not exe or os.path.isabs(exe)) else os.path.normpath(os.path.join(iwd, exe))
         te = v.get("transfer_executable")
-        if te is not None:
-            ad["TransferExecutable"] = truthy(te)
+        transfer = te is None or not te.lower().startswith("f")  # SetExecutable looks at the first letter
+        if not exe:
+            if uname not in ("docker", "container"):
+                raise SubmitError("No 'executable' parameter was provided")
+            exe, transfer = "", False
+        if not transfer:
+            ad["TransferExecutable"] = False
+        # SetExecutable leaves the path of an executable that is not transferred as written
+        ad["Cmd"] = (exe if (not exe or not transfer or os.path.isabs(exe))
+                     else os.path.normpath(os.path.join(iwd, exe)))
 
         args = v.get("arguments", "args")
         if args:
