@@ -72,12 +72,21 @@ class Values:
                 yield key[3:], value
 
 
+_parsed: dict[str, object] = {}
+
+
 def expression(text: str, key: str):
-    """A ClassAd value (literal -> Python value, else classad2-unparsed Expr) or SubmitError."""
+    """A ClassAd value (literal -> Python value, else classad2-unparsed Expr) or SubmitError.
+
+    Memoised: the jobs of one submit mostly share their expressions (values are not mutated)."""
+    got = _parsed.get(text, _parsed)
+    if got is not _parsed:
+        return got
     try:
-        return ads.parse_value(text)
+        got = _parsed[text] = ads.parse_value(text)
     except ValueError:
         raise SubmitError(f"Parse error in expression: \n\t{key} = {text}\n\t") from None
+    return got
 
 
 def size(text: str, base_power: int, key: str):
@@ -115,6 +124,7 @@ class AdBuilder:
 
     def __init__(self, owner: str, cwd: str, host: str, qdate: int, environ: dict):
         self.owner, self.cwd, self.host, self.qdate, self.environ = owner, cwd, host, qdate, environ
+        self.dirs_seen: set[str] = set()
 
     def build(self, values: dict[str, tuple[str, str]], cluster: int, proc: int) -> dict:
         v = Values(values)
@@ -140,8 +150,10 @@ class AdBuilder:
 
         iwd = v.get("initialdir", "initial_dir", "iwd")
         iwd = os.path.normpath(os.path.join(self.cwd, iwd)) if iwd else self.cwd
-        if not os.path.isdir(iwd):
-            raise SubmitError(f"No such directory: {iwd}")
+        if iwd not in self.dirs_seen:
+            if not os.path.isdir(iwd):
+                raise SubmitError(f"No such directory: {iwd}")
+            self.dirs_seen.add(iwd)
         ad["Iwd"] = iwd
         exe = v.get("executable")
         te = v.get("transfer_executable")
@@ -190,8 +202,12 @@ class AdBuilder:
             ad[name] = value
         ad["SubmitterGlobalJobId"] = ad["GlobalJobId"]
 
+        lower = {k.lower(): k for k in ad}
         for name, text in v.my_attrs():
-            _drop_other_case(ad, name)
+            other = lower.get(name.lower())
+            if other is not None and other != name:  # ClassAds are case-insensitive: one entry
+                del ad[other]
+            lower[name.lower()] = name
             ad[name] = expression(text, "MY." + name)
         if "Requirements" not in ad:  # MY.Requirements replaces condor_submit's own
             ad["Requirements"] = self._requirements(ad, v, uname)
@@ -392,10 +408,3 @@ class AdBuilder:
             ad.setdefault("FileSystemDomain", self.host)
         return expression(" && ".join(parts), "requirements")
 
-
-def _drop_other_case(ad: dict, name: str) -> None:
-    """An attribute set twice with different case keeps one entry (ClassAds are case-insensitive)."""
-    low = name.lower()
-    for k in list(ad):
-        if k.lower() == low and k != name:
-            del ad[k]

@@ -317,16 +317,18 @@ class Expander:
                 self.dynamic.append((low, key))
             else:
                 self.static[low] = (key, raw.strip())
+        # a live variable is referred to by name: $(Process), $INT(Process), $(x:$(Step))...
+        text = "\n".join(sub[key] for _low, key in self.dynamic).lower()
+        self.live = [n for n in ("Process", "ProcId", "JobId", "Step", "Row", "ItemIndex")
+                     if re.search(r"\b" + n.lower() + r"\b", text)]
 
     def values(self, proc: int, step: int, row: int, item: dict | None) -> dict[str, tuple[str, str]]:
         """lower-case command -> (command as written, expanded value) for one job."""
         sub = self.sub
         p = str(proc)
-        sub["Process"] = p
-        sub["ProcId"] = p
-        sub["JobId"] = f"{self.cluster}.{p}"
-        sub["Step"] = str(step)
-        sub["Row"] = sub["ItemIndex"] = str(row)
+        for name in self.live:  # only the live variables some value may refer to (setting costs)
+            sub[name] = (p if name in ("Process", "ProcId") else f"{self.cluster}.{p}" if name == "JobId"
+                         else str(step) if name == "Step" else str(row))
         out = dict(self.static)
         if item is not None:
             for k, v in item.items():
