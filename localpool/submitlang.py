@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
@@ -39,29 +38,28 @@ _FOREACH_KW = re.compile(r"(?<![\w.$(])(in|from|matching)(?![\w.])", re.I)
 _MACRO_REF = re.compile(r"\$\(([A-Za-z_][\w.]*)(?::[^)]*)?\)")
 
 
-@dataclass
 class Queue:
     """One queue statement with the submit commands in force at that point.
 
     ``rows`` are the item dicts (var -> value) from ``itemdata()``, or None (one implicit
-    item); ``count`` jobs are queued per row.
+    item); ``count`` jobs are queued per row.  (A plain class: dataclasses costs imports.)
     """
-    submit: object  # htcondor2.Submit
-    keys: list[str]  # the submit commands set (not the live variables), as written
-    count: int
-    vars: list[str]
-    rows: list[dict] | None
-    line: int
+    __slots__ = ("submit", "keys", "count", "vars", "rows", "line")
+
+    def __init__(self, submit, keys: list[str], count: int, vars: list[str], rows: list[dict] | None, line: int):
+        self.submit = submit  # htcondor2.Submit
+        self.keys = keys  # the submit commands set (not the live variables), as written
+        self.count, self.vars, self.rows, self.line = count, vars, rows, line
 
     @property
     def num_jobs(self) -> int:
         return self.count * (len(self.rows) if self.rows is not None else 1)
 
 
-@dataclass
 class Description:
-    queues: list[Queue] = field(default_factory=list)
-    had_queue: bool = False
+    def __init__(self):
+        self.queues: list[Queue] = []
+        self.had_queue = False
 
 
 def _logical_lines(text: str) -> list[tuple[int, str]]:
