@@ -16,6 +16,7 @@ import os
 import re
 
 from localpool import ads, envargs
+from localpool.requirements import requirements
 from localpool.submitlang import SubmitError
 
 log = logging.getLogger(__name__)
@@ -209,8 +210,10 @@ class AdBuilder:
                 del ad[other]
             lower[name.lower()] = name
             ad[name] = expression(text, "MY." + name)
+        if ad.get("ShouldTransferFiles") != "YES":  # matchmaking needs it when files may not move
+            ad.setdefault("FileSystemDomain", self.host)
         if "Requirements" not in ad:  # MY.Requirements replaces condor_submit's own
-            ad["Requirements"] = self._requirements(ad, v, uname)
+            ad["Requirements"] = requirements(ad, v.get("requirements"), uname)
         ad["JobStatus"] = 5 if hold_reason else 1
         if hold_reason:
             ad["HoldReason"], ad["HoldReasonCode"], ad["HoldReasonSubCode"] = hold_reason
@@ -349,62 +352,3 @@ class AdBuilder:
         limits = v.get("concurrency_limits")
         if limits:
             ad["ConcurrencyLimits"] = ",".join(x for x in re.split(r"[,\s]+", limits.lower()) if x)
-
-    def _requirements(self, ad: dict, v: Values, uname: str):
-        """SubmitHash::SetRequirements: the user's expression and the clauses it does not already cover."""
-        from localpool import match
-
-        user = v.get("requirements")
-        parts = [f"({user})"] if user else []
-        refs: set[str] = set()
-        if user:
-            tree = expression(user, "requirements")
-            if type(tree) is ads.Expr:
-                import classad2
-
-                refs = {r.lower().removeprefix("target.").split(".")[0]
-                        for r in classad2.ClassAd().externalRefs(classad2.ExprTree(str(tree)))}
-                if "requirements" in match.references(classad2.ExprTree(str(tree))):
-                    raise SubmitError(f"Requirements = {user}\nIs Circular. Did you intend to use $(Requirements) ?")
-        if "arch" not in refs:
-            parts.append('(TARGET.Arch == "X86_64")')
-        if uname == "docker":
-            parts.append("TARGET.HasDocker")
-        elif uname == "container":
-            parts.append("TARGET.HasContainer" + (" && TARGET.HasDockerURL" if "DockerImage" in ad else ""))
-        elif not refs & {"opsys", "opsysandver", "opsyslongname", "opsysshortname", "opsysname", "opsyslegacy"}:
-            parts.append('(TARGET.OpSys == "LINUX")')
-        if "disk" not in refs:
-            disk = ad.get("RequestDisk")
-            if not (type(disk) in (int, float) and disk <= 0):
-                parts.append('(versionGE(split(TARGET.CondorVersion)[1], "25.12.0") || '
-                             '(TARGET.Disk >= RequestDisk))' if ad["JobUniverse"] == 5
-                             else "(TARGET.Disk >= RequestDisk)")
-        mem = ad.get("RequestMemory")
-        if not (type(mem) in (int, float) and mem <= 1):
-            parts.append("(TARGET.Memory >= RequestMemory)")
-        cpus = ad.get("RequestCpus")
-        if "cpus" not in refs and not (type(cpus) in (int, float) and cpus <= 1):
-            parts.append("(TARGET.Cpus >= RequestCpus)")
-        for name, value in list(ad.items()):
-            tag = name[7:]
-            if (name.startswith("Request") and len(tag) >= 2 and tag[0] != "_"
-                    and tag not in ("Cpus", "Disk", "Memory") and tag.lower() not in refs):
-                if type(value) is str:
-                    if value:
-                        parts.append(f"regexp({name}, TARGET.{tag})")
-                elif not (type(value) in (int, float) and value <= 0):
-                    parts.append(f"(TARGET.{tag} >= {name})")
-        stf = ad.get("ShouldTransferFiles")
-        if stf == "NO":
-            if "filesystemdomain" not in refs:
-                parts.append("(TARGET.FileSystemDomain == MY.FileSystemDomain)")
-        elif not refs & {"hasfiletransfer", "hasjobtransferplugins"}:
-            if stf == "IF_NEEDED" and "filesystemdomain" not in refs:
-                parts.append("((TARGET.FileSystemDomain == MY.FileSystemDomain) || (TARGET.HasFileTransfer))")
-            else:
-                parts.append("(TARGET.HasFileTransfer)")
-        if stf != "YES":
-            ad.setdefault("FileSystemDomain", self.host)
-        return expression(" && ".join(parts), "requirements")
-

@@ -106,5 +106,26 @@ def periodic(ad: dict, now: int, cache: dict) -> str | None:
     return None
 
 
-def now_int() -> int:
-    return int(time.time())
+def apply_periodic(con, cache: dict) -> None:
+    """PeriodicRemove / PeriodicHold / PeriodicRelease of the queued jobs that have such expressions
+    (one transaction; a running job's process is then stopped by the runner's enforcement)."""
+    keys = con.execute(PERIODIC_SQL).fetchall()
+    if not keys:
+        return
+    now = int(time.time())
+    with store.transaction(con):
+        for c, p in keys:
+            row = store.load_job(con, c, p)
+            if row is None or row[0] not in (1, 2, 5):
+                continue
+            _status, pid, ad = row
+            ad["ServerTime"] = now  # what the schedd puts in the ad it evaluates
+            action = periodic(ad, now, cache)
+            if action is None:
+                continue
+            log.info("job %d.%d %s by its policy: %s", c, p, action,
+                     ad.get({"held": "HoldReason", "removed": "RemoveReason"}.get(action, "ReleaseReason")))
+            if action == "removed" and pid is None:
+                store.move_to_history(con, ad)  # no process to stop: leaves the queue now
+            else:
+                store.save_job(con, ad)

@@ -25,6 +25,7 @@ from localpool import ads, daemon, envargs, paths, policy, procs, store
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1
+RUNNABLE_UNIVERSES = (5, 7, 12)  # vanilla (and docker/container), scheduler, local: see jobad.UNIVERSES
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -193,29 +194,7 @@ class Runner:
             self._start_idle()
 
     def _periodic(self) -> None:
-        """PeriodicRemove / PeriodicHold / PeriodicRelease of the jobs that have such expressions."""
-        keys = self.con.execute(policy.PERIODIC_SQL).fetchall()
-        if not keys:
-            return
-        now = int(time.time())
-        with store.transaction(self.con):
-            for c, p in keys:
-                row = store.load_job(self.con, c, p)
-                if row is None or row[0] not in (1, 2, 5):
-                    continue
-                status, pid, ad = row
-                if status == 2 and isinstance(ad.get("JobCurrentStartDate"), int):
-                    ad["ServerTime"] = now  # what the schedd puts in the ad it evaluates
-                action = policy.periodic(ad, now, self.expr_cache)
-                if action is None:
-                    continue
-                log.info("job %d.%d %s by its policy: %s", c, p, action,
-                         ad.get("HoldReason") if action == "held" else ad.get(
-                             "RemoveReason" if action == "removed" else "ReleaseReason"))
-                if action == "removed" and pid is None:
-                    store.move_to_history(self.con, ad)  # no process to stop: leaves the queue now
-                else:
-                    store.save_job(self.con, ad)  # a running process is stopped by _enforce
+        policy.apply_periodic(self.con, self.expr_cache)
 
     def _reap(self) -> list:
         finished = []
@@ -363,6 +342,10 @@ class Runner:
 
     def _spawn(self, ad: dict) -> Running:
         c, p = ad["ClusterId"], ad["ProcId"]
+        if ad.get("JobUniverse", 5) not in RUNNABLE_UNIVERSES:  # e.g. a released grid job
+            raise StartFailure(26, 0, f"Error from {self.slot_name}: the local pool cannot run JobUniverse "
+                                      f"{ad.get('JobUniverse')} jobs (only vanilla, docker, container, "
+                                      "local and scheduler)")
         owner = ad.get("Owner") or ""
         try:
             pw = pwd.getpwnam(owner)

@@ -300,7 +300,8 @@ class Expander:
         sub = self.sub
         for k in ("Cluster", "ClusterId"):
             sub[k] = str(cluster)
-        sub["SUBMIT_FILE"] = submit_file
+        if submit_file:
+            sub["SUBMIT_FILE"] = submit_file
         sub["SUBMIT_TIME"] = str(submit_time)
         self.cluster = cluster
         # commands with no macro in them (nor in a queue variable) expand to themselves: do them once

@@ -278,3 +278,13 @@ def test_condor_q_long_reparses_with_classad2_and_prints_old_syntax(pool_env, wo
     ad = classad2.parseOne(res.stdout, classad2.ParserType.Old)
     assert str(ad["PeriodicRemove"]) == str(classad2.ExprTree("x =?= 1 && y =!= 2"))
     assert ad["Note"] == "a b" and ad["ClusterId"] == int(ids[0].split(".")[0])
+
+
+def test_a_released_job_of_a_universe_the_pool_cannot_run_is_held_again(pool_env, work):
+    ids = submit(pool_env, work, "universe = vm\nexecutable = /bin/true\nqueue\n")
+    assert q(pool_env, ids[0])[0]["HoldReasonCode"] == 26
+    assert run(pool_env, "condor_release", ids[0]).returncode == 0
+    ad = wait_for(lambda: [a for a in q(pool_env, ids[0]) if a["JobStatus"] == 5 and a.get("NumJobStarts")],
+                  what="held again")[0]
+    assert ad["HoldReasonCode"] == 26 and "cannot run JobUniverse 13" in ad["HoldReason"]
+    assert history(pool_env, ids[0]) == []

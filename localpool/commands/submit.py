@@ -140,7 +140,8 @@ def _submit(argv: list[str]) -> int:
         sys.stdout.flush()
         sys.stderr.write(f'\nWARNING: "{label}" has only empty "queue" commands -- no jobs queued\n')
         return 0
-    submit_file = "(stdin)" if from_stdin else ("null" if o.file is None else o.file)
+    # $(SUBMIT_FILE): the file name as given; condor_submit sets none for stdin, "null" for no file
+    submit_file = "" if from_stdin else ("null" if o.file is None else o.file)
     builder = jobad.AdBuilder(owner=paths.current_user(), cwd=cwd, host=common.schedd_name(),
                               qdate=int(time.time()), environ=dict(os.environ))
     if o.dry_run is not None:
