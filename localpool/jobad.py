@@ -307,9 +307,10 @@ class AdBuilder:
         gpus = v.get("request_gpus", "RequestGpus")
         if gpus:
             ad["RequestGpus"] = expression(gpus, "request_gpus")
-        for low, (key, text) in v.v.items():  # request_<tag> custom resources
-            if low.startswith("request_") and low not in ("request_cpus", "request_memory", "request_disk",
-                                                           "request_gpus") and text and len(low) > 10:
+        for low, (key, text) in v.v.items():  # request_<tag> custom resources (tag >= 2 characters)
+            if (low.startswith("request_") and len(low) >= 10 and text and low not in (
+                    "request_cpus", "request_memory", "request_disk", "request_gpus",
+                    "request_cpu", "request_gpu")):  # the last two: typos condor_submit ignores
                 ad["Request" + key[8:]] = expression(text, key)
 
     @staticmethod
