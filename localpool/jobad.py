@@ -135,8 +135,10 @@ class AdBuilder:
                     "GlobalJobId": f"{self.host}#{cluster}.{proc}#{self.qdate}"}
         hold_reason = None
         if truthy(v.get("hold") or "false"):
-            hold_reason = (v.get("hold_reason") or "submitted on hold at user's request", 15,
-                           int(v.get("hold_reason_subcode") or 0))
+            sub = v.get("hold_reason_subcode") or "0"
+            if not re.fullmatch(r"-?\d+", sub):
+                raise SubmitError(f"hold_reason_subcode={sub} is invalid, it must be an integer.")
+            hold_reason = (v.get("hold_reason") or "submitted on hold at user's request", 15, int(sub))
 
         uname = (v.get("universe") or "vanilla").lower()
         if uname not in UNIVERSES:
@@ -190,7 +192,7 @@ class AdBuilder:
         ad["JobPrio"] = expression(prio, "priority") if prio else 0
         note = (v.get("notification") or "never").lower()
         if note not in NOTIFICATION:
-            raise SubmitError(f"Notification must be 'Never', 'Always', 'Complete', or 'Error'")
+            raise SubmitError("Notification must be 'Never', 'Always', 'Complete', or 'Error'")
         ad["JobNotification"] = NOTIFICATION[note]
         rank = v.get("rank", "preferences")
         ad["Rank"] = expression(rank, "rank") if rank else 0.0

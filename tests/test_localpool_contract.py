@@ -6,16 +6,12 @@ through `condor_submit -dry-run` (the job ads condor_submit would send) or by ru
 """
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import classad2
 import pytest
 
 from tests.test_localpool_lib import dry_run, history, q, run, submit, wait_for
-
-HOST = socket.gethostname()
 
 
 @pytest.fixture
