@@ -284,3 +284,19 @@ def test_a_released_job_of_a_universe_the_pool_cannot_run_is_held_again(pool_env
                   what="held again")[0]
     assert ad["HoldReasonCode"] == 26 and "cannot run JobUniverse 13" in ad["HoldReason"]
     assert history(pool_env, ids[0]) == []
+
+
+def test_dry_run_layout_and_nothing_queued(pool_env, work):
+    (work / "two.sub").write_text("executable = /bin/true\narguments = $(Process)\nqueue 2\n")
+    res = run(pool_env, "condor_submit", "-dry-run", "-", "two.sub", cwd=work)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert out.startswith("Dry-Run job(s)\nClusterId=1\n") and "\nCmd=\"/bin/true\"\n" in out
+    proc0, proc1 = out.split("\nProcId=")[1:]  # each proc: ProcId, JobStatus, then its own attributes
+    assert proc0.startswith("0\nJobStatus=1\n") and '\nArgs="0"\n' in proc0 and proc0.endswith("\n.")
+    assert proc1.startswith("1\nJobStatus=1\n") and '\nArgs="1"\n' in proc1
+    assert out.endswith('"\n.\n2 job(s) dry-run to cluster 1.\n') and res.stderr == ""
+    res = run(pool_env, "condor_submit", "-dry-run", str(work / "ads.txt"), "two.sub", cwd=work)
+    assert res.stdout == "Dry-Run job(s)..\n2 job(s) dry-run to cluster 1.\n"
+    assert (work / "ads.txt").read_text().startswith("\nClusterId=1\n")
+    assert q(pool_env) == []

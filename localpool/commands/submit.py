@@ -231,7 +231,7 @@ def _dry_run(o: Options, desc: submitlang.Description, builder: jobad.AdBuilder,
     if o.terse:
         out.append(f"{cluster}.0 - {cluster}.{len(job_ads) - 1}\n")
     else:
-        out.append(f"\n{len(job_ads)} job(s) dry-run to cluster {cluster}.\n")
+        out.append(("\n" if show_progress else "") + f"{len(job_ads)} job(s) dry-run to cluster {cluster}.\n")
     sys.stdout.write("".join(out))
     sys.stdout.flush()
     return 0
