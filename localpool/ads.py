@@ -104,7 +104,7 @@ def unparse(v, old: bool = False) -> str:
     if t is str:
         return _quote_old(v) if old else quote_string(v)
     if t is Expr:
-        return str(v)
+        return old_expr(v) if old else str(v)
     if v is None:
         return "undefined"
     if t is list:
@@ -112,6 +112,27 @@ def unparse(v, old: bool = False) -> str:
     if t is dict:
         return "[ " + "; ".join(f"{k} = {unparse(x, old)}" for k, x in v.items()) + " ]"
     return str(v)
+
+
+_old_cache: dict[str, str] = {}
+
+
+def old_expr(text: str) -> str:
+    """An expression in old ClassAd syntax (``=?=`` not ``is``, one line), unparsed by classad2."""
+    got = _old_cache.get(text)
+    if got is None:
+        import classad2
+
+        try:
+            ad = classad2.ClassAd()
+            ad["x"] = classad2.ExprTree(str(text))
+            got = ad.printOld()[4:].rstrip("\n")
+        except Exception:  # not parseable: print as stored
+            got = str(text)
+        if len(_old_cache) > 4096:
+            _old_cache.clear()
+        _old_cache[text] = got
+    return got
 
 
 def format_old(ad: dict, names=None) -> str:

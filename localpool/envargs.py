@@ -26,55 +26,31 @@ def is_v2_quoted(text: str) -> bool:
 def v2_quoted_to_raw(text: str) -> str:
     """Strip the outer double quotes and turn "" into "."""
     s = text.strip()[1:-1]
-    out = []
-    i = 0
-    while i < len(s):
-        ch = s[i]
-        if ch == '"':
-            if i + 1 < len(s) and s[i + 1] == '"':
-                out.append('"')
-                i += 2
-                continue
-            raise SyntaxProblem(f"Found unterminated double quote in string: {text.strip()}")
-        out.append(ch)
-        i += 1
-    return "".join(out)
+    if '"' in s.replace('""', ""):
+        raise SyntaxProblem(f"Found unterminated double quote in string: {text.strip()}")
+    return s.replace('""', '"')
+
+
+_V2_TOKEN = re.compile(r"(?:[^\s']|'(?:[^']|'')*')+")
+_V2_QUOTED = re.compile(r"'((?:[^']|'')*)'")
+
+
+def _unquote_section(m) -> str:
+    return m.group(1).replace("''", "'")
 
 
 def split_v2_raw(raw: str) -> list[str]:
     """Tokens of a V2 raw string (single-quote grouping, '' = literal quote)."""
     tokens: list[str] = []
-    cur: list[str] | None = None
-    i, n = 0, len(raw)
-    while i < n:
-        ch = raw[i]
-        if ch in " \t\r\n":
-            if cur is not None:
-                tokens.append("".join(cur))
-                cur = None
-            i += 1
-            continue
-        if cur is None:
-            cur = []
-        if ch == "'":
-            i += 1
-            while True:
-                if i >= n:
-                    raise SyntaxProblem(f"Unterminated single quote in: {raw}")
-                if raw[i] == "'":
-                    if i + 1 < n and raw[i + 1] == "'":
-                        cur.append("'")
-                        i += 2
-                        continue
-                    i += 1
-                    break
-                cur.append(raw[i])
-                i += 1
-            continue
-        cur.append(ch)
-        i += 1
-    if cur is not None:
-        tokens.append("".join(cur))
+    end = 0
+    for m in _V2_TOKEN.finditer(raw):
+        if not raw[end:m.start()].isspace() and m.start() != end:
+            break  # something that is neither whitespace nor a token: an unterminated quote
+        tok = m.group()
+        tokens.append(_V2_QUOTED.sub(_unquote_section, tok) if "'" in tok else tok)
+        end = m.end()
+    if raw[end:] and not raw[end:].isspace():
+        raise SyntaxProblem(f"Unterminated single quote in: {raw}")
     return tokens
 
 

@@ -20,11 +20,12 @@ import stat
 import subprocess
 import time
 
-from localpool import ads, daemon, envargs, paths, procs, store
+from localpool import ads, daemon, envargs, paths, policy, procs, store
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1
+RUNNABLE_UNIVERSES = (5, 7, 12)  # vanilla (and docker/container), scheduler, local: see jobad.UNIVERSES
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -70,6 +71,9 @@ class Runner:
         self.last_activity = time.monotonic()
         self.con = None
         self.pool_id = ""
+        self.periodic_every = _env_float("LOCALPOOL_PERIODIC_INTERVAL", 1.0)
+        self.next_periodic = 0.0
+        self.expr_cache: dict = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -183,8 +187,14 @@ class Runner:
             self._enforce()
         if finished:
             self._record_finished(finished)
+        if time.monotonic() >= self.next_periodic:
+            self.next_periodic = time.monotonic() + self.periodic_every
+            self._periodic()
         if len(self.jobs) < self.slots and not self.stopping:
             self._start_idle()
+
+    def _periodic(self) -> None:
+        policy.apply_periodic(self.con, self.expr_cache)
 
     def _reap(self) -> list:
         finished = []
@@ -243,10 +253,13 @@ class Runner:
                         ad["ExitBySignal"] = True
                         ad["ExitSignal"] = -rc
                         ad.pop("ExitCode", None)
-                    store.set_status(ad, 4, now)
-                    ad["CompletionDate"] = now
-                    store.move_to_history(self.con, ad)
-                    log.info("job %d.%d completed (rc %d)", *job.key, rc)
+                    outcome = policy.at_exit(ad, now, self.expr_cache)
+                    if outcome == "completed":
+                        store.move_to_history(self.con, ad)
+                    else:
+                        store.save_job(self.con, ad, pid=None, pid_start=None)
+                    log.info("job %d.%d exited (rc %d): %s%s", *job.key, rc, outcome,
+                             f" ({ad.get('HoldReason')})" if outcome == "held" else "")
                 elif status == 3:
                     store.move_to_history(self.con, ad)
                     log.info("job %d.%d removed", *job.key)
@@ -323,19 +336,16 @@ class Runner:
         store.set_meta(self.con, "fault_hold_next", left - 1)
         return True
 
-    @staticmethod
-    def _hold(ad: dict, code: int, subcode: int, reason: str, now: int) -> None:
-        store.set_status(ad, 5, now)
-        ad["HoldReason"] = reason
-        ad["HoldReasonCode"] = code
-        ad["HoldReasonSubCode"] = subcode
-        ad["NumHolds"] = int(ad.get("NumHolds") or 0) + 1
-        ad.pop("RemoteHost", None)
+    _hold = staticmethod(policy.hold)
 
     # ------------------------------------------------------------ spawning
 
     def _spawn(self, ad: dict) -> Running:
         c, p = ad["ClusterId"], ad["ProcId"]
+        if ad.get("JobUniverse", 5) not in RUNNABLE_UNIVERSES:  # e.g. a released grid job
+            raise StartFailure(26, 0, f"Error from {self.slot_name}: the local pool cannot run JobUniverse "
+                                      f"{ad.get('JobUniverse')} jobs (only vanilla, docker, container, "
+                                      "local and scheduler)")
         owner = ad.get("Owner") or ""
         try:
             pw = pwd.getpwnam(owner)

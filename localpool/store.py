@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 import sqlite3
 import time
 
@@ -83,6 +82,8 @@ def _initialise(con: sqlite3.Connection) -> None:
                         if stmt.strip():
                             con.execute(stmt)
                     con.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('next_cluster', 1)")
+                    import secrets  # here: only a new pool needs it, and it costs every command an import
+
                     con.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('pool_id', ?)",
                                 (secrets.token_hex(8),))
                     con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

@@ -213,7 +213,7 @@ def test_queue_items_and_macros(idle_pool, work):
                                   "arguments = $(name) $(Cluster).$(Process) $(JobId) $(missing:dflt)\n"
                                   "output = out.$(name).$(ProcId)\n"
                                   "+Name = \"$(name)\"\n+Idx = $(ItemIndex)\n+Step = $(Step)\n"
-                                  "queue 2 name in (a, b,\n c)\n")
+                                  "queue 2 name in (a, b,\n c\n)\n")  # a multi-line list ends at a line starting with ")"
     ads = q(idle_pool, "-attributes", "ClusterId,ProcId,Name,Idx,Step,Args,Out")
     c = int(ids[0].split(".")[0])
     assert [(a["ProcId"], a["Name"], a["Idx"], a["Step"]) for a in ads] == [

@@ -105,3 +105,28 @@ def me() -> str:
     import pwd
 
     return pwd.getpwuid(os.getuid()).pw_name
+
+
+def dry_run(env: dict, workdir: Path, text: str, *args: str, name: str = "job.sub") -> list[dict]:
+    """`condor_submit -dry-run - FILE`: the job ads it prints, one dict per job (attributes of the
+    cluster ad included in each), values as classad2 reads them (expressions as classad2.ExprTree)."""
+    import classad2
+
+    path = Path(workdir) / name
+    path.write_text(text)
+    res = run(env, "condor_submit", "-terse", "-dry-run", "-", *args, str(path), cwd=workdir)
+    assert res.returncode == 0, res.stderr
+    jobs, cluster_lines, current = [], [], None
+    for line in res.stdout.splitlines():
+        if not line or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        if key == "ProcId":
+            current = []
+            jobs.append(current)
+        (cluster_lines if current is None else current).append(f"{key} = {value}")
+    out = []
+    for lines in jobs:
+        ad = classad2.parseOne("\n".join(cluster_lines + lines) + "\n", classad2.ParserType.Old)
+        out.append(dict(ad.items()))
+    return out

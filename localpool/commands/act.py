@@ -55,7 +55,8 @@ def usage_text(mode: str) -> str:
               f"  cluster             {word} the given cluster of jobs",
               f"  user                {word} all jobs owned by user",
               f"  -constraint expr    {word} all jobs matching the boolean expression",
-              f"  -all                {word} all jobs (cannot be used with other constraints)"]
+              f"  -all                {word} all jobs (cannot be used with other constraints)",
+              f"  -held               {word} only held jobs (may be combined with the above constraints)"]
     return "\n".join(lines) + "\n"
 
 
@@ -67,6 +68,7 @@ class Action:
         self.reason: str | None = None
         self.subcode = 0
         self.totals = False
+        self.held = False  # -held: only jobs in the held state
         self.had_error = False
         self.job_ids: list[tuple[int, int, str]] = []
         self.has_constraint = CT_NONE
@@ -126,6 +128,8 @@ class Action:
                     if self.mode != "rm":
                         self.err.append("-forcex is only valid with condor_rm\n")
                         self._usage()
+                elif dp(a, "held", 3) or dp(a, "hold", 3):  # "-hold" is accepted as a synonym
+                    self.held = True
                 elif dp(a, "version", 1):
                     raise common.Exit(0, "")
                 elif dp(a, "help", 1):
@@ -138,9 +142,15 @@ class Action:
                     self._usage()
                 self._proc_arg(a)
             i += 1
-        if not self.has_constraint and not self.has_usercluster and not self.job_ids:
+        if not self.has_constraint and not self.has_usercluster and not self.job_ids and not self.held:
             self.err.append("You did not specify any jobs\n")
             self._usage()
+        if self.held and self.job_ids:  # the held filter needs the constraint path (rm.cpp)
+            for c, p, _text in self.job_ids:
+                one = f"(ClusterId == {c} && ProcId == {p})"
+                self.usercluster = one if not self.has_usercluster else f"{self.usercluster} || {one}"
+                self.has_usercluster = CT_COMPLEX
+            self.job_ids = []
 
     def _proc_arg(self, arg: str) -> None:
         if arg[:1].isdigit() or (arg[:1] == "-" and arg[1:2].isdigit()):
@@ -210,7 +220,7 @@ class Action:
             changed |= self._by_list()
         if self.has_usercluster:
             self._add_constraint(self.usercluster, self.has_usercluster)
-        if self.has_constraint:
+        if self.has_constraint or self.held:
             changed |= self._by_constraint()
         self.con.close()
         if changed:
@@ -261,13 +271,16 @@ class Action:
         text = self.global_constraint
         cmsg = {CT_USER: " of user " + text.split(" == ", 1)[-1],
                 CT_CLUSTER: " in cluster " + text.split(" == ", 1)[-1],
-                CT_ALL: ""}.get(self.has_constraint, f" matching constraint ({text})")
+                CT_ALL: "", CT_NONE: ""}.get(self.has_constraint, f" matching constraint ({text})")
+        jobs_word = "held jobs" if self.held else "jobs"
+        if self.held:
+            text = f"{text} && (JobStatus == 5)" if text else "JobStatus == 5"
         try:
             constraint = match.Constraint(text, store.name_spellings(self.con))
         except ValueError:  # DCSchedd::actOnJobs cannot put it into the command ad
             self.had_error = True
             self.err.append("DCSchedd::actOnJobs:1:Can't insert constraint into ClassAd\n")
-            self.err.append(f"Couldn't find/{self.infinitive} all jobs{cmsg}\n")
+            self.err.append(f"Couldn't find/{self.infinitive} all {jobs_word}{cmsg}\n")
             return False
         # Evaluate on a read snapshot (no write lock held while scanning a big queue), then
         # re-check each candidate inside the transaction before changing it.
@@ -288,14 +301,14 @@ class Action:
         if self.totals:
             self.out.append(_totals(results))
         if OK in results:
-            self.out.append(f"All jobs{cmsg} have been {self.past}\n")
+            self.out.append(f"All {jobs_word}{cmsg} have been {self.past}\n")
             return True
         if total == 0:
             self.err.append(f"{self.name}:0:There are no jobs in the queue\n")
             return False
         self.had_error = True
         self.err.append("\n")
-        self.err.append(f"Couldn't find/{self.infinitive} all jobs{cmsg}\n")
+        self.err.append(f"Couldn't find/{self.infinitive} all {jobs_word}{cmsg}\n")
         return False
 
     def _eligible(self, ad: dict) -> bool:

@@ -34,6 +34,7 @@ class Options:
         self.limit: int | None = None
         self.held = False
         self.run = False
+        self.analyze = False
 
 
 def _parse_args(argv: list[str]) -> Options:
@@ -83,10 +84,16 @@ def _parse_args(argv: list[str]) -> Options:
             o.nobatch = True
         elif dp(a, "batch", 2) or dp(a, "wide", 1) or dp(a, "global", 1) or dp(a, "verbose", 2):
             pass
-        elif dp(a, "hold", 2) or dp(a, "held", 2):
+        elif common.dash_colon_prefix(a, "hold", 2)[0] or common.dash_colon_prefix(a, "held", 2)[0]:
+            if o.run:
+                raise common.Exit(1, "-run and -hold/held or -idle are incompatible\n")
             o.held = True
-        elif dp(a, "run", 2):
+        elif dp(a, "run", 1):
+            if o.held:
+                raise common.Exit(1, "-run and -hold/held or -idle are incompatible\n")
             o.run = True
+        elif common.dash_colon_prefix(a, "better-analyze", 2)[0] or common.dash_colon_prefix(a, "analyze", 2)[0]:
+            o.analyze = True
         elif dp(a, "limit", 3):
             if i + 1 >= len(argv):
                 raise common.Exit(1, "Error: -limit requires the max number of results as an argument.\n")
@@ -146,7 +153,7 @@ def _query(argv: list[str]) -> int:
     if o.held:
         where.append("status = 5")
     if o.run:
-        where.append("status = 2")
+        where.append("status IN (2, 6, 7)")
     sql = "SELECT ad FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY cluster, proc"
 
     def matching():
@@ -161,7 +168,11 @@ def _query(argv: list[str]) -> int:
                 return
 
     out = sys.stdout
-    if o.af is not None:
+    if o.analyze:
+        from localpool.commands import analyze
+
+        analyze.write(out, con, list(matching()))
+    elif o.af is not None:
         _autoformat(out, matching(), o.af)
     elif o.json:
         counts = {}
@@ -223,7 +234,13 @@ def _table(out, con, rows: list[dict], o: Options, me: str) -> None:
     for ad in rows:
         counts[ad.get("JobStatus")] = counts.get(ad.get("JobStatus"), 0) + 1
     lines = ["", "", common.schedd_title()]
-    if not o.totals:
+    if o.held and not o.totals:
+        lines += _held_rows(rows)
+    elif o.run and not o.totals:
+        lines += _run_rows(rows)
+        out.write("\n".join(lines) + "\n")  # SUMMARY NONE
+        return
+    elif not o.totals:
         if o.nobatch:
             lines.append(" ID      OWNER            SUBMITTED     RUN_TIME ST PRI SIZE CMD")
             for ad in rows:
@@ -273,6 +290,40 @@ def _batch_rows(rows: list[dict]) -> list[str]:
             line += f" {n(5):>6}"
         line += f" {len(group):>6} {idtext}"
         out.append(line)
+    return out
+
+
+def _id(ad: dict) -> str:
+    """' ID' WIDTH 5 '%4d.' then ProcId WIDTH 3 '%-3d' (queue.cpp print formats)."""
+    c, p = ad.get("ClusterId"), ad.get("ProcId")
+    return f"{c if isinstance(c, int) else 0:4d}.{p if isinstance(p, int) else 0:<3d}"
+
+
+def _held_rows(rows: list[dict]) -> list[str]:
+    """jobHold_PrintFormat: ID OWNER HELD_SINCE CODE/SUB HOLD_REASON."""
+    out = [f"{' ID':<8} {'OWNER':<14} {'HELD_SINCE':<11} {'CODE':<4}{'/SUB':<4} HOLD_REASON"]
+    for ad in rows:
+        code, sub = ad.get("HoldReasonCode"), ad.get("HoldReasonSubCode")
+        code = f"{code:4d}" if isinstance(code, int) else "   ?"
+        sub = f"/{sub:<3d}" if isinstance(sub, int) else " " * 4
+        reason = ad.get("HoldReason") if isinstance(ad.get("HoldReason"), str) else ""
+        out.append(f"{_id(ad)} {str(ad.get('Owner', '??')):<14} {_date(ad.get('EnteredCurrentStatus', 0)):>11} "
+                   f"{code}{sub} {reason}")
+    return out
+
+
+def _run_rows(rows: list[dict]) -> list[str]:
+    """jobRuntime_PrintFormat: ID OWNER SUBMITTED RUN_TIME HOST(S)."""
+    out = [f"{' ID':<8} {'OWNER':<14} {'  SUBMITTED':<11} {'    RUN_TIME':<12} HOST(S)"]
+    now = int(time.time())
+    for ad in rows:
+        wall = ad.get("RemoteWallClockTime", 0.0)
+        wall = int(wall) if isinstance(wall, (int, float)) else 0
+        if isinstance(ad.get("JobCurrentStartDate"), int):
+            wall += max(0, now - ad["JobCurrentStartDate"])
+        host = ad.get("RemoteHost") if isinstance(ad.get("RemoteHost"), str) else "??"
+        out.append(f"{_id(ad)} {str(ad.get('Owner', '??')):<14} {_date(ad.get('QDate', 0)):>11} "
+                   f"{common.wall_clock(wall):>12} {host}")
     return out
 
 
