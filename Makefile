@@ -1,14 +1,18 @@
 # Two commands that work on a fresh machine: `make demo` and `make test`.
 # Debian's python3 when present: jobs run as other Unix users, who cannot reach an interpreter under /root.
 PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
-VENV   := .venv
+# The venv is .venv, except in a checkout other Unix users cannot enter (a clone under /root, 0700)
+# run as root: the jobs' users need its interpreter and packages, so it lives under /var/lib/htdask
+# and .venv links to it (harness/venv_dir.py). Nothing else run as another user reads the checkout:
+# the pool's programs are installed into each pool's directory (localpool/install.py).
+VENV   := $(shell $(PYTHON) harness/venv_dir.py)
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test bench deps venv bytecode clean
 
 $(STAMP): requirements.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(PY) || { mkdir -p -m 0755 $(dir $(VENV)) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	touch $(STAMP)
@@ -23,6 +27,7 @@ deps:
 # Byte-compiled once: the local pool's condor_* programs start a Python process per call, and with
 # PYTHONDONTWRITEBYTECODE set (as on some machines) each would otherwise compile its modules every time.
 bytecode: $(STAMP)
+	test "$(VENV)" = .venv || ln -sfn $(VENV) .venv
 	$(PY) -m compileall -q localpool workers state tasks >/dev/null
 
 test: deps bytecode
@@ -34,5 +39,5 @@ demo: deps bytecode
 bench: deps bytecode
 	$(PY) bench/run_all.py
 
-clean:
-	rm -rf $(VENV) .pytest_cache .localpool .demo
+clean:  # .venv only (when it is a link, the shared venv it points to stays)
+	rm -rf .venv .pytest_cache .localpool .demo

@@ -42,7 +42,7 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, List, TraitError, Unic
 
 from gateway import jobcheck
 from gateway.namesync import NameSync
-from gateway.pyenv import dask_command, job_environment, job_python
+from gateway.pyenv import dask_command, job_environment, job_python, shared_copy
 
 log = logging.getLogger(__name__)
 
@@ -520,7 +520,7 @@ class HTCondorBackend(LocalBackend):
         return [
             "--protocol", "tls", "--port", port, "--host", host,
             "--dashboard-address", f"{host}:0",
-            "--preload", "dask_gateway.scheduler_preload", "--preload", HOOKS,
+            "--preload", "dask_gateway.scheduler_preload", "--preload", shared_copy(HOOKS),
             "--dg-api-address", f"{host}:0",
             "--dg-heartbeat-period", str(self.cluster_heartbeat_period),
             "--dg-adaptive-period", str(cluster.config.adaptive_period),
@@ -634,7 +634,7 @@ class HTCondorBackend(LocalBackend):
         env = {**self.job_environment(cfg), "DG_GATEWAY_CLUSTER": cluster.name}
         options = {
             "scheduler_address": "tcp://127.0.0.1:1",  # unused: the wrapper drops the worker arguments
-            "worker_command": [job_python()[0], SCHEDULER_JOB],
+            "worker_command": [job_python()[0], shared_copy(SCHEDULER_JOB)],
             "extra_args": extra,
             "nthreads": int(cfg.scheduler_cores),
             "memory_limit": int(cfg.scheduler_memory),

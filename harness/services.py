@@ -17,23 +17,35 @@ from harness.procs import Process, free_port, wait_for_port
 from harness.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
-POOL_BIN = REPO / "localpool" / "bin"
+POOL_BIN = REPO / "localpool" / "bin"  # the sources; processes use an installed copy (install_pool)
 FAKE_WORKER = REPO / "harness" / "fake_dask_worker"
 
 
-def base_env(workdir: Path, redis_url: str, **extra: str) -> dict:
-    """Environment for every process of a stack: Redis, the pool on PATH, the repo importable."""
+def install_pool(dest: Path) -> Path:
+    """The pool's condor_* programs installed under `dest` for every user; returns their bin directory.
+
+    The Celery worker runs them as the jobs' owners, who may not enter the checkout (a clone under
+    /root is 0700): they run a copy whose launchers name an interpreter every user can run."""
+    from localpool.install import install
+    from workers.pyenv import job_python
+    return install(dest, job_python()[0])
+
+
+def base_env(workdir: Path, redis_url: str, pool_bin: Path | None = None, **extra: str) -> dict:
+    """Environment for every process of a stack: Redis, the pool (installed under workdir/code unless
+    `pool_bin` is given) first on PATH, the repo importable (for root's processes only)."""
     env = dict(os.environ)
     env.update({
         "REDIS_URL": redis_url,
         "LOCALPOOL_DIR": str(workdir / "pool"),
         "LOG_DIR": str(workdir / "joblogs"),  # the worker jobs' output, error and event logs
-        "PATH": f"{POOL_BIN}{os.pathsep}{env.get('PATH', '')}",
         "PYTHONPATH": str(REPO),
         "SCHEDD_NAME": env.get("SCHEDD_NAME", "local"),
         "PYTHONUNBUFFERED": "1",
     })
     env.update({k: str(v) for k, v in extra.items()})
+    pool_bin = pool_bin or install_pool(workdir / "code")
+    env["PATH"] = f"{pool_bin}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
@@ -100,6 +112,7 @@ class Stack:
             shutil.copy(FAKE_WORKER, copy)
             os.chmod(copy, 0o755)
             env_extra["DASK_WORKER_COMMAND"] = str(copy)
+        self.pool_bin = install_pool(self.workdir / "code")
         self.env_extra = env_extra
         self.env: dict = {}
         self.workers: list[Process] = []
@@ -108,7 +121,7 @@ class Stack:
     def start(self) -> "Stack":
         print(f"stack workdir {self.workdir} (KEEP_STACK=1 keeps it)")  # shown with a failing test's output
         self.redis.start()
-        self.env = base_env(self.workdir, self.redis.url, **self.env_extra)
+        self.env = base_env(self.workdir, self.redis.url, self.pool_bin, **self.env_extra)
         self.start_worker()
         if self.with_beat:
             self.others.append(celery_beat(self.env, self.logdir))
@@ -138,7 +151,7 @@ class Stack:
         return out
 
     def condor(self, command: str, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(POOL_BIN / command), *args], env=self.env, capture_output=True, text=True,
+        return subprocess.run([str(self.pool_bin / command), *args], env=self.env, capture_output=True, text=True,
                               timeout=60)
 
     def calls(self, command: str | None = None) -> list[list[str]]:

@@ -1,4 +1,4 @@
-"""`python -m localpool status|start|stop|fault ...|seed N` -- pool administration."""
+"""`python -m localpool status|start|stop|fault ...|seed N|install DIR` -- pool administration."""
 from __future__ import annotations
 
 import argparse
@@ -35,7 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--status", type=int, default=1)
     s.add_argument("--owner")
     s.add_argument("--procs-per-cluster", type=int, default=1)
+    i = sub.add_parser("install", help="copy the programs into DIR for every user (prints the bin dir)")
+    i.add_argument("dir")
+    i.add_argument("--python", help="interpreter of the launchers (default: this one)")
     a = p.parse_args(argv)
+    if a.cmd == "install":
+        from localpool.install import install
+
+        print(install(a.dir, a.python))
+        return 0
     files = paths.PoolFiles()
 
     if a.cmd == "stop":

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,6 @@ from harness import procs, users
 from harness.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
-POOL_BIN = REPO / "localpool" / "bin"
 
 
 @pytest.fixture
@@ -23,16 +24,27 @@ def redis_server(tmp_path):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def pool_bin():
+    """The pool's condor_* programs installed once per session where every user can run them
+    (the checkout may be a private clone: its own localpool/bin is out of reach of the jobs' users)."""
+    from harness.services import install_pool
+    base = Path(tempfile.mkdtemp(prefix="htdask-pool-code-"))
+    os.chmod(base, 0o755)
+    yield install_pool(base)
+    shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture
-def pool_env(tmp_path, monkeypatch):
-    """A fresh local pool: LOCALPOOL_DIR in tmp, localpool/bin first on PATH (also in os.environ).
+def pool_env(tmp_path, monkeypatch, pool_bin):
+    """A fresh local pool: LOCALPOOL_DIR in tmp, the installed condor_* first on PATH (also in os.environ).
 
     The pool's runner and every job it started are stopped at teardown.
     """
     pool_dir = tmp_path / "pool"
     env = dict(os.environ)
     env["LOCALPOOL_DIR"] = str(pool_dir)
-    env["PATH"] = f"{POOL_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PATH"] = f"{pool_bin}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = str(REPO)
     for k in ("LOCALPOOL_DIR", "PATH", "PYTHONPATH"):
         monkeypatch.setenv(k, env[k])

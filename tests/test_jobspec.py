@@ -1,7 +1,6 @@
 """workers.jobspec: the worker submit description (pinned text), quoting round trips, refusals."""
 from __future__ import annotations
 
-import sys
 
 import classad2
 import htcondor2
@@ -9,6 +8,7 @@ import pytest
 
 from workers.jobspec import (POLL_PROJECTION, WorkerJobSpec, cluster_constraint, default_worker_command,
                              members_constraint, ours_constraint, worker_submit_description)
+from workers.pyenv import job_python
 from workers.validation import ValidationError
 
 
@@ -161,8 +161,8 @@ def test_environment_quoting_round_trip(value):
 
 def test_default_worker_command(monkeypatch):
     monkeypatch.delenv("DASK_WORKER_COMMAND", raising=False)
-    assert default_worker_command() == [sys.executable, "-m", "distributed.cli.dask_worker"]
-    assert WorkerJobSpec("c", "o", "tcp://h:1").worker_command == [sys.executable, "-m",
+    assert default_worker_command() == [job_python()[0], "-m", "distributed.cli.dask_worker"]
+    assert WorkerJobSpec("c", "o", "tcp://h:1").worker_command == [job_python()[0], "-m",
                                                                    "distributed.cli.dask_worker"]
     assert default_worker_command("docker") == ["dask", "worker"]
     monkeypatch.setenv("DASK_WORKER_COMMAND", "/usr/local/bin/dask worker --preload 'my mod'")

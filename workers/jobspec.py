@@ -17,12 +17,12 @@ import os
 import re
 import shlex
 import shutil
-import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import classad2
 
+from workers.pyenv import job_python  # an interpreter the job's user can run (not under /root)
 from workers.submitdesc import SubmitDescription
 from workers.validation import (ValidationError, check_env, check_submit_safe, format_memory,
                                 quote_arguments, quote_environment, split_address, validate_argument,
@@ -57,7 +57,7 @@ def default_worker_command(universe: str = "vanilla") -> list[str]:
             return words
     if universe == "docker":
         return ["dask", "worker"]
-    return [sys.executable, "-m", "distributed.cli.dask_worker"]
+    return [job_python()[0], "-m", "distributed.cli.dask_worker"]
 
 
 def default_image() -> str:
