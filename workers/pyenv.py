@@ -54,14 +54,13 @@ def job_python() -> tuple[str, dict[str, str]]:
     """(interpreter, extra environment) for programs that run as the jobs' users.
 
     Falls back to sys.executable (right when jobs run as this process's own user)."""
-    site = sysconfig.get_paths()["purelib"]
+    real_site = os.path.realpath(sysconfig.get_paths()["purelib"])
     venv_python = os.path.join(os.path.realpath(sys.prefix), "bin", os.path.basename(sys.executable))
-    for cand in (sys.executable, venv_python):
-        if runnable_by_all(cand) and reachable_by_all(site):
-            return cand, {}
-    minor = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    real_site = os.path.realpath(site)
     if reachable_by_all(real_site):
+        for cand in (sys.executable, venv_python):
+            if runnable_by_all(cand):
+                return cand, {}
+        minor = f"python{sys.version_info[0]}.{sys.version_info[1]}"
         for cand in (f"/usr/bin/{minor}", f"/usr/local/bin/{minor}", shutil.which(minor)):
             if cand and runnable_by_all(cand):
                 return cand, {"PYTHONPATH": real_site}
