@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import bench_path, bench_user, figure, machine, say  # noqa: E402
 from gateway.pyenv import dask_command, job_environment  # noqa: E402
-from gateway.server import GatewayServer, close_client, leftover_processes  # noqa: E402
+from gateway.server import GatewayServer, close_client  # noqa: E402
 from harness.services import Stack  # noqa: E402
 
 GOAL = 1.3
@@ -97,7 +97,7 @@ def main() -> int:
         finally:
             for srv in servers.values():
                 srv.stop()
-    left = leftover_processes()
+    left = [p for srv in servers.values() for p in srv.processes()]
     if left:
         say(f"left over: {left}")
     med = {k: statistics.median(v) for k, v in times.items()}

@@ -8,11 +8,16 @@
 
 The config file written is `load_subconfig(<config>)` followed by one line per override, so tests set
 short periods without touching `gateway/config.py`.
+
+Every process of this server (the gateway, its schedulers, its clusters' worker and scheduler jobs)
+carries `HTDASK_RUN_MARK=<random>` in its environment: `server.processes()` finds exactly those, so a
+"nothing is left" check never counts another test's or user's Dask processes.
 """
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -45,7 +50,9 @@ class GatewayServer:
         self.config = config
         self.overrides = dict(overrides or {})
         self.code = code  # extra config code, after the overrides
-        self.env = {**env, "GATEWAY_ADDRESS": f"127.0.0.1:{self.port}", "GATEWAY_PASSWORD": password}
+        self.mark = secrets.token_hex(8)
+        self.env = {**env, "GATEWAY_ADDRESS": f"127.0.0.1:{self.port}", "GATEWAY_PASSWORD": password,
+                    MARK_VAR: self.mark}
         self.proc: Process | None = None
         self.starts = 0
 
@@ -64,6 +71,9 @@ class GatewayServer:
         for key, value in self.overrides.items():
             section, attr = key.split(".", 1)
             lines.append(f"c.{section}.{attr} = {value!r}")
+        if self.config:  # schedulers and jobs carry the mark (the cluster environment reaches both)
+            lines.append(f"c.HTCondorClusterConfig.environment = {{**c.HTCondorClusterConfig.environment, "
+                         f"{MARK_VAR!r}: {self.mark!r}}}")
         if self.code:
             lines.append(self.code)
         path = self.workdir / f"{self.name}_config.py"
@@ -104,6 +114,10 @@ class GatewayServer:
             self.proc.popen.wait(10)
             self.proc = None
 
+    def processes(self) -> list[str]:
+        """`pid args` of the live processes this server started (gateway, schedulers, jobs), by their mark."""
+        return marked_processes(self.mark)
+
     def client(self, user: str = "alice", **kwargs):
         from dask_gateway import BasicAuth, Gateway
         return Gateway(self.address, auth=BasicAuth(user, self.password), **kwargs)
@@ -114,19 +128,29 @@ class GatewayServer:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
 
-def leftover_processes(patterns=("dask-gateway", "distributed.cli", "dask scheduler", "dask worker",
-                                 "/dask scheduler", "/dask worker", "scheduler_job.py"),
-                       exclude_pids: set[int] | None = None) -> list[str]:
-    """Command lines of running processes that look like ours (for 'nothing is left' checks)."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    mine = {os.getpid()} | (exclude_pids or set())
+MARK_VAR = "HTDASK_RUN_MARK"
+
+
+def marked_processes(mark: str) -> list[str]:
+    """`pid args` of live processes (not zombies) whose environment holds MARK_VAR=mark (needs root
+    for other users' processes, as the tests that run jobs as other users are)."""
+    needle = f"{MARK_VAR}={mark}".encode()
     found = []
-    for line in out.splitlines():
-        pid, _, args = line.strip().partition(" ")
-        if not pid.isdigit() or int(pid) in mine:
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
-        if any(p in args for p in patterns) and "ps -eo" not in args:
-            found.append(line.strip())
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                if needle not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                args = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        found.append(f"{entry.name} {args}")
     return found
 
 

@@ -106,4 +106,4 @@ def test_start_failures_are_reported_and_queue_wait_is_not(service_user):
             close_client(gw)
         finally:
             srv.stop()
-        assert no_processes_left()
+        assert no_processes_left(srv)

@@ -71,18 +71,21 @@ def calls(env: dict) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def submit_processes() -> list[str]:
-    """Command lines of running condor_submit processes that were given one of our temp files."""
+def pool_processes(env: dict, program: str) -> list[str]:
+    """`pid args` of live `program` processes of THIS test's pool (LOCALPOOL_DIR in their environment):
+    other tests' and users' condor_* processes on the machine are not ours to count."""
+    mark = f"LOCALPOOL_DIR={env['LOCALPOOL_DIR']}".encode()
     found = []
     for proc in Path("/proc").iterdir():
         try:
             cmd = (proc / "cmdline").read_bytes().split(b"\0")
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            environ = (proc / "environ").read_bytes().split(b"\0")
         except (OSError, IndexError):
             continue
         text = " ".join(c.decode(errors="replace") for c in cmd)
-        if "condor_submit" in text and "htdask-" in text and state != "Z":
-            found.append(text)
+        if state != "Z" and mark in environ and any(c.endswith(program.encode()) for c in cmd[:2]):
+            found.append(f"{proc.name} {text}")
     return found
 
 
@@ -247,24 +250,11 @@ def test_timeout_kills_and_raises(schedd, pool_env, monkeypatch):
     assert "did not finish within 1s" in str(e.value)
     assert e.value.argv[0].endswith("condor_submit")
     # the whole process group was killed: no condor_submit of ours is left running
-    assert wait_for(lambda: not submit_processes(), 5), submit_processes()
+    assert wait_for(lambda: not pool_processes(pool_env, "condor_submit"), 5), pool_processes(pool_env, "condor_submit")
     pool_cmd(pool_env, "fault", "clear")
     monkeypatch.setenv("CONDOR_TIMEOUT", "60")
     # the killed submit left nothing behind
     assert list(schedd.query("true")) == []
-
-
-def condor_q_processes() -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmd = (proc / "cmdline").read_bytes()
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if b"condor_q\0" in cmd and b"-json" in cmd and state != "Z":
-            pids.append(int(proc.name))
-    return pids
 
 
 def test_big_queue_is_streamed_and_an_abandoned_query_is_killed(schedd, pool_env):
@@ -278,7 +268,7 @@ def test_big_queue_is_streamed_and_an_abandoned_query_is_killed(schedd, pool_env
     it = schedd.query("true")
     assert next(it)["DaskGatewayCluster"] == "big"
     it.close()
-    assert wait_for(lambda: not condor_q_processes(), 5), condor_q_processes()
+    assert wait_for(lambda: not pool_processes(pool_env, "condor_q"), 5), pool_processes(pool_env, "condor_q")
 
 
 # --- run as another Unix user ------------------------------------------------------------------
