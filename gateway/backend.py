@@ -43,6 +43,7 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, List, TraitError, Unic
 from gateway import jobcheck
 from gateway.namesync import NameSync
 from gateway.pyenv import dask_command, job_environment, job_python, shared_copy
+from state.managed import set_manager
 
 log = logging.getLogger(__name__)
 
@@ -380,6 +381,7 @@ class HTCondorBackend(LocalBackend):
         self._syncs: dict[str, NameSync] = {}
         self._starting: set[str] = set()
         self._last_task: dict[str, str] = {}
+        self._managed: set[str] = set()  # clusters whose manager record this process wrote
         self._history_asked: dict[str, float] = {}
         self._stale_warned: dict[str, float] = {}
         self._check_accounts()
@@ -597,6 +599,9 @@ class HTCondorBackend(LocalBackend):
         enqueued = await asyncio.to_thread(
             enqueue_scale, self.store, cluster.name, len(names), owner=self.owner_arg(cluster),
             options=options, schedd=self.schedd, names=names)
+        if cluster.name not in self._managed:  # the CLI refuses to scale it; status shows the user
+            await asyncio.to_thread(set_manager, self.store, cluster.name, "gateway", cluster.username)
+            self._managed.add(cluster.name)
         self._last_task[cluster.name] = enqueued.task_id
         log.info("cluster %s: %d workers wanted, request %s (task %s)", cluster.name, len(names), enqueued.seq,
                  enqueued.task_id)
@@ -647,6 +652,7 @@ class HTCondorBackend(LocalBackend):
         from tasks.api import enqueue_scale
         enqueued = await asyncio.to_thread(enqueue_scale, self.store, name, 1, owner=self.owner_arg(cluster),
                                            options=options, schedd=self.schedd, names=["scheduler"])
+        await asyncio.to_thread(set_manager, self.store, name, "gateway", cluster.username)
         log.info("cluster %s: scheduler job requested as %s (task %s)", cluster.name, name, enqueued.task_id)
         return {"scheduler_job": name, "enqueued_at": time.time()}
 

@@ -190,8 +190,11 @@ class TaskBackend:
     def enqueue(self, req: TaskRequest):
         from tasks import api
         if req.task == SCALE_TASK:
-            return api.enqueue_scale(self.store, req.cluster, req.n, owner=req.owner, options=req.options,
-                                     schedd=req.schedd)
+            from state.managed import set_manager
+            enqueued = api.enqueue_scale(self.store, req.cluster, req.n, owner=req.owner, options=req.options,
+                                         schedd=req.schedd)
+            set_manager(self.store, req.cluster, "operator")  # the CLI refuses to scale it without --force
+            return enqueued
         if req.task == DELETE_TASK:
             return api.enqueue_delete(self.store, req.cluster)
         raise ValueError(f"unknown task {req.task!r}")

@@ -26,6 +26,7 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 | `htdask:throttle:<schedd>` | string (PX TTL) | present while the schedd's minimum call interval has not passed |
 | `htdask:consumers:<queue>` | sorted set (TTL) | the Celery workers consuming a schedd queue: worker hostname → time of its last heartbeat (every `tasks.heartbeat.INTERVAL` s); a queue none beat for recently is consumed by nobody (`status`, `scale --wait`, `delete --force`) |
 | `htdask:identity:<email>` | string (TTL) | cached e-mail → Unix user look-up |
+| `htdask:manager:<name>` | hash | clusters another entry point manages: `kind` (`gateway`, `operator`), `user` (the gateway user / the resource); the CLI refuses to scale them without `--force` |
 """
 from __future__ import annotations
 
@@ -121,7 +122,11 @@ def identity(email: str) -> str:
     return f"{PREFIX}:identity:{email.lower()}"
 
 
+def manager(name: str) -> str:
+    return f"{PREFIX}:manager:{name}"
+
+
 def per_cluster(name: str) -> list[str]:
     """Every key that belongs to one cluster (deleted together when the cluster is deleted)."""
-    return [cluster(name), names(name), submitted(name), counter(name), inflight(name), summary(name), jobs(name), holds(name),
-            ended(name)]
+    return [cluster(name), names(name), submitted(name), counter(name), inflight(name), summary(name), jobs(name),
+            holds(name), ended(name), manager(name)]

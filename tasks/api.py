@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from state import Store
+from state.managed import managers
 from tasks import health
 from tasks.app import app
 from tasks.config import settings
@@ -107,6 +108,7 @@ def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
     """
     names = [cluster] if cluster else sorted(set(store.cluster_names()) | set(store.summarized_clusters()))
     summaries = store.summaries(names)
+    managed = managers(store, names)
     now = time.time()
     rows, polls, consumers = [], {}, {}
     for name in names:
@@ -135,6 +137,8 @@ def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
             "held_kept": summary.get("held_kept") or {},
             "owner": record.owner if record else None,
             "schedd": schedd,
+            "managed_by": (managed.get(name) or {}).get("kind"),
+            "user": (managed.get(name) or {}).get("user"),
             "error": record.error if record else None,
             "note": crash_note(record, now),
         })

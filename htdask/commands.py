@@ -1,0 +1,266 @@
+"""The cluster commands: scale, delete, status, jobs, poll (each with --json and examples in --help)."""
+from __future__ import annotations
+
+import re
+import sys
+import time
+
+import click
+
+from htdask.base import (BadInput, Command, Failure, duration, emit_json, examples, json_option, store as _store,
+                         table)
+from workers import validation
+
+STATE_NAMES = {1: "Idle", 2: "Running", 3: "Removed", 4: "Completed", 5: "Held", 6: "Transferring", 7: "Suspended"}
+_BARE_NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
+
+
+@click.command(cls=Command, epilog=examples(
+    "htdask scale mycluster 4 --scheduler tcp://10.0.0.5:8786 --owner alice --wait",
+    "htdask scale mycluster 4 --email alice@example.org   # owner from USER_MAP_FILE or CI Connect",
+    "htdask scale mycluster 8 --memory 4GiB               # other options stay as recorded",
+    "htdask scale mycluster 0 --json"))
+@click.argument("cluster")
+@click.argument("count", metavar="N")
+@click.option("--owner", help="Unix user the jobs run as (default: the Celery worker's DEFAULT_OWNER).")
+@click.option("--email", help="Owner's e-mail, resolved to a Unix user (USER_MAP_FILE, else CI Connect).")
+@click.option("--schedd", help="Schedd (queue) the cluster lives on (default: SCHEDD_NAME).")
+@click.option("--scheduler", "scheduler_address", help="Dask scheduler address the workers connect to.")
+@click.option("--threads", "nthreads", type=str, help="Threads per worker.")
+@click.option("--memory", "memory_limit", help="Memory limit per worker with its unit, e.g. 4GiB or 512MiB.")
+@click.option("--wait", is_flag=True, help="Wait until the cluster runs N jobs.")
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds --wait waits.")
+@click.option("--force", is_flag=True, help="Scale even a cluster that a Dask Gateway or the operator manages.")
+@json_option
+def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, memory_limit, wait, timeout, force,
+          as_json):
+    """Scale CLUSTER to N workers (HTCondor jobs).
+
+    Options given now are merged with the ones recorded for the cluster (a later `--memory 4GiB` keeps
+    its `--scheduler`)."""
+    from state.managed import managers
+    from tasks import api
+    from tasks.config import settings
+    from workers import identity
+    if owner is not None and email is not None:
+        raise click.UsageError("--owner and --email are mutually exclusive")
+    validation.validate_cluster_name(cluster)
+    n = validation.validate_count(count, settings().max_workers_per_cluster)
+    if email is not None:
+        validation.validate_email(email, "--email")
+    options = {}
+    if scheduler_address:
+        options["scheduler_address"] = validation.validate_address(scheduler_address)
+    if nthreads:
+        options["nthreads"] = validation.validate_count(nthreads, 1024, field="--threads")
+    if memory_limit:
+        if _BARE_NUMBER.match(memory_limit):
+            raise BadInput(f"--memory {memory_limit}: give a unit, e.g. {memory_limit.strip()}GiB or "
+                           f"{memory_limit.strip()}MiB")
+        options["memory_limit"] = validation.validate_memory(memory_limit, "--memory")
+    store = _store()
+    record = store.get(cluster)
+    manager = managers(store, [cluster])[cluster]
+    if manager is None and record is not None and "api_url" in (record.options or {}):
+        manager = {"kind": "Dask Gateway", "user": None}
+    if manager and not force:
+        who = f" for user {manager['user']}" if manager.get("user") else ""
+        raise BadInput(f"cluster {cluster} is managed by the {manager['kind']}{who}: scale it there "
+                       f"(or pass --force)")
+    if owner is not None or email is not None:
+        try:
+            owner = identity.resolve_owner(email if email is not None else owner, store)
+        except identity.IdentityUnavailable as e:
+            raise Failure(str(e)) from None
+    merged = {**(record.options if record else {}), **options} if options else None
+    enqueued = api.enqueue_scale(store, cluster, n, owner=owner, options=merged, schedd=schedd)
+    if not as_json:
+        click.echo(f"cluster {cluster}: scale to {n} enqueued on queue {enqueued.queue} (task {enqueued.task_id})")
+    row = _wait_for(store, cluster, n, timeout, enqueued.queue, bar=not as_json) if wait else None
+    if as_json:
+        emit_json({"cluster": cluster, "n": n, "queue": enqueued.queue, "task_id": enqueued.task_id,
+                   "seq": enqueued.seq, **({"status": row} if wait else {})})
+
+
+def _wait_for(store, cluster: str, n: int, timeout: float, schedd: str, bar: bool = True) -> dict:
+    """Poll until the cluster runs exactly n jobs (and nothing else is live); returns its status row."""
+    from tasks import api
+    deadline = time.monotonic() + timeout
+    row = {}
+    with click.progressbar(length=max(n, 1), label=f"{cluster}: running", file=sys.stderr,
+                           show_pos=True, hidden=not bar) as progress:
+        shown = 0
+        while time.monotonic() < deadline:
+            api.enqueue_poll(schedd)
+            time.sleep(1.0)
+            rows = api.status_rows(store, cluster)
+            row = rows[0] if rows else {}
+            running = row.get("running") or 0
+            live = running + (row.get("idle") or 0) + (row.get("held") or 0)
+            if running > shown:
+                progress.update(min(running, n) - shown)
+                shown = min(running, n)
+            if running == n and live == n:
+                if n == 0:
+                    progress.update(1)
+                return row
+    held = row.get("held_reasons") or {}
+    reasons = "; ".join(f"{r} ({c})" for r, c in held.items()) if held else ""
+    raise Failure(f"timed out after {timeout:.0f}s: cluster {cluster} runs {row.get('running', 0)} of {n} "
+                  f"({row.get('idle', 0)} idle, {row.get('held', 0)} held{': ' + reasons if reasons else ''})")
+
+
+@click.command(cls=Command, epilog=examples("htdask delete mycluster", "htdask delete mycluster --wait --json"))
+@click.argument("cluster")
+@click.option("--wait", is_flag=True, help="Wait until no job of the cluster is left.")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds --wait waits.")
+@json_option
+def delete(cluster, wait, timeout, as_json):
+    """Remove every job of CLUSTER and forget its state."""
+    from tasks import api
+    validation.validate_cluster_name(cluster)
+    store = _store()
+    enqueued = api.enqueue_delete(store, cluster)
+    doc = {"cluster": cluster, "queue": enqueued.queue, "task_id": enqueued.task_id, "deleted": None}
+    if not as_json:
+        click.echo(f"cluster {cluster}: delete enqueued on queue {enqueued.queue} (task {enqueued.task_id})")
+    if wait:
+        _wait_deleted(store, cluster, enqueued.queue, timeout)
+        doc["deleted"] = True
+        if not as_json:
+            click.echo(f"cluster {cluster}: deleted")
+    if as_json:
+        emit_json(doc)
+
+
+def _wait_deleted(store, cluster: str, queue: str, timeout: float) -> None:
+    from tasks import api
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if store.get(cluster) is None:
+            api.enqueue_poll(queue)
+            time.sleep(1.0)
+            rows = api.status_rows(store, cluster)
+            if not rows or not any(rows[0].get(k) for k in ("idle", "running", "held")):
+                return
+        else:
+            time.sleep(0.3)
+    raise Failure(f"timed out after {timeout:.0f}s waiting for cluster {cluster} to be deleted")
+
+
+@click.command(cls=Command, epilog=examples("htdask status", "htdask status mycluster --json",
+                               "htdask status --watch --interval 5"))
+@click.argument("cluster", required=False)
+@json_option
+@click.option("--watch", is_flag=True, help="Print again every --interval seconds until Ctrl-C "
+                                            "(with --json: one JSON document per line).")
+@click.option("--interval", type=click.FloatRange(min=0.5), default=2.0, show_default=True,
+              help="Seconds between two prints of --watch.")
+def status(cluster, as_json, watch, interval):
+    """Desired and actual workers of every cluster (or one), from the poller's summaries."""
+    import json
+
+    from tasks import api
+    if cluster:
+        validation.validate_cluster_name(cluster)
+    store = _store()
+    while True:
+        rows = api.status_rows(store, cluster)
+        if cluster and rows and rows[0]["desired"] is None and rows[0]["polled_at"] is None:
+            raise Failure(f"no cluster named {cluster!r}")
+        if as_json and watch:
+            click.echo(json.dumps({"time": time.time(), "clusters": rows}, default=str))
+        elif as_json:
+            emit_json({"clusters": rows})
+        else:
+            if watch and sys.stdout.isatty():
+                click.clear()
+            if watch:
+                click.echo(time.strftime("%H:%M:%S") + f"  (every {interval:g}s, Ctrl-C stops)")
+            click.echo(format_status(rows))
+        if not watch:
+            return
+        sys.stdout.flush()
+        try:
+            time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+
+def format_status(rows: list[dict]) -> str:
+    if not rows:
+        return "no clusters"
+    out = [["CLUSTER", "OWNER", "SCHEDD", "USER", "DESIRED", "IDLE", "RUNNING", "HELD", "COMPLETED", "REMOVED",
+            "POLLED", "NOTE"]]
+    for r in rows:
+        polled = "never" if r["age"] is None else f"{duration(r['age'])} ago" + (" (stale)" if r["stale"] else "")
+        notes = []
+        if r.get("managed_by"):
+            notes.append(f"managed by the {r['managed_by']}")
+        if r.get("error"):
+            notes.append(f"error: {r['error']}")
+        if r.get("poll_error"):
+            notes.append(f"poll failing: {r['poll_error']}")
+        for reason, count in (r.get("held_reasons") or {}).items():
+            notes.append(f"held x{count}: {reason}")
+        out.append([r["name"], r.get("owner") or "-", r.get("schedd") or "-", r.get("user") or "-",
+                    "-" if r["desired"] is None else str(r["desired"]), str(r["idle"]), str(r["running"]),
+                    str(r["held"]), str(r["completed"]), str(r["removed"]), polled, "; ".join(notes)])
+    return table(out)
+
+
+@click.command(cls=Command, epilog=examples("htdask jobs mycluster", "htdask jobs mycluster --json"))
+@click.argument("cluster")
+@json_option
+def jobs(cluster, as_json):
+    """Each job of CLUSTER: state, time in that state, hold reason (why is my cluster not growing?)."""
+    validation.validate_cluster_name(cluster)
+    store = _store()
+    records = sorted(store.job_records(cluster).values(), key=lambda r: (r.get("index") or 0))
+    now = time.time()
+    for rec in records:
+        rec["state"] = STATE_NAMES.get(rec.get("status"), str(rec.get("status")))
+        rec["seconds_in_state"] = round(now - rec["since"], 1) if rec.get("since") else None
+    if as_json:
+        emit_json({"cluster": cluster, "jobs": records})
+        return
+    if not records:
+        click.echo(f"cluster {cluster}: no jobs in the last poll")
+        return
+    out = [["JOB", "NAME", "STATE", "FOR", "HOLD REASON"]]
+    for rec in records:
+        out.append([rec["job_id"], rec.get("name") or "", rec["state"], duration(rec["seconds_in_state"]),
+                    rec.get("hold_reason") or ""])
+    click.echo(table(out))
+
+
+@click.command(cls=Command, epilog=examples("htdask poll", "htdask poll --schedd submit01 --json"))
+@click.option("--schedd", help="Schedd to poll (default: every schedd in SCHEDDS).")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for each answer.")
+@json_option
+def poll(schedd, timeout, as_json):
+    """Poll the queue now and print the summaries."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from tasks import api
+    from tasks.config import settings
+    store = _store()
+    schedds = [validation.validate_schedd_name(schedd)] if schedd else list(settings().schedds)
+    results = []
+    for name in schedds:
+        pending = api.enqueue_poll(name)
+        try:
+            result = pending.get(timeout=timeout)
+        except CeleryTimeout:
+            pending.forget()  # drop the result subscription now, not in a destructor at exit
+            raise Failure(f"no worker answered the poll on queue {name} within {timeout:.0f}s "
+                          f"(is a Celery worker consuming queue {name}?)") from None
+        results.append({"schedd": name, **result})
+        if not as_json:
+            click.echo(f"schedd {name}: {result['state']}, {result['jobs']} jobs in {result['clusters']} clusters"
+                       + (f" ({result['error']})" if result.get("error") else ""))
+    rows = api.status_rows(store)
+    if as_json:
+        emit_json({"polls": results, "clusters": rows})
+    else:
+        click.echo(format_status(rows))
