@@ -7,10 +7,12 @@
 # Environment (all optional):
 #   GATEWAY_ADDRESS          public proxy address clients use (HTTP API + scheduler TLS), default 127.0.0.1:8000
 #   GATEWAY_API_ADDRESS      private API server address (only the proxy talks to it), default 127.0.0.1:0
-#   GATEWAY_PASSWORD         shared password of the simple authenticator; unset: any password is accepted
+#   GATEWAY_PASSWORD         shared password of the simple authenticator (required)
+#   GATEWAY_ALLOW_ANY_PASSWORD  1: start without GATEWAY_PASSWORD, accepting any password (demos only)
 #   REDIS_URL                the controller's Redis (broker + state), default redis://127.0.0.1:6379/0
 #   SCHEDD_NAME              schedd queue of new clusters, default local
-#   DEFAULT_OWNER            Unix account jobs run as (must match the Celery worker's DEFAULT_OWNER)
+#   DEFAULT_OWNER            Unix account jobs run as (must match the Celery worker's DEFAULT_OWNER);
+#                            required unless GATEWAY_RUN_AS_OWNER=1 (else: the gateway's own user, never root)
 #   GATEWAY_RUN_AS_OWNER     1: each gateway user's jobs run as that user's Unix account (owners issue)
 #   GATEWAY_DB_URL           database of the gateway, default in-memory; with a file database
 #                            (sqlite:////var/lib/dask-gateway/db.sqlite) also set DASK_GATEWAY_ENCRYPT_KEYS,
@@ -25,6 +27,10 @@
 #   GATEWAY_SCHEDULER_MODE   local (a process on this host, default) or job (an HTCondor job)
 #
 # Every backend option is documented in gateway/backend.py (`dask-gateway-server --help-all`).
+#
+# An unusable setup stops the server at start with one line naming the setting: no password (unless
+# GATEWAY_ALLOW_ANY_PASSWORD=1), no job account we may submit as (root, a system account, unknown).
+import getpass
 import os
 import sys
 
@@ -42,6 +48,34 @@ def _env(name, default=None):
     return value if value else default
 
 
+def _flag(name):
+    return _env(name, "0").lower() in ("1", "true", "yes", "on")
+
+
+def _refuse(message):
+    print(f"dask-gateway-server: refusing to start: {message}", file=sys.stderr, flush=True)
+    os._exit(2)  # SystemExit would be reported with a traceback by the config loader
+
+
+def _check_setup():
+    """One line and exit 2 for a setup every request would fail with (or that lets anyone in)."""
+    from workers.runas import check_user
+    from workers.validation import ValidationError
+    if not _env("GATEWAY_PASSWORD") and not _flag("GATEWAY_ALLOW_ANY_PASSWORD"):
+        _refuse("GATEWAY_PASSWORD is unset (any password would be accepted); set it, or "
+                "GATEWAY_ALLOW_ANY_PASSWORD=1 for a demo")
+    if not _flag("GATEWAY_RUN_AS_OWNER"):
+        account = _env("DEFAULT_OWNER") or getpass.getuser()
+        try:
+            check_user(account)
+        except ValidationError as e:
+            _refuse(f"no usable job account: DEFAULT_OWNER={_env('DEFAULT_OWNER') or '(unset)'}: {e}; set "
+                    f"DEFAULT_OWNER to the Celery worker's, or GATEWAY_RUN_AS_OWNER=1")
+
+
+_check_setup()
+
+
 # --- addresses and authentication ------------------------------------------------------------
 c.Proxy.address = _env("GATEWAY_ADDRESS", "127.0.0.1:8000")
 c.DaskGateway.address = _env("GATEWAY_API_ADDRESS", "127.0.0.1:0")
@@ -53,7 +87,7 @@ if _env("GATEWAY_PASSWORD"):
 c.DaskGateway.backend_class = "gateway.backend.HTCondorBackend"
 c.HTCondorBackend.redis_url = _env("REDIS_URL", "redis://127.0.0.1:6379/0")
 c.HTCondorBackend.schedd = _env("SCHEDD_NAME", "local")
-c.HTCondorBackend.run_as_owner = _env("GATEWAY_RUN_AS_OWNER", "0").lower() in ("1", "true", "yes", "on")
+c.HTCondorBackend.run_as_owner = _flag("GATEWAY_RUN_AS_OWNER")
 if _env("DEFAULT_OWNER"):
     c.HTCondorBackend.job_user = _env("DEFAULT_OWNER")
 c.HTCondorBackend.scheduler_mode = _env("GATEWAY_SCHEDULER_MODE", "local")

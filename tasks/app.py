@@ -38,6 +38,7 @@ app.conf.update(
 )
 
 import beat_schedule  # noqa: E402  (the schedule reads the app's settings)
+import tasks.startup  # noqa: E402,F401  (a worker refuses an unusable setup at start)
 
 app.conf.beat_schedule = beat_schedule.schedule(_s)
 # Only the beat holding a Redis lock sends: two beats started by mistake never double a poll.

@@ -125,22 +125,27 @@ def test_a_failed_request_is_reported_to_every_waiter_and_the_next_burst_retries
 
 # ---- config -------------------------------------------------------------------------------------
 
-def _load_config(env: dict) -> dict:
+def _run_config(env: dict) -> subprocess.CompletedProcess:
     code = (
         "import json, sys\n"
         "from traitlets.config.loader import PyFileConfigLoader\n"
         f"c = PyFileConfigLoader('config.py', path={str(REPO / 'gateway')!r}).load_config()\n"
         "out = {k: dict(v) for k, v in c.items()}\n"
         "print(json.dumps(out, default=str))\n")
-    res = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
-                         cwd=str(REPO), timeout=60)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "DEFAULT_OWNER"))}
+    return subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
+                          cwd=str(REPO), timeout=60)
+
+
+def _load_config(env: dict) -> dict:
+    res = _run_config(env)
     assert res.returncode == 0, res.stderr
     import json
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def test_config_uses_our_backend_addresses_password_and_dask_2026_commands():
-    cfg = _load_config({"GATEWAY_ADDRESS": "10.1.2.3:9000", "GATEWAY_PASSWORD": "s3cret",
+def test_config_uses_our_backend_addresses_password_and_dask_2026_commands(service_user):
+    cfg = _load_config({"GATEWAY_ADDRESS": "10.1.2.3:9000", "GATEWAY_PASSWORD": "s3cret", "DEFAULT_OWNER": service_user,
                         "REDIS_URL": "redis://127.0.0.1:1234/0", "GATEWAY_WORKER_PORTS": "40000:40100",
                         "GATEWAY_RUN_AS_OWNER": ""})
     assert cfg["DaskGateway"]["backend_class"] == "gateway.backend.HTCondorBackend"
@@ -155,11 +160,34 @@ def test_config_uses_our_backend_addresses_password_and_dask_2026_commands():
     assert "dask-worker" not in " ".join(work)
 
 
-def test_config_defaults_to_the_local_address_and_any_password():
-    cfg = _load_config({"GATEWAY_ADDRESS": "", "GATEWAY_PASSWORD": "", "GATEWAY_RUN_AS_OWNER": "1"})
+def test_config_defaults_to_the_local_address_and_any_password_only_when_allowed():
+    cfg = _load_config({"GATEWAY_ADDRESS": "", "GATEWAY_PASSWORD": "", "GATEWAY_RUN_AS_OWNER": "1",
+                        "GATEWAY_ALLOW_ANY_PASSWORD": "1"})
     assert cfg["Proxy"]["address"] == "127.0.0.1:8000"
     assert "password" not in cfg.get("SimpleAuthenticator", {})
     assert cfg["HTCondorBackend"]["run_as_owner"] is True
+
+
+@pytest.mark.parametrize("env,words", [
+    ({"GATEWAY_PASSWORD": "", "GATEWAY_RUN_AS_OWNER": "1"}, ["GATEWAY_PASSWORD is unset",
+                                                            "GATEWAY_ALLOW_ANY_PASSWORD=1"]),
+    ({"GATEWAY_PASSWORD": "pw", "DEFAULT_OWNER": "root"}, ["no usable job account", "DEFAULT_OWNER=root"]),
+    ({"GATEWAY_PASSWORD": "pw", "DEFAULT_OWNER": "no-such-user-xyz"}, ["no such Unix user"]),
+    ({"GATEWAY_PASSWORD": "pw", "DEFAULT_OWNER": "daemon"}, ["below MIN_SUBMIT_UID"]),
+])
+def test_an_unusable_setup_stops_the_gateway_with_one_line(env, words):
+    res = _run_config(env)
+    assert res.returncode == 2 and res.stdout == "", (res.returncode, res.stdout)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dask-gateway-server: refusing to start: "), res.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+
+
+def test_gateway_as_root_without_a_job_account_refuses():
+    if os.geteuid() != 0:
+        pytest.skip("the gateway's own user is the job account when not root")
+    res = _run_config({"GATEWAY_PASSWORD": "pw"})
+    assert res.returncode == 2 and "DEFAULT_OWNER=(unset)" in res.stderr and "root" in res.stderr
 
 
 def test_commands_given_as_strings_are_split():
