@@ -6,6 +6,7 @@ Kept lean for a 2-core machine: 1-thread workers of 512 MB, small computations, 
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import pytest
 
@@ -87,6 +88,13 @@ def test_scale_compute_retire_adapt_and_shutdown(stack, service_user):
         assert 47200 <= port(info["address"]) <= 47299, "the scheduler port is in its range"
         assert all(47000 <= port(a) <= 47099 for a in info["workers"]), "worker ports in their range"
         assert all(47100 <= port(w["nanny"]) <= 47199 for w in info["workers"].values()), "nanny ports too"
+
+        # ---- the dashboard link answers with the scheduler's dashboard (bokeh, through the proxy) --
+        link = cluster.dashboard_link
+        assert link.startswith(srv.address) and name in link, link
+        with urllib.request.urlopen(link, timeout=30) as resp:
+            page = resp.read().decode(errors="replace")
+        assert resp.status == 200 and "bokeh" in page.lower() and "Dask" in page, page[:500]
 
         # ---- a real computation, checked against NumPy ------------------------------------------
         arr = np.random.RandomState(42).random_sample((600, 600))
