@@ -18,6 +18,7 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+	test "$(VENV)" = .venv || ln -sfn $(VENV) .venv
 
 # System packages the demo and tests need (Debian); a no-op when present.
 deps:
@@ -26,15 +27,15 @@ deps:
 
 # Byte-compiled once: the local pool's condor_* programs start a Python process per call, and with
 # PYTHONDONTWRITEBYTECODE set (as on some machines) each would otherwise compile its modules every time.
-bytecode: $(STAMP)
-	test "$(VENV)" = .venv || ln -sfn $(VENV) .venv
+bytecode: venv
 	$(PY) -m compileall -q localpool workers state tasks >/dev/null
 
 test: deps bytecode
 	$(PY) -m pytest -q tests
 
+# KEEP=1: leave the stack running, print its URLs, passwords and how to stop it.
 demo: deps bytecode
-	$(PY) cli.py demo
+	$(PY) cli.py demo $(if $(KEEP),--keep)
 
 bench: deps bytecode
 	$(PY) bench/run_all.py

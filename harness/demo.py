@@ -94,7 +94,7 @@ def run_demo(keep: bool = False) -> int:
         print(_cli(stack, "poll"))
         _calls(stack)
         if keep:
-            _say("everything keeps running; Ctrl-C stops it")
+            _print_keep(stack, password)
             while True:
                 time.sleep(3600)
         _say("demo complete")
@@ -111,6 +111,21 @@ def run_demo(keep: bool = False) -> int:
         if scheduler:
             scheduler.stop()
         stack.stop()
+
+
+def _print_keep(stack: Stack, flower_password: str) -> None:
+    """KEEP=1: where everything is, its passwords, how to use it from another shell and how to stop it."""
+    env = stack.env
+    _say("everything keeps running (make demo KEEP=1):")
+    print(f"    Redis     {stack.redis.url}")
+    print(f"    Flower    http://127.0.0.1:{stack.flower_port}/   user admin, password {flower_password}")
+    print(f"    pool      LOCALPOOL_DIR={env['LOCALPOOL_DIR']}   logs {stack.logdir}")
+    print("    from another shell, at the top of the checkout:")
+    print(f"      export REDIS_URL='{stack.redis.url}' LOCALPOOL_DIR='{env['LOCALPOOL_DIR']}'"
+          + (f" DEFAULT_OWNER={env['DEFAULT_OWNER']}" if env.get("DEFAULT_OWNER") else ""))
+    print(f"      export PATH='{stack.pool_bin}':\"$PATH\"")
+    print("      .venv/bin/python cli.py scale mine 2 --scheduler tcp://HOST:PORT; .venv/bin/python cli.py status")
+    print(f"    stop:     Ctrl-C here, or kill {os.getpid()} (everything the demo started stops)", flush=True)
 
 
 def _calls(stack: Stack) -> None:
