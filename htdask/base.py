@@ -6,6 +6,7 @@ on stderr, exit 1. No arguments: the help.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 
@@ -51,7 +52,7 @@ class Group(click.Group):
 
     def main(self, args=None, prog_name=None, **extra):
         args = list(sys.argv[1:] if args is None else args)
-        if not args:
+        if not args and "_HTDASK_COMPLETE" not in os.environ:  # no arguments: the help (not for completion)
             with click.Context(self, info_name=prog_name or "htdask") as ctx:
                 click.echo(ctx.get_help())
             sys.exit(0)

@@ -1,0 +1,78 @@
+"""Installing and running from anywhere.
+
+- `pip install .` gives the `htdask` command (the same click group as `python cli.py`), `--version`.
+- The pool's programs installed from a private (0700) checkout run as another Unix user, and the jobs'
+  interpreter is one every user can run (CI runs the whole suite from a 0700 clone: .ci/run).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from harness.services import REPO
+from htdask import __version__
+from workers.pyenv import job_python, reachable_by_all, runnable_by_all
+
+IGNORE = shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache",
+                                ".localpool", ".demo")
+
+
+def test_pip_install_gives_the_htdask_command(tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=IGNORE)  # pip builds in the source tree: not in the checkout
+    target = tmp_path / "site"
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                          str(src)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    exe = target / "bin" / "htdask"
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    out = subprocess.run([str(exe), "--version"], env=env, cwd=str(tmp_path), capture_output=True, text=True,
+                         timeout=60)
+    assert (out.returncode, out.stdout.strip()) == (0, f"htdask, version {__version__}"), out.stderr
+    out = subprocess.run([str(exe), "status", "--help"], env=env, cwd=str(tmp_path), capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "--watch" in out.stdout and "Examples:" in out.stdout
+    # shell completion, as documented (_HTDASK_COMPLETE)
+    out = subprocess.run([str(exe)], env={**env, "_HTDASK_COMPLETE": "bash_source"}, cwd=str(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "_htdask_completion" in out.stdout, (out.stdout[:300], out.stderr[-500:])
+    assert (target / "localpool" / "bin" / "condor_submit").exists(), "the pool's launchers are package data"
+
+
+def test_the_jobs_interpreter_is_runnable_by_every_user():
+    python, extra = job_python()
+    assert runnable_by_all(python), (python, "jobs run as other users; see harness/venv_dir.py")
+    site = extra.get("PYTHONPATH")
+    assert site is None or reachable_by_all(site)
+
+
+def test_pool_programs_from_a_private_checkout_run_as_another_user(unix_user):
+    private = Path(tempfile.mkdtemp())  # 0700, like /root
+    public = Path(tempfile.mkdtemp(prefix="htdask-install-"))
+    os.chmod(public, 0o1777)
+    try:
+        shutil.copytree(REPO / "localpool", private / "checkout" / "localpool", ignore=IGNORE)
+        res = subprocess.run([sys.executable, "-m", "localpool", "install", str(public / "code"),
+                              "--python", job_python()[0]], cwd=str(private / "checkout"), capture_output=True,
+                             text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        bindir = Path(res.stdout.strip())
+        assert bindir == public / "code" / "localpool" / "bin"
+        env = {"PATH": "/usr/bin:/bin", "LOCALPOOL_DIR": str(public / "pool"), "HOME": unix_user.pw_dir}
+        out = subprocess.run([str(bindir / "condor_q"), "-json", "-allusers"], env=env, cwd="/",
+                             capture_output=True, text=True, timeout=60, user=unix_user.pw_uid,
+                             group=unix_user.pw_gid, extra_groups=[])
+        assert out.returncode == 0, out.stderr
+        # the source copy is out of the user's reach: the launcher must not have needed it
+        assert not os.access(private, os.X_OK) or os.geteuid() == 0
+    finally:
+        subprocess.run([sys.executable, "-m", "localpool", "stop"], cwd=str(REPO), timeout=60,
+                       env={**os.environ, "LOCALPOOL_DIR": str(public / "pool")}, capture_output=True)
+        shutil.rmtree(private, ignore_errors=True)
+        shutil.rmtree(public, ignore_errors=True)
