@@ -6,7 +6,6 @@ packages on PYTHONPATH).
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from workers.pyenv import job_python, runnable_by_all, shared_copy  # noqa: F401 (re-exported)

@@ -13,7 +13,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
 
 from harness.services import REPO
 from htdask import __version__
