@@ -53,6 +53,7 @@ def run_demo(keep: bool = False) -> int:
                   appendonly=True, POLL_INTERVAL="2", SCHEDD_MIN_INTERVAL="0.1",
                   **({"DEFAULT_OWNER": user} if user else {}))
     scheduler = None
+    kept = False
     try:
         _say("starting redis-server, the local pool, a Celery worker (queue 'local'), beat and Flower")
         stack.start()
@@ -95,13 +96,14 @@ def run_demo(keep: bool = False) -> int:
         _calls(stack)
         if keep:
             _print_keep(stack, password)
+            kept = True
             while True:
                 time.sleep(3600)
         _say("demo complete")
         return 0
     except KeyboardInterrupt:
-        _say("interrupted")
-        return 130
+        _say("stopped as asked" if kept else "interrupted")
+        return 0 if kept else 130
     except Exception as exc:  # the demo reports and still cleans up
         print(f"demo failed: {exc}", file=sys.stderr)
         print(stack.logs(), file=sys.stderr)
