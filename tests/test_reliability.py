@@ -219,18 +219,21 @@ def test_jobs_ended_outside_our_control_are_replaced_by_the_next_poll(service_us
 
 
 def _job_pid(stack: Stack, job: dict) -> int:
-    """The pid of a job's process, found by the worker name in its environment."""
-    wanted = f"DASK_GATEWAY_WORKER_NAME={job['DaskWorkerName']}".encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if wanted in f.read().split(b"\0"):
-                    return int(entry)
-        except OSError:
-            continue
-    raise AssertionError(f"no process for job {job}")
+    """The pid of a job's process in THIS stack's pool (its runner tags each job's environment with the
+    pool's id and the job id; another test's job of the same worker name is not ours)."""
+    from pathlib import Path
+
+    from localpool import paths, procs, store
+    con = store.connect(paths.PoolFiles(Path(stack.env["LOCALPOOL_DIR"])))
+    try:
+        pool = store.pool_id(con)
+    finally:
+        con.close()
+    tag = procs.job_tag(pool, job["ClusterId"], job["ProcId"])
+    pids = procs.tagged_pids(pool, {tag})
+    if not pids:
+        raise AssertionError(f"no process for job {job}")
+    return pids[0]
 
 
 def test_a_submit_that_created_fewer_jobs_is_detected_and_completed(service_user):
