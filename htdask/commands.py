@@ -158,12 +158,21 @@ def _wait_deleted(store, cluster: str, queue: str, timeout: float) -> None:
               help="Seconds between two prints of --watch.")
 def status(cluster, as_json, watch, interval):
     """Desired and actual workers of every cluster (or one), from the poller's summaries."""
-    import json
-
-    from tasks import api
     if cluster:
         validation.validate_cluster_name(cluster)
     store = _store()
+    try:
+        _status_loop(store, cluster, as_json, watch, interval)
+    except KeyboardInterrupt:
+        if not watch:
+            raise
+        # Ctrl-C is how --watch ends
+
+
+def _status_loop(store, cluster, as_json: bool, watch: bool, interval: float) -> None:
+    import json
+
+    from tasks import api
     while True:
         rows = api.status_rows(store, cluster)
         if cluster and rows and rows[0]["desired"] is None and rows[0]["polled_at"] is None:
@@ -181,10 +190,7 @@ def status(cluster, as_json, watch, interval):
         if not watch:
             return
         sys.stdout.flush()
-        try:
-            time.sleep(interval)
-        except KeyboardInterrupt:
-            return
+        time.sleep(interval)
 
 
 def format_status(rows: list[dict]) -> str:
