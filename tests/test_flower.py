@@ -1,13 +1,18 @@
 """Flower shows our tasks with their arguments and states, behind basic auth."""
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+import sys
+
 import pytest
 import requests
 
 from tests.conftest import wait_until
 from tests.conftest import live
 from tests.test_core import FAKE_WORKER
-from harness.services import Stack
+from harness.services import REPO, Stack
 
 
 @pytest.fixture
@@ -37,3 +42,20 @@ def test_flower_api_lists_our_tasks_with_arguments(stack):
     workers = requests.get(f"{base}/api/workers", auth=("admin", "s3cret-pw"), timeout=10,
                            params={"refresh": "true"}).json()
     assert any(name.startswith("worker1@") for name in workers)
+
+
+
+def test_demo_keep_prints_what_answers_and_how_to_stop(stack, capsys):
+    """`make demo KEEP=1` prints URLs and passwords that work, the shell lines to use it, how to stop."""
+    from harness.demo import _print_keep
+    _print_keep(stack, "s3cret-pw")
+    out = capsys.readouterr().out
+    flower = next(w for line in out.splitlines() if "Flower" in line for w in line.split() if w.startswith("http"))
+    assert requests.get(f"{flower}api/workers", auth=("admin", "s3cret-pw"), timeout=10).status_code == 200
+    assert "password s3cret-pw" in out and stack.redis.url in out
+    assert f"kill {os.getpid()}" in out and "Ctrl-C" in out
+    exports = [line.strip() for line in out.splitlines() if line.strip().startswith("export ")]
+    script = "\n".join(exports + [f"exec {shlex.quote(sys.executable)} cli.py status --json"])
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "LOCALPOOL_DIR")}
+    res = subprocess.run(["bash", "-c", script], cwd=str(REPO), env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and '"clusters"' in res.stdout, res.stderr
