@@ -5,6 +5,7 @@ Kept lean for a 2-core machine: 1-thread workers of 512 MB, small computations, 
 """
 from __future__ import annotations
 
+import json
 import time
 import urllib.request
 
@@ -88,6 +89,13 @@ def test_scale_compute_retire_adapt_and_shutdown(stack, service_user):
         assert 47200 <= port(info["address"]) <= 47299, "the scheduler port is in its range"
         assert all(47000 <= port(a) <= 47099 for a in info["workers"]), "worker ports in their range"
         assert all(47100 <= port(w["nanny"]) <= 47199 for w in info["workers"].values()), "nanny ports too"
+
+        # ---- the CLI shows the gateway user and will not scale the cluster by mistake -----------------
+        row = json.loads(stack.cli("status", name, "--json").stdout)["clusters"][0]
+        assert (row["managed_by"], row["user"]) == ("gateway", "alice"), row
+        refused = stack.cli("scale", name, "1")
+        assert refused.returncode == 2 and "managed by the gateway for user alice" in refused.stderr
+        assert len(live(stack, name)) == 3, "nothing changed"
 
         # ---- the dashboard link answers with the scheduler's dashboard (bokeh, through the proxy) --
         link = cluster.dashboard_link
