@@ -11,6 +11,15 @@ from htdask.base import (BadInput, Command, Failure, duration, emit_json, exampl
                          table)
 from workers import validation
 
+def _known(store, cluster: str) -> None:
+    """An unknown cluster is one line and exit 1 (status, jobs, delete alike)."""
+    from tasks import health
+    try:
+        health.require_known(store, cluster)
+    except health.UnknownCluster as e:
+        raise Failure(str(e)) from None
+
+
 STATE_NAMES = {1: "Idle", 2: "Running", 3: "Removed", 4: "Completed", 5: "Held", 6: "Transferring", 7: "Suspended"}
 _BARE_NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
 
@@ -73,57 +82,62 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
         except identity.IdentityUnavailable as e:
             raise Failure(str(e)) from None
     merged = {**(record.options if record else {}), **options} if options else None
+    since = time.time()
     enqueued = api.enqueue_scale(store, cluster, n, owner=owner, options=merged, schedd=schedd)
     if not as_json:
         click.echo(f"cluster {cluster}: scale to {n} enqueued on queue {enqueued.queue} (task {enqueued.task_id})")
-    row = _wait_for(store, cluster, n, timeout, enqueued.queue, bar=not as_json) if wait else None
+    row = _wait_for(store, cluster, n, timeout, enqueued.queue, since) if wait else None
     if as_json:
         emit_json({"cluster": cluster, "n": n, "queue": enqueued.queue, "task_id": enqueued.task_id,
                    "seq": enqueued.seq, **({"status": row} if wait else {})})
 
 
-def _wait_for(store, cluster: str, n: int, timeout: float, schedd: str, bar: bool = True) -> dict:
-    """Poll until the cluster runs exactly n jobs (and nothing else is live); returns its status row."""
-    from tasks import api
-    deadline = time.monotonic() + timeout
-    row = {}
-    with click.progressbar(length=max(n, 1), label=f"{cluster}: running", file=sys.stderr,
-                           show_pos=True, hidden=not bar) as progress:
-        shown = 0
-        while time.monotonic() < deadline:
-            api.enqueue_poll(schedd)
-            time.sleep(1.0)
-            rows = api.status_rows(store, cluster)
-            row = rows[0] if rows else {}
-            running = row.get("running") or 0
-            live = running + (row.get("idle") or 0) + (row.get("held") or 0)
-            if running > shown:
-                progress.update(min(running, n) - shown)
-                shown = min(running, n)
-            if running == n and live == n:
-                if n == 0:
-                    progress.update(1)
-                return row
-    held = row.get("held_reasons") or {}
-    reasons = "; ".join(f"{r} ({c})" for r, c in held.items()) if held else ""
-    raise Failure(f"timed out after {timeout:.0f}s: cluster {cluster} runs {row.get('running', 0)} of {n} "
-                  f"({row.get('idle', 0)} idle, {row.get('held', 0)} held{': ' + reasons if reasons else ''})")
+def _wait_for(store, cluster: str, n: int, timeout: float, schedd: str, since: float) -> dict:
+    """Wait until the cluster runs exactly n jobs, from beat's summaries; fail fast with the cause
+    (tasks/waiting.py). Progress lines go to stderr. Returns the cluster's status row."""
+    from tasks import api, waiting
+    try:
+        waiting.wait_for(store, cluster, n, timeout, schedd, since, poll=lambda: api.enqueue_poll(schedd),
+                         on_progress=lambda p: click.echo(p.line(), err=True))
+    except waiting.WaitFailed as e:
+        raise Failure(str(e)) from None
+    rows = api.status_rows(store, cluster)
+    return rows[0] if rows else {}
 
 
 @click.command(cls=Command, epilog=examples("htdask delete mycluster", "htdask delete mycluster --wait --json"))
 @click.argument("cluster")
 @click.option("--wait", is_flag=True, help="Wait until no job of the cluster is left.")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds --wait waits.")
+@click.option("--force", is_flag=True, help="When no worker consumes the cluster's queue: remove its record "
+                                            "now (its jobs are listed, not removed).")
 @json_option
-def delete(cluster, wait, timeout, as_json):
+def delete(cluster, wait, timeout, force, as_json):
     """Remove every job of CLUSTER and forget its state."""
-    from tasks import api
+    from tasks import api, health
     validation.validate_cluster_name(cluster)
     store = _store()
+    _known(store, cluster)
+    queue = api.queue_of(store, cluster)
+    if not health.consumed(store, queue):
+        if force:
+            lines = health.force_delete(store, cluster, queue).lines()
+            if as_json:
+                emit_json({"cluster": cluster, "queue": queue, "task_id": None, "deleted": True, "forced": lines})
+            else:
+                for line in lines:
+                    click.echo(line)
+            return
+        if wait:
+            raise Failure(f"{health.no_consumer_message(queue)}: cluster {cluster} cannot be deleted now "
+                          "(delete --force removes its record)")
     enqueued = api.enqueue_delete(store, cluster)
     doc = {"cluster": cluster, "queue": enqueued.queue, "task_id": enqueued.task_id, "deleted": None}
     if not as_json:
         click.echo(f"cluster {cluster}: delete enqueued on queue {enqueued.queue} (task {enqueued.task_id})")
+    if not health.consumed(store, queue):
+        click.echo(f"cluster {cluster}: {health.no_consumer_message(queue)}: the delete waits for one "
+                   "(delete --force removes the record now)", err=True)
     if wait:
         _wait_deleted(store, cluster, enqueued.queue, timeout)
         doc["deleted"] = True
@@ -135,10 +149,12 @@ def delete(cluster, wait, timeout, as_json):
 
 def _wait_deleted(store, cluster: str, queue: str, timeout: float) -> None:
     from tasks import api
-    deadline = time.monotonic() + timeout
+    deadline, polled = time.monotonic() + timeout, False
     while time.monotonic() < deadline:
         if store.get(cluster) is None:
-            api.enqueue_poll(queue)
+            if not polled:  # one poll request per wait; beat's polls do the rest
+                api.enqueue_poll(queue)
+                polled = True
             time.sleep(1.0)
             rows = api.status_rows(store, cluster)
             if not rows or not any(rows[0].get(k) for k in ("idle", "running", "held")):
@@ -161,6 +177,8 @@ def status(cluster, as_json, watch, interval):
     if cluster:
         validation.validate_cluster_name(cluster)
     store = _store()
+    if cluster:
+        _known(store, cluster)
     try:
         _status_loop(store, cluster, as_json, watch, interval)
     except KeyboardInterrupt:
@@ -175,8 +193,6 @@ def _status_loop(store, cluster, as_json: bool, watch: bool, interval: float) ->
     from tasks import api
     while True:
         rows = api.status_rows(store, cluster)
-        if cluster and rows and rows[0]["desired"] is None and rows[0]["polled_at"] is None:
-            raise Failure(f"no cluster named {cluster!r}")
         if as_json and watch:
             click.echo(json.dumps({"time": time.time(), "clusters": rows}, default=str))
         elif as_json:
@@ -205,10 +221,17 @@ def format_status(rows: list[dict]) -> str:
             notes.append(f"managed by the {r['managed_by']}")
         if r.get("error"):
             notes.append(f"error: {r['error']}")
+        if r.get("note"):
+            notes.append(r["note"])
         if r.get("poll_error"):
             notes.append(f"poll failing: {r['poll_error']}")
+        elif r.get("stale_reason"):
+            notes.append(f"stale: {r['stale_reason']}")
+        if r.get("unparsed"):
+            notes.append(f"{r['unparsed']} unreadable job ads on schedd {r['schedd']} skipped (worker log)")
+        kept = r.get("held_kept") or {}
         for reason, count in (r.get("held_reasons") or {}).items():
-            notes.append(f"held x{count}: {reason}")
+            notes.append(f"held x{count}{' by a user/admin, left alone' if reason in kept else ''}: {reason}")
         out.append([r["name"], r.get("owner") or "-", r.get("schedd") or "-", r.get("user") or "-",
                     "-" if r["desired"] is None else str(r["desired"]), str(r["idle"]), str(r["running"]),
                     str(r["held"]), str(r["completed"]), str(r["removed"]), polled, "; ".join(notes)])
@@ -220,24 +243,54 @@ def format_status(rows: list[dict]) -> str:
 @json_option
 def jobs(cluster, as_json):
     """Each job of CLUSTER: state, time in that state, hold reason (why is my cluster not growing?)."""
+    from tasks import api
     validation.validate_cluster_name(cluster)
     store = _store()
+    _known(store, cluster)
     records = sorted(store.job_records(cluster).values(), key=lambda r: (r.get("index") or 0))
     now = time.time()
     for rec in records:
         rec["state"] = STATE_NAMES.get(rec.get("status"), str(rec.get("status")))
+        if api.annotate_job(rec)["kept_hold"]:
+            rec["state"] += " (user/admin hold, left alone)"
         rec["seconds_in_state"] = round(now - rec["since"], 1) if rec.get("since") else None
+    note = api.crash_note(store.get(cluster), now)
     if as_json:
-        emit_json({"cluster": cluster, "jobs": records})
+        emit_json({"cluster": cluster, "jobs": records, "note": note})
         return
     if not records:
-        click.echo(f"cluster {cluster}: no jobs in the last poll")
+        click.echo(f"cluster {cluster}: no jobs in the last poll" + (f" ({note})" if note else ""))
         return
     out = [["JOB", "NAME", "STATE", "FOR", "HOLD REASON"]]
     for rec in records:
         out.append([rec["job_id"], rec.get("name") or "", rec["state"], duration(rec["seconds_in_state"]),
                     rec.get("hold_reason") or ""])
     click.echo(table(out))
+    if note:
+        click.echo(f"note: {note}")
+
+
+@click.command(cls=Command, epilog=examples("htdask logs mycluster", "htdask logs mycluster mycluster-3 --tail 100",
+                                            "htdask logs mycluster --json"))
+@click.argument("cluster")
+@click.argument("worker", required=False)
+@click.option("--tail", "n", type=click.IntRange(0, 100000), default=20, show_default=True,
+              help="Lines of output and error per worker.")
+@json_option
+def logs(cluster, worker, n, as_json):
+    """A worker's output and error (or every worker's of CLUSTER), from LOG_DIR on this submit node."""
+    from tasks import worker_logs
+    from tasks.config import settings
+    validation.validate_cluster_name(cluster)
+    store = _store()
+    try:
+        lines = worker_logs.lines(settings().log_dir, cluster, worker, list(store.job_records(cluster).values()), n)
+    except FileNotFoundError as e:
+        raise Failure(str(e)) from None
+    if as_json:
+        emit_json({"cluster": cluster, "worker": worker, "lines": lines})
+    else:
+        click.echo("\n".join(lines))
 
 
 @click.command(cls=Command, epilog=examples("htdask poll", "htdask poll --schedd submit01 --json"))

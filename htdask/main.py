@@ -1,9 +1,10 @@
 """The `htdask` command: the click group and the commands that start long-running things.
 
     htdask scale CLUSTER N [--owner USER | --email ADDRESS] [--schedd NAME] [--wait] [--json]
-    htdask delete CLUSTER [--wait] [--json]
+    htdask delete CLUSTER [--wait] [--force] [--json]
     htdask status [CLUSTER] [--json] [--watch [--interval S]]
     htdask jobs CLUSTER [--json]
+    htdask logs CLUSTER [WORKER] [--tail N] [--json]
     htdask poll [--schedd NAME] [--json]
     htdask demo [--keep]
     htdask operator
@@ -36,7 +37,7 @@ def main(verbose: bool):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-for _command in (commands.scale, commands.delete, commands.status, commands.jobs, commands.poll):
+for _command in (commands.scale, commands.delete, commands.status, commands.jobs, commands.logs, commands.poll):
     main.add_command(_command)
 
 
