@@ -75,3 +75,13 @@ def test_pool_programs_from_a_private_checkout_run_as_another_user(unix_user):
                        env={**os.environ, "LOCALPOOL_DIR": str(public / "pool")}, capture_output=True)
         shutil.rmtree(private, ignore_errors=True)
         shutil.rmtree(public, ignore_errors=True)
+
+
+def test_the_package_depends_on_the_runtime_part_of_requirements_txt():
+    import tomllib
+    text = (REPO / "requirements.txt").read_text()
+    runtime = text.split("# Runtime", 1)[1].split("# Tests", 1)[0]
+    pins = sorted(line.split("#", 1)[0].strip() for line in runtime.splitlines() if line.split("#", 1)[0].strip())
+    with open(REPO / "pyproject.toml", "rb") as f:
+        deps = tomllib.load(f)["project"]["dependencies"]
+    assert sorted(deps) == pins
