@@ -383,6 +383,8 @@ class HTCondorBackend(LocalBackend):
         self._last_task: dict[str, str] = {}
         self._managed: set[str] = set()  # clusters whose manager record this process wrote
         self._history_asked: dict[str, float] = {}
+        self._ended: dict[str, jobcheck.Verdict] = {}  # worker name -> the final False verdict
+        self._connected_at: dict[str, float] = {}  # worker name -> a time by which it had connected
         self._stale_warned: dict[str, float] = {}
         self._check_accounts()
         await self._resync_after_restart()
@@ -670,7 +672,8 @@ class HTCondorBackend(LocalBackend):
             log.info("cluster %s: delete of %s requested (task %s)", cluster.name, name, enqueued.task_id)
             await self._wait_task(enqueued.task_id, cluster.name, f"delete of {name}")
         for w in cluster.workers.values():
-            self._history_asked.pop(w.name, None)
+            for memo in (self._history_asked, self._ended, self._connected_at):
+                memo.pop(w.name, None)
         await super().do_stop_cluster(cluster)  # stops the local scheduler, removes the staging directory
         log.info("cluster %s: stopped", cluster.name)
 
@@ -720,12 +723,25 @@ class HTCondorBackend(LocalBackend):
         await self.sync(cluster)
 
     async def do_check_workers(self, workers):
+        """One answer per worker: False once its job failed to start or, for a worker that connected,
+        once its job is gone; True while the job is on its way or alive.
+
+        A False answer is final (kept per worker name: the gateway never reuses one), so repeated
+        checks of a stopped worker never flip back (issue 19).
+        """
+        now = time.time()
         by_cluster: dict[str, list] = {}
-        for w in workers:
-            by_cluster.setdefault(w.cluster.name, []).append(w)
         result: dict[int, bool] = {}
+        for w in workers:
+            if w.name in self._ended:
+                result[id(w)] = False
+                continue
+            if w.status >= JobStatus.RUNNING:  # connected by now (a bound, kept across checks)
+                self._connected_at.setdefault(w.name, now)
+            by_cluster.setdefault(w.cluster.name, []).append(w)
         for name, ws in by_cluster.items():
-            ask = {w.name: ((w.state or {}).get("job_id"), (w.state or {}).get("enqueued_at", 0)) for w in ws}
+            ask = {w.name: ((w.state or {}).get("job_id"), (w.state or {}).get("enqueued_at", 0),
+                            self._connected_at.get(w.name)) for w in ws}
             try:
                 verdicts = await self._classify(name, ask)
             except Exception as exc:  # Redis unreachable: no news is not failure
@@ -740,14 +756,19 @@ class HTCondorBackend(LocalBackend):
                     self.db.update_worker(w, state={**(w.state or {}), "job_id": v.job_id})
                     log.info("cluster %s: worker %s is job %s (%s)", name, w.name, v.job_id, v.state)
                 if not v.ok:
-                    log.warning("cluster %s: worker %s failed to start: %s", name, w.name, v.reason)
+                    self._ended[w.name] = v
+                    if w.name in self._connected_at:
+                        log.info("cluster %s: worker %s is gone: %s", name, w.name, v.reason)
+                    else:
+                        log.warning("cluster %s: worker %s failed to start: %s", name, w.name, v.reason)
                 result[id(w)] = v.ok
         return [result[id(w)] for w in workers]
 
-    async def _classify(self, cluster_name: str, ask: dict[str, tuple[str | None, float]]):
-        """Verdicts for workers {name: (seen job id, enqueued_at)} of one controller cluster."""
-        records, summary, record, poll = await asyncio.to_thread(self._read_jobs, cluster_name)
+    async def _classify(self, cluster_name: str, ask: dict[str, tuple[str | None, float, float | None]]):
+        """Verdicts for workers {name: (seen job id, enqueued_at, connected since)} of one controller cluster."""
+        records, summary, record, poll, ended = await asyncio.to_thread(self._read_jobs, cluster_name)
         by_name = jobcheck.index_by_name(records)
+        ended_by_name = jobcheck.index_by_name({e.get("job_id"): e for e in ended})
         now = time.time()
         polled_at = summary.get("polled_at")
         ok_at = float(poll.get("ok_at") or 0)
@@ -757,12 +778,13 @@ class HTCondorBackend(LocalBackend):
                         "until one (is `celery beat` running?)", cluster_name, self.schedd,
                         f"{now - ok_at:.0f}s" if ok_at else "ever", poll.get("error") or "no error recorded")
         verdicts = {}
-        for name, (seen, enqueued_at) in ask.items():
+        for name, (seen, enqueued_at, connected_since) in ask.items():
             verdicts[name] = jobcheck.classify(
                 records=by_name.get(name, []), seen_job=seen, enqueued_at=enqueued_at, polled_at=polled_at,
                 now=now, connect_timeout=self.worker_connect_timeout,
                 submit_error=record.error if record else None,
-                submit_error_at=record.error_at if record else None, kept_hold_codes=self._kept_hold_codes())
+                submit_error_at=record.error_at if record else None, kept_hold_codes=self._kept_hold_codes(),
+                ended=ended_by_name.get(name, []), connected_since=connected_since)
         await self._add_history(cluster_name, ask, verdicts, now)
         return verdicts
 
@@ -773,7 +795,8 @@ class HTCondorBackend(LocalBackend):
 
     def _read_jobs(self, cluster_name: str):
         return (self.store.job_records(cluster_name), self.store.summary(cluster_name),
-                self.store.get(cluster_name), self.store.poll_status(self.schedd))
+                self.store.get(cluster_name), self.store.poll_status(self.schedd),
+                self.store.ended_records(cluster_name))
 
     async def _add_history(self, cluster_name, ask, verdicts, now) -> None:
         """Look up ended jobs in the history: exit codes of ended ones, and unseen ones that came and went."""

@@ -12,7 +12,12 @@ The rules ("queue wait is not failure"):
 - a job running for longer than the connect timeout without its worker connecting is a failed start,
   and is replaced;
 - a job the poll has not seen yet is pending unless the submission failed (the cluster's recorded
-  error is newer than our request) or the job's history shows it already ended.
+  error is newer than our request) or the job's history shows it already ended;
+- a job the controller recorded as ended (the poller's and the reconciler's `ended:<cluster>` records,
+  written as soon as they see a job leave the queue, even one that came and went between two polls)
+  is a failed start at once: no history lookup, no grace period;
+- a worker that connected (or connected and stopped) is gone once a poll newer than its connection
+  lacks its job: "not yet seen" only means pending for a worker that never connected.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ class Verdict:
     """What a check found about one pending worker."""
 
     ok: bool  # True: pending or running; False: the start failed
-    state: str  # unpolled | unseen | idle | running | held | held-kept | stuck | ended | submit-failed
+    state: str  # unpolled | unseen | idle | running | connected | held | held-kept | stuck | ended | submit-failed
     job_id: str | None = None  # the job now carrying the worker's name (or the one that ended)
     reason: str = ""  # why the start failed (for the log)
     need_history: bool = False  # the job may have come and gone between polls: ask its history
@@ -58,12 +63,27 @@ def _job_key(job_id: str | None) -> tuple[int, int]:
 def classify(*, records: list[dict], seen_job: str | None, enqueued_at: float, polled_at: float | None,
              now: float, connect_timeout: float, submit_error: str | None = None,
              submit_error_at: float | None = None,
-             kept_hold_codes: tuple[int, ...] = (HOLD_CODE_USER_REQUEST,)) -> Verdict:
-    """Classify one pending worker from the records of the jobs carrying its name.
+             kept_hold_codes: tuple[int, ...] = (HOLD_CODE_USER_REQUEST,), ended: list[dict] = (),
+             connected_since: float | None = None) -> Verdict:
+    """Classify one worker from the records of the jobs carrying its name.
 
     `seen_job` is the job id an earlier check saw for this worker; `enqueued_at` when its name was
-    last sent to the controller; `polled_at` the time of the poll the records come from.
+    last sent to the controller; `polled_at` the time of the poll the records come from; `ended` the
+    controller's records of this name's jobs that left the queue (`tasks.ended.record_of`);
+    `connected_since` (epoch s) a time by which the worker had connected to its scheduler, None if it
+    never did.
     """
+    live = [r for r in records if r.get("status") in LIVE]
+    gone = [e for e in ended if e.get("job_id") == seen_job or (e.get("ended_at") or 0) >= enqueued_at - 5]
+    if gone and (connected_since is None or not live):
+        e = max(gone, key=lambda r: _job_key(r.get("job_id")))
+        return Verdict(False, "ended", e.get("job_id"), describe_record(e))
+    if connected_since is not None:
+        if live:
+            return Verdict(True, "connected", live[0].get("job_id"))
+        if polled_at is not None and polled_at >= max(connected_since, enqueued_at):
+            return Verdict(False, "ended", seen_job, f"job {seen_job or '?'} of the connected worker left the queue")
+        return Verdict(True, "connected", seen_job)
     if polled_at is None or polled_at < enqueued_at:
         # The poll predates our request: its silence about the job means nothing yet.
         return Verdict(True, "unpolled", seen_job)
@@ -71,7 +91,6 @@ def classify(*, records: list[dict], seen_job: str | None, enqueued_at: float, p
     if seen_job and seen_job not in ids:
         return Verdict(False, "ended", seen_job, f"job {seen_job} left the queue before its worker connected",
                        need_history=True)
-    live = [r for r in records if r.get("status") in LIVE]
     held = [r for r in live if r.get("status") == JobStatus.HELD]
     kept = [r for r in held if r.get("hold_code") in kept_hold_codes]
     if kept and len(kept) == len(held):  # held by a person (condor_hold, HOLD_KEEP_CODES): not a failed start
@@ -97,6 +116,17 @@ def classify(*, records: list[dict], seen_job: str | None, enqueued_at: float, p
     if submit_error and submit_error_at and submit_error_at >= enqueued_at:
         return Verdict(False, "submit-failed", None, f"submission failed: {submit_error}")
     return Verdict(True, "unseen", None, need_history=True)
+
+
+def describe_record(rec: dict) -> str:
+    """One line about an ended job from the controller's record (`tasks.ended.record_of`)."""
+    job = rec.get("job_id")
+    if rec.get("status") == JobStatus.REMOVED:
+        return f"job {job} was removed before its worker connected: {rec.get('remove_reason') or 'no reason given'}"
+    if rec.get("exit_signal") is not None:
+        return f"job {job} ended before its worker connected: killed by signal {rec['exit_signal']}"
+    code = rec.get("exit_code")
+    return f"job {job} ended before its worker connected: exit code {code if code is not None else '?'}"
 
 
 def describe_ended(ad: dict) -> str:
