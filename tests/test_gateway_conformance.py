@@ -218,3 +218,54 @@ def test_local_cluster_backend(gw_server, gateway, stack):
         g.call(g.backend.do_stop_worker(workers[0]))
     wait_until(lambda: check_clusters(g, db) == [False], timeout=30, interval=0.5, message="cluster stopped")
     wait_until(lambda: not queue_of(stack, name), timeout=60, message="queue empty of the cluster")
+
+
+# =================================================================================================
+# test_db_backend.py: failures (a gateway with short check periods, clusters choosing their worker command)
+def _worker_cmd_options():
+    from dask_gateway_server.options import Options, String
+
+    def handler(options):
+        return {"worker_cmd": options.worker_cmd} if options.worker_cmd else {}
+    return Options(String("worker_cmd", default=""), handler=handler)
+
+
+@pytest.fixture(scope="module")
+def fast_server(stack, service_user):
+    config = gateway_config(stack, service_user, worker_status_period=1.0, worker_connect_timeout=8.0)
+    config.HTCondorBackend.cluster_options = _worker_cmd_options()
+    g = ThreadGateway(config).start()
+    yield g
+    g.stop()
+
+
+@pytest.fixture
+def fast_gateway(fast_server):
+    gw = fast_server.client("carol")
+    yield gw
+    close_client(gw)
+
+
+def cluster_status(gw, name: str) -> str:
+    return gw.get_cluster(name).status.name
+
+
+def test_worker_start_failure_limit(fast_gateway, stack):
+    """Mirrors test_db_backend.py::test_worker_start_failure_limit: 3 failed starts fail the cluster
+    within upstream's 10 s.
+
+    Our failed start is a worker job that ran and exited (here ``/bin/false``) before its worker
+    connected; it is known to the gateway from the controller's ended-job record as soon as the
+    poller sees the job gone, without a history lookup or grace period (issue 19).
+    """
+    cluster = fast_gateway.new_cluster(worker_cmd="/bin/false")
+    name = cluster.name
+    start = time.monotonic()
+    cluster.scale(1)
+    wait_until(lambda: cluster_status(fast_gateway, name) in ("FAILED", "STOPPED"), timeout=60, interval=0.2,
+               message="cluster failed after 3 failed starts")
+    took = time.monotonic() - start
+    print(f"worker start failure limit reached in {took:.1f}s")
+    assert cluster_status(fast_gateway, name) == "FAILED"
+    assert took <= 10.0, f"3 failed starts took {took:.1f}s (upstream allows 10 s)"
+    wait_until(lambda: not live(stack, name), timeout=60, message="no job left")

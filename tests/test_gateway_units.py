@@ -69,6 +69,23 @@ def test_an_unseen_job_is_pending_unless_its_submission_failed():
     assert classify([], submit_error="old", submit_error_at=NOW - 500).ok, "an error older than the request"
 
 
+def test_a_job_the_controller_recorded_as_ended_is_a_failed_start_at_once():
+    ended = [{"job_id": "5.0", "name": "w", "status": JobStatus.COMPLETED, "exit_code": 1, "ended_at": NOW - 1}]
+    v = classify([], ended=ended)  # never seen in the queue: no history lookup, no grace period
+    assert (v.ok, v.state, v.job_id, v.need_history) == (False, "ended", "5.0", False)
+    assert "exit code 1" in v.reason
+    old = [{**ended[0], "ended_at": NOW - 500}]  # ended before this request: another start's job
+    assert classify([], ended=old).ok
+
+
+def test_a_connected_worker_is_gone_once_a_newer_poll_lacks_its_job_and_only_then():
+    assert classify([rec("5.0", JobStatus.RUNNING)], connected_since=NOW - 10).ok
+    v = classify([], connected_since=NOW - 10, polled_at=NOW - 1)  # no job id recorded: not "unseen"
+    assert (v.ok, v.state) == (False, "ended")
+    v = classify([], connected_since=NOW - 10, polled_at=NOW - 20)  # the poll predates the connection
+    assert (v.ok, v.state) == (True, "connected")
+
+
 def test_describe_ended_reports_exit_code_signal_and_removal():
     assert "exit code 3" in jobcheck.describe_ended({"ClusterId": 7, "ProcId": 1, "JobStatus": 4, "ExitCode": 3})
     assert "signal 9" in jobcheck.describe_ended({"ClusterId": 7, "ProcId": 1, "JobStatus": 4,
