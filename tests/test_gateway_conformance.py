@@ -125,16 +125,30 @@ def stack(service_user):
         yield s
 
 
+def _sized_options():
+    """upstream's test_cluster_options options, mapped onto our job settings: `option_one` is
+    ``worker_cores`` (the job's request_cpus), `option_two` selects ``worker_memory``."""
+    from dask_gateway_server.options import Integer, Options, Select
+    return Options(Integer("option_one", default=1, min=1, max=4, target="worker_cores"),
+                   Select("option_two", options=[("small", "512 M"), ("large", "768 M")], target="worker_memory"))
+
+
 @pytest.fixture(scope="module")
 def gw_server(stack, service_user):
-    g = ThreadGateway(gateway_config(stack, service_user)).start()
+    config = gateway_config(stack, service_user)
+    config.HTCondorBackend.cluster_options = _sized_options()
+    g = ThreadGateway(config).start()
     yield g
     g.stop()
 
 
+_users = iter(range(10_000))
+
+
 @pytest.fixture
 def gateway(gw_server):
-    gw = gw_server.client("alice")
+    """A client of the shared gateway, as a user of its own (list_clusters sees only this test's)."""
+    gw = gw_server.client(f"user{next(_users)}")
     yield gw
     close_client(gw)
 
@@ -151,6 +165,10 @@ def wait_for_workers(cluster, *, exact: int | None = None, atleast: int | None =
         n = len(client.scheduler_info(n_workers=-1)["workers"])
         return n == exact if exact is not None else n >= atleast
     wait_until(done, timeout=timeout, interval=0.25, message=f"workers exact={exact} atleast={atleast}")
+
+
+def cluster_status(gw, name: str) -> str:
+    return gw.get_cluster(name).status.name
 
 
 def db_workers(g: ThreadGateway, name: str) -> list:
@@ -220,6 +238,126 @@ def test_local_cluster_backend(gw_server, gateway, stack):
     wait_until(lambda: not queue_of(stack, name), timeout=60, message="queue empty of the cluster")
 
 
+
+# =================================================================================================
+# test_db_backend.py on the shared gateway
+def compute_one(cluster) -> int:
+    client = cluster.get_client(set_as_default=False)
+    try:
+        return client.submit(lambda x: x + 1, 1, pure=False).result(timeout=90)
+    finally:
+        client.close()
+
+
+def test_successful_cluster(gateway, stack):
+    """Mirrors test_db_backend.py::test_successful_cluster (+ our check: shutdown leaves no job)."""
+    assert gateway.list_clusters() == []
+    cluster = gateway.new_cluster()
+    clusters = gateway.list_clusters()
+    assert [c.name for c in clusters] == [cluster.name]
+    cluster.scale(2)
+    assert compute_one(cluster) == 2
+    cluster.scale(1)
+    assert compute_one(cluster) == 2
+    cluster.shutdown()
+    assert gateway.list_clusters() == []
+    wait_until(lambda: not queue_of(stack, cluster.name), timeout=60, message="no job left")
+
+
+def test_scaling(gateway, stack):
+    """Mirrors test_db_backend.py::test_scaling (+ our checks: one condor_submit, one job left)."""
+    with gateway.new_cluster() as cluster:
+        submits = len(stack.calls("condor_submit"))
+        cluster.scale(5)
+        wait_for_workers(cluster, atleast=3)
+        jobs = wait_until(lambda: len(live(stack, cluster.name)) == 5 and live(stack, cluster.name), timeout=60,
+                          message="5 jobs")
+        assert len({j["ClusterId"] for j in jobs}) == 1, "scale(5) is one condor_submit"
+        assert len(stack.calls("condor_submit")) == submits + 1
+        cluster.scale(1)
+        wait_for_workers(cluster, exact=1)
+        wait_until(lambda: len(live(stack, cluster.name)) == 1, timeout=60, message="4 jobs removed")
+
+
+def test_adaptive_scaling(gateway):
+    """Mirrors test_db_backend.py::test_adaptive_scaling (adaptive_period 0.5 s as upstream's 0.25 s)."""
+    with gateway.new_cluster() as cluster:
+        cluster.adapt()
+        assert compute_one(cluster) == 2  # a worker is requested automatically
+        wait_for_workers(cluster, exact=0)  # and retired when idle
+        cluster.scale(1)  # turns adaptive scaling off implicitly
+        wait_for_workers(cluster, exact=1)
+        cluster.adapt()
+        wait_for_workers(cluster, exact=0)
+        cluster.adapt(active=False)
+
+
+def test_cluster_options(gateway, stack):
+    """Mirrors test_db_backend.py::test_cluster_options, the options mapped onto our worker jobs: the
+    chosen cores and memory are the job's RequestCpus / RequestMemory."""
+    with gateway.new_cluster() as cluster:
+        assert gateway.get_cluster(cluster.name).options == {"option_one": 1, "option_two": "small"}
+    with gateway.new_cluster(option_two="large") as cluster:
+        assert gateway.get_cluster(cluster.name).options == {"option_one": 1, "option_two": "large"}
+    opts = gateway.cluster_options()
+    opts.option_one = 2
+    with gateway.new_cluster(opts, option_two="large") as cluster:
+        assert gateway.get_cluster(cluster.name).options == {"option_one": 2, "option_two": "large"}
+        cluster.scale(1)
+        ad = wait_until(lambda: queue_of(stack, cluster.name), timeout=60, message="the worker job")[0]
+        out = stack.condor("condor_q", "-allusers", "-json", f"{ad['ClusterId']}.{ad['ProcId']}", "-attributes",
+                           "RequestCpus,RequestMemory")
+        from workers.queue_parser import parse_ads_text
+        job = parse_ads_text(out.stdout)[0]
+        assert (job["RequestCpus"], job["RequestMemory"]) == (2, 768), job  # "768 M" is 768 MiB to dask-gateway
+    with pytest.raises(TypeError):
+        gateway.new_cluster(cluster_options=10)
+    with pytest.raises(ValueError, match="option_two"):
+        gateway.new_cluster(option_two="medium")
+
+
+def test_cluster_options_client_config(gateway, monkeypatch):
+    """Mirrors test_db_backend.py::test_cluster_options_client_config."""
+    import dask
+    monkeypatch.setenv("TEST_OPTION_TWO", "large")
+    with dask.config.set(gateway__cluster__options={"option_one": 2}):
+        opts = gateway.cluster_options()
+        assert (opts.option_one, opts.option_two) == (2, "small")
+        opts = gateway.cluster_options(use_local_defaults=False)
+        assert (opts.option_one, opts.option_two) == (1, "small")
+    with dask.config.set(gateway__cluster__options={"option_two": "{TEST_OPTION_TWO}"}):
+        opts = gateway.cluster_options()
+        assert (opts.option_one, opts.option_two) == (1, "large")
+    with dask.config.set(gateway__cluster__options={"option_two": "{TEST_OPTION_TWO}", "option_one": 3}):
+        with gateway.new_cluster(option_one=2) as cluster:
+            assert gateway.get_cluster(cluster.name).options == {"option_one": 2, "option_two": "large"}
+        opts = gateway.cluster_options()
+        opts.option_two = "small"
+        with gateway.new_cluster(opts) as cluster:
+            assert gateway.get_cluster(cluster.name).options == {"option_one": 3, "option_two": "small"}
+
+
+def test_cluster_config_resource_limits():
+    """Mirrors test_db_backend.py::test_cluster_config_resource_limits and
+    ::test_cluster_config_resource_limits_less_than_scheduler_usage on our cluster config class."""
+    from gateway.backend import HTCondorClusterConfig as C
+    assert C().cluster_max_workers is None
+    assert C(cluster_max_cores=6, worker_cores=2, scheduler_cores=1).cluster_max_workers == 2
+    assert C(cluster_max_memory="6G", worker_memory="2G", scheduler_memory="1G").cluster_max_workers == 2
+    common = dict(worker_cores=2, scheduler_cores=1, cluster_max_memory="6G", worker_memory="2G",
+                  scheduler_memory="1G")
+    assert C(cluster_max_cores=10, **common).cluster_max_workers == 2
+    assert C(cluster_max_cores=4, **common).cluster_max_workers == 1
+    assert C(cluster_max_workers=10, cluster_max_cores=6, **common).cluster_max_workers == 2
+    assert C(cluster_max_workers=1, cluster_max_cores=6, **common).cluster_max_workers == 1
+    assert C(cluster_max_workers=None).cluster_max_workers is None
+    assert C(cluster_max_workers=None, cluster_max_cores=6, **common).cluster_max_workers == 2
+    for opts in (dict(cluster_max_cores=0.1), dict(cluster_max_memory="0.5G"),
+                 dict(cluster_max_cores=1, scheduler_cores=2), dict(cluster_max_memory="1G", scheduler_memory="2G")):
+        with pytest.raises(ValueError, match="Scheduler (cores|memory) request"):
+            C(**opts)
+
+
 # =================================================================================================
 # test_db_backend.py: failures (a gateway with short check periods, clusters choosing their worker command)
 def _worker_cmd_options():
@@ -232,7 +370,8 @@ def _worker_cmd_options():
 
 @pytest.fixture(scope="module")
 def fast_server(stack, service_user):
-    config = gateway_config(stack, service_user, worker_status_period=1.0, worker_connect_timeout=8.0)
+    config = gateway_config(stack, service_user, worker_status_period=1.0, worker_connect_timeout=8.0,
+                            cluster_heartbeat_timeout=10.0)
     config.HTCondorBackend.cluster_options = _worker_cmd_options()
     g = ThreadGateway(config).start()
     yield g
@@ -244,10 +383,6 @@ def fast_gateway(fast_server):
     gw = fast_server.client("carol")
     yield gw
     close_client(gw)
-
-
-def cluster_status(gw, name: str) -> str:
-    return gw.get_cluster(name).status.name
 
 
 def test_worker_start_failure_limit(fast_gateway, stack):
@@ -269,3 +404,21 @@ def test_worker_start_failure_limit(fast_gateway, stack):
     assert cluster_status(fast_gateway, name) == "FAILED"
     assert took <= 10.0, f"3 failed starts took {took:.1f}s (upstream allows 10 s)"
     wait_until(lambda: not live(stack, name), timeout=60, message="no job left")
+
+
+def test_cluster_fails_after_connect(fast_server, fast_gateway, stack):
+    """Mirrors test_db_backend.py::test_cluster_fails_after_connect: the scheduler dies, the gateway
+    notices (its heartbeats stop: cluster_heartbeat_timeout 10 s here) and stops the cluster, and
+    (ours) removes its worker jobs."""
+    gw_server, gateway = fast_server, fast_gateway
+    import os
+    import signal
+    with gateway.new_cluster() as cluster:
+        name = cluster.name
+        cluster.scale(1)
+        wait_for_workers(cluster, exact=1)
+        pid = gw_server.run(lambda: gw_server.backend.db.get_cluster(name).state["pid"])
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: cluster_status(gateway, name) in ("FAILED", "STOPPED"), timeout=30, interval=0.25,
+                   message="the gateway stopped the cluster")
+        wait_until(lambda: not queue_of(stack, name), timeout=60, message="its worker job removed")
