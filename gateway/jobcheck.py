@@ -11,8 +11,9 @@ The rules ("queue wait is not failure"):
   connected is a failed start (reported with its exit code, from the job's history);
 - a job running for longer than the connect timeout without its worker connecting is a failed start,
   and is replaced;
-- a job the poll has not seen yet is pending unless the submission failed (the cluster's recorded
-  error is newer than our request) or the job's history shows it already ended;
+- a job the poll has not seen yet is pending unless the submission failed for good (the cluster's
+  recorded error is newer than our request and is not one the Celery task is retrying) or the job's
+  history shows it already ended;
 - a job the controller recorded as ended (the poller's and the reconciler's `ended:<cluster>` records,
   written as soon as they see a job leave the queue, even one that came and went between two polls)
   is a failed start at once: no history lookup, no grace period;
@@ -24,6 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workers.jobstatus import HOLD_CODE_USER_REQUEST, JobStatus
+
+#: prefix of a cluster error recorded while the Celery task will retry (tasks.cluster_tasks.ClusterTask.on_retry)
+RETRYING = "retrying after error:"
+#: seconds a submission error must stand before it is final: the reconcile records the raw error, then
+#: the task's on_retry replaces it with the RETRYING one a few milliseconds later
+SUBMIT_ERROR_SETTLE = 2.0
 
 #: job statuses that are still in the queue on their way to (or running) a worker
 LIVE = {JobStatus.IDLE, JobStatus.RUNNING, JobStatus.HELD, JobStatus.SUSPENDED, JobStatus.TRANSFERRING_OUTPUT}
@@ -113,7 +120,9 @@ def classify(*, records: list[dict], seen_job: str | None, enqueued_at: float, p
         return Verdict(True, "running", r.get("job_id"))
     if live:
         return Verdict(True, "idle", live[0].get("job_id"))
-    if submit_error and submit_error_at and submit_error_at >= enqueued_at:
+    if (submit_error and submit_error_at and submit_error_at >= enqueued_at
+            and not submit_error.startswith(RETRYING) and now - submit_error_at >= SUBMIT_ERROR_SETTLE):
+        # failed for good (retries exhausted, or an error Celery does not retry): a retried one is pending
         return Verdict(False, "submit-failed", None, f"submission failed: {submit_error}")
     return Verdict(True, "unseen", None, need_history=True)
 

@@ -67,6 +67,9 @@ def test_an_unseen_job_is_pending_unless_its_submission_failed():
     v = classify([], submit_error="condor_submit: bad executable", submit_error_at=NOW - 50)
     assert not v.ok and "bad executable" in v.reason
     assert classify([], submit_error="old", submit_error_at=NOW - 500).ok, "an error older than the request"
+    assert classify([], submit_error="retrying after error: CEDAR:6001", submit_error_at=NOW - 50).ok, \
+        "Celery retries the submit: not a failed start"
+    assert classify([], submit_error="CEDAR:6001", submit_error_at=NOW - 0.1).ok, "on_retry may yet mark it"
 
 
 def test_a_job_the_controller_recorded_as_ended_is_a_failed_start_at_once():
