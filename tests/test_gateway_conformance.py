@@ -20,6 +20,7 @@ import pytest
 
 from gateway.server import close_client
 from harness.services import Stack, have_redis
+from harness.procs import wait_until as procs_wait_until
 from tests.conftest import live, queue_of, wait_until
 
 pytestmark = [pytest.mark.skipif(not have_redis(), reason="redis-server is not installed"),
@@ -538,3 +539,123 @@ def test_a_failed_condor_submit_is_retried_not_a_failed_start(fast_server, fast_
         wait_until(lambda: [w.status.name for w in workers] == ["RUNNING"], timeout=10, message="no failed start")
         assert len(stack.calls("condor_submit")) >= submits + 2, "the first submit failed and was retried"
         assert cluster.name not in fast_server.backend._ended
+
+
+def _expect_cluster_error(gw, name: str, timeout: float = 60) -> str:
+    from dask_gateway import GatewayClusterError
+    with pytest.raises(GatewayClusterError) as exc:
+        gw.connect(name)
+    assert name in str(exc.value)
+    return str(exc.value)
+
+
+def test_cluster_fails_during_start(fast_gateway):
+    """Mirrors test_db_backend.py::test_cluster_fails_during_start: the scheduler cannot be started
+    (its program does not exist), so connecting raises GatewayClusterError."""
+    name = fast_gateway.submit(scheduler_cmd="/nonexistent/dask scheduler")
+    _expect_cluster_error(fast_gateway, name)
+    assert cluster_status(fast_gateway, name) == "FAILED"
+
+
+def test_cluster_fails_between_start_and_connect(fast_gateway):
+    """Mirrors test_db_backend.py::test_cluster_fails_between_start_and_connect: the scheduler process
+    starts and exits before connecting ("failed to start")."""
+    name = fast_gateway.submit(scheduler_cmd="/bin/false")
+    assert "failed to start" in _expect_cluster_error(fast_gateway, name)
+
+
+def test_slow_cluster_connect(fast_gateway):
+    """Mirrors test_db_backend.py::test_slow_cluster_connect: a scheduler that runs but never connects
+    fails the cluster after cluster_start_timeout (15 s here; upstream 0.1 s of an in-process fake)."""
+    import sys
+    name = fast_gateway.submit(scheduler_cmd=f"{sys.executable} -c 'import time; time.sleep(600)'")
+    start = time.monotonic()
+    _expect_cluster_error(fast_gateway, name)
+    assert time.monotonic() - start < 40
+
+
+# =================================================================================================
+# gateway stop and restart (test_db_backend.py), each with a gateway of its own on the same stack
+def test_gateway_stop_clusters_on_shutdown(stack, service_user):
+    """Mirrors test_db_backend.py::test_gateway_stop_clusters_on_shutdown (+ ours: their jobs removed)."""
+    g = ThreadGateway(gateway_config(stack, service_user)).start()
+    try:
+        gw = g.client("stopper")
+        first = gw.new_cluster()
+        first.scale(1)
+        wait_until(lambda: live(stack, first.name), timeout=60, message="a worker job")
+        with gw.new_cluster():
+            pass
+        close_client(gw)
+    finally:
+        backend = g.backend
+        g.stop()
+    assert not list(backend.db.active_clusters())
+    wait_until(lambda: not queue_of(stack, first.name), timeout=60, message="its job removed")
+
+
+def test_gateway_resume_clusters_after_shutdown(stack, service_user, tmp_path):
+    """Mirrors test_db_backend.py::test_gateway_resume_clusters_after_shutdown with a file database.
+
+    Upstream kills one worker process of cluster 1 while the gateway is down; ours removes one of its
+    worker jobs (condor_rm), and cluster 2's scheduler is killed. After the restart only cluster 1 is
+    active, with 2 workers again, and computes. DELIBERATE DIFFERENCE: upstream's restarted gateway
+    replaces the lost worker by a new one (>= 3 workers in its database); ours may instead get the
+    same worker name back, resubmitted by the controller's reconcile (the wanted names live in Redis,
+    not in the gateway), so only ">= 2 workers, 2 active" is asserted."""
+    import os
+    import signal
+    from cryptography.fernet import Fernet
+    from harness.procs import free_port
+    extra = dict(db_url=f"sqlite:///{tmp_path / 'gateway.sqlite'}", db_encrypt_keys=[Fernet.generate_key()],
+                 stop_clusters_on_shutdown=False, cluster_heartbeat_timeout=10.0)  # cluster 2's scheduler is killed
+    ports = (free_port(), free_port())  # as upstream: the restarted gateway is where the schedulers look
+
+    def config(**kw):
+        c = gateway_config(stack, service_user, **{**extra, **kw})
+        c.DaskGateway.address, c.Proxy.address = (f"127.0.0.1:{p}" for p in ports)
+        return c
+    g = ThreadGateway(config()).start()
+    try:
+        gw = g.client("resumer")
+        name1 = gw.submit()
+        c1 = gw.connect(name1)
+        c1.scale(2)
+        wait_for_workers(c1, exact=2)
+        c1.close()
+        name2 = gw.submit()
+        gw.connect(name2).close()
+        with gw.new_cluster():
+            pass
+        close_client(gw)
+    finally:
+        backend = g.backend
+        g.stop()
+    active = {c.name: c for c in backend.db.active_clusters()}
+    assert set(active) == {name1, name2}, "active clusters are not stopped on shutdown"
+    job = live(stack, name1)[0]
+    stack.condor("condor_rm", f"{job['ClusterId']}.{job['ProcId']}")
+    os.kill(active[name2].state["pid"], signal.SIGTERM)
+
+    g = ThreadGateway(config(stop_clusters_on_shutdown=True)).start()
+    try:
+        def state():
+            return g.run(lambda: [(c.name, c.status.name, [(w.name[:6], w.status.name) for w in c.workers.values()])
+                                  for c in g.backend.db.active_clusters()])
+
+        def resumed():
+            clusters = g.run(lambda: list(g.backend.db.active_clusters()))
+            return [c.name for c in clusters] == [name1] and len(clusters[0].active_workers()) == 2 \
+                and len(clusters[0].workers) >= 2
+        try:
+            procs_wait_until(resumed, 60)
+        except TimeoutError:
+            pytest.fail(f"cluster 1 not resumed with 2 workers, cluster 2 not gone: {state()} ({name1}, {name2})")
+        gw = g.client("resumer")
+        with gw.connect(name1, shutdown_on_close=True) as cluster:
+            wait_for_workers(cluster, exact=2)
+            assert compute_one(cluster) == 2
+        close_client(gw)
+    finally:
+        g.stop()
+    wait_until(lambda: not queue_of(stack, name1), timeout=60, message="no job left")
