@@ -396,8 +396,8 @@ def fast_gateway(fast_server):
 
 
 def test_worker_start_failure_limit(fast_gateway, stack):
-    """Mirrors test_db_backend.py::test_worker_start_failure_limit: 3 failed starts fail the cluster
-    within upstream's 10 s.
+    """Mirrors test_db_backend.py::test_worker_start_failure_limit (3 failed starts fail the cluster
+    within upstream's 10 s) and ::test_worker_fails_between_start_and_connect (each start fails).
 
     Our failed start is a worker job that ran and exited (here ``/bin/false``) before its worker
     connected; it is known to the gateway from the controller's ended-job record as soon as the
@@ -538,7 +538,7 @@ def test_a_failed_condor_submit_is_retried_not_a_failed_start(fast_server, fast_
         workers = db_workers(fast_server, cluster.name)
         wait_until(lambda: [w.status.name for w in workers] == ["RUNNING"], timeout=10, message="no failed start")
         assert len(stack.calls("condor_submit")) >= submits + 2, "the first submit failed and was retried"
-        assert cluster.name not in fast_server.backend._ended
+        assert not [w for w in workers if w.name in fast_server.backend._ended]
 
 
 def _expect_cluster_error(gw, name: str, timeout: float = 60) -> str:
@@ -659,3 +659,99 @@ def test_gateway_resume_clusters_after_shutdown(stack, service_user, tmp_path):
     finally:
         g.stop()
     wait_until(lambda: not queue_of(stack, name1), timeout=60, message="no job left")
+
+
+# =================================================================================================
+# test_client.py on the shared gateway
+def _cluster_kwargs(g: ThreadGateway, user: str) -> dict:
+    from dask_gateway import BasicAuth
+    proxy = g.backend.proxy
+    return {"address": f"http://{proxy.address}", "proxy_address": f"gateway://{proxy.tcp_address}",
+            "auth": BasicAuth(user, PASSWORD)}
+
+
+def _no_clusters(g: ThreadGateway, user: str) -> bool:
+    gw = g.client(user)
+    try:
+        return gw.list_clusters() == []
+    finally:
+        close_client(gw)
+
+
+def test_create_cluster_with_GatewayCluster_constructor(gw_server, stack):
+    """Mirrors test_client.py::test_create_cluster_with_GatewayCluster_constructor (synchronous)."""
+    from dask_gateway import GatewayCluster
+    with GatewayCluster(**_cluster_kwargs(gw_server, "ctor")) as cluster:
+        assert [c.name for c in cluster.gateway.list_clusters()] == [cluster.name]
+        cluster.scale(1)
+        assert compute_one(cluster) == 2
+    assert cluster.status == "closed"
+    assert _no_clusters(gw_server, "ctor")
+    wait_until(lambda: not queue_of(stack, cluster.name), timeout=60, message="no job left")
+
+
+def test_sync_constructors_from_name_and_stop_cluster(gw_server, gateway):
+    """Mirrors test_client.py::test_sync_constructors (new_cluster, connect), plus the other client
+    entry points: GatewayCluster.from_name and Gateway.stop_cluster."""
+    from dask_gateway import GatewayCluster
+    with gateway.new_cluster() as cluster:
+        cluster.scale(1)
+        assert compute_one(cluster) == 2
+        with gateway.connect(cluster.name) as cluster2:
+            assert compute_one(cluster2) == 2
+        again = GatewayCluster.from_name(cluster.name, **_cluster_kwargs(gw_server, gateway.auth.username))
+        assert again.name == cluster.name and compute_one(again) == 2
+        again.close()
+        gateway.stop_cluster(cluster.name)
+        wait_until(lambda: gateway.list_clusters() == [], timeout=30, message="stopped by name")
+
+
+def test_GatewayCluster_shutdown_on_close(gw_server):
+    """Mirrors test_client.py::test_GatewayCluster_shutdown_on_close."""
+    from dask_gateway import GatewayCluster
+    import gc
+
+    def make():
+        cluster = GatewayCluster(**_cluster_kwargs(gw_server, "closer"))
+        assert cluster.shutdown_on_close and cluster in GatewayCluster._instances
+    make()  # the cluster object is dropped: its __del__ closes it, which shuts the cluster down
+    gc.collect()
+    assert len(GatewayCluster._instances) == 0
+    assert _no_clusters(gw_server, "closer")
+
+
+def test_GatewayCluster_client_error_doesnt_prevent_cleanup(gw_server):
+    """Mirrors test_client.py::test_GatewayCluster_client_error_doesnt_prevent_cleanup."""
+    from dask_gateway import GatewayCluster
+
+    class BadGatewayCluster(GatewayCluster):
+        async def _stop_async(self):
+            await super()._stop_async()
+            raise ValueError("OH NO")
+
+    import gc
+
+    def make():
+        cluster = BadGatewayCluster(**_cluster_kwargs(gw_server, "bad"))
+        assert cluster in GatewayCluster._instances
+    make()
+    gc.collect()
+    assert len(GatewayCluster._instances) == 0
+    assert _no_clusters(gw_server, "bad")
+
+
+def test_GatewayCluster_cleanup_atexit(gw_server):
+    """Mirrors test_client.py::test_GatewayCluster_cleanup_atexit (the function registered with atexit)."""
+    import warnings
+    from dask_gateway import GatewayCluster
+    from dask_gateway.client import cleanup_lingering_clusters
+    cluster = GatewayCluster(**_cluster_kwargs(gw_server, "atexit"))
+    assert cluster in GatewayCluster._instances
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        cleanup_lingering_clusters()
+    assert cluster.status == "closed"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        cleanup_lingering_clusters()  # no harm in double running
+    assert _no_clusters(gw_server, "atexit")
