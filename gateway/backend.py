@@ -11,9 +11,10 @@ machine, timeouts and database, and this module only implements the hooks.
   of worker names the gateway wants (named mode): the reconciler submits every missing name in one
   `condor_submit` (`queue DaskWorkerIndex,DaskWorkerName from (...)`, the worker's `--name` is the
   gateway's name) and removes jobs whose names are no longer wanted.
-- `do_check_workers` reads the job records the poller keeps in Redis (one read per cluster, no
-  schedd call) and applies the rules of `gateway.jobcheck`: queue wait is not failure; a held job,
-  a job that ended, or a job running too long without its worker connecting is a failed start.
+- `do_check_workers` reads the job records and ended-job records the poller keeps in Redis (one read
+  per cluster, no schedd call) and applies the rules of `gateway.jobcheck`: queue wait is not
+  failure; a held job, a job that ended, or a job running too long without its worker connecting is
+  a failed start. A False answer is final per worker (stopped workers never flip back).
 - Scale-down is dask-gateway's own: the scheduler retires the workers it chose (their data moves to
   the others) and they close; only then does the gateway stop them, and the name leaves the wanted set.
 - Cluster stop: one `tasks.delete_cluster` (removes every job), then the scheduler is stopped.
@@ -359,8 +360,9 @@ class HTCondorBackend(LocalBackend):
     history_grace = Float(
         10.0,
         help="""
-        Seconds after a worker's request before a job the poller has not seen is looked up in the
-        schedd's history (it may have started and ended between two polls).
+        Seconds after a worker's request before a job the poller has not seen, and has no ended-job
+        record of, is looked up in the schedd's history (a fallback: the poller records jobs that
+        started and ended between two polls, and those are failed starts at the next check).
         """,
         config=True,
     )
