@@ -84,7 +84,10 @@ def classify(*, records: list[dict], seen_job: str | None, enqueued_at: float, p
     gone = [e for e in ended if e.get("job_id") == seen_job or (e.get("ended_at") or 0) >= enqueued_at - 5]
     if gone and (connected_since is None or not live):
         e = max(gone, key=lambda r: _job_key(r.get("job_id")))
-        return Verdict(False, "ended", e.get("job_id"), describe_record(e))
+        reason = describe_record(e)
+        if connected_since is not None:  # it did connect: the job simply ended
+            reason = reason.replace(" before its worker connected", "")
+        return Verdict(False, "ended", e.get("job_id"), reason)
     if connected_since is not None:
         if live:
             return Verdict(True, "connected", live[0].get("job_id"))
