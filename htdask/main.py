@@ -7,6 +7,7 @@
     htdask logs CLUSTER [WORKER] [--tail N] [--json]
     htdask poll [--schedd NAME] [--json]
     htdask demo [--keep]
+    htdask exporter [--address 127.0.0.1] [--port 9808]
     htdask operator
 
 Shell completion (click): `eval "$(_HTDASK_COMPLETE=bash_source htdask)"` in ~/.bashrc
@@ -47,6 +48,22 @@ def demo(keep):
     """Start Redis, the local pool, a Celery worker, beat and Flower; scale a cluster; stop everything."""
     from harness.demo import run_demo
     sys.exit(run_demo(keep=keep))
+
+
+@main.command(epilog=examples("htdask exporter", "htdask exporter --address 0.0.0.0 --port 9808",
+                              "curl -s http://127.0.0.1:9808/metrics | grep htdask_cluster_jobs"))
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=9808, show_default=True, help="Port to listen on.")
+def exporter(address, port):
+    """Serve Prometheus metrics (/metrics), a status page (/) and /healthz, read from Redis only."""
+    try:
+        from exporter.server import serve  # reads the settings: a bad one is named below
+        serve(address, port, on_ready=lambda url: click.echo(f"exporter: serving {url} (metrics at {url}metrics)",
+                                                             err=True))
+    except ValueError as e:  # a bad setting, named
+        raise click.UsageError(str(e))
+    except OSError as e:
+        raise Failure(f"cannot listen on {address}:{port}: {e.strerror or e}")
 
 
 @main.command(epilog=examples("htdask operator --kubeconfig ~/.kube/config --instance dask-gateway",

@@ -7,18 +7,19 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 |---|---|---|
 | `htdask:clusters` | set | names of every cluster with recorded state |
 | `htdask:seq` | string (int) | request sequence: every request gets the next number when enqueued, so a stale or re-delivered request never overrides a newer one |
-| `htdask:cluster:<name>` | hash | `desired`, `owner`, `schedd`, `options` (JSON of the job options), `generation` (bumped by every request), `seq` (sequence number of the newest request applied), `replaced` (held jobs replaced since that request), `created_at`, `updated_at`, `error`, `error_at`, `backoff_until`/`backoff_reason` (a crash loop delays submissions until then, tasks/ended.py) |
+| `htdask:cluster:<name>` | hash | `desired`, `owner`, `schedd`, `options` (JSON of the job options), `generation` (bumped by every request), `seq` (sequence number of the newest request applied), `replaced` (held jobs replaced since that request), `created_at`, `updated_at` (when the newest request was recorded: its enqueue), `error`, `error_at`, `backoff_until`/`backoff_reason` (a crash loop delays submissions until then, tasks/ended.py), `handled_seq` (the newest request a reconcile round has acted on; its first `condor_submit` is the one timed as request-to-submit) |
 | `htdask:deleted:<name>` | string (int, TTL `TOMBSTONE_TTL`, default 30 days) | the tombstone of a deleted cluster: the newest request number the cluster had when its delete applied (at least the delete's own). It survives the delete so that every later message is judged against it: a scale, reconcile or delete task (retried, re-delivered, an ETA retry) carrying a number ≤ the tombstone never re-creates the cluster; a request enqueued after the delete takes a larger number and creates it anew. The TTL far exceeds any task's life (retries with backoff, the broker's visibility timeout) |
 | `htdask:names:<name>` | set | named-worker clusters (gateway): the worker names wanted; `desired` is its size |
 | `htdask:submitted:<name>` | set | named-worker clusters: every name already submitted once; a name whose job ended is not submitted again (the gateway replaces workers under new names) |
 | `htdask:counter:<name>` | string (int) | next worker index; reserved with one `INCRBY n` per submission |
 | `htdask:lock:<name>` | string | redis-py `Lock` held while a reconcile brings the cluster to its desired state; its token is `<host>:<pid>:<uuid>` so a lock left by a dead process on this host can be broken |
 | `htdask:inflight:<name>` | string (TTL) | set while a `condor_submit` for the cluster runs: `<host>:<pid>` |
-| `htdask:summary:<name>` | hash | written by the poller: `idle`, `running`, `held`, `suspended`, `completed`, `removed`, `held_reasons` (JSON), `held_kept` (JSON: the hold reasons of those held by a person, HoldReasonCode 1 or HOLD_KEEP_CODES, left alone), `max_index`, `polled_at`; `completed`/`removed` include `ended_completed`/`ended_removed`, the jobs that left the queue since the cluster was first polled (from the history); `jobs_digest` fingerprints the job records, which are rewritten only when it changes |
+| `htdask:summary:<name>` | hash | written by the poller: `idle`, `running`, `held`, `suspended`, `completed`, `removed`, `held_reasons` (JSON), `held_kept` (JSON: the hold reasons of those held by a person, HoldReasonCode 1 or HOLD_KEEP_CODES, left alone), `held_codes` (JSON: HoldReasonCode → jobs, `unknown` for none), `max_index`, `polled_at`; `completed`/`removed` include `ended_completed`/`ended_removed`, the jobs that left the queue since the cluster was first polled (from the history); `jobs_digest` fingerprints the job records, which are rewritten only when it changes |
 | `htdask:jobs:<name>` | hash | written by the poller: job id `C.P` → JSON job record (name, index, status, since, hold reason, exit code) |
 | `htdask:ended:<name>` | hash (TTL 1 day, refreshed) | written by the poller from `condor_history`: job id `C.P` → JSON record of a job that left the queue (name, index, JobStatus, exit code, exit signal, removal reason, `ended_at`); each job recorded once. Crash loops are judged from it (tasks/ended.py) |
 | `htdask:holds:<name>` | hash | job name → times the held-job policy released it |
-| `htdask:poll:<schedd>` | hash | poller status of one schedd: `polled_at`, `ok_at`, `error`, `failures`, `unparsed` (job ads of the last poll skipped: no integer ClusterId/ProcId/JobStatus), `degraded` (ads kept with bytes repaired or odd attributes ignored) |
+| `htdask:poll:<schedd>` | hash | poller status of one schedd: `polled_at`, `ok_at`, `error`, `failures` (in a row), `failures_total` (never reset), `duration` (seconds of the last successful poll), `unparsed` (job ads of the last poll skipped: no integer ClusterId/ProcId/JobStatus), `degraded` (ads kept with bytes repaired or odd attributes ignored) |
+| `htdask:metrics:<schedd>` | hash | bounded counters of the schedd's command durations and failures and of request-to-submit delays, written by the submit-node worker for the exporter (fields: `state/metrics.py`) |
 | `htdask:polllock:<schedd>` | string | redis-py `Lock` so two beat processes never run one poll twice |
 | `htdask:pending:<schedd>` | set | clusters waiting for the schedd's next batched reconcile |
 | `htdask:batchlock:<schedd>` | string | redis-py `Lock` held by the one task running a round of the schedd's batched reconciles, and handed with its token to the `reconcile_pending` task that runs the next round (token as for cluster locks) |
@@ -92,6 +93,10 @@ def holds(name: str) -> str:
 
 def poll(schedd: str) -> str:
     return f"{PREFIX}:poll:{schedd}"
+
+
+def metrics(schedd: str) -> str:
+    return f"{PREFIX}:metrics:{schedd}"
 
 
 def poll_lock(schedd: str) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import redis
 
 from state import keys
+from state.metrics import RECORDER, Recorder
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,12 @@ for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[3], ARGV[3])
 return 1
+"""
+
+# Set hash fields only if the hash exists (never re-create a deleted cluster's record).
+_HSET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], unpack(ARGV)) end
+return 0
 """
 
 # Delete a lock only if it still holds the token we saw (breaking a dead holder's lock).
@@ -133,13 +140,17 @@ class ClusterRecord:
     updated_at: float | None = None
     backoff_until: float | None = None  # a crash loop delays submissions until then (tasks/ended.py)
     backoff_reason: str | None = None
+    handled_seq: int = 0
 
 
 class Store:
     """Operations on our Redis keys. One instance per process is enough (redis-py pools connections)."""
 
-    def __init__(self, client: redis.Redis | None = None):
+    def __init__(self, client: redis.Redis | None = None, recorder: Recorder | None = None):
         self.r = client or connect()
+        #: schedd measurements of this process, written with the store's next pipeline (state.metrics)
+        self.metrics = recorder or RECORDER
+        self._hset_if_exists = self.r.register_script(_HSET_IF_EXISTS)
         self._reserve = self.r.register_script(_RESERVE)
         self._break = self.r.register_script(_BREAK_LOCK)
         self._record_request = self.r.register_script(_RECORD_REQUEST)
@@ -198,10 +209,15 @@ class Store:
             pipe.hget(keys.cluster(name), "generation")
         return {name: int(g or 0) for name, g in zip(names, pipe.execute())}
 
-    def clear_errors(self, names: list[str]) -> None:
+    def clear_errors(self, names: list[str], handled: dict[str, int] | None = None) -> None:
+        """Clear the errors of `names`, and record `handled` ({cluster: seq}: the newest request a round
+        acted on) of clusters that still exist; one round trip, which also writes buffered measurements."""
         pipe = self.r.pipeline(transaction=False)
         for name in names:
             pipe.hdel(keys.cluster(name), "error", "error_at")
+        for name, seq in (handled or {}).items():
+            self._hset_if_exists(keys=[keys.cluster(name)], args=["handled_seq", int(seq)], client=pipe)
+        self.metrics.drain_into(pipe)
         pipe.execute()
 
     def cluster_names(self) -> list[str]:
@@ -233,6 +249,7 @@ class Store:
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(*keys.per_cluster(name))
         pipe.srem(keys.clusters(), name)
+        self.metrics.drain_into(pipe)
         pipe.execute()
 
     # ---- locks ----------------------------------------------------------------------------------
@@ -295,7 +312,8 @@ class Store:
         for lock in locks:
             lock.lua_release(keys=[lock.name], args=[lock.local.token], client=pipe)
             lock.local.token = None
-        return [lock for lock, released in zip(locks, pipe.execute()) if not released]
+        self.metrics.drain_into(pipe)  # the round's schedd calls, timed while the locks were held
+        return [lock for lock, released in zip(locks, pipe.execute()[:len(locks)]) if not released]
 
     def pop_pending(self, schedd: str, count: int) -> list[str]:
         return self.r.spop(keys.pending(schedd), count) or []
@@ -365,9 +383,10 @@ class Store:
 
     # ---- poll results ---------------------------------------------------------------------------
     def write_poll(self, schedd: str, summaries: dict[str, dict], jobs: dict[str, dict[str, str]],
-                   polled_at: float, unparsed: int = 0, degraded: int = 0) -> None:
+                   polled_at: float, unparsed: int = 0, degraded: int = 0, duration: float | None = None) -> None:
         """Write every cluster's summary, the job records of the clusters in `jobs` (the others are
-        unchanged) and the poll status (with the counts of odd ads skipped / degraded), in one pipeline."""
+        unchanged), the poll status (with the counts of odd ads skipped / degraded; `duration`: seconds
+        the poll took) and the buffered measurements, in one pipeline."""
         pipe = self.r.pipeline(transaction=True)
         for name, summary in summaries.items():
             pipe.delete(keys.summary(name))
@@ -378,12 +397,17 @@ class Store:
                 pipe.hset(keys.jobs(name), mapping=records)
         pipe.hset(keys.poll(schedd), mapping={"polled_at": polled_at, "ok_at": polled_at, "failures": 0,
                                               "error": "", "unparsed": unparsed, "degraded": degraded})
+        if duration is not None:
+            pipe.hset(keys.poll(schedd), "duration", round(duration, 6))
+        self.metrics.drain_into(pipe)
         pipe.execute()
 
     def poll_failed(self, schedd: str, error: str) -> None:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(keys.poll(schedd), mapping={"error": error, "polled_at": time.time()})
         pipe.hincrby(keys.poll(schedd), "failures", 1)
+        pipe.hincrby(keys.poll(schedd), "failures_total", 1)
+        self.metrics.drain_into(pipe)
         pipe.execute()
 
     def poll_status(self, schedd: str) -> dict:
@@ -526,7 +550,8 @@ def _record(name: str, h: dict, names: set) -> ClusterRecord | None:
         created_at=float(h["created_at"]) if h.get("created_at") else None,
         updated_at=float(h["updated_at"]) if h.get("updated_at") else None,
         backoff_until=float(h["backoff_until"]) if h.get("backoff_until") else None,
-        backoff_reason=h.get("backoff_reason") or None)
+        backoff_reason=h.get("backoff_reason") or None,
+        handled_seq=int(h.get("handled_seq") or 0))
 
 
 def _encode(value):

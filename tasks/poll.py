@@ -55,9 +55,19 @@ def summary_fields(summary, polled_at: float, keep_codes=()) -> dict:
     return {
         "idle": summary.idle, "running": summary.running, "held": summary.held,
         "suspended": summary.suspended, "completed": summary.completed, "removed": summary.removed,
-        "held_reasons": summary.held_reasons, "max_index": summary.max_index, "polled_at": polled_at,
-        "held_kept": kept_holds(summary, keep_codes),
+        "held_reasons": summary.held_reasons, "held_codes": held_codes(summary), "max_index": summary.max_index,
+        "polled_at": polled_at, "held_kept": kept_holds(summary, keep_codes),
     }
+
+
+def held_codes(summary) -> dict[str, int]:
+    """Held jobs by HoldReasonCode (`unknown` when the ad has none): bounded, unlike the reasons' text."""
+    out: dict[str, int] = {}
+    for reason, n in summary.held_reasons.items():
+        code = summary.held_reason_codes.get(reason)
+        key = "unknown" if code is None else str(code)
+        out[key] = out.get(key, 0) + n
+    return out
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per record
@@ -156,7 +166,7 @@ class Poller:
         self._add_ended(fields, jobs, previous, short, last_ok - 2 if last_ok else None)
         result.unparsed, result.degraded = counts.unparsed, counts.degraded
         self.store.write_poll(self.name, fields, jobs, polled_at, unparsed=counts.unparsed,
-                              degraded=counts.degraded)
+                              degraded=counts.degraded, duration=time.monotonic() - started)
         self._forget_vanished(set(summaries) | set(mine))
         for name, rec in mine.items():
             summary = summaries.get(name)

@@ -128,6 +128,7 @@ class Reconciler:
         """
         outcomes = {c: Outcome(c) for c in dict.fromkeys(clusters)}
         pending, hold_checked = list(outcomes), set()
+        handled: dict[str, int] = {}  # cluster -> newest request seq acted on, when newer than recorded
         for _ in range(MAX_ROUNDS):
             locks = self._lock_all(pending, outcomes)
             if not locks:
@@ -142,6 +143,9 @@ class Reconciler:
                                           hold_policy=c not in hold_checked):
                         acted.add(c)
                     hold_checked.add(c)
+                    rec = records[c]
+                    if rec is not None and outcomes[c].exc is None and rec.seq > rec.handled_seq:
+                        handled[c] = rec.seq
             finally:
                 self._release_all(locks)
             # A request that found a lock busy bumped that cluster's generation before we released it.
@@ -152,7 +156,8 @@ class Reconciler:
             pending = [c for c in locks if (c in acted or c in moved) and outcomes[c].exc is None]
             if not pending:
                 break
-        self.store.clear_errors([c for c, o in outcomes.items() if o.state == "ok" and o.error is None])
+        self.store.clear_errors([c for c, o in outcomes.items() if o.state == "ok" and o.error is None],
+                                handled=handled)
         return outcomes
 
     def _lock_all(self, clusters: list[str], outcomes: dict[str, Outcome]) -> dict:
@@ -303,6 +308,9 @@ class Reconciler:
         description = worker_submit_description(spec, items)
         log.info("cluster %s: submitting %d jobs as %s, indexes %d..%d (counter now %d)",
                  name, wanted, owner, first, first + wanted - 1, first + wanted)
+        if record.seq > record.handled_seq and not outcome.submitted and record.updated_at:
+            # the first condor_submit serving the newest request: enqueue -> submit started
+            self.store.metrics.request_to_submit(self.settings.schedd_name, time.time() - record.updated_at)
         self.store.mark_inflight(name, holder_token(), ttl=self.settings.condor_timeout + 30)
         try:
             ids = self.schedd.submit(description, user=user)

@@ -1,11 +1,14 @@
-"""A schedd wrapper that keeps a minimum interval between calls to one schedd.
+"""A schedd wrapper that keeps a minimum interval between calls to one schedd, and times them.
 
 Many submissions at once get "resource temporarily unavailable" from a busy schedd; every worker of
-one submit node shares the interval through Redis (`Store.throttle_wait`).
+one submit node shares the interval through Redis (`Store.throttle_wait`). Every call's duration
+(without the wait) and failure is recorded for the exporter (`state.metrics`; a query or history is
+timed until its ads are read, since they stream).
 """
 from __future__ import annotations
 
 import logging
+import time
 
 from state import Store
 from workers.schedd import Schedd
@@ -30,6 +33,26 @@ class ThrottledSchedd:
             waited = self._store.throttle_wait(self._name, self._interval)
             if waited > 1:
                 log.info("schedd %s: waited %.1fs for the minimum call interval", self._name, waited)
-            return target(*args, **kwargs)
+            started = time.monotonic()
+            try:
+                result = target(*args, **kwargs)
+            except Exception:
+                self._store.metrics.command(self._name, attr, time.monotonic() - started, ok=False)
+                raise
+            if attr in ("query", "history"):
+                return self._timed_stream(attr, result, started)
+            self._store.metrics.command(self._name, attr, time.monotonic() - started, ok=True)
+            return result
 
         return throttled
+
+    def _timed_stream(self, attr: str, ads, started: float):
+        ok = False
+        try:
+            yield from ads
+            ok = True
+        except GeneratorExit:  # the caller stopped reading early: not a schedd failure
+            ok = True
+            raise
+        finally:
+            self._store.metrics.command(self._name, attr, time.monotonic() - started, ok=ok)

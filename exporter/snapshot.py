@@ -1,0 +1,101 @@
+"""What the exporter serves, read from Redis (through `state`) at scrape time; never from a schedd.
+
+One `read()` costs a few pipelined round trips whatever the number of clusters: the cluster records,
+the poller's summaries, the schedds' poll status and measurement hashes.
+
+Staleness follows the age rule: a cluster's summary is stale when it is older than
+`STALE_POLLS` × POLL_INTERVAL (or when no poll has summarized the cluster yet).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from state import Store
+from state.metrics import known_schedds, read_schedds
+
+#: a summary older than this many poll intervals is stale (the rule `status` follows too)
+STALE_POLLS = 3
+#: the job states served as `htdask_cluster_jobs{state}`
+JOB_STATES = ("idle", "running", "held", "completed", "removed")
+
+
+@dataclass
+class ClusterView:
+    """One cluster as the exporter shows it. Counts are None until a poll summarized the cluster."""
+    name: str
+    owner: str
+    schedd: str
+    desired: int | None
+    jobs: dict[str, int] | None  # JOB_STATES -> jobs
+    held_reasons: dict[str, int] = field(default_factory=dict)  # HoldReason text -> jobs (page only)
+    held_codes: dict[str, int] = field(default_factory=dict)  # HoldReasonCode ("unknown") -> jobs
+    ended: dict[str, int] = field(default_factory=dict)  # completed/removed -> jobs that left the queue
+    polled_at: float | None = None
+    age: float | None = None  # seconds since the summary was written
+    stale: bool = True
+    error: str | None = None
+    #: TODO(issue 12): the crash-loop state; None until the controller records one (not served then)
+    crash_loop: bool | None = None
+
+
+@dataclass
+class ScheddView:
+    name: str
+    poll: dict  # the poll status hash (state.keys: polled_at, ok_at, error, failures, failures_total, duration)
+    metrics: dict  # the measurement hash (state.metrics)
+
+    @property
+    def ok_at(self) -> float | None:
+        return float(self.poll["ok_at"]) if self.poll.get("ok_at") else None
+
+    @property
+    def error(self) -> str | None:
+        return self.poll.get("error") or None
+
+
+@dataclass
+class Snapshot:
+    taken_at: float
+    poll_interval: float
+    clusters: list[ClusterView]
+    schedds: dict[str, ScheddView]
+
+
+def read(store: Store, poll_interval: float, default_schedds: tuple[str, ...] = (),
+         now: float | None = None) -> Snapshot:
+    """Every cluster and schedd known to Redis, as of now. Raises redis errors."""
+    names = sorted(set(store.cluster_names()) | set(store.summarized_clusters()))
+    records = store.get_many(names) if names else {}
+    summaries = store.summaries(names) if names else {}
+    now = time.time() if now is None else now
+    limit = STALE_POLLS * poll_interval
+    clusters = []
+    for name in names:
+        rec, summary = records.get(name), summaries.get(name) or {}
+        polled_at = summary.get("polled_at")
+        age = max(0.0, now - float(polled_at)) if polled_at else None
+        clusters.append(ClusterView(
+            name=name,
+            owner=(rec.owner if rec else None) or "",
+            # a summary without a record: jobs of ours in a queue nobody asked for (its schedd is not recorded)
+            schedd=rec.schedd if rec else "unknown",
+            desired=(len(rec.names) if rec.names is not None else rec.desired) if rec else None,
+            jobs={s: int(summary.get(s) or 0) for s in JOB_STATES} if summary else None,
+            held_reasons=_counts(summary.get("held_reasons")),
+            held_codes=_counts(summary.get("held_codes")),
+            ended={"completed": int(summary.get("ended_completed") or 0),
+                   "removed": int(summary.get("ended_removed") or 0)} if summary else {},
+            polled_at=float(polled_at) if polled_at else None,
+            age=age,
+            stale=age is None or age > limit,
+            error=rec.error if rec else None,
+        ))
+    wanted = set(default_schedds) | {c.schedd for c in clusters if c.schedd != "unknown"} | known_schedds(store.r)
+    schedds = {name: ScheddView(name, poll, metrics)
+               for name, (poll, metrics) in read_schedds(store.r, sorted(wanted)).items()}
+    return Snapshot(now, poll_interval, clusters, schedds)
+
+
+def _counts(value) -> dict[str, int]:
+    return {str(k): int(v) for k, v in value.items()} if isinstance(value, dict) else {}

@@ -1,0 +1,178 @@
+"""The exporter against a real redis-server: what it serves, from state written the way the workers write it.
+
+The schedd side is not involved here (tests/test_exporter_e2e.py runs the whole stack); the state is
+written through `state` exactly as the poller and the reconciler write it.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.server import App, make
+from harness.services import REPO
+from state import Store, connect
+from state.metrics import Recorder
+from tasks.poll import summary_fields
+from workers.summary import summarize
+
+
+def samples(text: str) -> dict[tuple, float]:
+    """{(sample name, frozenset(labels)): value} of an exposition."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(metrics: dict, name: str, **labels) -> float | None:
+    return metrics.get((name, frozenset(labels.items())))
+
+
+@pytest.fixture
+def served(redis_server):
+    """The exporter's WSGI app on a free loopback port, in this process; yields (base URL, store)."""
+    store = Store(connect(redis_server.url), recorder=Recorder())
+    server = make("127.0.0.1", 0, App(store, poll_interval=10.0, schedds=("local",)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", store
+    server.shutdown()
+    server.server_close()
+
+
+def held_ad(proc: int, code: int | None, reason: str) -> dict:
+    ad = {"ClusterId": 7, "ProcId": proc, "DaskGatewayCluster": "alpha", "DaskWorkerIndex": proc,
+          "DaskWorkerName": f"alpha-{proc}", "JobStatus": 5, "HoldReason": reason}
+    if code is not None:
+        ad["HoldReasonCode"] = code
+    return ad
+
+
+def write_state(store: Store, polled_at: float) -> None:
+    """alpha: 3 desired, 2 running + 3 held (two codes and one without a code); beta: requested, never polled."""
+    store.record_new_request("alpha", 3, schedd="local", owner="alice")
+    store.record_new_request("beta", 2, schedd="local", owner="bob")
+    ads = [{"ClusterId": 7, "ProcId": p, "DaskGatewayCluster": "alpha", "DaskWorkerIndex": p,
+            "DaskWorkerName": f"alpha-{p}", "JobStatus": 2} for p in (0, 1)]
+    ads += [held_ad(2, 13, "Transfer input files failure: réseau"), held_ad(3, 13, "another 13 with text"),
+            held_ad(4, None, "no code at all")]
+    fields = {n: summary_fields(s, polled_at) for n, s in summarize(ads).items()}
+    fields["alpha"]["ended_completed"], fields["alpha"]["ended_removed"] = 4, 1  # as Poller._add_ended does
+    fields["alpha"]["completed"] += 4
+    fields["alpha"]["removed"] += 1
+    store.metrics.command("local", "submit", 0.3, ok=True)
+    store.metrics.command("local", "submit", 70.0, ok=False)
+    store.metrics.command("local", "query", 0.02, ok=True)
+    store.metrics.request_to_submit("local", 1.5)
+    store.write_poll("local", fields, {}, polled_at, duration=0.25)  # the measurements ride this pipeline
+    store.poll_failed("other", "condor_q: connection refused")
+
+
+def test_metrics_are_read_from_redis_at_scrape_time(served):
+    base, store = served
+    write_state(store, polled_at=time.time())
+    assert not store.metrics.pending(), "the measurements went out with the poll's pipeline"
+    m = samples(requests.get(f"{base}/metrics", timeout=10).text)
+    assert value(m, "htdask_redis_up") == 1
+    assert value(m, "htdask_cluster_desired_workers", cluster="alpha", owner="alice", schedd="local") == 3
+    assert value(m, "htdask_cluster_desired_workers", cluster="beta", owner="bob", schedd="local") == 2
+    for state, n in {"idle": 0, "running": 2, "held": 3, "completed": 4, "removed": 1}.items():
+        assert value(m, "htdask_cluster_jobs", cluster="alpha", owner="alice", schedd="local", state=state) == n
+    assert value(m, "htdask_cluster_jobs", cluster="beta", owner="bob", schedd="local", state="running") is None, \
+        "a cluster never polled has no job counts (unknown is not 0)"
+    held = {dict(k[1])["hold_reason_code"]: v for k, v in m.items() if k[0] == "htdask_cluster_held_jobs_by_reason"}
+    assert held == {"13": 2, "unknown": 1}, "codes, never the reasons' free text"
+    assert value(m, "htdask_cluster_stale", cluster="alpha", schedd="local") == 0
+    assert value(m, "htdask_cluster_stale", cluster="beta", schedd="local") == 1
+    assert value(m, "htdask_jobs_ended_total", cluster="alpha", reason="completed") == 4
+    assert value(m, "htdask_jobs_ended_total", cluster="alpha", reason="removed") == 1
+    assert 0 <= value(m, "htdask_poll_age_seconds", schedd="local") < 5
+    assert value(m, "htdask_poll_duration_seconds", schedd="local") == 0.25
+    assert value(m, "htdask_poll_failures_total", schedd="local") == 0
+    assert value(m, "htdask_poll_failures_total", schedd="other") == 1
+    sub = dict(schedd="local", command="condor_submit")
+    assert value(m, "htdask_schedd_command_duration_seconds_bucket", le="0.25", **sub) == 0
+    assert value(m, "htdask_schedd_command_duration_seconds_bucket", le="0.5", **sub) == 1
+    assert value(m, "htdask_schedd_command_duration_seconds_bucket", le="60.0", **sub) == 1
+    assert value(m, "htdask_schedd_command_duration_seconds_bucket", le="+Inf", **sub) == 2
+    assert value(m, "htdask_schedd_command_duration_seconds_count", **sub) == 2
+    assert value(m, "htdask_schedd_command_duration_seconds_sum", **sub) == pytest.approx(70.3)
+    assert value(m, "htdask_schedd_command_failures_total", **sub) == 1
+    assert value(m, "htdask_schedd_command_failures_total", schedd="local", command="condor_q") == 0
+    assert value(m, "htdask_request_to_submit_seconds_bucket", schedd="local", le="1.0") == 0
+    assert value(m, "htdask_request_to_submit_seconds_bucket", schedd="local", le="2.5") == 1
+
+    # Read at scrape time: a later write shows at the next scrape, with no restart.
+    store.record_new_request("alpha", 5, schedd="local", owner="alice")
+    m = samples(requests.get(f"{base}/metrics", timeout=10).text)
+    assert value(m, "htdask_cluster_desired_workers", cluster="alpha", owner="alice", schedd="local") == 5
+
+
+def test_summary_older_than_three_poll_intervals_is_stale(served):
+    base, store = served  # poll_interval 10 s
+    write_state(store, polled_at=time.time() - 31)
+    m = samples(requests.get(f"{base}/metrics", timeout=10).text)
+    assert value(m, "htdask_cluster_stale", cluster="alpha", schedd="local") == 1
+    assert value(m, "htdask_poll_age_seconds", schedd="local") >= 31
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing: apt-get install prometheus")
+def test_promtool_check_metrics_is_clean(served):
+    base, store = served
+    write_state(store, polled_at=time.time())
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    out = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), out.stdout + out.stderr
+
+
+def test_redis_down_is_a_metric_and_healthz_stays_up(served, redis_server):
+    base, _ = served
+    redis_server.stop()
+    r = requests.get(f"{base}/metrics", timeout=30)
+    assert r.status_code == 200
+    assert value(samples(r.text), "htdask_redis_up") == 0
+    assert requests.get(f"{base}/healthz", timeout=10).text == "ok\n"
+    assert requests.get(f"{base}/", timeout=30).status_code == 503
+    assert requests.get(f"{base}/nothing", timeout=10).status_code == 404
+
+
+def test_status_page_escapes_and_lists_clusters(served):
+    base, store = served
+    write_state(store, polled_at=time.time())
+    store.set_error("alpha", "<script>alert(1)</script>")
+    r = requests.get(f"{base}/", timeout=10)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
+    assert '<meta http-equiv="refresh" content="10">' in r.text
+    assert 'data-cluster="alpha"' in r.text and 'data-cluster="beta"' in r.text
+    assert "<script>" not in r.text and "&lt;script&gt;" in r.text
+    assert "réseau" in r.text
+
+
+@pytest.mark.parametrize("args, message", [(["--port", "0"], "0 is not in the range"),
+                                            (["--port", "http"], "'http' is not a valid integer")])
+def test_cli_refuses_a_bad_port_with_one_line(args, message):
+    out = subprocess.run([sys.executable, str(REPO / "cli.py"), "exporter", *args], capture_output=True,
+                         text=True, timeout=60, cwd=str(REPO))
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and message in out.stderr, out.stderr
+
+
+def test_cli_port_in_use_is_one_line_exit_1(redis_server):
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run([sys.executable, str(REPO / "cli.py"), "exporter", "--port", str(port)],
+                             capture_output=True, text=True, timeout=60, cwd=str(REPO),
+                             env={**__import__("os").environ, "REDIS_URL": redis_server.url})
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
