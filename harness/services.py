@@ -72,6 +72,12 @@ def flower(env: dict, logdir: Path, port: int, basic_auth: str) -> Process:
                    log_path=logdir / "flower.log", name="flower")
 
 
+def exporter(env: dict, logdir: Path, port: int) -> Process:
+    """The Prometheus exporter and status page (`python cli.py exporter`) on loopback."""
+    argv = [sys.executable, str(REPO / "cli.py"), "exporter", "--address", "127.0.0.1", "--port", str(port)]
+    return Process(argv, env=env, cwd=str(REPO), log_path=logdir / "exporter.log", name="exporter")
+
+
 def wait_for_worker(env: dict, timeout: float = 30.0, logfile: Path | None = None) -> None:
     """Wait until a Celery worker's log says it is ready."""
     deadline = time.monotonic() + timeout
@@ -88,11 +94,11 @@ def stop_pool(env: dict) -> None:
 
 
 class Stack:
-    """redis-server + local pool + Celery worker(s) [+ beat] [+ Flower], one environment."""
+    """redis-server + local pool + Celery worker(s) [+ beat] [+ Flower] [+ exporter], one environment."""
 
     def __init__(self, workdir: Path | None = None, *, beat: bool = False, flower_auth: str | None = None,
                  concurrency: int = 2, redis_password: str | None = None, appendonly: bool = False,
-                 **env_extra):
+                 exporter: bool = False, **env_extra):
         # Jobs run as other Unix users, who must reach the pool's state directory: not under a
         # private (0700) pytest tmp dir.
         self.owns_workdir = workdir is None
@@ -105,6 +111,8 @@ class Stack:
         self.with_beat = beat
         self.flower_auth = flower_auth
         self.flower_port: int | None = None
+        self.with_exporter = exporter
+        self.exporter_port: int | None = None
         self.concurrency = concurrency
         if env_extra.get("DASK_WORKER_COMMAND") == str(FAKE_WORKER):
             # Jobs run as other users, who may not reach the checkout (e.g. under /root): use a copy.
@@ -129,7 +137,15 @@ class Stack:
             self.flower_port = free_port()
             self.others.append(flower(self.env, self.logdir, self.flower_port, self.flower_auth))
             wait_for_port(self.flower_port, timeout=30)
+        if self.with_exporter:
+            self.exporter_port = free_port()
+            self.others.append(exporter(self.env, self.logdir, self.exporter_port))
+            wait_for_port(self.exporter_port, timeout=30)
         return self
+
+    @property
+    def exporter_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.exporter_port}/" if self.exporter_port else None
 
     def start_worker(self, name: str | None = None, **extra_env) -> Process:
         name = name or f"worker{len(self.workers) + 1}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import after_setup_logger
+from celery.signals import after_setup_logger, task_postrun
 
 from tasks.config import settings
 
@@ -53,3 +53,15 @@ app.steps["worker"].add(QueueHeartbeat)  # workers announce the queues they cons
 @after_setup_logger.connect
 def _quiet_libraries(logger=None, **_):
     logging.getLogger("kombu").setLevel(logging.WARNING)
+
+
+@task_postrun.connect
+def _flush_measurements(**_):
+    """Write schedd measurements no pipeline of the task carried (rare: e.g. tasks.ended_jobs' history)."""
+    from tasks import context
+    store = context.store()
+    if store.metrics.pending():
+        try:
+            store.metrics.flush(store.r)
+        except Exception as exc:  # measurements never fail a task
+            logging.getLogger(__name__).warning("could not write schedd measurements: %s", exc)
