@@ -74,7 +74,8 @@ def cluster_families(snap: snapshot.Snapshot):
             crash.add_metric([c.name], 1 if c.crash_loop else 0)
         for reason, n in sorted(c.ended.items()):
             ended.add_metric([c.name, reason], n)
-    return [desired, jobs, held, stale, crash, ended]
+    # TODO(issue 12): served once the controller records crash loops (ClusterView.crash_loop)
+    return [desired, jobs, held, stale, ended] + ([crash] if crash.samples else [])
 
 
 def schedd_families(snap: snapshot.Snapshot):

@@ -38,9 +38,9 @@ def config(tmp_path):
     return yaml.safe_load(out.stdout)
 
 
-def test_compose_has_the_five_services(config):
-    assert set(config["services"]) == {"redis", "worker", "beat", "flower", "operator"}
-    for name in ("worker", "beat", "flower", "operator"):
+def test_compose_has_the_six_services(config):
+    assert set(config["services"]) == {"redis", "worker", "beat", "flower", "exporter", "operator"}
+    for name in ("worker", "beat", "flower", "exporter", "operator"):
         svc = config["services"][name]
         assert svc["build"]["context"] == str(REPO) and svc["build"]["dockerfile"] == "Dockerfile"
         assert svc["environment"]["REDIS_URL"] == "redis://:s3cret-redis@redis:6379/0"
@@ -73,6 +73,15 @@ def test_beat_and_flower(config):
     assert flower["environment"]["FLOWER_BASIC_AUTH"] == "ops:s3cret-flower"
     assert not any("s3cret-flower" in arg for arg in flower["command"]), "the password is not in argv"
     assert flower["ports"] == ["127.0.0.1:5555:5555/tcp"]
+
+
+def test_exporter_serves_metrics_on_loopback_with_scrape_labels(config):
+    exporter = config["services"]["exporter"]
+    assert exporter["command"][:3] == ["python", "cli.py", "exporter"]
+    assert exporter["command"][exporter["command"].index("--port") + 1] == "9808"
+    assert exporter["ports"] == ["127.0.0.1:9808:9808/tcp"]
+    assert exporter["labels"]["prometheus.io/scrape"] == "true" and exporter["labels"]["prometheus.io/port"] == "9808"
+    assert "/healthz" in " ".join(exporter["healthcheck"]["test"])
 
 
 def test_operator_runs_the_cli_command_with_a_kubeconfig(config):

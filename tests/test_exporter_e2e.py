@@ -19,6 +19,7 @@ from harness.procs import Process, free_port, wait_for_port
 from harness.services import FAKE_WORKER, Stack
 from tests.conftest import wait_until
 from tests.test_exporter import samples, value
+from tests.test_grafana_dashboard import dashboard, for_prometheus, queries
 
 CLUSTER = "watched"
 
@@ -95,6 +96,14 @@ scrape_configs:
         assert result[0]["metric"]["job"] == "htdask" and result[0]["metric"]["schedd"] == "local"
         targets = requests.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=10).json()["data"]
         assert [t["health"] for t in targets["activeTargets"]] == ["up"]
+        # every query of the Grafana dashboard is valid PromQL over what Prometheus scraped
+        for expr in queries(dashboard()):
+            r = requests.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": for_prometheus(expr)},
+                             timeout=10)
+            assert r.status_code == 200 and r.json()["status"] == "success", (expr, r.text)
+        desired = requests.get(f"http://127.0.0.1:{port}/api/v1/query", timeout=10, params={
+            "query": for_prometheus(queries(dashboard())[0])}).json()["data"]["result"]
+        assert desired[0]["value"][1] == "1", "the Clusters panel counts our one cluster"
     finally:
         prom.stop()
         print(prom.tail())
