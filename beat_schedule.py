@@ -1,20 +1,23 @@
 """The Celery beat schedule: one poll of the queue per schedd every POLL_INTERVAL seconds.
 
-`celery -A tasks beat` reads it through the app (tasks/app.py). Each entry goes to that schedd's queue,
-so the poll runs on the submit node that owns the schedd. A poll that finds the previous one still
+`celery -A tasks beat` reads it through the app (tasks/app.py). Each entry goes to that schedd's poll
+queue (`<schedd>.poll`, which the schedd's worker consumes next to its own), so the poll runs on the
+submit node that owns the schedd and never queues behind scale tasks. A poll that finds the previous one still
 running (two beats by mistake, or a slow schedd) skips itself: see tasks/poll.py.
 """
 from __future__ import annotations
 
 
 def schedule(settings) -> dict:
+    from tasks.config import poll_queue
+
     return {
         f"poll-{schedd}": {
             "task": "tasks.poll_queue",
             "schedule": settings.poll_interval,
             "kwargs": {"schedd": schedd},
             # A poll nobody ran within one period is superseded by the next one.
-            "options": {"queue": schedd, "expires": settings.poll_interval},
+            "options": {"queue": poll_queue(schedd), "expires": settings.poll_interval},
         }
         for schedd in settings.schedds
     }

@@ -96,9 +96,10 @@ def connect(url: str | None = None) -> redis.Redis:
                                 socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
 
 
-def holder_token() -> str:
-    """A lock/inflight token naming this process, so a dead holder on this host can be recognised."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+def holder_token(task_id: str | None = None) -> str:
+    """A lock/inflight token naming this process, so a dead holder on this host can be recognised,
+    and, for a batch lock, the Celery task whose round it is (`state.rounds.holder_task`)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{task_id or uuid.uuid4().hex}"
 
 
 def holder_is_dead(token: str | None) -> bool:

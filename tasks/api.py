@@ -14,7 +14,7 @@ from state import Store
 from state.managed import managers
 from tasks import health
 from tasks.app import app
-from tasks.config import settings
+from tasks.config import poll_queue, settings
 from workers import validation
 from workers.jobstatus import JobStatus
 from tasks.options import check_job_options
@@ -84,7 +84,7 @@ def enqueue_delete(store: Store, cluster: str) -> Enqueued:
 
 def enqueue_poll(schedd: str | None = None, force: bool = True):
     queue = schedd or settings().schedd_name
-    return app.send_task("tasks.poll_queue", kwargs={"schedd": queue, "force": force}, queue=queue)
+    return app.send_task("tasks.poll_queue", kwargs={"schedd": queue, "force": force}, queue=poll_queue(queue))
 
 
 def annotate_job(record: dict) -> dict:

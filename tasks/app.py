@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import after_setup_logger, task_postrun
+from celery.signals import after_setup_logger, celeryd_after_setup, task_postrun
 
-from tasks.config import settings
+from tasks.config import poll_queue, settings
 
 _s = settings()
 
@@ -65,3 +65,10 @@ def _flush_measurements(**_):
             store.metrics.flush(store.r)
         except Exception as exc:  # measurements never fail a task
             logging.getLogger(__name__).warning("could not write schedd measurements: %s", exc)
+
+
+@celeryd_after_setup.connect
+def _consume_poll_queue(sender, instance, **_):
+    """A schedd's worker also consumes the schedd's poll queue (Celery's documented per-worker queue
+    pattern), whatever -Q it was started with: no deployment has to name it."""
+    instance.app.amqp.queues.select_add(poll_queue(settings().schedd_name))

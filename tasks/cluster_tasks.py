@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 
 import redis
 from celery import Task
 
 from redis.exceptions import LockError
 
-from state import holder_token
+from state import holder_token, rounds
 from tasks import context
 from tasks.app import app
 from tasks.config import settings
@@ -71,7 +72,7 @@ def reconciler() -> Reconciler:
 BATCH_SIZE = 500
 
 
-def reconcile_batched(cluster: str) -> dict:
+def reconcile_batched(cluster: str, task_id: str | None = None) -> dict:
     """Reconcile `cluster` together with every other cluster waiting on this schedd.
 
     The cluster joins the schedd's pending set. The task that takes the schedd's batch lock runs one
@@ -80,30 +81,34 @@ def reconcile_batched(cluster: str) -> dict:
     the round are handed, with the lock, to one `reconcile_pending` task at the back of the queue: the
     requests queued in front of it gather meanwhile, so a thousand requests cost a few schedd queries,
     and no task ever waits for another or keeps a worker process while requests arrive.
-    Returns the cluster's outcome, or {"state": "queued"} when its reconcile is left to the holder;
+    Returns the cluster's outcome, or {"state": "queued", "handled_by": task id} when its reconcile is
+    left to the task whose round holds the lock (`state.rounds`: Flower traces the request there);
     raises the cluster's own failure (so Celery retries it); others' failures are in their own state.
+    `task_id` is the calling task's id, which the lock names while this task runs the round.
     """
     s, store = settings(), context.store()
     runner = store.batch_lock(s.schedd_name, s.lock_timeout)
-    token = holder_token()
+    token = holder_token(task_id)
     taken, holder = store.join_pending(s.schedd_name, cluster, runner, token)
     if not taken and not (store.break_dead_lock(runner.name, holder)
                           and runner.acquire(blocking=False, token=token)):
-        return {"cluster": cluster, "state": "queued"}
-    outcomes = _round(s, store, runner)
+        return {"cluster": cluster, "state": "queued", "handled_by": rounds.holder_task(holder)}
+    outcomes, next_round = _round(s, store, runner)
     own = outcomes.get(cluster)
     if own is None:  # taken by the round before ours, or left to the next (over BATCH_SIZE pending)
-        return {"cluster": cluster, "state": "queued"}
+        return {"cluster": cluster, "state": "queued", "handled_by": next_round}
     if own.exc is not None:
         raise own.exc
     return own.as_dict()
 
 
-def _round(s, store, runner) -> dict:
+def _round(s, store, runner) -> tuple[dict, str | None]:
     """One reconcile round for the pending clusters (up to BATCH_SIZE), holding the batch lock `runner`;
-    then the lock goes to a follow-up task if clusters are pending, else it is released."""
+    then the lock goes to a follow-up task if clusters are pending, else it is released.
+    Returns the outcomes and the follow-up task's id (None: none was needed)."""
+    next_id = str(uuid.uuid4())  # the follow-up's task id, named by the lock from the moment we take our batch
     try:
-        batch = store.pop_pending(s.schedd_name, BATCH_SIZE)
+        batch = rounds.start_round(store, s.schedd_name, runner, holder_token(next_id), BATCH_SIZE)
         try:
             outcomes = reconciler().reconcile_many(batch) if batch else {}
         except BaseException:
@@ -111,28 +116,29 @@ def _round(s, store, runner) -> dict:
             raise
         if batch:
             log.info("schedd %s: reconciled %d clusters in one round", s.schedd_name, len(batch))
-        _pass_on(s, store, runner)
+        next_round = _pass_on(s, store, runner, next_id)
     except BaseException:
         _release_runner(s, runner)
         raise
-    return outcomes
+    return outcomes, next_round
 
 
-def _pass_on(s, store, runner) -> None:
-    """Hand the held batch lock to a `reconcile_pending` task when clusters are pending, else release it.
-
-    A cluster that joined between our check and our release found the lock busy and left: we look
-    again after releasing and, if we get the lock back, hand it on.
-    """
+def _pass_on(s, store, runner, next_id: str) -> str | None:
+    """Hand the held batch lock to the `reconcile_pending` task `next_id` when clusters are pending, else
+    release it (atomically with the check, so a cluster joining meanwhile is never left behind).
+    Returns `next_id` when that task was sent."""
     while True:
-        if not store.has_pending(s.schedd_name):
-            _release_runner(s, runner)
-        elif _renew(s, runner):
+        released = rounds.release_unless_pending(store, s.schedd_name, runner)
+        if released == rounds.RELEASED:
+            return None
+        if released == rounds.KEPT and _renew(s, runner):
             reconcile_pending.apply_async(kwargs={"schedd": s.schedd_name, "token": runner.local.token.decode()},
-                                          queue=s.schedd_name)
-            return
-        if not (store.has_pending(s.schedd_name) and runner.acquire(blocking=False, token=holder_token())):
-            return
+                                          queue=s.schedd_name, task_id=next_id)
+            return next_id
+        # Lost (expired during a very long round): whoever holds it now takes the pending clusters.
+        if not (store.has_pending(s.schedd_name)
+                and runner.acquire(blocking=False, token=holder_token(next_id))):
+            return None
 
 
 def _renew(s, runner) -> bool:
@@ -171,26 +177,33 @@ def scale_cluster(self, cluster: str, n: int, owner: str | None = None, options:
                  "toward the newest state", cluster, seq)
     else:
         log.info("cluster %s: desired %d workers (owner %s, request %s)", cluster, n, owner or "-", seq)
-    return reconcile_batched(cluster)
+    return reconcile_batched(cluster, self.request.id)
 
 
 @app.task(name="tasks.reconcile_cluster", **TASK_OPTIONS)
 def reconcile_cluster(self, cluster: str) -> dict:
     """Bring the cluster's jobs to its recorded desired state (nothing to do when they match)."""
-    return reconcile_batched(cluster)
+    return reconcile_batched(cluster, self.request.id)
 
 
 @app.task(name="tasks.reconcile_pending", **TASK_OPTIONS)
 def reconcile_pending(self, schedd: str, token: str | None = None) -> dict:
     """One round for the clusters pending on this schedd, holding the batch lock handed over by the
-    previous round (`token`), or taking it if free; a busy lock's holder takes the round instead."""
+    previous round (`token`), or taking it if free; a busy lock's holder takes the round instead.
+
+    The result names every cluster of the round with what was done to it (`Outcome.brief`), and the
+    task of the next round if one was needed: Flower's task page shows where each request ended.
+    """
     s, store = settings(), context.store()
     runner = store.batch_lock(s.schedd_name, s.lock_timeout)
-    if not (token and store.adopt_lock(runner, token)) and not runner.acquire(blocking=False, token=holder_token()):
+    if not (token and store.adopt_lock(runner, token)) and \
+            not runner.acquire(blocking=False, token=holder_token(self.request.id)):
         return {"schedd": s.schedd_name, "state": "busy"}
-    outcomes = _round(s, store, runner)
+    outcomes, next_round = _round(s, store, runner)
     failed = {c: o.error for c, o in outcomes.items() if o.error}
-    return {"schedd": s.schedd_name, "state": "ok", "reconciled": len(outcomes), "errors": failed}
+    return {"schedd": s.schedd_name, "state": "ok", "reconciled": len(outcomes),
+            "clusters": {c: o.brief() for c, o in sorted(outcomes.items())}, "errors": failed,
+            "next_round": next_round}
 
 
 @app.task(name="tasks.delete_cluster", **TASK_OPTIONS)

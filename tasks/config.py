@@ -80,6 +80,12 @@ class Settings:
         return self.condor_timeout * 2 + 30
 
 
+def poll_queue(schedd: str) -> str:
+    """The queue of a schedd's polls (`<schedd>.poll`): consumed by that schedd's worker next to its own
+    queue (tasks/app.py), so polls never wait behind, nor bury in Flower, a burst of scale tasks."""
+    return f"{schedd}.poll"
+
+
 @functools.lru_cache(maxsize=1)
 def settings() -> Settings:
     schedd = os.environ.get("SCHEDD_NAME", "local") or "local"

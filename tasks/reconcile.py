@@ -59,6 +59,22 @@ class Outcome:
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in ("exc", "started")}
 
+    def brief(self) -> dict:
+        """What the round did to the cluster, compactly (counts, not job ids), for a task's result:
+        `did` lists `submitted`, `removed`, `released`, `error` — or `nothing`, or `busy` (another
+        round held the cluster's lock) or `gone` (the cluster was deleted meanwhile)."""
+        if self.state != "ok":
+            return {"did": [self.state]}
+        out: dict = {"did": [k for k in ("submitted", "removed", "released") if getattr(self, k)]}
+        for k in out["did"]:
+            out[k] = len(getattr(self, k))
+        if self.error:
+            out["did"].append("error")
+            out["error"] = self.error
+        out["did"] = out["did"] or ["nothing"]
+        out["desired"], out["live"] = self.desired, self.live
+        return out
+
 
 @dataclass
 class Job:
