@@ -99,7 +99,11 @@ def reconcile_batched(cluster: str, task_id: str | None = None) -> dict:
         return {"cluster": cluster, "state": "queued", "handled_by": next_round}
     if own.exc is not None:
         raise own.exc
-    return own.as_dict()
+    result = own.as_dict()
+    if len(outcomes) > 1 or next_round:  # the round served other requests too: name them for Flower
+        result["round"] = {c: o.brief() for c, o in sorted(outcomes.items())}
+        result["next_round"] = next_round
+    return result
 
 
 def _round(s, store, runner) -> tuple[dict, str | None]:

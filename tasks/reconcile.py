@@ -61,19 +61,17 @@ class Outcome:
 
     def brief(self) -> dict:
         """What the round did to the cluster, compactly (counts, not job ids), for a task's result:
-        `did` lists `submitted`, `removed`, `released`, `error` — or `nothing`, or `busy` (another
-        round held the cluster's lock) or `gone` (the cluster was deleted meanwhile)."""
+        `did` names `submitted`, `removed`, `released`, `error` — or `nothing`, or `busy` (another
+        round held the cluster's lock) or `gone` (the cluster was deleted meanwhile), joined by `+`.
+        Flat on purpose: Celery's result repr, which Flower shows, cuts nesting below three levels."""
         if self.state != "ok":
-            return {"did": [self.state]}
-        out: dict = {"did": [k for k in ("submitted", "removed", "released") if getattr(self, k)]}
-        for k in out["did"]:
-            out[k] = len(getattr(self, k))
+            return {"did": self.state}
+        did = [k for k in ("submitted", "removed", "released") if getattr(self, k)]
+        out: dict = {k: len(getattr(self, k)) for k in did}
         if self.error:
-            out["did"].append("error")
+            did.append("error")
             out["error"] = self.error
-        out["did"] = out["did"] or ["nothing"]
-        out["desired"], out["live"] = self.desired, self.live
-        return out
+        return {"did": "+".join(did) or "nothing", **out, "desired": self.desired, "live": self.live}
 
 
 @dataclass

@@ -59,3 +59,60 @@ def test_demo_keep_prints_what_answers_and_how_to_stop(stack, capsys):
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "LOCALPOOL_DIR")}
     res = subprocess.run(["bash", "-c", script], cwd=str(REPO), env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and '"clusters"' in res.stdout, res.stderr
+
+
+def test_flower_traces_every_request_to_the_round_that_handled_it(stack):
+    """With slow submits, requests arrive while a round runs: each queued scale task names the task whose
+    round handled its cluster, and that task's result, as Flower shows it, says what it did to it."""
+    import ast
+    import json
+    import subprocess
+    import sys
+
+    from harness.services import REPO
+
+    base, auth = f"http://127.0.0.1:{stack.flower_port}", ("admin", "s3cret-pw")
+    subprocess.run([sys.executable, "-m", "localpool", "fault", "submit-delay", "1.5"], env=stack.env, cwd=str(REPO),
+                   check=True, capture_output=True, timeout=60)
+    clusters = ["trace-a", "trace-b", "trace-c", "trace-d"]
+    out = stack.python("import json\nfrom state import Store, connect\nfrom tasks import api\nstore = Store(connect())\n"
+                       f"print(json.dumps({{c: api.enqueue_scale(store, c, 1).task_id for c in {clusters!r}}}))")
+    ids = json.loads(out.stdout.strip().splitlines()[-1])
+
+    def finished(task_id):
+        def get():
+            r = requests.get(f"{base}/api/task/info/{task_id}", auth=auth, timeout=10)
+            return r.json() if r.ok and r.json().get("state") == "SUCCESS" else None
+        task = wait_until(get, timeout=60, message=f"task {task_id} done in Flower")
+        return task, ast.literal_eval(task["result"])
+
+    queued = 0
+    for cluster in clusters:
+        _, result = finished(ids[cluster])
+        if result.get("state") != "queued":
+            assert result["submitted"], result  # ran the round that submitted its own job
+            continue
+        queued += 1
+        task, round_result = finished(result["handled_by"])
+        assert task["name"] in ("tasks.reconcile_pending", "tasks.scale_cluster"), task
+        named = round_result.get("clusters") or round_result.get("round") or {}
+        assert named[cluster]["did"] == "submitted" and named[cluster]["submitted"] == 1, round_result
+    assert queued, "some requests arrived while another task's round ran"
+    # every reconcile_pending result names its clusters and what it did to them
+    tasks = requests.get(f"{base}/api/tasks", auth=auth, timeout=10, params={"taskname": "tasks.reconcile_pending"}).json()
+    rounds = [ast.literal_eval(t["result"]) for t in tasks.values() if t.get("state") == "SUCCESS"]
+    assert rounds and all(set(r["clusters"]) and all(c["did"] for c in r["clusters"].values())
+                          for r in rounds if r["state"] == "ok" and r["reconciled"])
+    wait_until(lambda: all(len(live(stack, c)) == 1 for c in clusters), timeout=60, message="one job per cluster")
+
+
+def test_polls_run_on_their_own_queue(stack):
+    out = stack.cli("poll")
+    assert out.returncode == 0, out.stderr
+    auth = ("admin", "s3cret-pw")
+    tasks = requests.get(f"http://127.0.0.1:{stack.flower_port}/api/tasks", auth=auth, timeout=10,
+                         params={"taskname": "tasks.poll_queue"}).json()
+    assert tasks
+    info = [requests.get(f"http://127.0.0.1:{stack.flower_port}/api/task/info/{tid}", auth=auth, timeout=10).json()
+            for tid in tasks]
+    assert {t.get("routing_key") for t in info} == {"local.poll"}, info
