@@ -1,8 +1,8 @@
 """`make demo`: the whole controller on embedded defaults, then everything it started is stopped.
 
-Starts a private redis-server, the local pool, a Celery worker on the schedd queue, beat and Flower
-(behind basic auth). Part 1, the CLI: with a Dask scheduler of its own, scales a cluster of real Dask
-workers (HTCondor jobs of the local pool) to 4, runs a computation on them, scales to 1, deletes the
+Starts a private redis-server, the local pool, a Celery worker on the schedd queue, beat, Flower
+(behind basic auth) and the exporter (status page and Prometheus metrics; its URL is printed).
+Part 1, the CLI: with a Dask scheduler of its own, scales a cluster of real Dask workers (HTCondor jobs of the local pool) to 4, runs a computation on them, scales to 1, deletes the
 cluster and prints the summaries. Part 2, Dask Gateway: starts the gateway with our backend, and as a
 scientist would, creates a cluster, scales it to 4, computes, scales down and shuts it down.
 """
@@ -50,12 +50,12 @@ def run_demo(keep: bool = False) -> int:
     user = demo_user()
     password = secrets.token_urlsafe(12)
     stack = Stack(beat=True, flower_auth=f"admin:{password}", redis_password=secrets.token_urlsafe(16),
-                  appendonly=True, POLL_INTERVAL="2", SCHEDD_MIN_INTERVAL="0.1",
+                  appendonly=True, exporter=True, POLL_INTERVAL="2", SCHEDD_MIN_INTERVAL="0.1",
                   **({"DEFAULT_OWNER": user} if user else {}))
     scheduler = None
     kept = False
     try:
-        _say("starting redis-server, the local pool, a Celery worker (queue 'local'), beat and Flower")
+        _say("starting redis-server, the local pool, a Celery worker (queue 'local'), beat, Flower and the exporter")
         stack.start()
         secret = stack.workdir / "flower-password"
         secret.touch(mode=0o600)
@@ -63,6 +63,7 @@ def run_demo(keep: bool = False) -> int:
         _say(f"Redis     redis://:***@127.0.0.1:{stack.redis.port}/0 "
              f"(AOF on, password in {stack.redis.workdir}/redis.conf)")
         _say(f"Flower    http://127.0.0.1:{stack.flower_port}/  (user admin, password in {secret})")
+        _say(f"status    {stack.exporter_url}  (status page; Prometheus metrics at {stack.exporter_url}metrics)")
         _say(f"pool      LOCALPOOL_DIR={stack.env['LOCALPOOL_DIR']}")
         sport = free_port()
         scheduler = Process([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
@@ -121,6 +122,8 @@ def _print_keep(stack: Stack, flower_password: str) -> None:
     _say("everything keeps running (make demo KEEP=1):")
     print(f"    Redis     {stack.redis.url}")
     print(f"    Flower    http://127.0.0.1:{stack.flower_port}/   user admin, password {flower_password}")
+    if stack.exporter_url:
+        print(f"    status    {stack.exporter_url}   (Prometheus metrics at {stack.exporter_url}metrics)")
     print(f"    pool      LOCALPOOL_DIR={env['LOCALPOOL_DIR']}   logs {stack.logdir}")
     print("    from another shell, at the top of the checkout:")
     print(f"      export REDIS_URL='{stack.redis.url}' LOCALPOOL_DIR='{env['LOCALPOOL_DIR']}'"
