@@ -2,8 +2,9 @@
 
 Starts a private redis-server, the local pool, a Celery worker on the schedd queue, beat, Flower
 (behind basic auth) and the exporter (status page and Prometheus metrics; its URL is printed).
-Part 1, the CLI: with a Dask scheduler of its own, scales a cluster of real Dask workers (HTCondor jobs of the local pool) to 4, runs a computation on them, scales to 1, deletes the
-cluster and prints the summaries. Part 2, Dask Gateway: starts the gateway with our backend, and as a
+Part 1, the CLI: with a Dask scheduler of its own, scales a cluster of real Dask workers (HTCondor
+jobs of the local pool) to 4, runs a computation on them, scales to 1, deletes the cluster and
+prints the summaries. Part 2, Dask Gateway: starts the gateway with our backend, and as a
 scientist would, creates a cluster, scales it to 4, computes, scales down and shuts it down.
 """
 from __future__ import annotations
