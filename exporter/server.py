@@ -88,10 +88,14 @@ def make(address: str, port: int, app) -> WSGIServer:
 
 def serve(address: str = DEFAULT_ADDRESS, port: int = DEFAULT_PORT, *, redis_url: str | None = None,
           poll_interval: float | None = None, schedds: tuple[str, ...] | None = None, on_ready=None) -> None:
-    """Serve until SIGTERM/SIGINT. `on_ready(url)` is called once the socket listens."""
+    """Serve until SIGTERM/SIGINT. `on_ready(url)` is called once the socket listens.
+
+    Raises ValueError for a bad setting (naming it) and OSError when the address cannot be bound."""
     from state import connect
     from tasks.config import settings
     s = settings()
+    if (poll_interval if poll_interval is not None else s.poll_interval) <= 0:
+        raise ValueError(f"POLL_INTERVAL must be positive, not {s.poll_interval:g}")
     store = Store(connect(redis_url or s.redis_url))
     app = App(store, s.poll_interval if poll_interval is None else poll_interval,
               s.schedds if schedds is None else schedds)

@@ -14,12 +14,18 @@ from workers.jobstatus import HOLD_CODE_USER_REQUEST
 
 def _float(name: str, default: float) -> float:
     raw = os.environ.get(name, "")
-    return float(raw) if raw.strip() else default
+    try:
+        return float(raw) if raw.strip() else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
 
 
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name, "")
-    return int(raw) if raw.strip() else default
+    try:
+        return int(raw) if raw.strip() else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
 
 
 @dataclass(frozen=True)

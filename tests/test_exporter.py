@@ -165,6 +165,14 @@ def test_cli_refuses_a_bad_port_with_one_line(args, message):
     assert len(out.stderr.strip().splitlines()) == 1 and message in out.stderr, out.stderr
 
 
+def test_cli_bad_setting_is_one_line_naming_it():
+    import os
+    out = subprocess.run([sys.executable, str(REPO / "cli.py"), "exporter", "--port", "1"], capture_output=True,
+                         text=True, timeout=60, cwd=str(REPO), env={**os.environ, "POLL_INTERVAL": "soon"})
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == ["error: POLL_INTERVAL='soon' is not a number"]
+
+
 def test_cli_port_in_use_is_one_line_exit_1(redis_server):
     import socket
     with socket.socket() as busy:
