@@ -15,6 +15,7 @@ table { border-collapse: collapse; margin-bottom: 2em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
 td.num { text-align: right; }
+td.num small { display: block; text-align: left; max-width: 24em; }
 tr.stale td { background: #fff4e0; }
 .bad { color: #b00020; }
 small { color: #666; }
@@ -78,7 +79,7 @@ def _cluster_row(c) -> str:
 
     held = num("held")
     if c.held_reasons:
-        held += "<br>" + "<br>".join(f"<small>{n} &times; {escape(reason)}</small>"
+        held += "".join(f"<small>{n} &times; {escape(reason)}</small>"
                                     for reason, n in sorted(c.held_reasons.items()))
     polled = duration(c.age) + (" ago" if c.age is not None else "")
     if c.stale:
