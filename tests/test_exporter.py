@@ -184,3 +184,41 @@ def test_cli_port_in_use_is_one_line_exit_1(redis_server):
                              env={**__import__("os").environ, "REDIS_URL": redis_server.url})
     assert out.returncode == 1, out.stderr
     assert out.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_measurements_ride_existing_pipelines_without_extra_round_trips(redis_server, monkeypatch):
+    """The worker's measurements add no Redis round trip: they go out with the poll's write and the
+    release of a round's locks (each one network write, measured or not)."""
+    import redis as redis_lib
+
+    sends = []
+    real = redis_lib.connection.AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sends.append(1)
+        return real(self, command, check_health)
+
+    store = Store(connect(redis_server.url), recorder=Recorder())
+    store.r.ping()
+    write_state(store, polled_at=time.time())  # scripts loaded, connections made
+    monkeypatch.setattr(redis_lib.connection.AbstractConnection, "send_packed_command", counting)
+
+    def round_trips(measure: bool) -> int:
+        if measure:
+            store.metrics.command("local", "submit", 0.2, ok=True)
+            store.metrics.command("local", "query", 0.1, ok=False)
+            store.metrics.request_to_submit("local", 0.7)
+        sends.clear()
+        store.write_poll("local", {}, {}, time.time(), duration=0.1)
+        locks = [store.cluster_lock("alpha", 10)]
+        taken, _ = store.try_locks(locks, "tok")
+        store.metrics.command("local", "remove", 0.05, ok=True) if measure else None
+        store.release_locks(taken)
+        return len(sends)
+
+    round_trips(measure=False)  # redis-py loads the lock release script once
+    unmeasured = round_trips(measure=False)
+    assert round_trips(measure=True) == unmeasured
+    fields = store.r.hgetall("htdask:metrics:local")
+    assert fields["cmd:condor_rm:b:0.05"] == "1" and fields["cmd:condor_q:failures"] == "1"
+    assert not store.metrics.pending()
