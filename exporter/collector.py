@@ -57,8 +57,8 @@ def cluster_families(snap: snapshot.Snapshot):
     stale = GaugeMetricFamily("htdask_cluster_stale", f"1 if the cluster's summary is older than "
                               f"{snapshot.STALE_POLLS} x POLL_INTERVAL or missing, else 0",
                               labels=["cluster", "schedd"])
-    crash = GaugeMetricFamily("htdask_cluster_crash_loop", "1 if the cluster's workers keep exiting and "
-                              "resubmission backs off, else 0", labels=["cluster"])
+    crash = GaugeMetricFamily("htdask_cluster_crash_loop", "1 while a crash loop (workers exiting on their own) "
+                              "delays the cluster's next submission, else 0", labels=["cluster"])
     ended = CounterMetricFamily("htdask_jobs_ended", "Jobs of the cluster that left the queue, by how they ended",
                                 labels=["cluster", "reason"])
     for c in snap.clusters:
@@ -74,8 +74,7 @@ def cluster_families(snap: snapshot.Snapshot):
             crash.add_metric([c.name], 1 if c.crash_loop else 0)
         for reason, n in sorted(c.ended.items()):
             ended.add_metric([c.name, reason], n)
-    # TODO(issue 12): served once the controller records crash loops (ClusterView.crash_loop)
-    return [desired, jobs, held, stale, ended] + ([crash] if crash.samples else [])
+    return [desired, jobs, held, stale, crash, ended]
 
 
 def schedd_families(snap: snapshot.Snapshot):

@@ -88,7 +88,7 @@ def _cluster_row(c) -> str:
     if c.error:
         notes.append(f'<span class="bad">error: {escape(c.error)}</span>')
     if c.crash_loop:
-        notes.append('<span class="bad">crash loop: workers keep exiting</span>')
+        notes.append(f'<span class="bad">crash loop: {escape(c.crash_note or "workers keep exiting")}</span>')
     ended = ", ".join(f"{n} {reason}" for reason, n in sorted(c.ended.items()) if n)
     if ended:
         notes.append(f"ended: {escape(ended)}")

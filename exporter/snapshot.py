@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from state import Store
+from tasks.api import crash_note
 from state.metrics import known_schedds, read_schedds
 
 #: a summary older than this many poll intervals is stale (the rule `status` follows too)
@@ -35,8 +36,9 @@ class ClusterView:
     age: float | None = None  # seconds since the summary was written
     stale: bool = True
     error: str | None = None
-    #: TODO(issue 12): the crash-loop state; None until the controller records one (not served then)
+    #: a crash loop delays the cluster's submissions now (tasks/ended.py; None: no record)
     crash_loop: bool | None = None
+    crash_note: str | None = None  # e.g. "4 workers exited within 2 min (exit code 1), next try in 80 s"
 
 
 @dataclass
@@ -90,6 +92,8 @@ def read(store: Store, poll_interval: float, default_schedds: tuple[str, ...] = 
             age=age,
             stale=age is None or age > limit,
             error=rec.error if rec else None,
+            crash_loop=bool(rec.backoff_until and rec.backoff_until > now) if rec else None,
+            crash_note=crash_note(rec, now),
         ))
     wanted = set(default_schedds) | {c.schedd for c in clusters if c.schedd != "unknown"} | known_schedds(store.r)
     schedds = {name: ScheddView(name, poll, metrics)

@@ -116,6 +116,19 @@ def test_metrics_are_read_from_redis_at_scrape_time(served):
     assert value(m, "htdask_cluster_desired_workers", cluster="alpha", owner="alice", schedd="local") == 5
 
 
+def test_crash_loop_is_served_while_it_delays_submissions(served):
+    base, store = served
+    write_state(store, polled_at=time.time())
+    store.set_backoff("alpha", time.time() + 80, "4 workers exited within 2 min (exit code 1)")
+    store.set_backoff("beta", time.time() - 1, "3 workers exited within 2 min (exit code 2)")  # over
+    m = samples(requests.get(f"{base}/metrics", timeout=10).text)
+    assert value(m, "htdask_cluster_crash_loop", cluster="alpha") == 1
+    assert value(m, "htdask_cluster_crash_loop", cluster="beta") == 0
+    page = requests.get(f"{base}/", timeout=10).text
+    assert "crash loop: 4 workers exited within 2 min (exit code 1), next try in" in page
+    assert "exit code 2" not in page
+
+
 def test_summary_older_than_three_poll_intervals_is_stale(served):
     base, store = served  # poll_interval 10 s
     write_state(store, polled_at=time.time() - 31)
