@@ -17,7 +17,7 @@ from harness.services import REPO, Stack
 
 @pytest.fixture
 def stack(service_user):
-    with Stack(flower_auth="admin:s3cret-pw", DEFAULT_OWNER=service_user, DASK_WORKER_COMMAND=FAKE_WORKER, DASK_SCHEDULER_ADDRESS="tcp://127.0.0.1:8786",
+    with Stack(flower_auth="admin:s3cret-pw", exporter=True, DEFAULT_OWNER=service_user, DASK_WORKER_COMMAND=FAKE_WORKER, DASK_SCHEDULER_ADDRESS="tcp://127.0.0.1:8786",
                SCHEDD_MIN_INTERVAL="0") as s:
         yield s
 
@@ -54,8 +54,8 @@ def test_demo_keep_prints_what_answers_and_how_to_stop(stack, capsys):
     assert requests.get(f"{flower}api/workers", auth=("admin", "s3cret-pw"), timeout=10).status_code == 200
     assert "password s3cret-pw" in out and stack.redis.url in out
     assert f"kill {os.getpid()}" in out and "Ctrl-C" in out
-    if stack.exporter_url:  # the status page URL printed answers
-        assert requests.get(stack.exporter_url, timeout=10).status_code == 200 and stack.exporter_url in out
+    assert stack.exporter_url in out, "the status page's URL is printed"
+    assert requests.get(stack.exporter_url, timeout=10).status_code == 200
     exports = [line.strip() for line in out.splitlines() if line.strip().startswith("export ")]
     script = "\n".join(exports + [f"exec {shlex.quote(sys.executable)} cli.py status --json"])
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "LOCALPOOL_DIR")}
