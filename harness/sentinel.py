@@ -107,7 +107,7 @@ class SentinelSet:
         answers = []
         for port in self.sentinel_ports:
             try:
-                addr = self._sentinel(port).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
+                addr = self._sentinel(port).sentinel_get_master_addr_by_name(self.master_name)
             except redis.RedisError:
                 continue
             if addr:
@@ -121,7 +121,8 @@ class SentinelSet:
         return next(s for s in self.servers if s.port == port)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Until every sentinel knows the master, its replicas and the other sentinels."""
+        """Until every replica is in sync with the master and every sentinel knows the master, its replicas
+        and the other sentinels."""
         import redis
         deadline = time.monotonic() + timeout
         want_sentinels, want_replicas = len(self.sentinel_ports) - 1, len(self.servers) - 1
@@ -129,10 +130,13 @@ class SentinelSet:
             try:
                 ok = True
                 for port in self.sentinel_ports:
-                    info = dict(zip(*[iter(self._sentinel(port).execute_command(
-                        "SENTINEL", "MASTER", self.master_name))] * 2))
+                    info = self._sentinel(port).sentinel_master(self.master_name)
                     ok &= (int(info.get("num-other-sentinels", 0)) >= want_sentinels
                            and int(info.get("num-slaves", 0)) >= want_replicas)
+                for replica in self.servers[1:]:
+                    client = redis.Redis(host="127.0.0.1", port=replica.port, password=self.password,
+                                         socket_timeout=1, decode_responses=True)
+                    ok &= client.info("replication").get("master_link_status") == "up"
                 if ok:
                     return
             except redis.RedisError:
