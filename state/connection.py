@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -34,6 +36,11 @@ SENTINEL_PORT = 26379
 SERVER_SCHEMES = ("redis", "rediss", "unix")
 #: redis-py client options shared by every connection we make (seconds)
 CLIENT_OPTIONS = dict(socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+#: Under Sentinel a command that meets a dead or demoted master is re-sent, the master asked of the
+#: sentinels again before each try, for about this many seconds (backoff 0.1 s doubling to 1 s): a failover
+#: (down-after-milliseconds + election, a few seconds) is ridden through instead of failing the task
+#: half-way, e.g. between a reconcile round and the release of its lock.
+FAILOVER_RETRY_SECONDS = 30
 
 
 class RedisSettingError(ValueError):
@@ -189,9 +196,11 @@ def connect(url: str | None = None, *, decode_responses: bool = True) -> redis.R
     sentinel_kwargs = {"socket_timeout": 2, "socket_connect_timeout": 2}
     if target.sentinel_password:
         sentinel_kwargs["password"] = target.sentinel_password
+    retry = Retry(ExponentialBackoff(cap=1.0, base=0.1), FAILOVER_RETRY_SECONDS)
     sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs, **CLIENT_OPTIONS)
     return sentinel.master_for(target.master_name, password=target.password, db=target.db,
-                               decode_responses=decode_responses)
+                               decode_responses=decode_responses, retry=retry,
+                               retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
 def configure_celery(app, url: str | None = None) -> RedisTarget:

@@ -1,0 +1,107 @@
+"""Redis Sentinel: the whole controller on one master, one replica and three sentinels (Debian's
+redis-server and redis-sentinel on free loopback ports), and the master SIGKILLed during a burst.
+
+A client process sends scale requests for 20 clusters through `tasks.api.enqueue_scale`, retrying a
+request that failed (as a user re-runs a command that printed an error); every request it was told was
+taken is printed. The master is SIGKILLed part-way through. After the failover every cluster must have
+exactly its last taken request's count of jobs in the pool's own condor_q, no worker name twice, and its
+record must hold that request (no taken request lost).
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from harness import services
+from harness.sentinel import SentinelSet
+from harness.services import REPO, Stack
+from state import Store, connect
+from tests.conftest import queue_of
+
+pytestmark = pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-sentinel")),
+                                reason="redis-server / redis-sentinel not installed (apt-get install redis-sentinel)")
+
+CLUSTERS = [f"fo{i:02d}" for i in range(20)]
+ROUNDS = 5
+KILL_AFTER = 30  # taken requests before the master is killed
+
+# The client: ROUNDS rounds of one request per cluster (random counts 0..6, the last round >= 1), each
+# retried until taken; prints {"cluster", "n", "seq"} per taken request.
+CLIENT = f"""
+import json, random, sys, time
+from state import Store, connect
+from tasks.api import enqueue_scale
+random.seed(18)
+store = Store(connect())
+for rnd in range({ROUNDS}):
+    for cluster in {CLUSTERS!r}:
+        n = random.randint(1 if rnd == {ROUNDS} - 1 else 0, 6)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                got = enqueue_scale(store, cluster, n)
+                break
+            except Exception as exc:  # Redis or the broker away during the failover: try again
+                if time.monotonic() > deadline:
+                    raise
+                print(json.dumps({{"retry": type(exc).__name__}}), flush=True)
+                time.sleep(0.2)
+        print(json.dumps({{"cluster": cluster, "n": n, "seq": got.seq}}), flush=True)
+"""
+
+
+def _alive_jobs(stack, cluster):
+    jobs = queue_of(stack, cluster)
+    return [j for j in jobs if j["JobStatus"] in (1, 2, 5)], jobs
+
+
+def _exact(stack, last: dict[str, int]) -> list[str]:
+    """Clusters whose live job count differs from their last taken request."""
+    return [c for c, n in last.items() if len(_alive_jobs(stack, c)[0]) != n]
+
+
+def test_master_sigkilled_during_a_burst_of_scale_requests(service_user):
+    sentinels = SentinelSet(password=secrets.token_hex(8))
+    with Stack(redis=sentinels, beat=True, DEFAULT_OWNER=service_user, DASK_WORKER_COMMAND=services.FAKE_WORKER,
+               DASK_SCHEDULER_ADDRESS="tcp://127.0.0.1:8786", SCHEDD_MIN_INTERVAL="0", POLL_INTERVAL="2") as stack:
+        assert stack.env["REDIS_URL"].startswith("sentinel://")
+        client = subprocess.Popen([sys.executable, "-c", CLIENT], env=stack.env, cwd=str(REPO),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        last: dict[str, int] = {}
+        last_seq: dict[str, int] = {}
+        retries = taken = 0
+        killed_at = old_port = None
+        for line in client.stdout:
+            doc = json.loads(line)
+            if "retry" in doc:
+                retries += 1
+                continue
+            last[doc["cluster"]], last_seq[doc["cluster"]] = doc["n"], doc["seq"]
+            taken += 1
+            if taken == KILL_AFTER:
+                old_port = sentinels.kill_master()
+                killed_at = time.monotonic()
+        assert client.wait(60) == 0, client.stderr.read()[-3000:]
+        assert killed_at is not None and taken == ROUNDS * len(CLUSTERS)
+        failover = sentinels.wait_failover(old_port)
+        deadline = time.monotonic() + 75
+        while (wrong := _exact(stack, last)) and time.monotonic() < deadline:
+            time.sleep(1)
+        recovery = time.monotonic() - killed_at
+        print(f"sentinel failover: {failover:.1f}s after the SIGKILL; every cluster at its last desired count "
+              f"{recovery:.1f}s after it ({taken} requests taken, {retries} client retries)")
+        assert not wrong, f"clusters not at their last desired count: {wrong}\n{stack.logs()}"
+        store = Store(connect(stack.env["REDIS_URL"]))
+        for cluster, n in last.items():
+            alive, jobs = _alive_jobs(stack, cluster)
+            names = [j["DaskWorkerName"] for j in jobs]
+            assert len(names) == len(set(names)), (cluster, Counter(names).most_common(3))
+            record = store.get(cluster)
+            assert (record.desired, record.seq) == (n, last_seq[cluster]), (cluster, record)
