@@ -221,15 +221,6 @@ def configure_celery(app, url: str | None = None) -> RedisTarget:
     return target
 
 
-def wait_replicated(client: redis.Redis, url: str | None = None, timeout_ms: int = 1000) -> int | None:
-    """Under Sentinel, wait until a replica has this connection's writes (`WAIT 1 timeout_ms`): a request
-    acknowledged to its caller then survives the master's loss. Returns the replicas that acknowledged,
-    None for a single server (nothing to wait for)."""
-    if not parse(url).is_sentinel:
-        return None
-    return int(client.execute_command("WAIT", 1, timeout_ms))
-
-
 def check_or_exit(program: str, url: str | None = None) -> RedisTarget:
     """Parse the Redis settings; on an unusable one print one line naming it and exit 2."""
     try:

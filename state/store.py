@@ -21,8 +21,11 @@ from state.connection import connect, settings_from_env
 
 log = logging.getLogger(__name__)
 
-#: milliseconds a request waits for a replica to hold it under Sentinel (state.connection.wait_replicated)
+#: milliseconds a request waits for a replica to hold it under Sentinel
 REPLICA_WAIT_MS = 1000
+#: seconds requests stop waiting after a wait no replica answered (none is connected, e.g. after a failover
+#: until the old master returns as a replica): nothing could be promoted over them meanwhile
+NO_REPLICA_PAUSE = 10.0
 
 # Raise the counter to `floor` when it is lower, then reserve n indexes: one round trip, atomic.
 _RESERVE = """
@@ -144,6 +147,7 @@ class Store:
         # Under Sentinel a replica may be promoted after the master dies: a request waits until a replica
         # holds it before its caller is told it was taken (WAIT on the connection that wrote it).
         self.replicated = isinstance(self.r.connection_pool, SentinelConnectionPool)
+        self._no_replica_until = 0.0
 
     # ---- requests -------------------------------------------------------------------------------
     def next_seq(self) -> int:
@@ -157,7 +161,8 @@ class Store:
         Same fields as `record_request`; used where requests enter (tasks.api), so the task that
         follows finds its request already recorded.
         """
-        return self._record(name, desired, schedd, owner, options, names, None, wait=self.replicated)[0]
+        wait = self.replicated and time.monotonic() >= self._no_replica_until
+        return self._record(name, desired, schedd, owner, options, names, None, wait=wait)[0]
 
     def record_request(self, name: str, desired: int, *, schedd: str, owner: str | None = None,
                        options: dict | None = None, names: list[str] | None = None,
@@ -184,8 +189,10 @@ class Store:
         pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
         (got, applied), replicas = pipe.execute()
         if not int(replicas):
+            self._no_replica_until = time.monotonic() + NO_REPLICA_PAUSE
             log.warning("cluster %s: request %s recorded, but no replica confirmed it within %d ms (a failover "
-                        "now could lose it)", name, got, REPLICA_WAIT_MS)
+                        "now could lose it); not waiting for replicas for %.0f s", name, got, REPLICA_WAIT_MS,
+                        NO_REPLICA_PAUSE)
         return int(got), bool(applied)
 
     def get(self, name: str) -> ClusterRecord | None:
