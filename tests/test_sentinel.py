@@ -110,3 +110,61 @@ def test_master_sigkilled_during_a_burst_of_scale_requests(service_user, monkeyp
             assert len(names) == len(set(names)), (cluster, Counter(names).most_common(3))
             record = store.get(cluster)
             assert (record.desired, record.seq) == (n, last_seq[cluster]), (cluster, record)
+
+
+# ---- the settings: one URL, parsed in one place ----------------------------------------------------------
+from state import connection  # noqa: E402
+
+
+def test_plain_url_is_left_as_it_was():
+    target = connection.parse("redis://:pw@127.0.0.1:6379/3", env={})
+    assert not target.is_sentinel and target.db == 3 and target.password == "pw"
+    assert target.celery_url() == "redis://:pw@127.0.0.1:6379/3" and target.transport_options() == {}
+
+
+def test_sentinel_url_gives_kombu_and_celery_their_options():
+    env = {"REDIS_SENTINEL_MASTER": "site", "REDIS_PASSWORD": "p@ss", "REDIS_SENTINEL_PASSWORD": "sp"}
+    target = connection.parse("sentinel://h1:26379;sentinel://h2/2", env=env)
+    assert target.sentinels == (("h1", 26379), ("h2", 26379)) and target.db == 2
+    assert target.master_name == "site" and target.password == "p@ss"
+    assert target.celery_url() == "sentinel://:p%40ss@h1:26379;sentinel://:p%40ss@h2/2"
+    assert target.transport_options() == {"master_name": "site", "sentinel_kwargs": {"password": "sp"}}
+    from celery import Celery
+    app = Celery("t")
+    app.conf.broker_transport_options = {"visibility_timeout": 7}
+    connection.configure_celery(app, "sentinel://h1:26379/0")
+    assert app.conf.broker_url == "sentinel://h1:26379/0" == app.conf.result_backend
+    assert app.conf.broker_transport_options == {"visibility_timeout": 7, "master_name": "mymaster"}
+    assert app.conf.result_backend_transport_options["master_name"] == "mymaster"
+
+
+@pytest.mark.parametrize("url, env, setting", [
+    ("localhost:6379", {}, "REDIS_URL"),
+    ("http://h:1/0", {}, "REDIS_URL"),
+    ("sentinel://h1:26379;redis://h2:6379/0", {}, "REDIS_URL"),
+    ("redis://h1:6379;redis://h2:6379", {}, "REDIS_URL"),
+    ("sentinel://h1:notaport/0", {}, "REDIS_URL"),
+    ("sentinel://:26379/0", {}, "REDIS_URL"),
+    ("redis://h1:6379/zero", {}, "REDIS_URL"),
+    ("sentinel://h1:26379/0", {"REDIS_SENTINEL_MASTER": " "}, "REDIS_SENTINEL_MASTER"),
+    ("redis://:a@h1:6379/0", {"REDIS_PASSWORD": "b"}, "REDIS_PASSWORD"),
+])
+def test_an_unusable_setting_is_named(url, env, setting):
+    with pytest.raises(connection.RedisSettingError) as e:
+        connection.parse(url, env=env)
+    assert str(e.value).startswith(setting) and "\n" not in str(e.value)
+
+
+def test_redact_hides_every_password():
+    assert connection.redact("sentinel://:a@h1:1;sentinel://:b@h2:2/0") == "sentinel://***@h1:1;sentinel://***@h2:2/0"
+
+
+@pytest.mark.parametrize("argv", [["cli.py", "status"], ["-m", "celery", "-A", "tasks", "worker"]],
+                         ids=["cli", "celery-worker"])
+def test_a_bad_redis_setting_stops_the_process_at_start_with_one_line(argv):
+    env = {**__import__("os").environ, "REDIS_URL": "sentinel://h1:26379;redis://h2/0", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, *argv], env=env, cwd=str(REPO), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "REDIS_URL" in lines[0] and "sentinel://" in lines[0], out.stderr
