@@ -8,6 +8,7 @@
     htdask poll [--schedd NAME] [--json]
     htdask demo [--keep]
     htdask operator
+    htdask worker-health [--node worker@HOST] [--timeout S]
 
 Shell completion (click): `eval "$(_HTDASK_COMPLETE=bash_source htdask)"` in ~/.bashrc
 (zsh: `zsh_source`, fish: `fish_source`).
@@ -20,6 +21,7 @@ import sys
 import click
 
 from htdask import __version__, commands
+from htdask.health import worker_health
 from htdask.base import Failure, Group, examples
 
 
@@ -37,7 +39,8 @@ def main(verbose: bool):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-for _command in (commands.scale, commands.delete, commands.status, commands.jobs, commands.logs, commands.poll):
+for _command in (commands.scale, commands.delete, commands.status, commands.jobs, commands.logs, commands.poll,
+                 worker_health):
     main.add_command(_command)
 
 
