@@ -10,6 +10,7 @@ record must hold that request (no taken request lost).
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ import pytest
 from harness import services
 from harness.sentinel import SentinelSet
 from harness.services import REPO, Stack
-from state import Store, connect
+from state import Store, connect, connection
 from tests.conftest import queue_of
 
 pytestmark = pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-sentinel")),
@@ -113,9 +114,6 @@ def test_master_sigkilled_during_a_burst_of_scale_requests(service_user, monkeyp
 
 
 # ---- the settings: one URL, parsed in one place ----------------------------------------------------------
-from state import connection  # noqa: E402
-
-
 def test_plain_url_is_left_as_it_was():
     target = connection.parse("redis://:pw@127.0.0.1:6379/3", env={})
     assert not target.is_sentinel and target.db == 3 and target.password == "pw"
@@ -162,7 +160,7 @@ def test_redact_hides_every_password():
 @pytest.mark.parametrize("argv", [["cli.py", "status"], ["-m", "celery", "-A", "tasks", "worker"]],
                          ids=["cli", "celery-worker"])
 def test_a_bad_redis_setting_stops_the_process_at_start_with_one_line(argv):
-    env = {**__import__("os").environ, "REDIS_URL": "sentinel://h1:26379;redis://h2/0", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "REDIS_URL": "sentinel://h1:26379;redis://h2/0", "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, *argv], env=env, cwd=str(REPO), capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 2, out
