@@ -94,7 +94,8 @@ class BenchStack(Stack):
     # -- helpers ----------------------------------------------------------------------------------
     def activate(self) -> None:
         """Make this process a client of the stack (tasks.*, state.*, workers.* read os.environ)."""
-        for key in ("REDIS_URL", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD", "LOCALPOOL_DIR", "PATH", "SCHEDD_NAME", "DEFAULT_OWNER", "DASK_WORKER_COMMAND",
+        for key in ("REDIS_URL", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD",
+                    "LOCALPOOL_DIR", "PATH", "SCHEDD_NAME", "DEFAULT_OWNER", "DASK_WORKER_COMMAND",
                     "DASK_SCHEDULER_ADDRESS", "LOCALPOOL_SLOTS", "POLL_INTERVAL", "SCHEDD_MIN_INTERVAL"):
             if key in self.env:
                 os.environ[key] = self.env[key]
