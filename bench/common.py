@@ -94,15 +94,16 @@ class BenchStack(Stack):
     # -- helpers ----------------------------------------------------------------------------------
     def activate(self) -> None:
         """Make this process a client of the stack (tasks.*, state.*, workers.* read os.environ)."""
-        for key in ("REDIS_URL", "LOCALPOOL_DIR", "PATH", "SCHEDD_NAME", "DEFAULT_OWNER", "DASK_WORKER_COMMAND",
+        for key in ("REDIS_URL", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD",
+                    "LOCALPOOL_DIR", "PATH", "SCHEDD_NAME", "DEFAULT_OWNER", "DASK_WORKER_COMMAND",
                     "DASK_SCHEDULER_ADDRESS", "LOCALPOOL_SLOTS", "POLL_INTERVAL", "SCHEDD_MIN_INTERVAL"):
             if key in self.env:
                 os.environ[key] = self.env[key]
         from tasks import context
         context.reset()
+        from state import configure_celery
         from tasks.app import app
-        app.conf.broker_url = self.env["REDIS_URL"]
-        app.conf.result_backend = self.env["REDIS_URL"]
+        configure_celery(app, self.env["REDIS_URL"])
 
     def count(self, command: str | tuple[str, ...]) -> int:
         commands = (command,) if isinstance(command, str) else command
@@ -116,7 +117,9 @@ class BenchStack(Stack):
 def wait_worker_ready(stack: Stack, proc: Process, timeout: float = 60.0) -> None:
     """Wait until the worker answers a ping (works whatever its log level)."""
     from celery import Celery
-    probe = Celery("probe", broker=stack.env["REDIS_URL"], backend=stack.env["REDIS_URL"])
+    from state import configure_celery
+    probe = Celery("probe")
+    configure_celery(probe, stack.env["REDIS_URL"])
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:

@@ -35,6 +35,7 @@ SCRIPTS = [
     ("gateway_scale", False),  # written with the gateway issue; counted when present
     ("parse_queue", True),
     ("soak", True),  # the reliability issue's bounded soak: its figure is the invariants that held
+    ("soak_sentinel", True),  # the same on Redis Sentinel with the master SIGKILLed half-way (issue 18)
 ]
 TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", "900"))
 FIGURE = re.compile(r"^(?P<name>[\w.-]+): (?P<value>.*) \(goal: (?P<goal>.*)\) (?P<result>ok|MISSED)\s*$")

@@ -1,6 +1,6 @@
 """Bounded soak: random scale requests under random faults, then the invariants.
 
-    python bench/soak.py [--seconds 120] [--clusters 5] [--seed N]
+    python bench/soak.py [--seconds 120] [--clusters 5] [--seed N] [--sentinel]
 
 Runs a Stack (redis-server, local pool, two Celery workers, beat polling every 2 s) and for --seconds
 sends random scale requests to a few clusters while injecting faults: failing and slow condor_submit,
@@ -12,6 +12,11 @@ Then it clears the faults, lets the controller converge, and checks from the poo
 - no orphan job: every job with our marker belongs to a cluster we know;
 - no lost request: every cluster's recorded desired count is the last one sent.
 
+With --sentinel (bench/soak_sentinel.py) Redis is a Sentinel set (a master, a replica, three sentinels,
+harness/sentinel.py) and, half-way, the master is SIGKILLed; it comes back 10 s later and rejoins as a
+replica. A request that fails meanwhile is sent again (as a user re-runs a command that printed an
+error); only requests that were taken count as sent.
+
 Stops by itself; stops every process it started.
 """
 from __future__ import annotations
@@ -22,12 +27,14 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from harness.sentinel import SentinelSet  # noqa: E402
 from harness.services import FAKE_WORKER, REPO, Stack  # noqa: E402
 from harness.users import ensure_user  # noqa: E402
 
@@ -42,12 +49,13 @@ def soak_user() -> str | None:
     return SOAK_USER
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--clusters", type=int, default=5)
     ap.add_argument("--seed", type=int, default=int(time.time()))
-    a = ap.parse_args()
+    ap.add_argument("--sentinel", action="store_true", help="Redis Sentinel; SIGKILL the master half-way")
+    a = ap.parse_args(argv)
     rng = random.Random(a.seed)
     user = soak_user()
     env = dict(POLL_INTERVAL="2", SCHEDD_MIN_INTERVAL="0.05", TASK_MAX_RETRIES="8", RETRY_BACKOFF_MAX="2",
@@ -55,8 +63,10 @@ def main() -> int:
                DASK_SCHEDULER_ADDRESS="tcp://127.0.0.1:8786", HOLD_RELEASE_LIMIT="1")
     if user:
         env["DEFAULT_OWNER"] = user
-    print(f"soak: seed {a.seed}, {a.seconds:.0f}s, {a.clusters} clusters", flush=True)
-    with Stack(beat=True, **env) as stack:
+    figure = "soak_sentinel" if a.sentinel else "soak"
+    print(f"{figure}: seed {a.seed}, {a.seconds:.0f}s, {a.clusters} clusters", flush=True)
+    sentinels = SentinelSet(password=f"soak{a.seed}") if a.sentinel else None
+    with Stack(beat=True, redis=sentinels, **env) as stack:
         stack.start_worker("worker2")
         os.environ.update(stack.env)
         from state import Store, connect
@@ -65,6 +75,9 @@ def main() -> int:
         names = [f"soak-{i}" for i in range(a.clusters)]
         last: dict[str, int] = {}
         stats = Counter()
+        master_kill = time.monotonic() + a.seconds / 2 if sentinels else None
+        killed_port = rejoin_at = None
+        failover: list[float] = []
 
         def fault(*args: str) -> None:
             subprocess.run([sys.executable, "-m", "localpool", "fault", *args], env=stack.env, cwd=REPO,
@@ -77,9 +90,9 @@ def main() -> int:
             roll = rng.random()
             if roll < 0.70:
                 cluster, n = rng.choice(names), rng.randint(0, 12)
-                api.enqueue_scale(store, cluster, n)
-                last[cluster] = n
-                stats["requests"] += 1
+                if _send(api, store, cluster, n, stats):
+                    last[cluster] = n
+                    stats["requests"] += 1
             elif roll < 0.78:
                 fault("submit-fail", str(rng.randint(1, 2)))
             elif roll < 0.84:
@@ -90,6 +103,14 @@ def main() -> int:
                 fault("hold-next", "1")
             else:
                 _remove_one_behind_our_back(stack, rng, stats)
+            if master_kill and time.monotonic() > master_kill:
+                killed_port, master_kill, rejoin_at = sentinels.kill_master(), None, time.monotonic() + 10
+                threading.Thread(target=lambda: failover.append(sentinels.wait_failover(killed_port)),
+                                 daemon=True).start()
+                stats["master kills"] += 1
+            if rejoin_at and time.monotonic() > rejoin_at:
+                sentinels.server(killed_port).start()  # the sentinels make it a replica of the new master
+                rejoin_at = None
             if time.monotonic() > next_kill:
                 victim = stack.workers.pop(0)
                 victim.kill(signal.SIGKILL)
@@ -99,17 +120,35 @@ def main() -> int:
                 next_kill = time.monotonic() + a.seconds / 3
             time.sleep(rng.uniform(0.05, 0.4))
         fault("clear")
-        print(f"soak: {stats['requests']} requests, {stats['faults']} faults, {stats['kills']} worker kills, "
-              f"{stats['removed']} jobs removed behind our back; converging", flush=True)
+        print(f"{figure}: {stats['requests']} requests, {stats['faults']} faults, {stats['kills']} worker kills, "
+              f"{stats['removed']} jobs removed behind our back, {stats['master kills']} Redis master kills "
+              f"(failover {failover[0] if failover else float('nan'):.1f}s), {stats['retries']} requests sent "
+              "again; converging", flush=True)
         converged = _converge(stack, store, last, timeout=180)
         results = _invariants(stack, store, last)
     for name, ok, detail in results:
         print(f"  {'ok  ' if ok else 'FAIL'} {name}: {detail}")
     passed = sum(ok for _, ok, _ in results)
     status = "ok" if passed == len(results) and converged else "MISSED"
-    print(f"soak: {passed}/{len(results)} invariants after {stats['requests']} requests and "
-          f"{stats['faults']} faults (goal: {len(results)}/{len(results)}) {status}")
+    extra = f", master SIGKILLed once" if a.sentinel else ""
+    print(f"{figure}: {passed}/{len(results)} invariants after {stats['requests']} requests and "
+          f"{stats['faults']} faults{extra} (goal: {len(results)}/{len(results)}) {status}")
     return 0
+
+
+def _send(api, store, cluster: str, n: int, stats: Counter, patience: float = 60.0) -> bool:
+    """Send a scale request until it is taken (True); a Redis or broker error means not taken: again."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            api.enqueue_scale(store, cluster, n)
+            return True
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                print(f"soak: request {cluster}={n} not taken for {patience:.0f}s: {exc}", flush=True)
+                return False
+            stats["retries"] += 1
+            time.sleep(0.2)
 
 
 def _jobs(stack: Stack) -> list[dict]:

@@ -328,13 +328,18 @@ class HTCondorBackend(LocalBackend):
 
     # ---- controller ------------------------------------------------------------------------------
     redis_url = Unicode(
-        help="Redis of the controller (broker and state). Defaults to the environment variable REDIS_URL.",
+        help="""
+        Redis of the controller (broker and state): redis://... or Sentinel's
+        sentinel://h1:26379;sentinel://h2:26379/0 (with REDIS_SENTINEL_MASTER, REDIS_SENTINEL_PASSWORD
+        from the environment). Defaults to the environment variable REDIS_URL.
+        """,
         config=True,
     )
 
     @default("redis_url")
     def _default_redis_url(self):
-        return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        from state.connection import settings_from_env
+        return settings_from_env()["url"]
 
     schedd = Unicode(
         help="""
@@ -374,10 +379,9 @@ class HTCondorBackend(LocalBackend):
         if not pkg.handlers and pkg.parent is logging.getLogger():
             pkg.parent = self.log  # our module loggers write through the gateway's handlers
             pkg.setLevel(self.log.level or logging.INFO)
-        from state import Store, connect
+        from state import Store, configure_celery, connect
         from tasks.app import app
-        app.conf.broker_url = self.redis_url
-        app.conf.result_backend = self.redis_url
+        configure_celery(app, self.redis_url)
         self.celery = app
         self.store = Store(connect(self.redis_url))
         self._syncs: dict[str, NameSync] = {}

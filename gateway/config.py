@@ -9,7 +9,9 @@
 #   GATEWAY_API_ADDRESS      private API server address (only the proxy talks to it), default 127.0.0.1:0
 #   GATEWAY_PASSWORD         shared password of the simple authenticator (required)
 #   GATEWAY_ALLOW_ANY_PASSWORD  1: start without GATEWAY_PASSWORD, accepting any password (demos only)
-#   REDIS_URL                the controller's Redis (broker + state), default redis://127.0.0.1:6379/0
+#   REDIS_URL                the controller's Redis (broker + state), default redis://127.0.0.1:6379/0;
+#                            Sentinel: sentinel://h1:26379;sentinel://h2:26379/0 with REDIS_SENTINEL_MASTER,
+#                            REDIS_SENTINEL_PASSWORD (see the README's "Redis that fails over")
 #   SCHEDD_NAME              schedd queue of new clusters, default local
 #   DEFAULT_OWNER            Unix account jobs run as (must match the Celery worker's DEFAULT_OWNER);
 #                            required unless GATEWAY_RUN_AS_OWNER=1 (else: the gateway's own user, never root)
@@ -59,8 +61,13 @@ def _refuse(message):
 
 def _check_setup():
     """One line and exit 2 for a setup every request would fail with (or that lets anyone in)."""
+    from state.connection import RedisSettingError, parse
     from workers.runas import check_user
     from workers.validation import ValidationError
+    try:
+        parse()  # REDIS_URL, REDIS_SENTINEL_MASTER, ...: a single Redis or Sentinel (state/connection.py)
+    except RedisSettingError as e:
+        _refuse(str(e))
     if not _env("GATEWAY_PASSWORD") and not _flag("GATEWAY_ALLOW_ANY_PASSWORD"):
         _refuse("GATEWAY_PASSWORD is unset (any password would be accepted); set it, or "
                 "GATEWAY_ALLOW_ANY_PASSWORD=1 for a demo")

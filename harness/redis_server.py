@@ -12,11 +12,13 @@ class RedisServer:
     """Debian's redis-server on 127.0.0.1:<free port>, data under `workdir`.
 
     `appendonly` turns AOF on (reliability tests restart Redis and expect data back);
-    `password` sets requirepass so the password-in-URL path is exercised.
+    `password` sets requirepass so the password-in-URL path is exercised (and masterauth, so that
+    servers of a Sentinel set, `harness.sentinel`, replicate whichever of them is the master);
+    `replica_of` makes it a replica of the server on that loopback port.
     """
 
     def __init__(self, workdir: str | Path | None = None, *, port: int | None = None,
-                 appendonly: bool = False, password: str | None = None):
+                 appendonly: bool = False, password: str | None = None, replica_of: int | None = None):
         exe = shutil.which("redis-server")
         if not exe:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -26,6 +28,7 @@ class RedisServer:
         self.port = port or free_port()
         self.appendonly = appendonly
         self.password = password
+        self.replica_of = replica_of  # port of the master on 127.0.0.1 this server replicates
         self.proc: Process | None = None
 
     @property
@@ -39,11 +42,13 @@ class RedisServer:
             # The password goes into a private config file, not onto the command line (ps shows argv).
             conf = self.workdir / "redis.conf"
             conf.touch(mode=0o600)
-            conf.write_text(f"requirepass {self.password}\n")
+            conf.write_text(f"requirepass {self.password}\nmasterauth {self.password}\n")
             argv.append(str(conf))
         argv += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
                 "--save", "", "--daemonize", "no", "--protected-mode", "yes",
                 "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always"]
+        if self.replica_of:
+            argv += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         return argv
 
     def start(self) -> "RedisServer":

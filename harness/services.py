@@ -98,7 +98,7 @@ class Stack:
 
     def __init__(self, workdir: Path | None = None, *, beat: bool = False, flower_auth: str | None = None,
                  concurrency: int = 2, redis_password: str | None = None, appendonly: bool = False,
-                 exporter: bool = False, **env_extra):
+                 exporter: bool = False, redis=None, **env_extra):
         # Jobs run as other Unix users, who must reach the pool's state directory: not under a
         # private (0700) pytest tmp dir.
         self.owns_workdir = workdir is None
@@ -107,7 +107,9 @@ class Stack:
         os.chmod(self.workdir, 0o755)
         self.logdir = self.workdir / "logs"
         self.logdir.mkdir(exist_ok=True)
-        self.redis = RedisServer(self.workdir / "redis", appendonly=appendonly, password=redis_password)
+        # `redis`: another Redis to start and stop with the stack, e.g. a harness.sentinel.SentinelSet (its
+        # `env` names the master); default a private redis-server.
+        self.redis = redis or RedisServer(self.workdir / "redis", appendonly=appendonly, password=redis_password)
         self.with_beat = beat
         self.flower_auth = flower_auth
         self.flower_port: int | None = None
@@ -129,7 +131,8 @@ class Stack:
     def start(self) -> "Stack":
         print(f"stack workdir {self.workdir} (KEEP_STACK=1 keeps it)")  # shown with a failing test's output
         self.redis.start()
-        self.env = base_env(self.workdir, self.redis.url, self.pool_bin, **self.env_extra)
+        self.env = base_env(self.workdir, self.redis.url, self.pool_bin,
+                            **{**getattr(self.redis, "env", {}), **self.env_extra})
         self.start_worker()
         if self.with_beat:
             self.others.append(celery_beat(self.env, self.logdir))

@@ -81,12 +81,9 @@ def fail(message: str, code: int):
 
 
 def redacted_url() -> str:
+    from state.connection import redact
     from tasks.config import settings
-    url = settings().redis_url
-    if "@" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+    return redact(settings().redis_url)
 
 
 def store():

@@ -9,6 +9,7 @@
     htdask demo [--keep]
     htdask exporter [--address 127.0.0.1] [--port 9808]
     htdask operator
+    htdask worker-health [--node worker@HOST] [--timeout S]
 
 Shell completion (click): `eval "$(_HTDASK_COMPLETE=bash_source htdask)"` in ~/.bashrc
 (zsh: `zsh_source`, fish: `fish_source`).
@@ -21,6 +22,7 @@ import sys
 import click
 
 from htdask import __version__, commands
+from htdask.health import worker_health
 from htdask.base import Failure, Group, examples
 
 
@@ -38,7 +40,8 @@ def main(verbose: bool):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-for _command in (commands.scale, commands.delete, commands.status, commands.jobs, commands.logs, commands.poll):
+for _command in (commands.scale, commands.delete, commands.status, commands.jobs, commands.logs, commands.poll,
+                 worker_health):
     main.add_command(_command)
 
 

@@ -16,6 +16,7 @@
 | `OPERATOR_TRAEFIK_ROUTES` | create dask-gateway's IngressRoute/IngressRouteTCP (`1`/`0`) | `1` |
 | `OPERATOR_PROXY_PREFIX`, `OPERATOR_PROXY_WEB_ENTRYPOINT`, `OPERATOR_PROXY_TCP_ENTRYPOINT`, `OPERATOR_PROXY_WEB_MIDDLEWARES` (JSON list) | as the helm chart's controller settings | ``, `web`, `tcp`, `[]` |
 | `OPERATOR_COMPLETED_MAX_AGE` | seconds a Stopped/Failed DaskCluster is kept before the operator deletes it; `0` = never | `86400` |
+| `REDIS_URL`, `REDIS_SENTINEL_MASTER`, `REDIS_PASSWORD`, `REDIS_SENTINEL_PASSWORD` | the controller's Redis, one server or Sentinel (`state/connection.py`) | `redis://127.0.0.1:6379/0` |
 | `KUBECONFIG` | kubeconfig when not running in a pod | in-cluster config |
 """
 from __future__ import annotations
@@ -100,7 +101,9 @@ def from_env(**overrides) -> OperatorConfig:
 
 def check(cfg: OperatorConfig) -> None:
     """Refuse settings the operator cannot work with (one line each, ValueError)."""
+    from state.connection import parse
     from workers.validation import validate_port_range
+    parse()  # REDIS_URL and the Sentinel settings (RedisSettingError is a ValueError naming the setting)
     if not cfg.instance:
         raise ValueError("DASK_GATEWAY_INSTANCE (--instance) is required: the dask-gateway instance to serve")
     if not cfg.api_url.startswith(("http://", "https://")):

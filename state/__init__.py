@@ -1,4 +1,7 @@
-"""Redis state: the one place that owns our keys (see `state.keys` for the layout)."""
-from state.store import ClusterRecord, Store, connect, holder_is_dead, holder_token, redis_url
+"""Redis state: the one place that owns our keys (see `state.keys` for the layout) and every Redis client
+(`state.connection`: a single server or Sentinel, from REDIS_URL)."""
+from state.connection import RedisSettingError, configure_celery, connect, redact
+from state.store import ClusterRecord, Store, holder_is_dead, holder_token, redis_url
 
-__all__ = ["ClusterRecord", "Store", "connect", "holder_is_dead", "holder_token", "redis_url"]
+__all__ = ["ClusterRecord", "RedisSettingError", "Store", "configure_celery", "connect", "holder_is_dead",
+           "holder_token", "redact", "redis_url"]

@@ -14,13 +14,19 @@ import uuid
 from dataclasses import dataclass, field
 
 import redis
+from redis.sentinel import SentinelConnectionPool
 
 from state import keys
 from state.metrics import RECORDER, Recorder
+from state.connection import connect, settings_from_env
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: milliseconds a request waits for a replica to hold it under Sentinel
+REPLICA_WAIT_MS = 1000
+#: seconds requests stop waiting after a wait no replica answered (none is connected, e.g. after a failover
+#: until the old master returns as a replica): nothing could be promoted over them meanwhile
+NO_REPLICA_PAUSE = 10.0
 
 # Raise the counter to `floor` when it is lower, then reserve n indexes: one round trip, atomic.
 _RESERVE = """
@@ -87,13 +93,7 @@ return 0
 
 
 def redis_url() -> str:
-    return os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
-
-
-def connect(url: str | None = None) -> redis.Redis:
-    """A client for REDIS_URL (password in the URL is honoured), decoding to str."""
-    return redis.Redis.from_url(url or redis_url(), decode_responses=True,
-                                socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+    return settings_from_env()["url"]
 
 
 def holder_token(task_id: str | None = None) -> str:
@@ -156,6 +156,10 @@ class Store:
         self._break = self.r.register_script(_BREAK_LOCK)
         self._record_request = self.r.register_script(_RECORD_REQUEST)
         self._delete_cluster = self.r.register_script(_DELETE_CLUSTER)
+        # Under Sentinel a replica may be promoted after the master dies: a request waits until a replica
+        # holds it before its caller is told it was taken (WAIT on the connection that wrote it).
+        self.replicated = isinstance(self.r.connection_pool, SentinelConnectionPool)
+        self._no_replica_until = 0.0
 
     # ---- requests -------------------------------------------------------------------------------
     def next_seq(self) -> int:
@@ -169,7 +173,8 @@ class Store:
         Same fields as `record_request`; used where requests enter (tasks.api), so the task that
         follows finds its request already recorded.
         """
-        return self._record(name, desired, schedd, owner, options, names, None)[0]
+        wait = self.replicated and time.monotonic() >= self._no_replica_until
+        return self._record(name, desired, schedd, owner, options, names, None, wait=wait)[0]
 
     def record_request(self, name: str, desired: int, *, schedd: str, owner: str | None = None,
                        options: dict | None = None, names: list[str] | None = None,
@@ -183,13 +188,23 @@ class Store:
         """
         return self._record(name, desired, schedd, owner, options, names, seq)[1]
 
-    def _record(self, name, desired, schedd, owner, options, names, seq) -> tuple[int, bool]:
+    def _record(self, name, desired, schedd, owner, options, names, seq, wait=False) -> tuple[int, bool]:
         args = [name, desired, schedd, time.time(), owner or "",
                 json.dumps(options, sort_keys=True) if options is not None else "",
                 "1" if names is not None else "0", "" if seq is None else int(seq), *(names or [])]
-        got, applied = self._record_request(
-            keys=[keys.seq(), keys.cluster(name), keys.clusters(), keys.names(name), keys.tombstone(name)],
-            args=args)
+        record_keys = [keys.seq(), keys.cluster(name), keys.clusters(), keys.names(name), keys.tombstone(name)]
+        if not wait:
+            got, applied = self._record_request(keys=record_keys, args=args)
+            return int(got), bool(applied)
+        pipe = self.r.pipeline(transaction=False)  # one connection: WAIT covers this write
+        self._record_request(keys=record_keys, args=args, client=pipe)
+        pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
+        (got, applied), replicas = pipe.execute()
+        if not int(replicas):
+            self._no_replica_until = time.monotonic() + NO_REPLICA_PAUSE
+            log.warning("cluster %s: request %s recorded, but no replica confirmed it within %d ms (a failover "
+                        "now could lose it); not waiting for replicas for %.0f s", name, got, REPLICA_WAIT_MS,
+                        NO_REPLICA_PAUSE)
         return int(got), bool(applied)
 
     def get(self, name: str) -> ClusterRecord | None:

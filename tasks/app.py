@@ -6,12 +6,14 @@ import logging
 from celery import Celery
 from celery.signals import after_setup_logger, celeryd_after_setup, task_postrun
 
+from state.connection import check_or_exit, configure_celery
 from tasks.config import poll_queue, settings
 
 _s = settings()
+# A REDIS_URL / REDIS_SENTINEL_MASTER nobody can use stops every process that loads the app, with one line.
+check_or_exit("htdask", _s.redis_url)
 
-app = Celery("htdask", broker=_s.redis_url, backend=_s.redis_url,
-             include=["tasks.cluster_tasks", "tasks.history"])
+app = Celery("htdask", include=["tasks.cluster_tasks", "tasks.history"])
 
 app.conf.update(
     task_serializer="json",
@@ -36,6 +38,9 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     timezone="UTC",
 )
+# Broker and result backend: one Redis server, or kombu's sentinel:// transport and celery's sentinel
+# result backend following the master across a failover (state.connection).
+configure_celery(app, _s.redis_url)
 
 import beat_schedule  # noqa: E402  (the schedule reads the app's settings)
 import tasks.startup  # noqa: E402,F401  (a worker refuses an unusable setup at start)

@@ -9,6 +9,7 @@ import functools
 import os
 from dataclasses import dataclass
 
+from state.connection import settings_from_env
 from workers.jobstatus import HOLD_CODE_USER_REQUEST
 
 
@@ -98,7 +99,7 @@ def settings() -> Settings:
     schedds = tuple(s.strip() for s in os.environ.get("SCHEDDS", schedd).split(",") if s.strip())
     time_limit = _int("TASK_TIME_LIMIT", 300)
     return Settings(
-        redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        redis_url=settings_from_env()["url"],
         schedd_name=schedd,
         schedds=schedds or (schedd,),
         default_owner=os.environ.get("DEFAULT_OWNER") or None,

@@ -98,3 +98,18 @@ def test_secrets_and_settings_are_required(tmp_path, missing):
     values[missing] = None
     out = compose_config(tmp_path, **values)
     assert out.returncode != 0 and f"set {missing}" in out.stderr
+
+
+def test_worker_is_restarted_when_it_stops_answering_a_ping(config):
+    """The kombu wedge defence: the health check pings the worker's node (htdask worker-health, default
+    node worker@<host> = the -n worker@%h it is started with) and kills it by its pid file; init + restart
+    policy bring a fresh one."""
+    worker = config["services"]["worker"]
+    cmd = worker["command"]
+    assert cmd[cmd.index("-n") + 1] == "worker@%h"
+    pidfile = cmd[cmd.index("--pidfile") + 1]
+    test = worker["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL" and "python cli.py worker-health" in test[1]
+    assert f"kill -KILL $(cat {pidfile})" in test[1].replace("$$", "$")  # `config` prints the file's escape
+    assert worker["init"] is True and worker["restart"] == "unless-stopped"
+    assert worker["environment"]["REDIS_SENTINEL_MASTER"] == "mymaster"

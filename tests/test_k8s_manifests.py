@@ -122,3 +122,21 @@ def test_operator_deployment_runs_one_replica_of_the_operator():
     redis = [e for e in container["env"] if e["name"] == "REDIS_URL"][0]
     assert "secretKeyRef" in redis["valueFrom"], "the Redis password comes from a Secret"
     assert spec["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_worker_deployment_has_the_liveness_probe_of_the_kombu_wedge():
+    """deploy/k8s/worker.yaml: a valid Deployment whose livenessProbe is `htdask worker-health`, pinging the
+    node name the worker is started with (-n worker@%h: the default node of the check)."""
+    (deployment,) = docs("worker.yaml")
+    api = k8s.ApiClient()
+    assert api.sanitize_for_serialization(api.deserialize(json.dumps(deployment), "V1Deployment",
+                                                          "application/json")) == deployment
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    cmd = container["command"]
+    assert cmd[:4] == ["celery", "-A", "tasks", "worker"] and cmd[cmd.index("-n") + 1] == "worker@%h"
+    probe = container["livenessProbe"]
+    assert probe["exec"]["command"][:3] == ["python", "cli.py", "worker-health"]
+    assert probe["failureThreshold"] >= 2 and probe["timeoutSeconds"] > 10
+    from htdask.health import default_node
+    import socket
+    assert default_node() == f"worker@{socket.gethostname()}"

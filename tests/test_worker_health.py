@@ -1,0 +1,43 @@
+"""`htdask worker-health`, the check compose and k8s run against kombu's wedge: it fails on a worker that
+does not consume (stopped with SIGSTOP: alive, connected, silent) and passes on a healthy one."""
+from __future__ import annotations
+
+import signal
+import socket
+import time
+
+from tests.test_core import make_stack
+
+
+def health(stack, node: str, timeout: float = 3.0):
+    return stack.cli("worker-health", "--node", node, "--timeout", str(timeout), timeout=60)
+
+
+def test_the_check_fails_on_a_stopped_worker_and_passes_on_a_healthy_one(service_user):
+    with make_stack(service_user) as stack:
+        node = f"worker1@{socket.gethostname()}"
+        ok = health(stack, node)
+        assert ok.returncode == 0 and ok.stdout.startswith(f"worker {node} answered in"), ok
+        worker = stack.workers[0]
+        worker.kill(signal.SIGSTOP)  # the whole worker: its consumer loop takes neither tasks nor pings
+        try:
+            start = time.monotonic()
+            stuck = health(stack, node, timeout=2.0)
+            assert stuck.returncode == 1 and time.monotonic() - start < 30, stuck
+            assert stuck.stderr.strip().splitlines() == [f"error: worker {node} did not answer a ping within 2 s"]
+        finally:
+            worker.kill(signal.SIGCONT)
+        assert health(stack, node).returncode == 0  # healthy again: the check is about now, not history
+        other = health(stack, f"nobody@{socket.gethostname()}", timeout=1.0)
+        assert other.returncode == 1, "a node that does not exist never passes"
+
+
+def test_the_check_fails_within_its_deadline_when_the_broker_is_gone(service_user):
+    with make_stack(service_user) as stack:
+        node = f"worker1@{socket.gethostname()}"
+        assert health(stack, node).returncode == 0
+        stack.redis.stop()
+        start = time.monotonic()
+        out = health(stack, node, timeout=2.0)
+        assert out.returncode == 1 and time.monotonic() - start < 20, out
+        assert len(out.stderr.strip().splitlines()) == 1 and node in out.stderr, out.stderr
