@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 
-from localpool import paths, procs, store
+from localpool import paths, procs, store, userlog
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +186,10 @@ def _kill_leftovers(files: paths.PoolFiles) -> None:
 
 
 def release_processes(con, keys) -> None:
-    """Jobs whose process is gone without a result: Running -> Idle, Removed -> history."""
+    """Jobs whose process is gone without a result: Running -> Idle (event 004, evicted, in the job's
+    event log), Removed -> history."""
     now = int(time.time())
+    events = userlog.Pending(paths.hostname())
     with store.transaction(con):
         for c, p in keys:
             row = store.load_job(con, c, p)
@@ -199,4 +201,8 @@ def release_processes(con, keys) -> None:
                 continue
             if status == 2:
                 store.set_status(ad, 1, now)
+                ad.pop("RemoteHost", None)
+                events.add(userlog.EVICTED, {k: v for k, v in ad.items()
+                                             if k not in ("ExitCode", "ExitBySignal")}, now)
             store.save_job(con, ad, pid=None, pid_start=None)
+    events.write()

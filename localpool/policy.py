@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 
-from localpool import ads, store
+from localpool import ads, store, userlog
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,10 @@ def periodic(ad: dict, now: int, cache: dict) -> str | None:
     return None
 
 
-def apply_periodic(con, cache: dict) -> None:
+def apply_periodic(con, cache: dict, events: userlog.Pending | None = None) -> None:
     """PeriodicRemove / PeriodicHold / PeriodicRelease of the queued jobs that have such expressions
-    (one transaction; a running job's process is then stopped by the runner's enforcement)."""
+    (one transaction; a running job's process is then stopped by the runner's enforcement). The
+    job event log events (009 / 012 / 013) are added to ``events`` for the caller to write."""
     keys = con.execute(PERIODIC_SQL).fetchall()
     if not keys:
         return
@@ -125,6 +126,9 @@ def apply_periodic(con, cache: dict) -> None:
                 continue
             log.info("job %d.%d %s by its policy: %s", c, p, action,
                      ad.get({"held": "HoldReason", "removed": "RemoveReason"}.get(action, "ReleaseReason")))
+            if events is not None:
+                events.add({"removed": userlog.ABORTED, "held": userlog.HELD, "released": userlog.RELEASED}[action],
+                           ad, now)
             if action == "removed" and pid is None:
                 store.move_to_history(con, ad)  # no process to stop: leaves the queue now
             else:

@@ -20,7 +20,7 @@ import stat
 import subprocess
 import time
 
-from localpool import ads, daemon, envargs, paths, policy, procs, store
+from localpool import ads, daemon, envargs, paths, policy, procs, store, userlog
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,9 @@ class Runner:
             self._start_idle()
 
     def _periodic(self) -> None:
-        policy.apply_periodic(self.con, self.expr_cache)
+        events = userlog.Pending(self.host)
+        policy.apply_periodic(self.con, self.expr_cache, events)
+        events.write()
 
     def _reap(self) -> list:
         finished = []
@@ -234,6 +236,7 @@ class Runner:
 
     def _record_finished(self, finished) -> None:
         now = int(time.time())
+        events = userlog.Pending(self.host)
         with store.transaction(self.con):
             for job, rc in finished:
                 row = store.load_job(self.con, *job.key)
@@ -254,6 +257,8 @@ class Runner:
                         ad["ExitSignal"] = -rc
                         ad.pop("ExitCode", None)
                     outcome = policy.at_exit(ad, now, self.expr_cache)
+                    events.add({"completed": userlog.TERMINATED, "requeued": userlog.EVICTED,
+                                "held": userlog.HELD}[outcome], ad, now)
                     if outcome == "completed":
                         store.move_to_history(self.con, ad)
                     else:
@@ -265,6 +270,7 @@ class Runner:
                     log.info("job %d.%d removed", *job.key)
                 else:
                     store.save_job(self.con, ad, pid=None, pid_start=None)
+        events.write()  # removed / held jobs: their 009 / 012 came from condor_rm / condor_hold / the policy
 
     def _start_idle(self) -> None:
         free = self.slots - len(self.jobs)
@@ -276,6 +282,7 @@ class Runner:
         self.last_activity = time.monotonic()
         now = int(time.time())
         to_start = []
+        events = userlog.Pending(self.host)
         with store.transaction(self.con):
             for c, p in keys:
                 row = store.load_job(self.con, c, p)
@@ -294,6 +301,8 @@ class Runner:
                     self._hold(ad, 34, 0, f"Error from {self.slot_name}: Job has gone over memory limit of "
                                f"{mem} megabytes. Peak usage: {mem + 1} megabytes.", now)
                     store.save_job(self.con, ad, pid=None, pid_start=None)
+                    events.add(userlog.EXECUTE, ad, now)
+                    events.add(userlog.HELD, ad, now)
                     continue
                 store.set_status(ad, 2, now)
                 ad["RemoteHost"] = self.slot_name
@@ -316,6 +325,7 @@ class Runner:
                     if row is not None:
                         self.con.execute("UPDATE jobs SET pid=?, pid_start=? WHERE cluster=? AND proc=?",
                                          (job.pid, job.pid_start, *key))
+                    events.add(userlog.EXECUTE, ad, now)
                     log.info("job %d.%d started: pid %d", *key, job.pid)
                     continue
                 log.info("job %d.%d failed to start: %s", *key, failure.reason)
@@ -327,7 +337,9 @@ class Runner:
                     continue
                 if status == 2:
                     self._hold(cur, failure.code, failure.subcode, failure.reason, now)
+                    events.add(userlog.HELD, cur, now)  # the shadow never started it: no 001
                 store.save_job(self.con, cur, pid=None, pid_start=None)
+        events.write()
 
     def _take_hold_fault(self) -> bool:
         left = store.get_meta(self.con, "fault_hold_next", 0) or 0
@@ -379,7 +391,7 @@ class Runner:
             env["OMP_NUM_THREADS"] = str(cpus)
         fds = []
         try:
-            fds = _as_owner(pw, lambda: self._open_std(ad, iwd))
+            fds = userlog.as_owner(pw, lambda: self._open_std(ad, iwd))
             kwargs = {}
             if as_root and pw.pw_uid != 0:
                 kwargs = dict(user=pw.pw_uid, group=pw.pw_gid,
@@ -516,23 +528,6 @@ def _drain(fd: int) -> None:
         pass
     except OSError:
         pass
-
-
-def _as_owner(pw, fn):
-    """Run fn with the owner's effective uid/gid/groups (root runner), else as is."""
-    if os.geteuid() != 0 or pw.pw_uid == 0:
-        return fn()
-    saved_groups = os.getgroups()
-    saved_egid = os.getegid()
-    os.setgroups(os.getgrouplist(pw.pw_name, pw.pw_gid))
-    os.setegid(pw.pw_gid)
-    os.seteuid(pw.pw_uid)
-    try:
-        return fn()
-    finally:
-        os.seteuid(0)
-        os.setegid(saved_egid)
-        os.setgroups(saved_groups)
 
 
 def run() -> int:

@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 
-from localpool import ads, daemon, paths, store
+from localpool import ads, daemon, paths, store, userlog
 from localpool.commands import common
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ class Action:
         self.usercluster = ""
         self.err: list[str] = []
         self.out: list[str] = []
+        self.events = userlog.Pending(common.schedd_name())  # job event log: 009 / 012 / 013, after commit
 
     # ------------------------------------------------------------ arguments (rm.cpp main/procArg)
 
@@ -223,6 +224,7 @@ class Action:
         if self.has_constraint or self.held:
             changed |= self._by_constraint()
         self.con.close()
+        self.events.write()
         if changed:
             daemon.ensure_runner(files)
             daemon.wake(files)
@@ -334,6 +336,7 @@ class Action:
                 return ALREADY
             store.set_status(ad, 3, now)
             ad["RemoveReason"] = self.reason_text
+            self.events.add(userlog.ABORTED, ad, now)
             row = self.con.execute("SELECT pid FROM jobs WHERE cluster=? AND proc=?",
                                    (ad["ClusterId"], ad["ProcId"])).fetchone()
             if row is None or row[0] is None:
@@ -352,6 +355,7 @@ class Action:
             ad["HoldReasonSubCode"] = self.subcode
             ad["NumHolds"] = int(ad.get("NumHolds") or 0) + 1
             store.save_job(self.con, ad)
+            self.events.add(userlog.HELD, ad, now)
             return OK
         if st != 5:
             return BAD_STATUS
@@ -361,6 +365,7 @@ class Action:
                 ad["Last" + attr] = ad.pop(attr)
         ad["ReleaseReason"] = self.reason_text
         store.save_job(self.con, ad)
+        self.events.add(userlog.RELEASED, ad, now)
         return OK
 
 

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from localpool import ads, calls_log, daemon, jobad, paths, store, submitlang
+from localpool import ads, calls_log, daemon, jobad, paths, store, submitlang, userlog
 from localpool.commands import common
 from localpool.submitlang import SubmitError
 
@@ -165,6 +165,12 @@ def _submit(argv: list[str]) -> int:
             job_ads = job_ads[:keep]
         store.insert_jobs(con, job_ads)
     con.close()
+    events = userlog.Pending(common.schedd_name())  # 000 before the runner can write a job's 001
+    for ad in job_ads:
+        events.add(userlog.SUBMIT, ad, builder.qdate)
+        if ad.get("JobStatus") == 5:  # `hold = true`, or a universe this pool cannot run
+            events.add(userlog.HELD, ad, builder.qdate)
+    events.write()
     daemon.ensure_runner(files)
     daemon.wake(files)
 
