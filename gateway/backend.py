@@ -42,6 +42,7 @@ from dask_gateway_server.traitlets import Callable, Command, Type
 from traitlets import Bool, CaselessStrEnum, Dict, Float, List, TraitError, Unicode, default, validate
 
 from gateway import jobcheck
+from gateway.eventlog import EventLogs
 from gateway.namesync import NameSync
 from gateway.pyenv import dask_command, job_environment, job_python, shared_copy
 from state.managed import set_manager
@@ -392,6 +393,7 @@ class HTCondorBackend(LocalBackend):
         self._ended: dict[str, jobcheck.Verdict] = {}  # worker name -> the final False verdict
         self._connected_at: dict[str, float] = {}  # worker name -> a time by which it had connected
         self._stale_warned: dict[str, float] = {}
+        self._event_logs = EventLogs()  # the clusters' job event logs, followed between checks
         self._check_accounts()
         await self._resync_after_restart()
 
@@ -680,6 +682,7 @@ class HTCondorBackend(LocalBackend):
         for w in cluster.workers.values():
             for memo in (self._history_asked, self._ended, self._connected_at):
                 memo.pop(w.name, None)
+        self._event_logs.forget(cluster.name)
         await super().do_stop_cluster(cluster)  # stops the local scheduler, removes the staging directory
         log.info("cluster %s: stopped", cluster.name)
 
@@ -737,6 +740,7 @@ class HTCondorBackend(LocalBackend):
         """
         now = time.time()
         by_cluster: dict[str, list] = {}
+        log_paths: dict[str, str | None] = {}
         result: dict[int, bool] = {}
         for w in workers:
             if w.name in self._ended:
@@ -745,11 +749,12 @@ class HTCondorBackend(LocalBackend):
             if w.status >= JobStatus.RUNNING:  # connected by now (a bound, kept across checks)
                 self._connected_at.setdefault(w.name, now)
             by_cluster.setdefault(w.cluster.name, []).append(w)
+            log_paths.setdefault(w.cluster.name, self._event_log_path(w.cluster))
         for name, ws in by_cluster.items():
             ask = {w.name: ((w.state or {}).get("job_id"), (w.state or {}).get("enqueued_at", 0),
                             self._connected_at.get(w.name)) for w in ws}
             try:
-                verdicts = await self._classify(name, ask)
+                verdicts = await self._classify(name, ask, log_paths.get(name))
             except Exception as exc:  # Redis unreachable: no news is not failure
                 log.warning("cluster %s: cannot read job records (%s); workers stay pending", name, exc)
                 verdicts = {}
@@ -770,11 +775,22 @@ class HTCondorBackend(LocalBackend):
                 result[id(w)] = v.ok
         return [result[id(w)] for w in workers]
 
-    async def _classify(self, cluster_name: str, ask: dict[str, tuple[str | None, float, float | None]]):
-        """Verdicts for workers {name: (seen job id, enqueued_at, connected since)} of one controller cluster."""
+    def _event_log_path(self, cluster) -> str | None:
+        """The cluster's job event log (workers/jobspec.py: ``$(LogDir)/<cluster>.log``), None before staging."""
+        workdir = (cluster.state or {}).get("workdir")
+        return os.path.join(self.get_logs_directory(workdir), f"{cluster.name}.log") if workdir else None
+
+    async def _classify(self, cluster_name: str, ask: dict[str, tuple[str | None, float, float | None]],
+                        log_path: str | None = None):
+        """Verdicts for workers {name: (seen job id, enqueued_at, connected since)} of one controller cluster;
+        the job event log at `log_path` (gateway/eventlog.py) adds what happened since the last poll."""
         records, summary, record, poll, ended = await asyncio.to_thread(self._read_jobs, cluster_name)
+        log_ended, log_held = await asyncio.to_thread(self._event_logs.read, cluster_name, log_path)
+        known = {e.get("job_id") for e in ended}  # the controller's record (from the history) comes first
+        ended = list(ended) + [e for e in log_ended if e.get("job_id") not in known]
         by_name = jobcheck.index_by_name(records)
         ended_by_name = jobcheck.index_by_name({e.get("job_id"): e for e in ended})
+        held_by_name = jobcheck.index_by_name({h.get("job_id"): h for h in log_held})
         now = time.time()
         polled_at = summary.get("polled_at")
         ok_at = float(poll.get("ok_at") or 0)
@@ -790,7 +806,8 @@ class HTCondorBackend(LocalBackend):
                 now=now, connect_timeout=self.worker_connect_timeout,
                 submit_error=record.error if record else None,
                 submit_error_at=record.error_at if record else None, kept_hold_codes=self._kept_hold_codes(),
-                ended=ended_by_name.get(name, []), connected_since=connected_since)
+                ended=ended_by_name.get(name, []), connected_since=connected_since,
+                held=held_by_name.get(name, []))
         await self._add_history(cluster_name, ask, verdicts, now)
         return verdicts
 

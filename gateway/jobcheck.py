@@ -14,6 +14,8 @@ The rules ("queue wait is not failure"):
 - a job the poll has not seen yet is pending unless the submission failed for good (the cluster's
   recorded error is newer than our request and is not one the Celery task is retrying) or the job's
   history shows it already ended;
+- a job the job event log shows terminated, removed or held (gateway/eventlog.py, read at every check)
+  is known at once, not at the next poll; held by a person (kept codes) it stays pending;
 - a job the controller recorded as ended (the poller's and the reconciler's `ended:<cluster>` records,
   written as soon as they see a job leave the queue, even one that came and went between two polls)
   is a failed start at once: no history lookup, no grace period;
@@ -71,14 +73,15 @@ def classify(*, records: list[dict], seen_job: str | None, enqueued_at: float, p
              now: float, connect_timeout: float, submit_error: str | None = None,
              submit_error_at: float | None = None,
              kept_hold_codes: tuple[int, ...] = (HOLD_CODE_USER_REQUEST,), ended: list[dict] = (),
-             connected_since: float | None = None) -> Verdict:
+             connected_since: float | None = None, held: list[dict] = ()) -> Verdict:
     """Classify one worker from the records of the jobs carrying its name.
 
     `seen_job` is the job id an earlier check saw for this worker; `enqueued_at` when its name was
     last sent to the controller; `polled_at` the time of the poll the records come from; `ended` the
     controller's records of this name's jobs that left the queue (`tasks.ended.record_of`);
     `connected_since` (epoch s) a time by which the worker had connected to its scheduler, None if it
-    never did.
+    never did; `held` the job event log's records of this name's jobs held now (gateway.eventlog), acted
+    on at once, before any poll, as a held job in the poll's records is.
     """
     live = [r for r in records if r.get("status") in LIVE]
     gone = [e for e in ended if e.get("job_id") == seen_job or (e.get("ended_at") or 0) >= enqueued_at - 5]
@@ -88,6 +91,14 @@ def classify(*, records: list[dict], seen_job: str | None, enqueued_at: float, p
         if connected_since is not None:  # it did connect: the job simply ended
             reason = reason.replace(" before its worker connected", "")
         return Verdict(False, "ended", e.get("job_id"), reason)
+    fresh_held = [h for h in held if (h.get("since") or 0) >= enqueued_at - 5
+                  and h.get("hold_code") not in kept_hold_codes and connected_since is None]
+    if fresh_held:
+        h = max(fresh_held, key=lambda r: _job_key(r.get("job_id")))
+        code = h.get("hold_code")
+        return Verdict(False, "held", h.get("job_id"),
+                       f"job {h.get('job_id')} held before its worker connected: {h.get('hold_reason') or '?'}"
+                       + (f" (HoldReasonCode {code})" if code is not None else ""))
     if connected_since is not None:
         if live:
             return Verdict(True, "connected", live[0].get("job_id"))

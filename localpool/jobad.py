@@ -267,6 +267,9 @@ class AdBuilder:
         user_log = v.get("log")
         if user_log:
             ad["UserLog"] = user_log if os.path.isabs(user_log) else os.path.normpath(os.path.join(iwd, user_log))
+        notes = v.get("submit_event_notes")  # the second line of the job's 000 event (DAGMan's "DAG Node: X")
+        if notes:
+            ad["SubmitEventNotes"] = notes
         should = v.get("should_transfer_files")
         stf = "IF_NEEDED"
         if should is not None:

@@ -76,6 +76,8 @@ def event_text(code: int, ad: dict, *, host: str = "localhost", when: float | No
     head = _header(code, ad, when)
     if code == SUBMIT:
         lines = [head + "Job submitted from host: " + _HOST_ADDR.format(host=host, sock="schedd_localpool")]
+        if isinstance(ad.get("SubmitEventNotes"), str) and ad["SubmitEventNotes"]:  # read back as LogNotes
+            lines.append("    " + _one_line(ad["SubmitEventNotes"]))
     elif code == EXECUTE:
         lines = [head + "Job executing on host: " + _HOST_ADDR.format(host=host, sock="startd_localpool")]
     elif code == EVICTED:

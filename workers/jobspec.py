@@ -185,7 +185,7 @@ def _environment(spec: WorkerJobSpec) -> dict[str, str]:
 _RESERVED = {k.lower() for k in (
     "universe", "executable", "transfer_executable", "arguments", "environment", "docker_image",
     "request_cpus", "request_memory", "request_disk", "batch_name", "LogDir", "output", "error", "log",
-    "DaskWorkerIndex", "DaskWorkerName", "MY.DaskGatewayCluster", "MY.DaskClusterOwner",
+    "submit_event_notes", "DaskWorkerIndex", "DaskWorkerName", "MY.DaskGatewayCluster", "MY.DaskClusterOwner",
     "MY.DaskWorkerName", "MY.DaskWorkerIndex", "getenv")}
 
 
@@ -240,6 +240,8 @@ def worker_submit_description(spec: WorkerJobSpec, items: Sequence[tuple[int, st
         d["output"] = f"$(LogDir)/{cluster}-$(DaskWorkerIndex).out"
         d["error"] = f"$(LogDir)/{cluster}-$(DaskWorkerIndex).err"
         d["log"] = f"$(LogDir)/{cluster}.log"
+        # the job's 000 event names its worker (LogNotes): gateway/eventlog.py maps job ids to workers with it
+        d["submit_event_notes"] = "DaskWorkerName=$(DaskWorkerName)"
     if not isinstance(spec.extra_submit, dict):
         raise ValidationError("extra submit commands", spec.extra_submit, "must be a mapping")
     for key, value in spec.extra_submit.items():
