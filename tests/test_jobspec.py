@@ -82,6 +82,7 @@ LogDir = /var/log/htdask
 output = $(LogDir)/demo-$(DaskWorkerIndex).out
 error = $(LogDir)/demo-$(DaskWorkerIndex).err
 log = $(LogDir)/demo.log
+submit_event_notes = DaskWorkerName=$(DaskWorkerName)
 MY.DaskGatewayCluster = "demo"
 MY.DaskClusterOwner = "alice"
 MY.DaskWorkerName = "$(DaskWorkerName)"
