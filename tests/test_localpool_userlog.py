@@ -27,7 +27,7 @@ def kinds(path: Path, job: str | None = None) -> list[int]:
 
 def test_exit_codes_signals_and_requeue_in_the_event_log(pool_env, tmp_path):
     log = tmp_path / "c.log"
-    text = (f"log = {log}\nexecutable = /bin/sh\n"
+    text = (f"log = {log}\nexecutable = /bin/sh\nsubmit_event_notes = job $(Process) of a test\n"
             "arguments = \"-c 'exit 3'\"\nqueue 1\n"
             "arguments = \"-c 'kill -9 $$'\"\nqueue 1\n")
     jobs = submit(pool_env, tmp_path, text)
@@ -42,6 +42,8 @@ def test_exit_codes_signals_and_requeue_in_the_event_log(pool_env, tmp_path):
     assert term[1]["TerminatedNormally"] is False and term[1]["TerminatedBySignal"] == 9
     assert {e["Cluster"] for e in evs} == {c}
     assert evs[0]["SubmitHost"].startswith("<")
+    assert [e["LogNotes"] for e in evs if e.type == htcondor2.JobEventType.SUBMIT] == ["job 0 of a test",
+                                                                                    "job 1 of a test"]
 
 
 def test_requeued_exit_is_an_eviction(pool_env, tmp_path):
