@@ -184,3 +184,64 @@ def machine() -> str:
     except OSError:
         pass
     return f"{os.cpu_count()} CPUs ({model}), {mem} RAM, Python {sys.version.split()[0]}"
+
+
+# -- bare HTCondor baselines (what a site's script would run by hand) ---------------------------------------
+def bare_description(cluster: str, owner: str, items: list[tuple[int, str]]) -> str:
+    """The submit description our reconcile writes for `items` [(index, name)] of `cluster`, rendered:
+    the same `workers.jobspec.worker_submit_description` with the same site defaults and log directory
+    (tasks/reconcile.py), so a bare `condor_submit` of it does exactly the HTCondor-side work ours does."""
+    from tasks import worker_logs
+    from tasks.config import settings
+    from tasks.options import job_options
+    from workers.jobspec import WorkerJobSpec, worker_submit_description
+    options = job_options({})
+    options["log_dir"] = worker_logs.cluster_dir(settings().log_dir, cluster)
+    worker_logs.ensure_dir(options["log_dir"], owner)
+    return worker_submit_description(WorkerJobSpec(cluster=cluster, owner=owner, **options), items).render()
+
+
+def bare_submit(stack: Stack, text: str, owner: str, pool_dir: str | None = None) -> list[str]:
+    """`condor_submit -terse FILE` of `text` as `owner` (when root) through the stack's pool (or the pool at
+    `pool_dir`); returns the job ids. The file is written before, the clock is the caller's."""
+    import subprocess
+    import tempfile
+    tmpdir = stack.workdir / "bare-submit"
+    tmpdir.mkdir(exist_ok=True)
+    os.chmod(tmpdir, 0o755)
+    fd, path = tempfile.mkstemp(suffix=".sub", dir=tmpdir)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)
+    env = dict(stack.env)
+    if pool_dir:
+        env["LOCALPOOL_DIR"] = pool_dir
+    kw = {}
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(owner)
+        kw = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [], "cwd": str(tmpdir)}
+    try:
+        out = subprocess.run([str(stack.pool_bin / "condor_submit"), "-terse", path], env=env,
+                             capture_output=True, text=True, timeout=600, **kw)
+    finally:
+        os.unlink(path)
+    if out.returncode != 0:
+        raise RuntimeError(f"bare condor_submit exited {out.returncode}: {out.stderr[-2000:]}")
+    from workers.queue_parser import parse_terse_submit
+    return parse_terse_submit(out.stdout)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list: p99 of 30 samples is the largest."""
+    import math
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def calls_in(pool_dir: str | Path, since: float = 0.0, command: str | None = None) -> list[list[str]]:
+    """calls.log rows [time, command, argv-json] of the pool at `pool_dir` since `since`."""
+    path = Path(pool_dir) / "calls.log"
+    if not path.exists():
+        return []
+    rows = [ln.split("\t") for ln in path.read_text().splitlines() if ln.strip()]
+    return [r for r in rows if float(r[0]) >= since and (command is None or r[1] == command)]

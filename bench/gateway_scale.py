@@ -9,7 +9,7 @@ Both use the same scheduler and worker commands (`dask scheduler` / `dask worker
 the same client calls and timing: from `new_cluster()` until `client.wait_for_workers(8)` returns.
 Rounds alternate ours / baseline (the machine is shared); medians are compared. Last line:
 
-    gateway_scale: <ours/baseline>x (goal: <= 1.3x) ok|MISSED
+    gateway_scale: <ours/baseline>x (goal: <= 1.05x) ok|MISSED
 
     python bench/gateway_scale.py [--workers 8] [--rounds 3]
 """
@@ -28,7 +28,7 @@ from gateway.pyenv import dask_command, job_environment  # noqa: E402
 from gateway.server import GatewayServer, close_client  # noqa: E402
 from harness.services import Stack  # noqa: E402
 
-GOAL = 1.3
+GOAL = 1.05  # issue 18 (was 1.3)
 COMMON = {"cluster_heartbeat_period": 2, "cluster_heartbeat_timeout": 60.0}
 
 

@@ -7,9 +7,12 @@ Same app, same queue, same worker and concurrency as the scale tasks, same deliv
 """
 from __future__ import annotations
 
+import time
+
 from tasks.app import app
 
 
 @app.task(name="bench.noop", bind=True, acks_late=True)
 def noop(self, cluster: str | None = None, n: int | None = None, seq: int | None = None) -> dict:
-    return {"cluster": cluster, "state": "ok", "desired": n}
+    # `started`: when the task body began (epoch seconds), the anchor of lone_request_latency
+    return {"cluster": cluster, "state": "ok", "desired": n, "started": time.time()}
