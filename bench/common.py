@@ -79,7 +79,9 @@ class BenchStack(Stack):
         env.setdefault("CELERY_LOGLEVEL", "INFO")  # as the harness and the README run it
         super().__init__(concurrency=concurrency, **kw, **env)
 
-    def start_worker(self, name: str | None = None, **extra_env) -> Process:
+    def start_worker(self, name: str | None = None, wait: bool = True, **extra_env) -> Process:
+        """Start a Celery worker (`extra_env` over the stack's environment; its queue is SCHEDD_NAME);
+        wait=False: return at once, call `wait_worker_ready(stack, proc)` later (start several at once)."""
         name = name or f"worker{len(self.workers) + 1}"
         env = {**self.env, **extra_env}
         queue = env.get("SCHEDD_NAME", "local")
@@ -88,7 +90,8 @@ class BenchStack(Stack):
                 "--without-mingle", "-E", "--include", "bench.noop_tasks"]
         proc = Process(argv, env=env, cwd=str(REPO), log_path=self.logdir / f"{name}.log", name=name)
         self.workers.append(proc)
-        wait_worker_ready(self, proc)
+        if wait:
+            wait_worker_ready(self, proc)
         return proc
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -96,7 +99,8 @@ class BenchStack(Stack):
         """Make this process a client of the stack (tasks.*, state.*, workers.* read os.environ)."""
         for key in ("REDIS_URL", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD",
                     "LOCALPOOL_DIR", "PATH", "SCHEDD_NAME", "DEFAULT_OWNER", "DASK_WORKER_COMMAND",
-                    "DASK_SCHEDULER_ADDRESS", "LOCALPOOL_SLOTS", "POLL_INTERVAL", "SCHEDD_MIN_INTERVAL"):
+                    "DASK_SCHEDULER_ADDRESS", "LOCALPOOL_SLOTS", "POLL_INTERVAL", "SCHEDD_MIN_INTERVAL",
+                    "MAX_WORKERS_PER_CLUSTER"):
             if key in self.env:
                 os.environ[key] = self.env[key]
         from tasks import context
