@@ -32,7 +32,11 @@ SCRIPTS = [
     ("burst", True),
     ("poll_100k", True),
     ("task_throughput", True),
+    ("lone_request_latency", True),  # issue 18
     ("gateway_scale", False),  # written with the gateway issue; counted when present
+    ("scale_10k", True),  # issue 18
+    ("schedds_4", True),  # issue 18
+    ("poll_1m", True),  # issue 18
     ("parse_queue", True),
     ("soak", True),  # the reliability issue's bounded soak: its figure is the invariants that held
     ("soak_sentinel", True),  # the same on Redis Sentinel with the master SIGKILLed half-way (issue 18)

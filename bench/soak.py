@@ -130,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'ok  ' if ok else 'FAIL'} {name}: {detail}")
     passed = sum(ok for _, ok, _ in results)
     status = "ok" if passed == len(results) and converged else "MISSED"
-    extra = f", master SIGKILLed once" if a.sentinel else ""
+    extra = (f", master SIGKILLed {stats['master kills']}x, failover {failover[0] if failover else float('nan'):.1f}s"
+             if a.sentinel else "")
     print(f"{figure}: {passed}/{len(results)} invariants after {stats['requests']} requests and "
-          f"{stats['faults']} faults{extra} (goal: {len(results)}/{len(results)}) {status}")
+          f"{stats['faults']} faults{extra} (goal: {len(results)}/{len(results)} invariants, 0 lost requests) {status}")
     return 0
 
 

@@ -23,6 +23,10 @@ TINY = {
     "burst": ["--requests", "10", "--max", "3", "--last", "2", "--rounds", "1"],
     "poll_100k": ["--jobs", "1000", "--per-cluster", "100", "--repeat", "1"],
     "task_throughput": ["--tasks", "20"],
+    "lone_request_latency": ["--requests", "3", "--burst", "10"],
+    "scale_10k": ["--workers", "20", "--rounds", "1"],
+    "schedds_4": ["--clusters", "8", "--workers", "2"],
+    "poll_1m": ["--jobs", "3000", "--ours", "1000", "--per-cluster", "100", "--repeat", "1"],
 }
 
 
