@@ -25,7 +25,7 @@ TINY = {
     "task_throughput": ["--tasks", "20"],
     "lone_request_latency": ["--requests", "3", "--burst", "10"],
     "scale_10k": ["--workers", "20", "--rounds", "1"],
-    "schedds_4": ["--clusters", "8", "--workers", "2"],
+    "schedds_4": ["--clusters", "4", "--workers", "2", "--schedds", "2"],
     "poll_1m": ["--jobs", "3000", "--ours", "1000", "--per-cluster", "100", "--repeat", "1"],
 }
 
