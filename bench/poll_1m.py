@@ -14,7 +14,7 @@ ours      `tasks.poll.Poller(...).poll(force=True)`: the same condor_q streamed 
           then bare and ours run back to back; the figure is the median of the per-pair ratios.
 memory    peak RSS growth of a fresh process during its first poll (Redis empty), as poll_100k measures it.
 
-    python bench/poll_1m.py [--jobs 1000000] [--ours 10000] [--per-cluster 500] [--repeat 5]
+    python bench/poll_1m.py [--jobs 1000000] [--ours 10000] [--per-cluster 500] [--repeat 3]
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1_000_000, help="jobs in the queue, ours included")
     ap.add_argument("--ours", type=int, default=10_000, help="jobs of ours among them")
     ap.add_argument("--per-cluster", type=int, default=500)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args(argv)
     mb = 2**20
     with BenchStack() as stack:
