@@ -96,7 +96,7 @@ def serve(address: str = DEFAULT_ADDRESS, port: int = DEFAULT_PORT, *, redis_url
     s = settings()
     if (poll_interval if poll_interval is not None else s.poll_interval) <= 0:
         raise ValueError(f"POLL_INTERVAL must be positive, not {s.poll_interval:g}")
-    store = Store(connect(redis_url or s.redis_url))
+    store = Store(connect(redis_url or s.redis_url), settings=s)
     app = App(store, s.poll_interval if poll_interval is None else poll_interval,
               s.schedds if schedds is None else schedds)
     server = make(address, port, app)

@@ -45,6 +45,7 @@ from gateway import jobcheck
 from gateway.eventlog import EventLogs
 from gateway.namesync import NameSync
 from gateway.pyenv import dask_command, job_environment, job_python, shared_copy
+from settings import load
 from state.managed import set_manager
 
 log = logging.getLogger(__name__)
@@ -317,42 +318,41 @@ class HTCondorBackend(LocalBackend):
     job_user = Unicode(
         help="""
         Unix account the jobs run as when ``run_as_owner`` is False: the Celery worker's
-        DEFAULT_OWNER. The staging directory is given to this account. Defaults to the environment
-        variable DEFAULT_OWNER, else the gateway's own user.
+        DEFAULT_OWNER. The staging directory is given to this account. Defaults to the setting
+        DEFAULT_OWNER (settings/model.py), else the gateway's own user.
         """,
         config=True,
     )
 
     @default("job_user")
     def _default_job_user(self):
-        return os.environ.get("DEFAULT_OWNER") or getpass.getuser()
+        return load().default_owner or getpass.getuser()
 
     # ---- controller ------------------------------------------------------------------------------
     redis_url = Unicode(
         help="""
         Redis of the controller (broker and state): redis://... or Sentinel's
-        sentinel://h1:26379;sentinel://h2:26379/0 (with REDIS_SENTINEL_MASTER, REDIS_SENTINEL_PASSWORD
-        from the environment). Defaults to the environment variable REDIS_URL.
+        sentinel://h1:26379;sentinel://h2:26379/0 (with REDIS_SENTINEL_MASTER, REDIS_SENTINEL_PASSWORD).
+        Defaults to the setting REDIS_URL (settings/model.py).
         """,
         config=True,
     )
 
     @default("redis_url")
     def _default_redis_url(self):
-        from state.connection import settings_from_env
-        return settings_from_env()["url"]
+        return load().redis_url
 
     schedd = Unicode(
         help="""
-        Schedd (Celery queue) new clusters' jobs go to. Defaults to the environment variable
-        SCHEDD_NAME, else ``local``.
+        Schedd (Celery queue) new clusters' jobs go to. Defaults to the setting SCHEDD_NAME
+        (``local``).
         """,
         config=True,
     )
 
     @default("schedd")
     def _default_schedd(self):
-        return os.environ.get("SCHEDD_NAME") or "local"
+        return load().schedd_name
 
     task_timeout = Float(
         60.0,
@@ -380,11 +380,11 @@ class HTCondorBackend(LocalBackend):
         if not pkg.handlers and pkg.parent is logging.getLogger():
             pkg.parent = self.log  # our module loggers write through the gateway's handlers
             pkg.setLevel(self.log.level or logging.INFO)
-        from state import Store, configure_celery, connect
-        from tasks.app import app
-        configure_celery(app, self.redis_url)
-        self.celery = app
-        self.store = Store(connect(self.redis_url))
+        from state import Store, connect
+        from tasks.app import client_app
+        self.settings = load()  # the traitlets above override its redis_url, schedd, job_user
+        self.celery = client_app(self.redis_url)  # an app of its own: tasks.app's is left as configured
+        self.store = Store(connect(self.redis_url), self.settings)
         self._syncs: dict[str, NameSync] = {}
         self._starting: set[str] = set()
         self._last_task: dict[str, str] = {}
@@ -608,7 +608,7 @@ class HTCondorBackend(LocalBackend):
         from tasks.api import enqueue_scale
         enqueued = await asyncio.to_thread(
             enqueue_scale, self.store, cluster.name, len(names), owner=self.owner_arg(cluster),
-            options=options, schedd=self.schedd, names=names)
+            options=options, schedd=self.schedd, names=names, celery=self.celery)
         if cluster.name not in self._managed:  # the CLI refuses to scale it; status shows the user
             await asyncio.to_thread(set_manager, self.store, cluster.name, "gateway", cluster.username)
             self._managed.add(cluster.name)
@@ -661,7 +661,8 @@ class HTCondorBackend(LocalBackend):
             options["extra_submit"] = dict(cfg.worker_extra_submit)
         from tasks.api import enqueue_scale
         enqueued = await asyncio.to_thread(enqueue_scale, self.store, name, 1, owner=self.owner_arg(cluster),
-                                           options=options, schedd=self.schedd, names=["scheduler"])
+                                           options=options, schedd=self.schedd, names=["scheduler"],
+                                           celery=self.celery)
         await asyncio.to_thread(set_manager, self.store, name, "gateway", cluster.username)
         log.info("cluster %s: scheduler job requested as %s (task %s)", cluster.name, name, enqueued.task_id)
         return {"scheduler_job": name, "enqueued_at": time.time()}
@@ -676,7 +677,7 @@ class HTCondorBackend(LocalBackend):
         if (cluster.state or {}).get("scheduler_job"):
             targets.append(cluster.state["scheduler_job"])
         for name in targets:
-            enqueued = await asyncio.to_thread(enqueue_delete, self.store, name)
+            enqueued = await asyncio.to_thread(enqueue_delete, self.store, name, self.celery)
             log.info("cluster %s: delete of %s requested (task %s)", cluster.name, name, enqueued.task_id)
             await self._wait_task(enqueued.task_id, cluster.name, f"delete of {name}")
         for w in cluster.workers.values():
@@ -811,10 +812,8 @@ class HTCondorBackend(LocalBackend):
         await self._add_history(cluster_name, ask, verdicts, now)
         return verdicts
 
-    @staticmethod
-    def _kept_hold_codes() -> tuple[int, ...]:
-        from tasks.config import settings
-        return settings().hold_keep_codes
+    def _kept_hold_codes(self) -> tuple[int, ...]:
+        return self.settings.hold_keep_codes
 
     def _read_jobs(self, cluster_name: str):
         return (self.store.job_records(cluster_name), self.store.summary(cluster_name),

@@ -13,6 +13,7 @@ import sys
 import click
 import redis
 
+from settings import SettingsError
 from workers import validation
 from workers.runas import UserRefused
 
@@ -65,6 +66,8 @@ class Group(click.Group):
             fail(" ".join(lines) if lines else str(e), 2)
         except BAD_INPUT as e:
             fail(str(e), 2)
+        except SettingsError as e:
+            fail(str(e), 2)
         except (click.Abort, KeyboardInterrupt):
             fail("aborted", 1)
         except redis.exceptions.RedisError as e:
@@ -89,7 +92,8 @@ def redacted_url() -> str:
 def store():
     from state import Store, connect
     from tasks.config import settings
-    s = Store(connect(settings().redis_url))
+    config = settings()
+    s = Store(connect(config.redis_url), settings=config)
     s.r.ping()
     return s
 

@@ -24,6 +24,7 @@ import click
 from htdask import __version__, commands
 from htdask.health import worker_health
 from htdask.base import Failure, Group, examples
+from settings import load
 
 
 @click.group(cls=Group, epilog=examples(
@@ -38,6 +39,7 @@ def main(verbose: bool):
     """Dask clusters whose workers are HTCondor jobs, scaled by Celery tasks."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    load()  # every setting validated before any command runs: a bad one is one line, exit 2 (Group.main)
 
 
 for _command in (commands.scale, commands.delete, commands.status, commands.jobs, commands.logs, commands.poll,

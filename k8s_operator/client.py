@@ -185,7 +185,8 @@ class TaskBackend:
     def __init__(self, store=None):
         from state import Store, connect
         from tasks.config import settings
-        self.store = store or Store(connect(settings().redis_url))
+        s = settings()
+        self.store = store or Store(connect(s.redis_url), settings=s)
 
     def enqueue(self, req: TaskRequest):
         from tasks import api

@@ -296,7 +296,7 @@ def run(cfg: OperatorConfig, *, kubeconfig: str | None = None, context: str | No
     if leader_election:
         from kubernetes.leaderelection import electionconfig, leaderelection
         from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
-        identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+        identity = f"{cfg.pod_name or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
         lease = int(cfg.lease_seconds)  # the Lease holds whole seconds
         election = leaderelection.LeaderElection(electionconfig.Config(
             LeaseLock(cfg.lease_name, cfg.namespace, identity), lease_duration=lease,

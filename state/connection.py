@@ -29,7 +29,8 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+from settings import DEFAULT_REDIS_URL, load
+
 DEFAULT_SENTINEL_MASTER = "mymaster"
 SENTINEL_PORT = 26379
 #: schemes of a single Redis server (redis-py's `from_url`)
@@ -80,8 +81,12 @@ class RedisTarget:
 
 
 def settings_from_env(env=None) -> dict:
-    """The Redis settings as raw strings (the one place they are read; a settings model may replace it)."""
-    env = os.environ if env is None else env
+    """The Redis settings: this process's (the settings model, settings/model.py), or those of `env`, a
+    mapping of variables (tests parse a URL against made-up settings)."""
+    if env is None:
+        s = load()
+        return {"url": s.redis_url, "master_name": s.redis_sentinel_master, "password": s.redis_password,
+                "sentinel_password": s.redis_sentinel_password}
     return {
         "url": env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL,
         "master_name": env.get("REDIS_SENTINEL_MASTER"),

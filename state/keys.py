@@ -31,68 +31,74 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 """
 from __future__ import annotations
 
-import os
+from settings import load
 
-PREFIX = os.environ.get("STATE_PREFIX", "htdask")
-#: seconds a deleted cluster's tombstone lives (TOMBSTONE_TTL); far above any task's retries and
-#: the broker's visibility timeout, so no message older than a delete outlives it
-TOMBSTONE_TTL = int(os.environ.get("TOMBSTONE_TTL", "") or 30 * 86400)
+
+def prefix() -> str:
+    """STATE_PREFIX of this process's settings (read when a key is first built, not at import)."""
+    return load().state_prefix
+
+
+def tombstone_ttl() -> int:
+    """Seconds a deleted cluster's tombstone lives (TOMBSTONE_TTL); far above any task's retries and
+    the broker's visibility timeout, so no message older than a delete outlives it."""
+    return load().tombstone_ttl
 
 
 def clusters() -> str:
-    return f"{PREFIX}:clusters"
+    return f"{prefix()}:clusters"
 
 
 def seq() -> str:
-    return f"{PREFIX}:seq"
+    return f"{prefix()}:seq"
 
 
 def cluster(name: str) -> str:
-    return f"{PREFIX}:cluster:{name}"
+    return f"{prefix()}:cluster:{name}"
 
 
 def tombstone(name: str) -> str:
-    return f"{PREFIX}:deleted:{name}"
+    return f"{prefix()}:deleted:{name}"
 
 
 def names(name: str) -> str:
-    return f"{PREFIX}:names:{name}"
+    return f"{prefix()}:names:{name}"
 
 
 def submitted(name: str) -> str:
-    return f"{PREFIX}:submitted:{name}"
+    return f"{prefix()}:submitted:{name}"
 
 
 def counter(name: str) -> str:
-    return f"{PREFIX}:counter:{name}"
+    return f"{prefix()}:counter:{name}"
 
 
 def lock(name: str) -> str:
-    return f"{PREFIX}:lock:{name}"
+    return f"{prefix()}:lock:{name}"
 
 
 def inflight(name: str) -> str:
-    return f"{PREFIX}:inflight:{name}"
+    return f"{prefix()}:inflight:{name}"
 
 
 def summary(name: str) -> str:
-    return f"{PREFIX}:summary:{name}"
+    return f"{prefix()}:summary:{name}"
 
 
 def jobs(name: str) -> str:
-    return f"{PREFIX}:jobs:{name}"
+    return f"{prefix()}:jobs:{name}"
 
 
 def ended(name: str) -> str:
-    return f"{PREFIX}:ended:{name}"
+    return f"{prefix()}:ended:{name}"
 
 
 def holds(name: str) -> str:
-    return f"{PREFIX}:holds:{name}"
+    return f"{prefix()}:holds:{name}"
 
 
 def poll(schedd: str) -> str:
-    return f"{PREFIX}:poll:{schedd}"
+    return f"{prefix()}:poll:{schedd}"
 
 
 def metrics(schedd: str) -> str:
@@ -100,35 +106,35 @@ def metrics(schedd: str) -> str:
 
 
 def poll_lock(schedd: str) -> str:
-    return f"{PREFIX}:polllock:{schedd}"
+    return f"{prefix()}:polllock:{schedd}"
 
 
 def pending(schedd: str) -> str:
-    return f"{PREFIX}:pending:{schedd}"
+    return f"{prefix()}:pending:{schedd}"
 
 
 def batch_lock(schedd: str) -> str:
-    return f"{PREFIX}:batchlock:{schedd}"
+    return f"{prefix()}:batchlock:{schedd}"
 
 
 def beat_lock() -> str:
-    return f"{PREFIX}:beatlock"
+    return f"{prefix()}:beatlock"
 
 
 def throttle(schedd: str) -> str:
-    return f"{PREFIX}:throttle:{schedd}"
+    return f"{prefix()}:throttle:{schedd}"
 
 
 def consumers(queue: str) -> str:
-    return f"{PREFIX}:consumers:{queue}"
+    return f"{prefix()}:consumers:{queue}"
 
 
 def identity(email: str) -> str:
-    return f"{PREFIX}:identity:{email.lower()}"
+    return f"{prefix()}:identity:{email.lower()}"
 
 
 def manager(name: str) -> str:
-    return f"{PREFIX}:manager:{name}"
+    return f"{prefix()}:manager:{name}"
 
 
 def per_cluster(name: str) -> list[str]:

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 import redis
 from redis.sentinel import SentinelConnectionPool
 
+from settings import Settings, load
 from state import keys
 from state.metrics import RECORDER, Recorder
-from state.connection import connect, settings_from_env
+from state.connection import connect
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,8 @@ return 0
 
 
 def redis_url() -> str:
-    return settings_from_env()["url"]
+    """REDIS_URL of this process's settings."""
+    return load().redis_url
 
 
 def holder_token(task_id: str | None = None) -> str:
@@ -147,8 +149,11 @@ class ClusterRecord:
 class Store:
     """Operations on our Redis keys. One instance per process is enough (redis-py pools connections)."""
 
-    def __init__(self, client: redis.Redis | None = None, recorder: Recorder | None = None):
-        self.r = client or connect()
+    def __init__(self, client: redis.Redis | None = None, recorder: Recorder | None = None,
+                 settings: Settings | None = None):
+        """`settings` (TOMBSTONE_TTL, REDIS_URL when no client is given) default to this process's."""
+        self.settings = settings or load()
+        self.r = client or connect(self.settings.redis_url)
         #: schedd measurements of this process, written with the store's next pipeline (state.metrics)
         self.metrics = recorder or RECORDER
         self._hset_if_exists = self.r.register_script(_HSET_IF_EXISTS)
@@ -254,7 +259,7 @@ class Store:
         others = [k for k in keys.per_cluster(name) if k != keys.cluster(name)]
         return bool(self._delete_cluster(
             keys=[keys.cluster(name), keys.tombstone(name), keys.clusters(), *others],
-            args=["" if seq is None else int(seq), keys.TOMBSTONE_TTL, name]))
+            args=["" if seq is None else int(seq), self.settings.tombstone_ttl, name]))
 
     def tombstone(self, name: str) -> int:
         """The request number a deleted cluster's tombstone holds (0: none)."""

@@ -41,8 +41,9 @@ def _queue_for(record, cluster: str, schedd: str | None) -> str:
 
 
 def enqueue_scale(store: Store, cluster: str, n, *, owner: str | None = None, options: dict | None = None,
-                  schedd: str | None = None, names: list[str] | None = None) -> Enqueued:
-    """Validate a scale request and put it on its schedd's queue."""
+                  schedd: str | None = None, names: list[str] | None = None, celery=None) -> Enqueued:
+    """Validate a scale request and put it on its schedd's queue (through `celery`, a Celery app, default
+    tasks.app's)."""
     validation.validate_cluster_name(cluster)
     n = validation.validate_count(n, settings().max_workers_per_cluster)
     if owner is not None:
@@ -54,7 +55,7 @@ def enqueue_scale(store: Store, cluster: str, n, *, owner: str | None = None, op
     # Recorded now as well as by the task: a task lost with a killed worker (Redis re-delivers only after
     # the visibility timeout) still leaves the newest desired state for the poller to reconcile.
     seq = store.record_new_request(cluster, n, schedd=queue, owner=owner, options=options, names=names)
-    result = app.send_task("tasks.scale_cluster", kwargs={
+    result = (celery or app).send_task("tasks.scale_cluster", kwargs={
         "cluster": cluster, "n": n, "owner": owner, "options": options, "names": names, "seq": seq},
         queue=queue)
     log.info("cluster %s: scale to %d (owner %s) enqueued on %s as %s", cluster, n, owner or "-", queue, result.id)
@@ -67,7 +68,7 @@ def queue_of(store: Store, cluster: str) -> str:
     return record.schedd if record else settings().schedd_name
 
 
-def enqueue_delete(store: Store, cluster: str) -> Enqueued:
+def enqueue_delete(store: Store, cluster: str, celery=None) -> Enqueued:
     """Put a delete on the cluster's queue; its desired count drops to 0 at once (a lost task still
     leaves the poller a cluster to empty)."""
     validation.validate_cluster_name(cluster)
@@ -77,7 +78,7 @@ def enqueue_delete(store: Store, cluster: str) -> Enqueued:
         seq = store.record_new_request(cluster, 0, schedd=queue, names=[] if record.names is not None else None)
     else:
         seq = store.next_seq()
-    result = app.send_task("tasks.delete_cluster", kwargs={"cluster": cluster, "seq": seq}, queue=queue)
+    result = (celery or app).send_task("tasks.delete_cluster", kwargs={"cluster": cluster, "seq": seq}, queue=queue)
     log.info("cluster %s: delete enqueued on %s as %s", cluster, queue, result.id)
     return Enqueued(result.id, queue, seq)
 

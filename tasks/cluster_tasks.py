@@ -34,7 +34,6 @@ from workers.schedd import ScheddError
 log = logging.getLogger(__name__)
 
 RETRYABLE = (ScheddError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError)
-_s = settings()
 
 
 class ClusterTask(Task):
@@ -60,8 +59,19 @@ class ClusterTask(Task):
 
 TASK_OPTIONS = dict(
     bind=True, base=ClusterTask, acks_late=True, autoretry_for=RETRYABLE, retry_backoff=1,
-    retry_backoff_max=_s.retry_backoff_max, retry_jitter=True, max_retries=_s.task_max_retries,
+    retry_jitter=True,
 )
+
+
+class RetryLimits:
+    """Celery task annotation (tasks/celeryconfig.py): the cluster tasks' retries from the settings,
+    applied when the app binds its tasks, so importing this module reads no setting."""
+
+    def annotate(self, task):  # Celery passes the task class
+        if issubclass(task if isinstance(task, type) else type(task), ClusterTask):
+            s = settings()
+            return {"max_retries": s.task_max_retries, "retry_backoff_max": s.retry_backoff_max}
+        return None
 
 
 def reconciler() -> Reconciler:

@@ -11,13 +11,14 @@ from workers.schedd import get_schedd
 
 @functools.lru_cache(maxsize=1)
 def store() -> Store:
-    return Store(connect(settings().redis_url))
+    s = settings()
+    return Store(connect(s.redis_url), settings=s)
 
 
 @functools.lru_cache(maxsize=1)
 def schedd() -> ThrottledSchedd:
     s = settings()
-    return ThrottledSchedd(get_schedd(), store(), s.schedd_name, s.schedd_min_interval)
+    return ThrottledSchedd(get_schedd(settings=s), store(), s.schedd_name, s.schedd_min_interval)
 
 
 def reset() -> None:

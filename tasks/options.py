@@ -3,21 +3,21 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 
+from tasks.config import settings
 from workers import validation
 from workers.jobspec import WorkerJobSpec, worker_submit_description
 
 
 def job_options(options: dict) -> dict:
     """A cluster's job options with the site default scheduler address (DASK_SCHEDULER_ADDRESS)."""
-    return {"scheduler_address": os.environ.get("DASK_SCHEDULER_ADDRESS", ""), **(options or {})}
+    return {"scheduler_address": settings().dask_scheduler_address, **(options or {})}
 
 
 def check_job_options(cluster: str, options: dict) -> None:
     """Reject options a worker job could not be described with, before anything is enqueued."""
     validation.validate_cluster_name(cluster)
-    _check_options(json.dumps(options, sort_keys=True), os.environ.get("DASK_SCHEDULER_ADDRESS", ""))
+    _check_options(json.dumps(options, sort_keys=True), settings().dask_scheduler_address)
 
 
 @functools.lru_cache(maxsize=256)

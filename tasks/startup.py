@@ -28,7 +28,9 @@ def check_worker() -> None:
     from workers.runas import check_user
     from workers.schedd import ScheddError
     from workers.validation import ValidationError
-    owner = os.environ.get("DEFAULT_OWNER", "").strip()
+    from settings import load
+    s = load()
+    owner = (s.default_owner or "").strip()
     if owner:
         try:
             check_user(owner)
@@ -38,10 +40,10 @@ def check_worker() -> None:
         raise StartupError("DEFAULT_OWNER is unset and the worker runs as root: jobs never run as root, so "
                            "set DEFAULT_OWNER to the unprivileged Unix user that clusters without an owner "
                            "run as")
-    if os.environ.get("CONDOR_BACKEND", "cli").strip().lower() in ("", "cli"):
+    if s.condor_backend == "cli":
         for name in PROGRAMS:
             try:
-                find_program(name)
+                find_program(name, s)
             except ScheddError as e:
                 raise StartupError(str(e)) from None
 

@@ -32,7 +32,7 @@ def test_the_tombstone_outlives_the_delete_and_judges_every_older_request(store)
     assert store.delete_cluster("t", delete)
     assert store.get("t") is None and "t" not in store.cluster_names()
     assert store.tombstone("t") == delete
-    assert 0 < store.r.ttl(keys.tombstone("t")) <= keys.TOMBSTONE_TTL
+    assert 0 < store.r.ttl(keys.tombstone("t")) <= store.settings.tombstone_ttl
     for seq in (first, newer, delete):  # retried / re-delivered requests older than the delete
         assert store.record_request("t", 5, schedd="local", seq=seq) is False
         assert store.get("t") is None

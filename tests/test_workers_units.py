@@ -177,7 +177,8 @@ def test_get_schedd_by_backend(monkeypatch):
     from workers.condor_bindings import BindingsSchedd
     assert isinstance(get_schedd(), BindingsSchedd)
     monkeypatch.setenv("CONDOR_BACKEND", "slurm")
-    with pytest.raises(ScheddError, match="unknown CONDOR_BACKEND"):
+    from settings import SettingsError
+    with pytest.raises(SettingsError, match="^CONDOR_BACKEND='slurm' must be 'cli' or 'bindings'"):
         get_schedd()
 
 

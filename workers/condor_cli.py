@@ -21,16 +21,16 @@ import threading
 from dataclasses import dataclass
 from typing import IO, Iterator, Sequence
 
+from settings import Settings, load
 from workers import runas
 from workers.queue_parser import parse_ads, parse_terse_submit
 from workers.schedd import ActResult, ParseError, Schedd, ScheddError, ScheddTimeout
 from workers.submitdesc import SubmitDescription
 from workers.validation import (ValidationError, validate_count, validate_job_id, validate_projection,
-                                validate_reason, validate_schedd_name, validate_timeout)
+                                validate_reason, validate_schedd_name)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 60.0
 
 # condor_rm/hold/release per-id lines that mean "nothing to do" rather than failure.
 _BENIGN_ID_LINE = re.compile(r"^Job \S+ (not found|already marked for removal|already held|"
@@ -39,21 +39,14 @@ _EMPTY_QUEUE = "There are no jobs in the queue"
 _NOTHING_MATCHED = "Couldn't find/"
 
 
-def command_timeout() -> float:
-    """CONDOR_TIMEOUT in seconds (default 60)."""
-    raw = os.environ.get("CONDOR_TIMEOUT", "").strip()
-    if not raw:
-        return DEFAULT_TIMEOUT
-    try:
-        return validate_timeout(raw, "CONDOR_TIMEOUT")
-    except ValidationError as e:
-        log.warning("%s; using %ss", e, DEFAULT_TIMEOUT)
-        return DEFAULT_TIMEOUT
+def command_timeout(settings: Settings | None = None) -> float:
+    """CONDOR_TIMEOUT in seconds (settings/model.py; validated when the settings are loaded)."""
+    return (settings or load()).condor_timeout
 
 
-def find_program(name: str) -> str:
+def find_program(name: str, settings: Settings | None = None) -> str:
     """Absolute path of condor_<x>: in CONDOR_BIN_DIR if set, else on PATH."""
-    bin_dir = os.environ.get("CONDOR_BIN_DIR", "").strip()
+    bin_dir = (settings or load()).condor_bin_dir
     if bin_dir:
         path = os.path.join(bin_dir, name)
         if os.path.isfile(path) and os.access(path, os.X_OK):
@@ -212,16 +205,19 @@ def stream(argv: list[str], user: runas.RunAs | None = None, timeout: float | No
 class CliSchedd(Schedd):
     """The condor_* tools against the local schedd, or the one named `name` (-name)."""
 
-    def __init__(self, name: str | None = None, timeout: float | None = None, submit_via_stdin: bool = False):
+    def __init__(self, name: str | None = None, timeout: float | None = None, submit_via_stdin: bool = False,
+                 settings: Settings | None = None):
         """`name` None or "local" = the local schedd; `timeout` overrides CONDOR_TIMEOUT;
-        `submit_via_stdin` pipes the description to `condor_submit -terse -` instead of a temp file."""
+        `submit_via_stdin` pipes the description to `condor_submit -terse -` instead of a temp file;
+        `settings` (CONDOR_TIMEOUT, CONDOR_BIN_DIR) default to this process's (settings.load())."""
         self.name = None if name in (None, "", "local") else validate_schedd_name(name)
-        self.timeout = timeout
+        self.settings = settings
+        self.timeout = timeout if timeout is not None or settings is None else settings.condor_timeout
         self.submit_via_stdin = submit_via_stdin
 
     # --- helpers --------------------------------------------------------------------------------
     def _argv(self, prog: str, *args: str) -> list[str]:
-        argv = [find_program(prog)]
+        argv = [find_program(prog, self.settings)]
         if self.name:
             argv += ["-name", self.name]
         argv += list(args)

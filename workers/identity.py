@@ -69,15 +69,12 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 import yaml
 
+from settings import IdentitySettings, load
 from workers.runas import UserRefused, check_user
 from workers.validation import ValidationError, validate_email, validate_unix_user_name
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 5.0
-DEFAULT_RETRIES = 2
-DEFAULT_BACKOFF = 0.25
-DEFAULT_CACHE_TTL = 3600
 USERS_PATH = "/v1alpha1/users"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -189,21 +186,17 @@ for _name in ("urllib3", "urllib3.connectionpool", "urllib3.util.retry", "reques
 # ---------------------------------------------------------------------------------------------
 # settings
 
-def _env_float(name: str, default: float, minimum: float = 0.0) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise IdentityConfigError(f"{name}={raw!r} is not a number") from None
-    if not value >= minimum:
-        raise IdentityConfigError(f"{name}={raw!r} must be at least {minimum:g}")
-    return value
+# The identity section of the settings model (settings/sections.py) holds every variable read here, typed
+# and range-checked when the settings are loaded; what is checked here is what needs the file system or
+# several variables together (a token or a token file).
+
+def _section(settings: IdentitySettings | None) -> IdentitySettings:
+    return settings or load().identity
 
 
-def cache_ttl() -> int:
-    return int(_env_float("IDENTITY_CACHE_TTL", DEFAULT_CACHE_TTL))
+def cache_ttl(settings: IdentitySettings | None = None) -> int:
+    """IDENTITY_CACHE_TTL in seconds (0 = no cache)."""
+    return _section(settings).identity_cache_ttl
 
 
 @dataclass(frozen=True)
@@ -219,9 +212,10 @@ class CIConnectConfig:
                 f"retries={self.retries}, backoff={self.backoff})")
 
 
-def ciconnect_config() -> CIConnectConfig | None:
+def ciconnect_config(settings: IdentitySettings | None = None) -> CIConnectConfig | None:
     """The CI Connect settings, None when CICONNECT_URL is unset; IdentityConfigError when half-set."""
-    raw_url = os.environ.get("CICONNECT_URL", "").strip()
+    s = _section(settings)
+    raw_url = (s.ciconnect_url or "").strip()
     if not raw_url:
         return None
     parts = urlsplit(raw_url)
@@ -230,9 +224,9 @@ def ciconnect_config() -> CIConnectConfig | None:
         raise IdentityConfigError(f"CICONNECT_URL {_shown_url(raw_url)!r} must be http(s)://host[:port][/prefix] "
                                   "without query or credentials (the token goes in CICONNECT_TOKEN)")
     url = raw_url.rstrip("/")
-    token = os.environ.get("CICONNECT_TOKEN", "").strip()
+    token = (s.ciconnect_token or "").strip()
     if not token:
-        path = os.environ.get("CICONNECT_TOKEN_FILE", "").strip()
+        path = (s.ciconnect_token_file or "").strip()
         if not path:
             raise IdentityConfigError("CICONNECT_URL is set but neither CICONNECT_TOKEN nor CICONNECT_TOKEN_FILE is")
         try:
@@ -248,9 +242,7 @@ def ciconnect_config() -> CIConnectConfig | None:
         _warn_once(f"CICONNECT_URL {_shown_url(url)} is plain http: the token travels unencrypted")
     return CIConnectConfig(
         url=url, token=token,
-        timeout=_env_float("CICONNECT_TIMEOUT", DEFAULT_TIMEOUT, minimum=0.001),
-        retries=int(_env_float("CICONNECT_RETRIES", DEFAULT_RETRIES)),
-        backoff=_env_float("CICONNECT_BACKOFF", DEFAULT_BACKOFF))
+        timeout=s.ciconnect_timeout, retries=s.ciconnect_retries, backoff=s.ciconnect_backoff)
 
 
 _warned: set[str] = set()
@@ -435,23 +427,25 @@ def _cache(store, email: str, user: str, ttl: int) -> None:
         log.warning("identity cache unavailable (%s); %s not cached", type(e).__name__, email)
 
 
-def resolve_email(email: str, store=None) -> tuple[str, str]:
+def resolve_email(email: str, store=None, settings: IdentitySettings | None = None) -> tuple[str, str]:
     """(unix user, source) for a validated e-mail; source is 'USER_MAP_FILE', 'cache' or 'CI Connect'.
 
     The user is validated as a name but not checked against the passwd database (resolve_owner does).
+    `settings` (the identity section) default to this process's.
     """
+    settings = _section(settings)
     key = email.strip().lower()
-    map_path = os.environ.get("USER_MAP_FILE", "").strip()
+    map_path = (settings.user_map_file or "").strip()
     if map_path:
         user = load_user_map(map_path).get(key)
         if user:
             return user, "USER_MAP_FILE"
-    cfg = ciconnect_config()
+    cfg = ciconnect_config(settings)
     if cfg is None:
         if map_path:
             raise UnknownEmail(email, f"entry of USER_MAP_FILE {map_path}")
         raise IdentityNotConfigured(email)
-    ttl = cache_ttl()
+    ttl = cache_ttl(settings)
     if store is None and ttl > 0:
         store = _default_store()
     if ttl > 0:
@@ -472,12 +466,14 @@ def resolve_email(email: str, store=None) -> tuple[str, str]:
     return user, "CI Connect"
 
 
-def resolve_owner(value: Any, store=None, *, check: bool = True) -> str:
-    """The Unix user for an owner given from outside (a user name or an e-mail); see the module doc."""
+def resolve_owner(value: Any, store=None, *, check: bool = True,
+                  settings: IdentitySettings | None = None) -> str:
+    """The Unix user for an owner given from outside (a user name or an e-mail); see the module doc.
+    `settings` (the identity section) default to this process's."""
     email = None
     if isinstance(value, str) and "@" in value:
         email = validate_email(value, "owner e-mail")
-        user, source = resolve_email(email, store)
+        user, source = resolve_email(email, store, settings)
         log.info("owner %s is Unix user %s (%s)", email, user, source)
     else:
         user = validate_unix_user_name(value, "owner")

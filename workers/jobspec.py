@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import shlex
 import shutil
@@ -22,6 +21,7 @@ from typing import Iterable, Sequence
 
 import classad2
 
+from settings import load
 from workers.pyenv import job_python  # an interpreter the job's user can run (not under /root)
 from workers.submitdesc import SubmitDescription
 from workers.validation import (ValidationError, check_env, check_submit_safe, format_memory,
@@ -33,7 +33,6 @@ from workers.validation import (ValidationError, check_env, check_submit_safe, f
 
 log = logging.getLogger(__name__)
 
-DEFAULT_IMAGE = "ghcr.io/dask/dask:latest"
 ITEM_VARS = ("DaskWorkerIndex", "DaskWorkerName")
 
 #: Attributes the poller and the summaries need (condor_q -attributes).
@@ -47,7 +46,7 @@ POLL_PROJECTION = (
 def default_worker_command(universe: str = "vanilla") -> list[str]:
     """DASK_WORKER_COMMAND (shell words) if set, else this Python's dask worker (vanilla) or
     `dask worker` from the image's PATH (docker)."""
-    raw = os.environ.get("DASK_WORKER_COMMAND", "").strip()
+    raw = (load().dask_worker_command or "").strip()
     if raw:
         try:
             words = shlex.split(raw)
@@ -61,7 +60,7 @@ def default_worker_command(universe: str = "vanilla") -> list[str]:
 
 
 def default_image() -> str:
-    return os.environ.get("DASK_WORKER_IMAGE", "").strip() or DEFAULT_IMAGE
+    return load().dask_worker_image
 
 
 @dataclass

@@ -12,11 +12,10 @@ import os
 import pwd
 from dataclasses import dataclass
 
+from settings import Settings, load
 from workers.validation import ValidationError, validate_unix_user_name
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MIN_SUBMIT_UID = 1000
 
 
 class UserRefused(ValidationError):
@@ -56,26 +55,18 @@ class RunAs:
         return self.home if os.path.isdir(self.home) else "/"
 
 
-def min_submit_uid() -> int:
-    raw = os.environ.get("MIN_SUBMIT_UID", "").strip()
-    if not raw:
-        return DEFAULT_MIN_SUBMIT_UID
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError("MIN_SUBMIT_UID", raw, "must be an integer") from None
-    return max(value, 1)  # root is never allowed, whatever the setting
+def min_submit_uid(settings: Settings | None = None) -> int:
+    """MIN_SUBMIT_UID, at least 1: root is never allowed, whatever the setting (settings/model.py)."""
+    return (settings or load()).min_submit_uid
 
 
 #: the kernel's overflow uid: `nobody`, shared by unrelated daemons, so its jobs would belong to no one
 OVERFLOW_UID = 65534
 
 
-def deny_users() -> set[str]:
+def deny_users(settings: Settings | None = None) -> set[str]:
     """DENY_USERS (comma separated) plus root and nobody, always."""
-    names = {n.strip() for n in os.environ.get("DENY_USERS", "").split(",") if n.strip()}
-    names.update(("root", "nobody"))
-    return names
+    return {*(settings or load()).deny_users, "root", "nobody"}
 
 
 def check_user(user: object) -> pwd.struct_passwd:

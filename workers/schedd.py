@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import abc
 import logging
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
+
+from settings import Settings, load
 
 if TYPE_CHECKING:
     from workers.submitdesc import SubmitDescription
@@ -100,16 +101,17 @@ class Schedd(abc.ABC):
         """Ads of jobs that left the queue, most recent first."""
 
 
-def get_schedd(name: str | None = None) -> Schedd:
+def get_schedd(name: str | None = None, settings: Settings | None = None) -> Schedd:
     """The schedd implementation chosen by CONDOR_BACKEND ('cli' default, or 'bindings').
 
-    `name` selects a named schedd (condor_* -name / Collector lookup); None = the local one.
+    `name` selects a named schedd (condor_* -name / Collector lookup); None = the local one. `settings`
+    (a settings.Settings) default to this process's.
     """
-    backend = os.environ.get("CONDOR_BACKEND", "cli").strip().lower() or "cli"
+    backend = (settings or load()).condor_backend
     if backend == "cli":
         from workers.condor_cli import CliSchedd
-        return CliSchedd(name=name)
+        return CliSchedd(name=name, settings=settings)
     if backend == "bindings":
         from workers.condor_bindings import BindingsSchedd
         return BindingsSchedd(name=name)
-    raise ScheddError(f"unknown CONDOR_BACKEND {backend!r} (expected 'cli' or 'bindings')")
+    raise ScheddError(f"unknown CONDOR_BACKEND {backend!r} (expected 'cli' or 'bindings')")  # the model refuses it first

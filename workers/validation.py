@@ -9,15 +9,15 @@ environment in HTCondor's "new" syntax) so no other module hand-rolls it.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from typing import Any, Iterable, Mapping
 
 import classad2
 
+from settings import load
+
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_WORKERS = 1000
 
 
 class ValidationError(ValueError):
@@ -105,10 +105,8 @@ _PLAIN_INT = re.compile(r"^[0-9]+\Z")
 
 
 def max_workers_per_cluster() -> int:
-    raw = os.environ.get("MAX_WORKERS_PER_CLUSTER", "")
-    if not raw:
-        return DEFAULT_MAX_WORKERS
-    return validate_count(raw, maximum=10**9, field="MAX_WORKERS_PER_CLUSTER")
+    """MAX_WORKERS_PER_CLUSTER (settings/model.py)."""
+    return load().max_workers_per_cluster
 
 
 def validate_count(value: Any, maximum: int | None = None, field: str = "worker count") -> int:
