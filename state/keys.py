@@ -102,7 +102,7 @@ def poll(schedd: str) -> str:
 
 
 def metrics(schedd: str) -> str:
-    return f"{PREFIX}:metrics:{schedd}"
+    return f"{prefix()}:metrics:{schedd}"
 
 
 def poll_lock(schedd: str) -> str:
