@@ -14,6 +14,7 @@ import click
 import redis
 
 from settings import SettingsError
+from state.connection import RedisSettingError
 from workers import validation
 from workers.runas import UserRefused
 
@@ -66,7 +67,7 @@ class Group(click.Group):
             fail(" ".join(lines) if lines else str(e), 2)
         except BAD_INPUT as e:
             fail(str(e), 2)
-        except SettingsError as e:
+        except (SettingsError, RedisSettingError) as e:
             fail(str(e), 2)
         except (click.Abort, KeyboardInterrupt):
             fail("aborted", 1)

@@ -39,7 +39,10 @@ def main(verbose: bool):
     """Dask clusters whose workers are HTCondor jobs, scaled by Celery tasks."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    load()  # every setting validated before any command runs: a bad one is one line, exit 2 (Group.main)
+    # Every setting validated before any command runs, the Redis URL parsed (one server or Sentinel):
+    # a bad one is one line, exit 2 (Group.main).
+    from state.connection import parse
+    parse(load().redis_url)
 
 
 for _command in (commands.scale, commands.delete, commands.status, commands.jobs, commands.logs, commands.poll,
