@@ -26,7 +26,8 @@ class Section(BaseSettings):
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource, dotenv_settings, file_secret_settings):
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings,
+                                   file_secret_settings):
         return init_settings, env_settings
 
 

@@ -27,10 +27,10 @@ class Settings(Section):
     """All settings. Attributes keep the names the code used before; `env` of each field is its variable."""
 
     # --- where things are ---------------------------------------------------------------------------------
-    redis_url: str = setting(DEFAULT_REDIS_URL, env="REDIS_URL",
-                             meaning="broker, result backend and state store: `redis://[:password@]host:port/db`, "
-                                     "or Redis Sentinel as `sentinel://[:password@]host:26379;sentinel://host2:26379/db` "
-                                     "(see \"Redis that fails over\")")
+    redis_url: str = setting(
+        DEFAULT_REDIS_URL, env="REDIS_URL",
+        meaning="broker, result backend and state store: `redis://[:password@]host:port/db`, or Redis Sentinel "
+                "as `sentinel://[:password@]host:26379;sentinel://host2:26379/db` (see \"Redis that fails over\")")
     redis_sentinel_master: str | None = setting(env="REDIS_SENTINEL_MASTER", shown_default="`mymaster`",
                                                 meaning="with a `sentinel://` REDIS_URL: the name of the master "
                                                         "the sentinels monitor")
@@ -66,8 +66,9 @@ class Settings(Section):
     # --- worker jobs ----------------------------------------------------------------------------------------
     dask_scheduler_address: str = setting("", env="DASK_SCHEDULER_ADDRESS",
                                           meaning="scheduler address of clusters scaled without `--scheduler`")
-    dask_worker_command: str | None = setting(env="DASK_WORKER_COMMAND", shown_default="`python -m distributed.cli.dask_worker`",
-                                              meaning="the worker command (shell words)")
+    dask_worker_command: str | None = setting(
+        env="DASK_WORKER_COMMAND", shown_default="`python -m distributed.cli.dask_worker`",
+        meaning="the worker command (shell words)")
     dask_worker_image: str = setting(DEFAULT_IMAGE, env="DASK_WORKER_IMAGE",
                                      meaning="image of docker-universe workers")
     max_workers_per_cluster: int = setting(1000, env="MAX_WORKERS_PER_CLUSTER", ge=0, le=10**9,
@@ -91,9 +92,10 @@ class Settings(Section):
                                      meaning="cap of a task's exponential retry backoff")
     task_time_limit: int = setting(300, env="TASK_TIME_LIMIT", unit="s", ge=1,
                                    meaning="hard time limit of every task (soft limit 30 s earlier)")
-    visibility_timeout: int | None = setting(env="VISIBILITY_TIMEOUT", unit="s", gt=0, shown_default="`3600` (at least 4 × `TASK_TIME_LIMIT`)",
-                                             meaning="broker visibility timeout; must be ≥ 4 × `TASK_TIME_LIMIT` "
-                                                     "so a running task is never delivered twice")
+    visibility_timeout: int | None = setting(
+        env="VISIBILITY_TIMEOUT", unit="s", gt=0, shown_default="`3600` (at least 4 × `TASK_TIME_LIMIT`)",
+        meaning="broker visibility timeout; must be ≥ 4 × `TASK_TIME_LIMIT` so a running task is never "
+                "delivered twice")
     error_retry_interval: float = setting(300.0, env="ERROR_RETRY_INTERVAL", unit="s", ge=0,
                                           meaning="time the poller leaves a cluster in error alone (a new request "
                                                   "always acts)")
@@ -109,12 +111,11 @@ class Settings(Section):
     hold_replace_limit: int = setting(10, env="HOLD_REPLACE_LIMIT", ge=0,
                                       meaning="held jobs replaced per cluster and request before the controller "
                                               "stops and reports the hold reason")
-    hold_no_release_codes: Annotated[tuple[int, ...], NoDecode] = setting((), env="HOLD_NO_RELEASE_CODES",
-                                                                          meaning="comma-separated "
-                                                                                  "HoldReasonCodes replaced at once, never released")
-    hold_keep_codes: Annotated[tuple[int, ...], NoDecode] = setting((), env="HOLD_KEEP_CODES", shown_default="`1` only",
-                                                                    meaning="HoldReasonCodes (besides 1, "
-                                                                            "`condor_hold`) of holds a person made: never released or replaced")
+    hold_no_release_codes: Annotated[tuple[int, ...], NoDecode] = setting(
+        (), env="HOLD_NO_RELEASE_CODES", meaning="comma-separated HoldReasonCodes replaced at once, never released")
+    hold_keep_codes: Annotated[tuple[int, ...], NoDecode] = setting(
+        (), env="HOLD_KEEP_CODES", shown_default="`1` only",
+        meaning="HoldReasonCodes (besides 1, `condor_hold`) of holds a person made: never released or replaced")
     crash_loop_jobs: int = setting(4, env="CRASH_LOOP_JOBS", ge=1,
                                    meaning="workers exiting on their own within `CRASH_LOOP_WINDOW` that make a "
                                            "crash loop")
@@ -130,7 +131,8 @@ class Settings(Section):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
 
-    _lists = field_validator("schedds", "deny_users", "hold_no_release_codes", "hold_keep_codes", mode="before")(comma_list)
+    _lists = field_validator("schedds", "deny_users", "hold_no_release_codes", "hold_keep_codes",
+                             mode="before")(comma_list)
 
     @field_validator("redis_url", "log_dir", "dask_worker_image", mode="before")
     @classmethod

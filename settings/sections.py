@@ -109,15 +109,16 @@ class OperatorSettings(Section):
                                    meaning="lease duration; renewed every fifth of it (at least every second)")
     status_interval: float = setting(10.0, env="OPERATOR_STATUS_INTERVAL", unit="s", ge=0,
                                      meaning="least time between two status writes that only change worker counts")
-    resync_seconds: float = setting(15.0, env="OPERATOR_RESYNC_SECONDS", unit="s", gt=0, shown_default="`POLL_INTERVAL`",
-                                    meaning="how often every cluster's status is compared with the Redis "
-                                            "summaries")
+    resync_seconds: float = setting(
+        15.0, env="OPERATOR_RESYNC_SECONDS", unit="s", gt=0, shown_default="`POLL_INTERVAL`",
+        meaning="how often every cluster's status is compared with the Redis summaries")
     scheduler_address: str = setting("tls://{service}.{namespace}:8786", env="OPERATOR_SCHEDULER_ADDRESS",
                                      meaning="address workers connect to; `{service}`, `{namespace}`, `{name}` "
                                              "are filled in")
-    credentials_dir: str | None = setting(env="OPERATOR_CREDENTIALS_DIR",
-                                          meaning="shared directory (same path on execute nodes) for each "
-                                                  "cluster's `dask.crt`, `dask.pem`, `api-token`; unset = workers get no TLS files")
+    credentials_dir: str | None = setting(
+        env="OPERATOR_CREDENTIALS_DIR",
+        meaning="shared directory (same path on execute nodes) for each cluster's `dask.crt`, `dask.pem`, "
+                "`api-token`; unset = workers get no TLS files")
     worker_universe: Literal["vanilla", "docker"] = setting("vanilla", env="OPERATOR_WORKER_UNIVERSE",
                                                             meaning="`vanilla`, or `docker` (the cluster's "
                                                                     "`image` then runs the worker)")
