@@ -44,10 +44,11 @@ configure_celery(app, _s.redis_url)
 
 import beat_schedule  # noqa: E402  (the schedule reads the app's settings)
 import tasks.startup  # noqa: E402,F401  (a worker refuses an unusable setup at start)
+from tasks import beat  # noqa: E402
 
 app.conf.beat_schedule = beat_schedule.schedule(_s)
-# Only the beat holding a Redis lock sends: two beats started by mistake never double a poll.
-app.conf.beat_scheduler = "tasks.beat:LockedScheduler"
+# Only the beat holding RedBeat's Redis lock sends: two beats started by mistake never double a poll.
+beat.configure(app, _s.redis_url)
 
 
 from tasks.heartbeat import QueueHeartbeat  # noqa: E402

@@ -48,6 +48,9 @@ class Settings:
     schedd_min_interval: float
     #: seconds a condor_* command may run before it is killed
     condor_timeout: float
+    #: seconds a lock (cluster, batch round, poll) outlives a holder that died: its holder renews it every
+    #: LOCK_TTL/3 s while it works (state/locks.py), so this bounds the delay a killed holder causes
+    lock_ttl: float
     #: times a held job is released before it is removed and replaced
     hold_release_limit: int
     #: held jobs of one cluster replaced since its last request before the controller stops replacing
@@ -83,7 +86,8 @@ class Settings:
 
     @property
     def lock_timeout(self) -> float:
-        """A reconcile lock outlives the longest schedd call it guards, then expires by itself."""
+        """Seconds a delete waits for a cluster's lock, and a queued batched round may wait in the queue
+        before the poll replaces it: the longest schedd calls a holder makes, with margin."""
         return self.condor_timeout * 2 + 30
 
 
@@ -108,6 +112,7 @@ def settings() -> Settings:
         max_idle_per_cluster=_int("MAX_IDLE_PER_CLUSTER", 0),
         schedd_min_interval=_float("SCHEDD_MIN_INTERVAL", 0.1),
         condor_timeout=_float("CONDOR_TIMEOUT", 60.0),
+        lock_ttl=_float("LOCK_TTL", 10.0),
         hold_release_limit=_int("HOLD_RELEASE_LIMIT", 2),
         hold_replace_limit=_int("HOLD_REPLACE_LIMIT", 10),
         hold_no_release_codes=tuple(int(c) for c in os.environ.get("HOLD_NO_RELEASE_CODES", "").split(",")

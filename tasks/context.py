@@ -11,7 +11,8 @@ from workers.schedd import get_schedd
 
 @functools.lru_cache(maxsize=1)
 def store() -> Store:
-    return Store(connect(settings().redis_url))
+    s = settings()
+    return Store(connect(s.redis_url), lease_ttl=s.lock_ttl)
 
 
 @functools.lru_cache(maxsize=1)
