@@ -49,6 +49,8 @@ class LeaseKeeper:
         self._pid = 0
 
     def keep(self, *locks) -> None:
+        if self._pid != os.getpid():  # a forked child: the parent's thread, mutex and locks are not ours
+            self._mutex, self._held, self._thread = threading.Lock(), {}, None
         with self._mutex:
             for lock in locks:
                 self._held[id(lock)] = lock
