@@ -80,14 +80,14 @@ class LeaseKeeper:
     def renew(self) -> None:
         """Extend every held lock to the full TTL now (one round trip)."""
         with self._mutex:
-            locks = [lock for lock in self._held.values() if lock.local.token is not None]
-        if not locks:
+            held = [(lock, lock.local.token) for lock in self._held.values() if lock.local.token is not None]
+        if not held:
             return
         pipe = self.r.pipeline(transaction=False)
-        for lock in locks:
-            lock.lua_reacquire(keys=[lock.name], args=[lock.local.token, int(self.ttl * 1000)], client=pipe)
-        for lock, renewed in zip(locks, pipe.execute()):
-            if not renewed:
+        for lock, token in held:
+            lock.lua_reacquire(keys=[lock.name], args=[token, int(self.ttl * 1000)], client=pipe)
+        for (lock, _), renewed in zip(held, pipe.execute()):
+            if not renewed and id(lock) in self._held:  # (not released meanwhile)
                 log.warning("lock %s expired before its holder released it", lock.name)
                 self.drop(lock)
 
