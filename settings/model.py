@@ -84,6 +84,9 @@ class Settings(Section):
                                                  "together)")
     condor_timeout: float = setting(60.0, env="CONDOR_TIMEOUT", unit="s", gt=0, le=7 * 86400,
                                     meaning="time before a condor_* command is killed")
+    lock_ttl: float = setting(10.0, env="LOCK_TTL", unit="s", ge=1, le=3600,
+                              meaning="time a cluster/batch/poll lock outlives a holder that died (its holder "
+                                      "renews it every `LOCK_TTL`/3 s while it works, state/locks.py)")
     poll_query_attempts: int = setting(3, env="POLL_QUERY_ATTEMPTS", ge=1,
                                        meaning="condor_q attempts within one poll (backoff 0.5 s, 1 s, …)")
     task_max_retries: int = setting(6, env="TASK_MAX_RETRIES", ge=0,
@@ -159,7 +162,7 @@ class Settings(Section):
             # the task's hard limit kills the task, or the lock outlives its holder until it expires.
             raise ValueError(f"CONDOR_TIMEOUT={self.condor_timeout:g} must be below TASK_TIME_LIMIT={limit} s")
         if self.lock_timeout > self.visibility_timeout:
-            raise ValueError(f"CONDOR_TIMEOUT={self.condor_timeout:g}: the reconcile lock's TTL "
+            raise ValueError(f"CONDOR_TIMEOUT={self.condor_timeout:g}: the lock timeout "
                              f"({self.lock_timeout:g} s = 2 × CONDOR_TIMEOUT + 30) must not exceed "
                              f"VISIBILITY_TIMEOUT={self.visibility_timeout} s")
         if self.crash_backoff_max < self.crash_backoff_base:
@@ -172,6 +175,7 @@ class Settings(Section):
 
     @property
     def lock_timeout(self) -> float:
-        """A reconcile lock outlives the longest schedd call it guards (2 × CONDOR_TIMEOUT + 30 s), then
-        expires by itself."""
+        """Seconds a delete waits for a cluster's lock, and a queued batched round may wait in the queue
+        before the poll replaces it: the longest schedd calls a holder makes, with margin
+        (2 × CONDOR_TIMEOUT + 30 s). Locks themselves are leases of `lock_ttl` (state/locks.py)."""
         return self.condor_timeout * 2 + 30

@@ -12,18 +12,19 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 | `htdask:names:<name>` | set | named-worker clusters (gateway): the worker names wanted; `desired` is its size |
 | `htdask:submitted:<name>` | set | named-worker clusters: every name already submitted once; a name whose job ended is not submitted again (the gateway replaces workers under new names) |
 | `htdask:counter:<name>` | string (int) | next worker index; reserved with one `INCRBY n` per submission |
-| `htdask:lock:<name>` | string | redis-py `Lock` held while a reconcile brings the cluster to its desired state; its token is `<host>:<pid>:<uuid>` so a lock left by a dead process on this host can be broken |
-| `htdask:inflight:<name>` | string (TTL) | set while a `condor_submit` for the cluster runs: `<host>:<pid>` |
+| `htdask:lock:<name>` | string (PX TTL `LOCK_TTL`) | redis-py `Lock` held as a lease (state/locks.py) while a reconcile or delete works on the cluster: a random token, renewed every TTL/3 by the holder's watchdog thread, so a holder that died anywhere frees it within `LOCK_TTL` seconds |
 | `htdask:summary:<name>` | hash | written by the poller: `idle`, `running`, `held`, `suspended`, `completed`, `removed`, `held_reasons` (JSON), `held_kept` (JSON: the hold reasons of those held by a person, HoldReasonCode 1 or HOLD_KEEP_CODES, left alone), `held_codes` (JSON: HoldReasonCode → jobs, `unknown` for none), `max_index`, `polled_at`; `completed`/`removed` include `ended_completed`/`ended_removed`, the jobs that left the queue since the cluster was first polled (from the history); `jobs_digest` fingerprints the job records, which are rewritten only when it changes |
 | `htdask:jobs:<name>` | hash | written by the poller: job id `C.P` → JSON job record (name, index, status, since, hold reason, exit code) |
 | `htdask:ended:<name>` | hash (TTL 1 day, refreshed) | written by the poller from `condor_history`: job id `C.P` → JSON record of a job that left the queue (name, index, JobStatus, exit code, exit signal, removal reason, `ended_at`); each job recorded once. Crash loops are judged from it (tasks/ended.py) |
 | `htdask:holds:<name>` | hash | job name → times the held-job policy released it |
 | `htdask:poll:<schedd>` | hash | poller status of one schedd: `polled_at`, `ok_at`, `error`, `failures` (in a row), `failures_total` (never reset), `duration` (seconds of the last successful poll), `unparsed` (job ads of the last poll skipped: no integer ClusterId/ProcId/JobStatus), `degraded` (ads kept with bytes repaired or odd attributes ignored) |
 | `htdask:metrics:<schedd>` | hash | bounded counters of the schedd's command durations and failures and of request-to-submit delays, written by the submit-node worker for the exporter (fields: `state/metrics.py`) |
-| `htdask:polllock:<schedd>` | string | redis-py `Lock` so two beat processes never run one poll twice |
+| `htdask:polllock:<schedd>` | string (PX TTL `LOCK_TTL`) | lease (as for cluster locks) so two polls of one schedd never run at once |
 | `htdask:pending:<schedd>` | set | clusters waiting for the schedd's next batched reconcile |
-| `htdask:batchlock:<schedd>` | string | redis-py `Lock` held by the one task running a round of the schedd's batched reconciles, and handed with its token to the `reconcile_pending` task that runs the next round (token as for cluster locks) |
-| `htdask:beatlock` | string (TTL) | held by the one beat process that sends periodic tasks (tasks/beat.py) |
+| `htdask:batchlock:<schedd>` | string (PX TTL `LOCK_TTL`) | lease (as for cluster locks) held by the one task running a round of the schedd's batched reconciles; its token is that task's Celery id (state/rounds.py) |
+| `htdask:roundqueued:<schedd>` | string (PX TTL: the lock timeout, 2 × `CONDOR_TIMEOUT` + 30 s) | the Celery id of the `reconcile_pending` task that runs the schedd's next round: set when a round takes its batch, kept while that task waits in the queue; requests arriving meanwhile leave their cluster to it (`handled_by`). The task clears it and takes the batch lock anew; a lost task lets it expire, and the poll sends another |
+| `htdask:roundwatch:<schedd>` | string (PX TTL: the batch lock's remaining life + 1 s) | set while a watch `reconcile_pending` task is due: armed by the first request that finds the batch lock held and no round queued, due when that lock would expire unrenewed, so a dead holder delays the waiting clusters by at most `LOCK_TTL` (state/locks.py) |
+| `htdask:redbeat:*` | (celery-redbeat) | beat's schedule state and its single-instance lock `htdask:redbeat::lock` (tasks/beat.py) |
 | `htdask:throttle:<schedd>` | string (PX TTL) | present while the schedd's minimum call interval has not passed |
 | `htdask:consumers:<queue>` | sorted set (TTL) | the Celery workers consuming a schedd queue: worker hostname → time of its last heartbeat (every `tasks.heartbeat.INTERVAL` s); a queue none beat for recently is consumed by nobody (`status`, `scale --wait`, `delete --force`) |
 | `htdask:identity:<email>` | string (TTL) | cached e-mail → Unix user look-up |
@@ -77,10 +78,6 @@ def lock(name: str) -> str:
     return f"{prefix()}:lock:{name}"
 
 
-def inflight(name: str) -> str:
-    return f"{prefix()}:inflight:{name}"
-
-
 def summary(name: str) -> str:
     return f"{prefix()}:summary:{name}"
 
@@ -117,8 +114,17 @@ def batch_lock(schedd: str) -> str:
     return f"{prefix()}:batchlock:{schedd}"
 
 
-def beat_lock() -> str:
-    return f"{prefix()}:beatlock"
+def round_queued(schedd: str) -> str:
+    return f"{prefix()}:roundqueued:{schedd}"
+
+
+def round_watch(schedd: str) -> str:
+    return f"{prefix()}:roundwatch:{schedd}"
+
+
+def redbeat_prefix() -> str:
+    """The key prefix of celery-redbeat's keys (its schedule entries and its lock)."""
+    return f"{prefix()}:redbeat:"
 
 
 def throttle(schedd: str) -> str:
@@ -139,5 +145,5 @@ def manager(name: str) -> str:
 
 def per_cluster(name: str) -> list[str]:
     """Every key that belongs to one cluster (deleted together when the cluster is deleted)."""
-    return [cluster(name), names(name), submitted(name), counter(name), inflight(name), summary(name), jobs(name),
+    return [cluster(name), names(name), submitted(name), counter(name), summary(name), jobs(name),
             holds(name), ended(name), manager(name)]

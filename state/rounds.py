@@ -1,62 +1,146 @@
-"""The hand-over of a schedd's batch lock between reconcile rounds, traceable to Celery task ids.
+"""Batched rounds: the schedd's pending set, its batch lock (a lease, `state.locks`) and two marks.
 
-The batch lock's token is `<host>:<pid>:<task id>` (`holder_token(task_id)`): the task whose round the
-lock stands for. A round swaps the token to name the task that will run the *next* round at the moment
-it takes its batch of pending clusters, atomically. So a request that finds the lock busy reads, in
-the token, exactly the task that will reconcile its cluster: the current round's task if it joined
-before the batch was taken, else the next round's (`tasks.reconcile_pending`, sent with that id).
+- `htdask:batchlock:<schedd>`: held while a round runs; its token is the Celery task id of the round.
+- `htdask:roundqueued:<schedd>`: the id of the `reconcile_pending` task that runs the next round, set
+  when a round takes its batch (atomically with the SPOP), kept while that task waits in the queue (TTL
+  bounds the wait). A request finding it returns at once: its cluster is left to that task (`handled_by`,
+  so Flower traces every request to the round that handled it), and requests gather behind it.
+- `htdask:roundwatch:<schedd>`: armed (once) by a request or task that finds the lock held: a watch task
+  due when the lock would expire unrenewed, so a holder that died anywhere delays the clusters waiting on
+  it by at most the lease TTL (a live holder ends its round and hands the clusters on itself).
+
+No token passes between tasks: each round's task takes the lease anew.
 """
 from __future__ import annotations
 
 from state import keys
-
-# KEYS: batch lock, pending set. ARGV: our token, the next round's token, batch size.
-# Returns {1 if the lock was ours and now names the next round (else 0), the clusters popped}.
-_START_ROUND = """
-local swapped = 0
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
-  swapped = 1
-end
-return {swapped, redis.call('SPOP', KEYS[2], tonumber(ARGV[3]))}
-"""
-
-# KEYS: batch lock, pending set. ARGV: our token. 1 = released (nothing pending), 0 = kept (clusters are
-# pending: hand it over), -1 = not ours any more (expired).
-_RELEASE_UNLESS_PENDING = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if redis.call('SCARD', KEYS[2]) > 0 then return 0 end
-redis.call('DEL', KEYS[1])
-return 1
-"""
+from state.locks import new_token
 
 RELEASED, KEPT, LOST = 1, 0, -1
 
+# The watch: armed once, for as long as the held lock KEYS[2] would live unrenewed (plus a margin).
+_ARM_WATCH = """
+local function arm()
+  local ttl = redis.call('PTTL', KEYS[2])
+  if ttl > 0 and redis.call('SET', KEYS[4], '1', 'NX', 'PX', ttl + 1000) then return ttl end
+  return -1
+end
+"""
+# KEYS: pending set, batch lock, queued mark, watch mark; ARGV: cluster, token, TTL (ms).
+# Join the pending set; take the lock unless it is held or a round is queued. Returns {1 if taken, ms after
+# which the watch this call armed is due (else -1), the token of the task handling the cluster}.
+_JOIN = _ARM_WATCH + """
+redis.call('SADD', KEYS[1], ARGV[1])
+local queued = redis.call('GET', KEYS[3])
+if not queued and redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {1, -1, ''} end
+local watch = -1
+if redis.call('EXISTS', KEYS[2]) == 1 then watch = arm() end
+return {0, watch, queued or redis.call('GET', KEYS[2]) or ''}
+"""
+# A round's task starts: KEYS as above plus KEYS[5], the mark it clears (the queued mark if it names the
+# task, ARGV[4]; the watch mark when ARGV[4] is ''). Same reply as _JOIN; a busy lock re-arms the watch
+# while clusters are pending.
+_TAKE = _ARM_WATCH + """
+if ARGV[4] == '' or redis.call('GET', KEYS[5]) == ARGV[4] then redis.call('DEL', KEYS[5]) end
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {1, -1, ''} end
+if redis.call('SCARD', KEYS[1]) == 0 then return {0, -1, ''} end
+return {0, arm(), redis.call('GET', KEYS[2]) or ''}
+"""
+# KEYS: pending set, batch lock, queued mark; ARGV: our token, the next round's task id, count, mark TTL
+# (ms). Pop the batch and, if the lock is still ours, name the next round's task in the queued mark.
+_START = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[4]) end
+return redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))
+"""
+# KEYS: pending set, batch lock, queued mark; ARGV: our token, the next round's task id. Release the lock;
+# keep the queued mark (KEPT: the caller sends that task) when clusters are pending, else clear it.
+_FINISH = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+redis.call('DEL', KEYS[2])
+if redis.call('SCARD', KEYS[1]) > 0 then return 0 end
+if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
+return 1
+"""
+
 
 def holder_task(token: str | None) -> str | None:
-    """The Celery task id a batch lock's token names, or None (a token without one)."""
-    if not token:
-        return None
-    parts = token.split(":", 2)
-    return parts[2] if len(parts) == 3 and "-" in parts[2] else None
+    """The Celery task id a batch lock's token or queued mark names, or None (a token without one)."""
+    return token if token and "-" in token else None
 
 
-def start_round(store, schedd: str, lock, next_token: str, count: int) -> list[str]:
-    """Pop up to `count` pending clusters of the schedd and, in the same atomic step, make the held
-    batch `lock` name the next round (`next_token`); the lock keeps its token if it was lost."""
-    script = store.r.register_script(_START_ROUND)
-    swapped, batch = script(keys=[keys.batch_lock(schedd), keys.pending(schedd)],
-                            args=[lock.local.token, next_token, count])
-    if swapped:
-        lock.local.token = store.r.get_encoder().encode(next_token)
-    return list(batch or [])
+class RoundStore:
+    """The batched-round part of `state.Store` (needs `self.r`, `self.leases`)."""
 
+    SCRIPTS = {"_join_round": _JOIN, "_take_round": _TAKE, "_start_round": _START, "_finish_round": _FINISH}
 
-def release_unless_pending(store, schedd: str, lock) -> int:
-    """Release the held batch `lock` unless clusters are pending (atomic: a cluster that joins at the same
-    time either finds the lock free or is left to our hand-over); RELEASED, KEPT or LOST."""
-    script = store.r.register_script(_RELEASE_UNLESS_PENDING)
-    out = int(script(keys=[keys.batch_lock(schedd), keys.pending(schedd)], args=[lock.local.token]))
-    if out != KEPT:
+    def _round_keys(self, schedd: str) -> list[str]:
+        return [keys.pending(schedd), keys.batch_lock(schedd), keys.round_queued(schedd), keys.round_watch(schedd)]
+
+    def _taken(self, lock, token: str, out) -> tuple[bool, float | None, str | None]:
+        taken, watch_ms, holder = out
+        if taken:
+            lock.local.token = self.r.get_encoder().encode(token)
+            self.leases.keep(lock)
+        return bool(taken), (int(watch_ms) / 1000.0 if int(watch_ms) >= 0 else None), holder_task(holder)
+
+    def join_pending(self, schedd: str, name: str, lock, task_id: str | None = None):
+        """Add a cluster to the schedd's pending set and take the batch lock `lock` (token: `task_id`)
+        unless it is held or a round is queued, in one round trip. Returns (taken: then renewed until
+        released; watch: None, or the seconds after which the caller sends the watch task this call armed;
+        the id of the task that will handle the cluster, when not taken and known)."""
+        token = task_id or new_token()
+        return self._taken(lock, token, self._join_round(keys=self._round_keys(schedd),
+                                                         args=[name, token, int(lock.timeout * 1000)]))
+
+    def start_queued_round(self, schedd: str, lock, task_id: str):
+        """The queued task `task_id` starts: clear its mark and take the lock. Same reply as `join_pending`."""
+        return self._take(schedd, lock, task_id, keys.round_queued(schedd), task_id)
+
+    def watch_round(self, schedd: str, lock, task_id: str | None = None):
+        """The watch task starts: clear the watch mark and take the lock if free; else, while clusters are
+        pending, arm the watch again. Same reply as `join_pending`."""
+        return self._take(schedd, lock, task_id or new_token(), keys.round_watch(schedd), "")
+
+    def _take(self, schedd, lock, token, mark, mark_value):
+        return self._taken(lock, token, self._take_round(keys=[*self._round_keys(schedd), mark],
+                                                         args=["", token, int(lock.timeout * 1000), mark_value]))
+
+    def start_round(self, schedd: str, lock, next_id: str, count: int, queued_ttl: float) -> list[str]:
+        """Pop up to `count` pending clusters and, atomically, name task `next_id` as the next round's (the
+        queued mark, for at most `queued_ttl` s) if `lock` is still ours."""
+        return list(self._start_round(keys=self._round_keys(schedd)[:3],
+                                      args=[lock.local.token, next_id, count, int(queued_ttl * 1000)]) or [])
+
+    def finish_round(self, schedd: str, lock, next_id: str) -> int:
+        """Release the held batch `lock` (and stop renewing it), atomically with the check for pending
+        clusters: KEPT (pending: the caller sends task `next_id`), RELEASED or LOST (it had expired)."""
+        self.leases.drop(lock)
+        out = int(self._finish_round(keys=self._round_keys(schedd)[:3], args=[lock.local.token, next_id]))
         lock.local.token = None
-    return out
+        return out
+
+    def queue_round(self, schedd: str, task_id: str, ttl: float) -> bool:
+        """Name `task_id` as the queued round (for at most `ttl` s); False when one is queued already."""
+        return bool(self.r.set(keys.round_queued(schedd), task_id, nx=True, px=int(ttl * 1000)))
+
+    def add_pending(self, schedd: str, *names: str) -> None:
+        if names:
+            self.r.sadd(keys.pending(schedd), *names)
+
+    def pop_pending(self, schedd: str, count: int) -> list[str]:
+        return self.r.spop(keys.pending(schedd), count) or []
+
+    def has_pending(self, schedd: str) -> bool:
+        return bool(self.r.scard(keys.pending(schedd)))
+
+    def batch_state(self, schedd: str) -> tuple[int, bool]:
+        """(clusters pending on the schedd, whether a round runs or is queued)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.scard(keys.pending(schedd))
+        pipe.exists(keys.batch_lock(schedd), keys.round_queued(schedd))
+        pending, held = pipe.execute()
+        return int(pending), bool(held)
+
+    def batches_done(self, schedd: str) -> bool:
+        """True when no cluster waits on the schedd and no round runs or is queued."""
+        return self.batch_state(schedd) == (0, False)

@@ -17,6 +17,7 @@ app = Celery("htdask", include=["tasks.cluster_tasks", "tasks.history"])
 app.config_from_object("tasks.celeryconfig")
 
 import tasks.startup  # noqa: E402,F401  (a worker refuses an unusable setup at start)
+from tasks import beat  # noqa: E402
 
 
 def client_app(redis_url: str) -> Celery:

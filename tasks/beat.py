@@ -1,51 +1,31 @@
-"""A beat scheduler that sends only while it holds a Redis lock: one active beat, however many run.
+"""Beat runs celery-redbeat's scheduler: one active beat, however many are started.
 
 Two `celery beat` processes started by mistake would otherwise send every periodic task twice
-(celery #2856). Like RedBeat's and single-beat's lock: the holder renews it on every tick; a second beat
-waits, and takes over within `LOCK_TTL` seconds when the holder dies.
+(celery #2856). RedBeat keeps the schedule's state in Redis (under `state.keys.redbeat_prefix()`) and sends
+only while it holds its Redis lock: the active beat extends the lock on every tick (at least every
+`MAX_LOOP_INTERVAL` s); another beat blocks at start until the lock is free, so it takes over within
+`LOCK_TIMEOUT` s after the active beat died. The schedule itself stays in beat_schedule.py (RedBeat
+installs the app's `beat_schedule` as its static entries, dropping entries no longer there).
 """
 from __future__ import annotations
 
-import logging
+from redbeat import RedBeatScheduler
 
-from celery.beat import PersistentScheduler
-
-from state import connect, holder_token, keys
-
-log = logging.getLogger(__name__)
+from settings import load
+from state import connect
 
 #: seconds a dead beat's lock outlives it (ticks renew it far more often)
-LOCK_TTL = 30
-#: seconds between a standby beat's attempts to take the lock
-STANDBY_TICK = 5.0
+LOCK_TIMEOUT = 30
+#: longest seconds between two ticks (each renews the lock; a standby beat retries this often)
+MAX_LOOP_INTERVAL = 5
 
 
-class LockedScheduler(PersistentScheduler):
-    def __init__(self, *args, **kwargs):
-        self._redis = None
-        self._token = holder_token()
-        self._active: bool | None = None
-        super().__init__(*args, **kwargs)
+class Scheduler(RedBeatScheduler):
+    """RedBeat's scheduler on our own Redis client (`state.connect`, the one place Redis clients are
+    made, Sentinel included) rather than one it builds from the URL: `redbeat.schedulers.get_redis` uses
+    an app's `redbeat_redis` when it has one, so it is set before RedBeat first asks for it."""
 
-    def _holds_lock(self) -> bool:
-        if self._redis is None:
-            self._redis = connect(self.app.conf.broker_url)
-        key = keys.beat_lock()
-        held = bool(self._redis.set(key, self._token, nx=True, ex=LOCK_TTL)) or (
-            self._redis.get(key) == self._token and bool(self._redis.expire(key, LOCK_TTL)))
-        if held != self._active:
-            if held:
-                log.info("this beat holds %s: sending periodic tasks", key)
-            else:
-                log.warning("another beat holds %s: standing by", key)
-            self._active = held
-        return held
-
-    def tick(self, *args, **kwargs):
-        try:
-            if not self._holds_lock():
-                return STANDBY_TICK
-        except Exception as exc:  # Redis away: send nothing rather than risk a double
-            log.warning("beat lock unavailable (%s); standing by", exc)
-            return STANDBY_TICK
-        return super().tick(*args, **kwargs)
+    def __init__(self, app, *args, **kwargs):
+        if getattr(app, "redbeat_redis", None) is None:
+            app.redbeat_redis = connect(load().redis_url)
+        super().__init__(app, *args, **kwargs)

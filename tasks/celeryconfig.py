@@ -9,7 +9,9 @@ import sys
 
 import beat_schedule
 from settings import load_or_exit
+from state import keys
 from state.connection import check_or_exit
+from tasks import beat
 
 # "htdask worker: bad setting: ..." (or beat, flower): the program that is refusing to start
 _program = "htdask " + next((a for a in sys.argv[1:] if a in ("worker", "beat", "flower")), "celery")
@@ -46,5 +48,10 @@ timezone = "UTC"
 task_annotations = ("tasks.cluster_tasks:RetryLimits",)
 
 beat_schedule = beat_schedule.schedule(_s)
-# Only the beat holding a Redis lock sends: two beats started by mistake never double a poll.
-beat_scheduler = "tasks.beat:LockedScheduler"
+# Only the beat holding RedBeat's Redis lock sends: two beats started by mistake never double a poll
+# (tasks/beat.py gives RedBeat our own Redis client, so it follows a Sentinel master too).
+beat_scheduler = "tasks.beat:Scheduler"
+beat_max_loop_interval = beat.MAX_LOOP_INTERVAL
+redbeat_redis_url = _s.redis_url
+redbeat_key_prefix = keys.redbeat_prefix()
+redbeat_lock_timeout = beat.LOCK_TIMEOUT

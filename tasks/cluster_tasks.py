@@ -19,9 +19,7 @@ import uuid
 import redis
 from celery import Task
 
-from redis.exceptions import LockError
-
-from state import holder_token, rounds
+from state import rounds
 from tasks import context
 from tasks.app import app
 from tasks.config import settings
@@ -85,24 +83,25 @@ BATCH_SIZE = 500
 def reconcile_batched(cluster: str, task_id: str | None = None) -> dict:
     """Reconcile `cluster` together with every other cluster waiting on this schedd.
 
-    The cluster joins the schedd's pending set. The task that takes the schedd's batch lock runs one
-    round for every pending cluster (one condor_q for all, `Reconciler.reconcile_many`); a task that
-    finds the lock busy returns at once, its cluster left to the holder. Clusters that joined during
-    the round are handed, with the lock, to one `reconcile_pending` task at the back of the queue: the
-    requests queued in front of it gather meanwhile, so a thousand requests cost a few schedd queries,
-    and no task ever waits for another or keeps a worker process while requests arrive.
+    The cluster joins the schedd's pending set. The task that takes the schedd's batch lock (a lease,
+    state/locks.py) runs one round for every pending cluster (one condor_q for all,
+    `Reconciler.reconcile_many`); a task that finds the lock held, or a round queued, returns at once, its
+    cluster left to that round. Clusters that joined during the round go to one `reconcile_pending` task
+    at the back of the queue (named in the queued mark from the moment the round took its batch): the
+    requests in front of it gather meanwhile, so a thousand requests cost a few schedd queries, and no
+    task ever waits for another or keeps a worker process while requests arrive. That task takes the
+    lease anew: no token passes between tasks (state/rounds.py).
     Returns the cluster's outcome, or {"state": "queued", "handled_by": task id} when its reconcile is
-    left to the task whose round holds the lock (`state.rounds`: Flower traces the request there);
-    raises the cluster's own failure (so Celery retries it); others' failures are in their own state.
-    `task_id` is the calling task's id, which the lock names while this task runs the round.
+    left to another task's round (Flower traces the request there); raises the cluster's own failure
+    (so Celery retries it); others' failures are in their own state. `task_id` is the calling task's id,
+    the lock's token while this task runs the round.
     """
     s, store = settings(), context.store()
-    runner = store.batch_lock(s.schedd_name, s.lock_timeout)
-    token = holder_token(task_id)
-    taken, holder = store.join_pending(s.schedd_name, cluster, runner, token)
-    if not taken and not (store.break_dead_lock(runner.name, holder)
-                          and runner.acquire(blocking=False, token=token)):
-        return {"cluster": cluster, "state": "queued", "handled_by": rounds.holder_task(holder)}
+    runner = store.batch_lock(s.schedd_name)
+    taken, watch, handler = store.join_pending(s.schedd_name, cluster, runner, task_id)
+    _send_watch(s, watch)
+    if not taken:
+        return {"cluster": cluster, "state": "queued", "handled_by": handler}
     outcomes, next_round = _round(s, store, runner)
     own = outcomes.get(cluster)
     if own is None:  # taken by the round before ours, or left to the next (over BATCH_SIZE pending)
@@ -118,61 +117,60 @@ def reconcile_batched(cluster: str, task_id: str | None = None) -> dict:
 
 def _round(s, store, runner) -> tuple[dict, str | None]:
     """One reconcile round for the pending clusters (up to BATCH_SIZE), holding the batch lock `runner`;
-    then the lock goes to a follow-up task if clusters are pending, else it is released.
-    Returns the outcomes and the follow-up task's id (None: none was needed)."""
-    next_id = str(uuid.uuid4())  # the follow-up's task id, named by the lock from the moment we take our batch
+    then the lock is released and, if clusters are pending, the next round's task sent.
+    Returns the outcomes and the next round's task id (None: none was needed)."""
+    next_id = str(uuid.uuid4())  # the next round's task id, named from the moment we take our batch
+    outcomes: dict = {}
     try:
-        batch = rounds.start_round(store, s.schedd_name, runner, holder_token(next_id), BATCH_SIZE)
+        batch = store.start_round(s.schedd_name, runner, next_id, BATCH_SIZE, s.lock_timeout)
         try:
             outcomes = reconciler().reconcile_many(batch) if batch else {}
         except BaseException:
-            store.add_pending(s.schedd_name, *batch)  # not lost: the next holder takes them
+            store.add_pending(s.schedd_name, *batch)  # not lost: the next round takes them
             raise
         if batch:
             log.info("schedd %s: reconciled %d clusters in one round", s.schedd_name, len(batch))
-        next_round = _pass_on(s, store, runner, next_id)
-    except BaseException:
-        _release_runner(s, runner)
-        raise
+        for c, o in outcomes.items():
+            if o.state == "busy":  # ask again once the lock's holder is done or its lease ran out
+                reconcile_cluster.apply_async((c,), countdown=o.retry_in + 0.05, queue=s.schedd_name)
+    finally:
+        next_round = _finish(s, store, runner, next_id)
     return outcomes, next_round
 
 
-def _pass_on(s, store, runner, next_id: str) -> str | None:
-    """Hand the held batch lock to the `reconcile_pending` task `next_id` when clusters are pending, else
-    release it (atomically with the check, so a cluster joining meanwhile is never left behind).
-    Returns `next_id` when that task was sent."""
-    while True:
-        released = rounds.release_unless_pending(store, s.schedd_name, runner)
-        if released == rounds.RELEASED:
-            return None
-        if released == rounds.KEPT and _renew(s, runner):
-            reconcile_pending.apply_async(kwargs={"schedd": s.schedd_name, "token": runner.local.token.decode()},
-                                          queue=s.schedd_name, task_id=next_id)
-            return next_id
-        # Lost (expired during a very long round): whoever holds it now takes the pending clusters.
-        if not (store.has_pending(s.schedd_name)
-                and runner.acquire(blocking=False, token=holder_token(next_id))):
-            return None
-
-
-def _renew(s, runner) -> bool:
-    """Give the held lock its whole timeout again (for the follow-up); False if it expired meanwhile."""
-    try:
-        runner.reacquire()
-        return True
-    except LockError:
+def _finish(s, store, runner, next_id: str) -> str | None:
+    """Release the batch lock; send the next round's task `next_id` when clusters are pending (checked
+    atomically with the release, so a cluster joining meanwhile is never left behind). Returns the id
+    of the task sent, if any."""
+    state = store.finish_round(s.schedd_name, runner, next_id)
+    if state == rounds.KEPT:
+        reconcile_pending.apply_async(kwargs={"schedd": s.schedd_name}, queue=s.schedd_name, task_id=next_id)
+        return next_id
+    if state == rounds.LOST:  # expired during the round (Redis away a whole LOCK_TTL)
         log.warning("schedd %s: batch lock expired during the round", s.schedd_name)
-        runner.local.token = None
-        return False
+        pending, busy = store.batch_state(s.schedd_name)
+        if pending and not busy:
+            return _queue_round(s, store)
+    return None
 
 
-def _release_runner(s, runner) -> None:
-    if runner.local.token is None:
-        return
-    try:
-        runner.release()
-    except LockError:
-        log.warning("schedd %s: batch lock expired before release", s.schedd_name)
+def _queue_round(s, store) -> str | None:
+    """Send a `reconcile_pending` task for clusters left pending, unless a round is queued already; it may
+    wait in the queue up to the lock timeout before the poll replaces it. Returns its id if sent."""
+    task_id = str(uuid.uuid4())
+    if not store.queue_round(s.schedd_name, task_id, s.lock_timeout):
+        return None
+    reconcile_pending.apply_async(kwargs={"schedd": s.schedd_name}, queue=s.schedd_name, task_id=task_id)
+    return task_id
+
+
+def _send_watch(s, due_in: float | None) -> None:
+    """Send the watch task armed by `join_pending`/`start_queued_round`/`watch_round` (if any), due when
+    the batch lock would expire unrenewed: a holder that died anywhere delays the pending clusters by at
+    most LOCK_TTL."""
+    if due_in is not None:
+        reconcile_pending.apply_async(kwargs={"schedd": s.schedd_name, "watch": True}, countdown=due_in + 0.05,
+                                      queue=s.schedd_name)
 
 
 @app.task(name="tasks.scale_cluster", **TASK_OPTIONS)
@@ -201,17 +199,23 @@ def reconcile_cluster(self, cluster: str) -> dict:
 
 
 @app.task(name="tasks.reconcile_pending", **TASK_OPTIONS)
-def reconcile_pending(self, schedd: str, token: str | None = None) -> dict:
-    """One round for the clusters pending on this schedd, holding the batch lock handed over by the
-    previous round (`token`), or taking it if free; a busy lock's holder takes the round instead.
+def reconcile_pending(self, schedd: str, token: str | None = None, watch: bool = False) -> dict:
+    """One round for the clusters pending on this schedd: the queued round (its id is in the queued mark)
+    or a `watch` (due when a held batch lock would expire unrenewed). It takes the batch lock anew; when
+    a round runs already, that round's holder takes the pending clusters instead (and a watch is armed in
+    case it died). `token` is ignored: sent by older versions, which handed the lock over.
 
     The result names every cluster of the round with what was done to it (`Outcome.brief`), and the
     task of the next round if one was needed: Flower's task page shows where each request ended.
     """
     s, store = settings(), context.store()
-    runner = store.batch_lock(s.schedd_name, s.lock_timeout)
-    if not (token and store.adopt_lock(runner, token)) and \
-            not runner.acquire(blocking=False, token=holder_token(self.request.id)):
+    runner = store.batch_lock(s.schedd_name)
+    if watch:
+        taken, again, _ = store.watch_round(s.schedd_name, runner, self.request.id)
+    else:
+        taken, again, _ = store.start_queued_round(s.schedd_name, runner, self.request.id)
+    _send_watch(s, again)
+    if not taken:
         return {"schedd": s.schedd_name, "state": "busy"}
     outcomes, next_round = _round(s, store, runner)
     failed = {c: o.error for c, o in outcomes.items() if o.error}
@@ -253,8 +257,8 @@ def poll_queue(self, schedd: str | None = None, force: bool = False) -> dict:
                      s.error_retry_interval - (now - record.error_at))
             continue
         reconcile_cluster.apply_async((cluster,), queue=s.schedd_name)
-    pending, round_held = store.batch_state(s.schedd_name)
-    if pending and not round_held:  # left by a round that failed for good, or by a hand-over lost with Redis
-        reconcile_pending.apply_async(kwargs={"schedd": s.schedd_name}, queue=s.schedd_name)
+    pending, busy = store.batch_state(s.schedd_name)
+    if pending and not busy:  # left by a round that failed for good, or by a queued round lost with Redis
+        _queue_round(s, store)
     return result.as_dict()
 

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from redis.exceptions import LockError
-
-from state import Store, holder_token
+from state import Store
 from tasks.reconcile import LIVE, PROJECTION, jobs_of, submit_user
 from workers.jobspec import cluster_constraint
 from workers.schedd import Schedd
@@ -18,9 +16,8 @@ def delete_jobs_and_state(store: Store, schedd: Schedd, cluster: str, settings,
     """Remove every job of the cluster, then forget its state and leave its tombstone (so no message
     older than the delete re-creates it); returns how many jobs were live, or None when a request
     newer than the delete (`seq`) arrived meanwhile and keeps the cluster (it reconciles toward it)."""
-    lock = store.cluster_lock(cluster, settings.lock_timeout)
-    token = holder_token()
-    if not lock.acquire(blocking=True, blocking_timeout=settings.lock_timeout, token=token):
+    lock = store.cluster_lock(cluster)
+    if not store.acquire(lock, blocking=True, blocking_timeout=settings.lock_timeout):
         raise TimeoutError(f"cluster {cluster}: lock still held after {settings.lock_timeout}s")
     try:
         record = store.get(cluster)
@@ -37,11 +34,5 @@ def delete_jobs_and_state(store: Store, schedd: Schedd, cluster: str, settings,
                  store.tombstone(cluster), len(live))
         return len(live)
     finally:
-        _release(lock, cluster)
-
-
-def _release(lock, cluster: str) -> None:
-    try:
-        lock.release()
-    except LockError:
-        log.warning("cluster %s: reconcile lock expired before release", cluster)
+        if not store.release(lock):
+            log.warning("cluster %s: lock expired before release", cluster)

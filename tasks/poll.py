@@ -102,8 +102,8 @@ class Poller:
 
     def poll(self, force: bool = False) -> PollResult:
         result = PollResult(self.name)
-        lock = self.store.poll_lock(self.name, timeout=max(2 * self.settings.poll_interval, 120))
-        if not lock.acquire(blocking=False):
+        lock = self.store.poll_lock(self.name)
+        if not self.store.acquire(lock):
             result.state = "skipped"
             log.info("schedd %s: a poll is already running; skipping", self.name)
             return result
@@ -114,10 +114,7 @@ class Poller:
                 return result
             return self._poll(result)
         finally:
-            try:
-                lock.release()
-            except Exception:  # expired: the next poll proceeds anyway
-                log.warning("schedd %s: poll lock expired before release", self.name)
+            self.store.release(lock)  # expired (Redis away for a whole TTL): the next poll proceeds anyway
 
     def _recently_polled(self) -> bool:
         ok_at = self.store.poll_status(self.name).get("ok_at")

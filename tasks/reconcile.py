@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from state import Store, holder_is_dead, holder_token
+from state import Store
 from tasks import ended, worker_logs
 from tasks.options import job_options
 from workers import dask_retire, validation
@@ -55,9 +55,11 @@ class Outcome:
     error: str | None = None
     exc: Exception | None = field(default=None, repr=False)
     started: float | None = field(default=None, repr=False)  # time of this reconcile's first submission
+    #: busy: seconds until the cluster's lock expires unless its holder renews it (then ask again)
+    retry_in: float | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("exc", "started")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("exc", "started", "retry_in")}
 
     def brief(self) -> dict:
         """What the round did to the cluster, compactly (counts, not job ids), for a task's result:
@@ -175,19 +177,17 @@ class Reconciler:
         return outcomes
 
     def _lock_all(self, clusters: list[str], outcomes: dict[str, Outcome]) -> dict:
-        """Take the clusters' locks (one round trip); a lock left by a dead process is broken and taken."""
-        token = holder_token()
-        locks = {c: self.store.cluster_lock(c, self.settings.lock_timeout) for c in clusters}
-        taken, holders = self.store.try_locks(list(locks.values()), token)
+        """Take the clusters' locks (one round trip). A busy one is left to its holder; its outcome says
+        when the lock expires unless renewed (`retry_in`): a dead holder's lease frees itself by then."""
+        locks = {c: self.store.cluster_lock(c) for c in clusters}
+        taken, expiry = self.store.try_locks(list(locks.values()))
         taken = {lock.name for lock in taken}
         held = {}
         for c, lock in locks.items():
-            if lock.name in taken or (self.store.break_dead_lock(lock.name, holders.get(lock.name))
-                                      and lock.acquire(blocking=False, token=token)):
-                held[c] = lock
-                outcomes[c].state = "ok"
+            if lock.name in taken:
+                held[c], outcomes[c].state = lock, "ok"
             else:
-                outcomes[c].state = "busy"
+                outcomes[c].state, outcomes[c].retry_in = "busy", expiry[lock.name]
                 log.info("cluster %s: reconcile already running elsewhere; it will apply the newest request", c)
         return held
 
@@ -265,13 +265,6 @@ class Reconciler:
             return self._remove(record, surplus, outcome)
         return False
 
-    def _submission_in_flight(self, name: str) -> bool:
-        token = self.store.inflight(name)
-        if token and holder_is_dead(token):
-            self.store.clear_inflight(name)
-            return False
-        return token is not None
-
     def _crash_backoff(self, record, outcome: Outcome) -> bool:
         """True when a crash loop (tasks/ended.py) delays this cluster's next submission; the reason and
         the time of the next try are kept in its state for `status`.
@@ -306,8 +299,8 @@ class Reconciler:
                 log.info("cluster %s: %d idle jobs reach MAX_IDLE_PER_CLUSTER=%d; submitting later",
                          name, idle, cap)
                 return False
-        if not jobs and not self._submission_in_flight(name):
-            self.store.reset_counter(name)  # an empty cluster starts again at index 0
+        if not jobs:  # an empty cluster starts again at index 0 (we hold its lease: no other submit runs)
+            self.store.reset_counter(name)
         floor = max((j.index for j in jobs), default=-1) + 1
         first = self.store.reserve_indexes(name, wanted, floor=floor)
         labels = names[:wanted] if names is not None else [f"{name}-{first + i}" for i in range(wanted)]
@@ -325,11 +318,7 @@ class Reconciler:
         if record.seq > record.handled_seq and not outcome.submitted and record.updated_at:
             # the first condor_submit serving the newest request: enqueue -> submit started
             self.store.metrics.request_to_submit(self.settings.schedd_name, time.time() - record.updated_at)
-        self.store.mark_inflight(name, holder_token(), ttl=self.settings.condor_timeout + 30)
-        try:
-            ids = self.schedd.submit(description, user=user)
-        finally:
-            self.store.clear_inflight(name)
+        ids = self.schedd.submit(description, user=user)
         log.info("cluster %s: submitted jobs %s", name, _span(ids))
         if names is not None:  # procs are created in item order: the first len(ids) names exist
             self.store.mark_submitted(name, labels[:len(ids)])

@@ -1,5 +1,6 @@
 """Batched reconciles end to end: requests for many clusters share a few queue reads (one condor_q per
-round for all of them), the batch lock passes from round to round, and nothing is left pending.
+round for all of them), each round queues the next, a dead round's lease frees itself within LOCK_TTL,
+and nothing is left pending.
 
 Real redis-server, a real Celery worker and the local pool; schedd calls are counted in calls.log.
 """
@@ -8,11 +9,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import pytest
 
-from state import Store, connect, holder_token, keys
+from state import Store, connect
 from tests.conftest import wait_until
 from tests.test_core import make_stack
 from workers.queue_parser import parse_ads_text
@@ -50,25 +52,54 @@ def test_requests_for_many_clusters_share_a_few_queue_reads(stack):
     assert live_by_cluster(stack) == {f"m{i}": 1 for i in range(n)}
 
 
-def test_a_batch_lock_left_by_a_dead_process_is_broken_by_the_next_request(stack):
-    store = Store(connect(stack.redis.url))
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    token = holder_token().split(":")
-    token[1] = str(dead.pid)
-    # A round died holding the lock, with a cluster still pending (its request recorded at enqueue).
-    store.record_new_request("orphan", 2, schedd="local")
-    store.add_pending("local", "orphan")
-    store.r.set(keys.batch_lock("local"), ":".join(token), px=600_000)
-    out = stack.cli("scale", "next", "1")
-    assert out.returncode == 0, out.stderr
-    wait_until(lambda: live_by_cluster(stack) == {"orphan": 2, "next": 1}, timeout=60, message="both reconciled")
-    wait_until(lambda: store.batches_done("local"), timeout=30, message="nothing left pending")
+LOCK_TTL = 3.0
+
+# A round on "another host": it holds the batch lease (renewed by its watchdog) with a token naming another
+# host and a pid that means nothing here, with a cluster pending, until it is SIGKILLed.
+ROUND_ELSEWHERE = """
+import time
+from state import Store, connect
+from settings import load
+store = Store(connect(), settings=load().model_copy(update={"lock_ttl": %r}))
+store.record_new_request("orphan", 2, schedd="local")
+lock = store.batch_lock("local")
+assert lock.acquire(blocking=False, token="submit-2.other.example:4242:0123abcd")
+store.leases.keep(lock)
+store.add_pending("local", "orphan")
+print("holding", flush=True)
+time.sleep(600)
+""" % LOCK_TTL
+
+
+def test_a_sigkilled_round_on_another_host_delays_the_next_reconcile_by_at_most_the_lease_ttl(service_user):
+    with make_stack(service_user, LOCK_TTL=str(LOCK_TTL)) as stack:
+        store = Store(connect(stack.redis.url))
+        holder = subprocess.Popen([sys.executable, "-c", ROUND_ELSEWHERE], env=stack.env, stdout=subprocess.PIPE,
+                                  text=True)
+        try:
+            assert holder.stdout.readline().strip() == "holding"
+            time.sleep(2 * LOCK_TTL)
+            assert store.batch_state("local") == (1, True), "the live holder's watchdog kept its lease"
+            holder.kill()  # SIGKILL: no release
+            holder.wait()
+            killed = time.monotonic()
+            out = stack.cli("scale", "next", "1")
+            assert out.returncode == 0, out.stderr
+            wait_until(lambda: store.batch_state("local")[0] == 0, timeout=60, interval=0.05,
+                       message="the pending clusters taken by a round")
+            taken_after = time.monotonic() - killed
+        finally:
+            holder.kill()
+            holder.wait()
+        # the round starts once the lease expires unrenewed (nothing polls: POLL_INTERVAL=60, no beat)
+        assert taken_after <= LOCK_TTL + 2.0, f"pending clusters waited {taken_after:.1f}s after the holder died"
+        wait_until(lambda: live_by_cluster(stack) == {"orphan": 2, "next": 1}, timeout=60, message="both reconciled")
+        wait_until(lambda: store.batches_done("local"), timeout=30, message="nothing left pending")
 
 
 def test_the_poll_takes_clusters_left_pending(stack):
     store = Store(connect(stack.redis.url))
-    # A cluster pending with no round to take it (a hand-over lost with Redis's data, say).
+    # A cluster pending with no round to take it (a queued round lost with Redis's data, say).
     store.record_new_request("left", 0, schedd="local")
     store.add_pending("local", "left")
     out = stack.cli("poll")

@@ -291,11 +291,13 @@ def test_two_beats_never_double_the_poll(service_user):
         first = celery_beat(stack.env, stack.logdir, name="beat1")
         second = celery_beat(stack.env, stack.logdir, name="beat2")
         stack.others += [first, second]
-        wait_until(lambda: "standing by" in second.tail(200) + first.tail(200), message="one beat standing by")
+        # celery-redbeat: the beat holding its Redis lock sends; the other waits for the lock
+        wait_until(lambda: "Acquired lock" in second.tail(200) + first.tail(200), message="one beat holds the lock")
         time.sleep(6)
         sent = [p.tail(400).count("Sending due task") for p in (first, second)]
         assert min(sent) == 0 and max(sent) >= 4, sent  # one beat sends every period, the other none
         active = first if sent[0] else second
-        active.kill()  # the active beat dies: the standby takes over once the lock expires
         standby = second if active is first else first
+        assert "Acquired lock" not in standby.tail(400)
+        active.kill()  # the active beat dies: the standby takes over once the lock expires
         wait_until(lambda: "Sending due task" in standby.tail(400), timeout=60, message="takeover")

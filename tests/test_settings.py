@@ -72,7 +72,7 @@ def test_values_are_parsed_and_derived_defaults_follow_their_source(clean_env):
     ({"POLL_INTERVAL": "0"}, "POLL_INTERVAL='0' must be more than 0"),
     ({"CONDOR_TIMEOUT": "300"}, "CONDOR_TIMEOUT=300 must be below TASK_TIME_LIMIT=300 s"),
     ({"CONDOR_TIMEOUT": "5", "TASK_TIME_LIMIT": "6", "VISIBILITY_TIMEOUT": "24"},
-     "CONDOR_TIMEOUT=5: the reconcile lock's TTL (40 s = 2 × CONDOR_TIMEOUT + 30) must not exceed"),
+     "CONDOR_TIMEOUT=5: the lock timeout (40 s = 2 × CONDOR_TIMEOUT + 30) must not exceed"),
     ({"CRASH_BACKOFF_BASE": "60", "CRASH_BACKOFF_MAX": "10"}, "CRASH_BACKOFF_MAX=10 must be at least"),
     ({"CONDOR_BACKEND": "slurm"}, "CONDOR_BACKEND='slurm'"),
     ({"HOLD_NO_RELEASE_CODES": "12,x"}, "HOLD_NO_RELEASE_CODES='x'"),

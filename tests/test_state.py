@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from state import Store, connect, holder_token, keys
+from settings import load
+from state import Store, connect, keys
 
 
 @pytest.fixture
@@ -73,15 +74,52 @@ def test_delete_forgets_every_key_of_the_cluster(store):
     assert "d" not in store.cluster_names()
 
 
-def test_lock_of_a_dead_process_on_this_host_is_broken(store):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    token = holder_token().split(":")
-    token[1] = str(dead.pid)
-    store.r.set(keys.lock("c"), ":".join(token), px=60000)
-    assert store.break_dead_lock(keys.lock("c"))
-    store.r.set(keys.lock("c"), holder_token(), px=60000)  # our own, alive: kept
-    assert not store.break_dead_lock(keys.lock("c"))
+HOLDER = """
+import sys, time
+from settings import load
+from state import Store, connect
+store = Store(connect(sys.argv[1]), settings=load().model_copy(update={"lock_ttl": float(sys.argv[2])}))
+lock = store.cluster_lock("c")
+# a token naming another host and a pid that means nothing here: liveness must not depend on it
+assert lock.acquire(blocking=False, token="other-host.example:4242:0123abcd")
+store.leases.keep(lock)
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_lease_outlives_its_ttl_while_held_and_frees_itself_when_its_holder_is_killed(redis_server, store):
+    ttl = 1.0
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, redis_server.url, str(ttl)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        time.sleep(3 * ttl)  # three TTLs: only the holder's watchdog keeps the lock
+        assert store.r.get(keys.lock("c")) == "other-host.example:4242:0123abcd"
+        assert not store.try_locks([store.cluster_lock("c")])[0], "a live holder's lease is not taken"
+        holder.kill()  # SIGKILL: no release, no cleanup
+        holder.wait()
+        killed = time.monotonic()
+        lock = store.cluster_lock("c")
+        while not store.try_locks([lock])[0]:
+            time.sleep(0.02)
+        assert time.monotonic() - killed <= ttl + 0.5, "the lease freed itself within its TTL"
+        assert store.release_locks([lock]) == []
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_watchdog_renews_held_locks_until_they_are_released(redis_server):
+    store = Store(connect(redis_server.url), settings=load().model_copy(update={"lock_ttl": 0.6}))
+    taken, _ = store.try_locks([store.cluster_lock("a"), store.cluster_lock("b")])
+    single = store.batch_lock("s")
+    assert len(taken) == 2 and store.acquire(single)
+    time.sleep(2.0)
+    assert store.r.exists(keys.lock("a"), keys.lock("b"), keys.batch_lock("s")) == 3
+    assert store.release_locks(taken) == [] and store.release(single)
+    assert store.leases.held() == 0
+    assert store.r.exists(keys.lock("a"), keys.lock("b"), keys.batch_lock("s")) == 0
 
 
 def test_throttle_spaces_calls_by_the_interval(store):
@@ -92,13 +130,12 @@ def test_throttle_spaces_calls_by_the_interval(store):
 
 
 def test_many_locks_in_one_round_trip_interoperate_with_redis_py_locks(store):
-    locks = [store.cluster_lock(c, 30) for c in ("a", "b", "c")]
-    other = store.cluster_lock("b", 30)
+    locks = [store.cluster_lock(c) for c in ("a", "b", "c")]
+    other = store.cluster_lock("b")
     assert other.acquire(blocking=False, token="someone-else")
-    token = holder_token()
-    taken, holders = store.try_locks(locks, token)
+    taken, expiry = store.try_locks(locks)
     assert [lock.name for lock in taken] == [keys.lock("a"), keys.lock("c")]
-    assert holders == {keys.lock("b"): "someone-else"}
+    assert list(expiry) == [keys.lock("b")] and 0 < expiry[keys.lock("b")] <= store.leases.ttl
     assert all(lock.owned() for lock in taken), "taken locks carry our token (redis-py's owned())"
     store.r.delete(keys.lock("c"))  # expired meanwhile
     assert store.release_locks(taken) == [taken[1]], "an expired lock is reported, not released"
@@ -107,27 +144,40 @@ def test_many_locks_in_one_round_trip_interoperate_with_redis_py_locks(store):
     taken[0].release()
 
 
-def test_a_handed_over_lock_is_adopted_only_while_it_still_holds_the_token(store):
-    sender = store.batch_lock("s", 30)
-    assert sender.acquire(blocking=False, token=holder_token())
-    token = sender.local.token.decode()
-    receiver = store.batch_lock("s", 30)
-    assert store.adopt_lock(receiver, token) and receiver.owned()
-    receiver.release()
-    late = store.batch_lock("s", 30)
-    assert not store.adopt_lock(late, token), "the lock was released: the old token is worth nothing"
-    assert late.local.token is None
-    store.r.set(keys.batch_lock("s"), "new-holder")
-    assert not store.adopt_lock(late, token) and store.r.get(keys.batch_lock("s")) == "new-holder"
-
-
 def test_join_pending_adds_the_cluster_and_takes_a_free_batch_lock_once(store):
-    first, second = store.batch_lock("s", 30), store.batch_lock("s", 30)
-    assert store.join_pending("s", "x", first, "tok-1") == (True, None)
-    assert store.join_pending("s", "y", second, "tok-2") == (False, "tok-1")
-    assert store.batch_state("s") == (2, True)
-    assert sorted(store.pop_pending("s", 10)) == ["x", "y"]
+    first, second, third = store.batch_lock("s"), store.batch_lock("s"), store.batch_lock("s")
+    assert store.join_pending("s", "x", first) == (True, None, None)
+    taken, watch, _ = store.join_pending("s", "y", second)
+    assert not taken and 0 < watch <= store.leases.ttl, "the first to find the lock held arms the watch"
+    assert store.join_pending("s", "z", third)[:2] == (False, None), "once"
+    assert store.batch_state("s") == (3, True)
+    assert sorted(store.pop_pending("s", 10)) == ["x", "y", "z"]
     assert store.batch_state("s") == (0, True)
     assert not store.batches_done("s"), "a held batch lock means a round is running"
-    first.release()
+    assert store.watch_round("s", second)[:2] == (False, None), "nothing pending: the watch ends"
+    assert store.release(first)
     assert store.batches_done("s")
+
+
+def test_a_queued_round_gathers_requests_and_takes_the_lock_anew(store):
+    running = store.batch_lock("s")
+    assert store.join_pending("s", "x", running)[0]
+    store.add_pending("s", "y")
+    assert store.queue_round("s", "next-task", 60) and not store.queue_round("s", "other", 60), "one at a time"
+    assert store.release(running)
+    assert store.join_pending("s", "z", store.batch_lock("s")) == (False, None, "next-task"), "left to the queued round"
+    assert store.batch_state("s") == (3, True), "x, y, z pending; a round queued"
+    queued = store.batch_lock("s")
+    assert store.start_queued_round("s", queued, "next-task")[0] and queued.owned()
+    assert store.join_pending("s", "w", store.batch_lock("s"))[0] is False
+    assert store.release(queued) and store.join_pending("s", "v", store.batch_lock("s"))[0]
+
+
+def test_the_watch_takes_the_lock_a_dead_holder_left(store):
+    store.r.set(keys.batch_lock("s"), "other-host.example:4242:0123abcd", px=300)  # renewed by nobody
+    taken, watch, _ = store.join_pending("s", "x", store.batch_lock("s"))
+    assert not taken and watch is not None
+    time.sleep(watch + 0.05)
+    lock = store.batch_lock("s")
+    assert store.watch_round("s", lock) == (True, None, None) and store.pop_pending("s", 10) == ["x"]
+    assert store.release(lock)
