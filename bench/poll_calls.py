@@ -91,7 +91,7 @@ async def _one_query(cluster: str, projection: str) -> int:
 
 
 def baseline_poll(stack: BenchStack, names: list[str], concurrent: bool) -> tuple[float, int, int]:
-    from workers.jobspec import POLL_PROJECTION
+    from domain.jobspec import POLL_PROJECTION
     projection = ",".join(POLL_PROJECTION)
 
     async def run():

@@ -153,7 +153,7 @@ def _send(api, store, cluster: str, n: int, stats: Counter, patience: float = 60
 
 
 def _jobs(stack: Stack) -> list[dict]:
-    from workers.queue_parser import parse_ads_text
+    from workers.htcondor.queue_parser import parse_ads_text
     out = stack.condor("condor_q", "-allusers", "-json", "-constraint", "DaskGatewayCluster =!= undefined",
                        "-attributes", "ClusterId,ProcId,JobStatus,DaskGatewayCluster,DaskWorkerName")
     if out.returncode != 0:

@@ -77,7 +77,7 @@ class ShellCommand(Command):
 def _port_range(value: str, what: str) -> str:
     if not value:
         return value
-    from workers.validation import ValidationError, validate_port_range
+    from domain.validation import ValidationError, validate_port_range
     try:
         return validate_port_range(value, what)
     except ValidationError as e:
@@ -136,7 +136,7 @@ class HTCondorClusterConfig(LocalClusterConfig):
 
     worker_job_options = Dict(
         help="""
-        Further fields of the worker job (``workers.jobspec.WorkerJobSpec``), e.g.
+        Further fields of the worker job (``domain.jobspec.WorkerJobSpec``), e.g.
         ``{"request_disk": "4GiB", "death_timeout": 120, "universe": "docker",
         "docker_image": "ghcr.io/dask/dask:latest", "extra_args": ["--lifetime", "4h"]}``.
         """,

@@ -27,7 +27,7 @@ def install_pool(dest: Path) -> Path:
     The Celery worker runs them as the jobs' owners, who may not enter the checkout (a clone under
     /root is 0700): they run a copy whose launchers name an interpreter every user can run."""
     from localpool.install import install
-    from workers.pyenv import job_python
+    from domain.pyenv import job_python
     return install(dest, job_python()[0])
 
 

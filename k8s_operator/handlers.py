@@ -38,7 +38,7 @@ from typing import Callable
 from k8s_operator import bodies
 from k8s_operator.config import OperatorConfig
 from k8s_operator.naming import gateway_cluster_name, htcondor_cluster_name
-from workers.validation import (ValidationError, validate_classad_string, validate_count,
+from domain.validation import (ValidationError, validate_classad_string, validate_count,
                                 validate_schedd_name)
 
 FINALIZER = "gateway.dask.org/htcondor-workers"

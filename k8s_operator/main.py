@@ -39,7 +39,7 @@ from k8s_operator.client import CredentialsFiles, KubeClient, TaskBackend, apply
 from k8s_operator.config import OperatorConfig
 from k8s_operator.handlers import FINALIZER, STOPPED_PHASES, new_credentials, reconcile
 from k8s_operator.naming import htcondor_cluster_name
-from workers.validation import ValidationError
+from domain.validation import ValidationError
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from redis.exceptions import LockError
 
 from state import Store, holder_token
 from tasks.reconcile import LIVE, PROJECTION, jobs_of, submit_user
-from workers.jobspec import cluster_constraint
-from workers.schedd import Schedd
+from domain.jobspec import cluster_constraint
+from workers.htcondor.schedd import Schedd
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-from workers.jobspec import ours_constraint
-from workers.jobstatus import JobStatus
-from workers.schedd import ScheddError
-from workers import validation
+from domain.jobspec import ours_constraint
+from domain.jobstatus import JobStatus
+from workers.htcondor.schedd import ScheddError
+from domain import validation
 
 log = logging.getLogger(__name__)
 

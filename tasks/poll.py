@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass, field
 
 from state import Store
-from workers.jobspec import POLL_PROJECTION, ours_constraint
+from domain.jobspec import POLL_PROJECTION, ours_constraint
 from tasks import ended
-from workers.schedd import Schedd, ScheddError
-from workers.jobstatus import JobStatus
-from workers.summary import AdCounts, ClusterSummary, JobRecord, summarize
+from workers.htcondor.schedd import Schedd, ScheddError
+from domain.jobstatus import JobStatus
+from domain.summary import AdCounts, ClusterSummary, JobRecord, summarize
 
 log = logging.getLogger(__name__)
 

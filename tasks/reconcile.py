@@ -18,12 +18,13 @@ from typing import Iterable
 from state import Store, holder_is_dead, holder_token
 from tasks import ended, worker_logs
 from tasks.options import job_options
-from workers import dask_retire, validation
-from workers.jobspec import (WorkerJobSpec, cluster_constraint, members_constraint, ours_constraint,
+from domain import validation
+from workers import dask_retire
+from domain.jobspec import (WorkerJobSpec, cluster_constraint, members_constraint, ours_constraint,
                              worker_submit_description)
-from workers.jobstatus import JobStatus
+from domain.jobstatus import JobStatus
 from workers.runas import UserRefused
-from workers.schedd import Schedd, ScheddError
+from workers.htcondor.schedd import Schedd, ScheddError
 
 log = logging.getLogger(__name__)
 

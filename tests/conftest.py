@@ -86,7 +86,7 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, message:
 
 def queue_of(stack, cluster: str) -> list[dict]:
     """The cluster's jobs as the pool's own condor_q reports them."""
-    from workers.queue_parser import parse_ads_text
+    from workers.htcondor.queue_parser import parse_ads_text
     out = stack.condor("condor_q", "-allusers", "-json", "-constraint", f'DaskGatewayCluster == "{cluster}"',
                        "-attributes", "ClusterId,ProcId,JobStatus,DaskWorkerIndex,DaskWorkerName,Owner")
     assert out.returncode == 0, out.stderr

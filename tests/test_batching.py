@@ -15,7 +15,7 @@ import pytest
 from state import Store, connect, holder_token, keys
 from tests.conftest import wait_until
 from tests.test_core import make_stack
-from workers.queue_parser import parse_ads_text
+from workers.htcondor.queue_parser import parse_ads_text
 
 
 @pytest.fixture

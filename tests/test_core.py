@@ -14,7 +14,7 @@ from harness import services
 from harness.services import REPO, Stack
 from state import Store, connect, keys
 from tests.conftest import live, queue_of, wait_until
-from workers.queue_parser import parse_ads_text
+from workers.htcondor.queue_parser import parse_ads_text
 
 FAKE_WORKER = str(services.FAKE_WORKER)
 

@@ -20,7 +20,7 @@ from harness.services import REPO
 from state import Store, connect
 from state.metrics import Recorder
 from tasks.poll import summary_fields
-from workers.summary import summarize
+from domain.summary import summarize
 
 
 def samples(text: str) -> dict[tuple, float]:

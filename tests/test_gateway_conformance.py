@@ -215,7 +215,7 @@ def test_cluster_options(gateway, stack):
         ad = wait_until(lambda: queue_of(stack, cluster.name), timeout=60, message="the worker job")[0]
         out = stack.condor("condor_q", "-allusers", "-json", f"{ad['ClusterId']}.{ad['ProcId']}", "-attributes",
                            "RequestCpus,RequestMemory")
-        from workers.queue_parser import parse_ads_text
+        from workers.htcondor.queue_parser import parse_ads_text
         job = parse_ads_text(out.stdout)[0]
         assert (job["RequestCpus"], job["RequestMemory"]) == (2, 768), job  # "768 M" is 768 MiB to dask-gateway
     with pytest.raises(TypeError):

@@ -13,7 +13,7 @@ from gateway import jobcheck
 from gateway.namesync import NameSync
 from gateway.scheduler_job import build
 from harness.services import REPO
-from workers.jobstatus import JobStatus
+from domain.jobstatus import JobStatus
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

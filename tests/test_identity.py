@@ -25,7 +25,7 @@ from workers.identity import (AmbiguousEmail, CIConnectBadAnswer, CIConnectToken
                               IdentityConfigError, IdentityError, IdentityNotConfigured, IdentityUnavailable,
                               UnknownEmail, resolve_owner)
 from workers.runas import UserRefused
-from workers.validation import ValidationError
+from domain.validation import ValidationError
 
 TOKEN = "tok-3c9f1e2a-SECRET-b7d4"
 

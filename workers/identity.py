@@ -71,7 +71,7 @@ import yaml
 
 from settings import IdentitySettings, load
 from workers.runas import UserRefused, check_user
-from workers.validation import ValidationError, validate_email, validate_unix_user_name
+from domain.validation import ValidationError, validate_email, validate_unix_user_name
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from typing import Iterable, Sequence
 import classad2
 
 from settings import load
-from workers.pyenv import job_python  # an interpreter the job's user can run (not under /root)
-from workers.submitdesc import SubmitDescription
-from workers.validation import (ValidationError, check_env, check_submit_safe, format_memory,
+from domain.pyenv import job_python  # an interpreter the job's user can run (not under /root)
+from domain.submitdesc import SubmitDescription
+from domain.validation import (ValidationError, check_env, check_submit_safe, format_memory,
                                 quote_arguments, quote_environment, split_address, validate_argument,
                                 validate_classad_string, validate_cluster_name, validate_count,
                                 validate_docker_image, validate_index, validate_memory, validate_path,
