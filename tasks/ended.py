@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from domain.jobspec import ours_constraint
 from domain.jobstatus import JobStatus
+from domain.retry import delay
 from workers.htcondor.schedd import ScheddError
 from domain import validation
 
@@ -105,7 +106,6 @@ def crash_loop(records: list[dict], now: float, settings) -> CrashLoop | None:
     exits = [r for r in records if r.get("status") == JobStatus.COMPLETED and (r.get("ended_at") or 0) >= now - window]
     if settings.crash_loop_jobs <= 0 or len(exits) < settings.crash_loop_jobs:
         return None
-    backoff = min(settings.crash_backoff_max,
-                  settings.crash_backoff_base * 2 ** (len(exits) - settings.crash_loop_jobs))
+    backoff = delay(len(exits) - settings.crash_loop_jobs + 1, settings.crash_backoff_base, settings.crash_backoff_max)
     cause = Counter(how(r) for r in exits).most_common(1)[0][0]
     return CrashLoop(len(exits), window, cause, max(r.get("ended_at") or 0 for r in exits) + backoff)
