@@ -24,12 +24,12 @@ import classad2
 from settings import load
 from domain.pyenv import job_python  # an interpreter the job's user can run (not under /root)
 from domain.submitdesc import SubmitDescription
-from domain.validation import (ValidationError, check_env, check_submit_safe, format_memory,
-                                quote_arguments, quote_environment, split_address, validate_argument,
-                                validate_classad_string, validate_cluster_name, validate_count,
-                                validate_docker_image, validate_index, validate_memory, validate_path,
-                                validate_port, validate_port_range, validate_submit_key,
-                                validate_submit_value, validate_timeout, validate_worker_name)
+from domain.validation import (ValidationError, format_memory, split_address, validate_cluster_name,
+                               validate_count, validate_docker_image, validate_index, validate_memory,
+                               validate_port, validate_port_range, validate_timeout, validate_worker_name)
+from domain.submitvalues import (check_env, check_submit_safe, quote_arguments, quote_environment,
+                                 validate_argument, validate_classad_string, validate_path, validate_submit_key,
+                                 validate_submit_value)
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import logging
 import re
 from typing import Iterable, Iterator, Sequence
 
-from domain.validation import (ValidationError, check_raw_line, check_submit_safe,
-                                validate_submit_key)
+from domain.validation import ValidationError
+from domain.submitvalues import check_raw_line, check_submit_safe, validate_submit_key
 
 log = logging.getLogger(__name__)
 

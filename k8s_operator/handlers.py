@@ -38,8 +38,8 @@ from typing import Callable
 from k8s_operator import bodies
 from k8s_operator.config import OperatorConfig
 from k8s_operator.naming import gateway_cluster_name, htcondor_cluster_name
-from domain.validation import (ValidationError, validate_classad_string, validate_count,
-                                validate_schedd_name)
+from domain.validation import ValidationError, validate_count, validate_schedd_name
+from domain.submitvalues import validate_classad_string
 
 FINALIZER = "gateway.dask.org/htcondor-workers"
 STOPPED_PHASES = ("Stopped", "Failed")

@@ -19,7 +19,7 @@ from domain.jobspec import ours_constraint
 from domain.jobstatus import JobStatus
 from domain.retry import delay
 from workers.htcondor.schedd import ScheddError
-from domain import validation
+from domain import submitvalues
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def history_constraint(vanished: dict[str, set[str]], short: list[str], since: f
     terms += [f"(ClusterId == {c} && member(ProcId, {{{','.join(map(str, sorted(ps)))}}}))"
               for c, ps in sorted(by_cluster.items())]
     if short and since is not None:
-        quoted = ",".join(validation.validate_classad_string(c) for c in sorted(short))
+        quoted = ",".join(submitvalues.validate_classad_string(c) for c in sorted(short))
         terms.append(f"(member(DaskGatewayCluster, {{{quoted}}}) && EnteredCurrentStatus >= {int(since)})")
     if not terms:
         return None

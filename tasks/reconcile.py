@@ -18,7 +18,7 @@ from typing import Iterable
 from state import Store, holder_is_dead, holder_token
 from tasks import ended, worker_logs
 from tasks.options import job_options
-from domain import validation
+from domain import submitvalues, validation
 from workers import dask_retire
 from domain.jobspec import (WorkerJobSpec, cluster_constraint, members_constraint, ours_constraint,
                              worker_submit_description)
@@ -203,7 +203,7 @@ class Reconciler:
         if len(clusters) == 1:
             constraint = cluster_constraint(clusters[0])
         elif len(clusters) <= MEMBER_LIST_MAX:
-            quoted = ",".join(validation.validate_classad_string(validation.validate_cluster_name(c))
+            quoted = ",".join(submitvalues.validate_classad_string(validation.validate_cluster_name(c))
                               for c in clusters)
             constraint = f"member(DaskGatewayCluster, {{{quoted}}})"
         else:

@@ -15,11 +15,11 @@ import pwd
 from typing import Any, Iterator, Sequence
 
 from workers import runas
+from domain.submitdesc import SubmitDescription
+from domain.submitvalues import validate_projection
+from domain.validation import validate_count, validate_schedd_name
 from workers.htcondor.queue_parser import DEGRADED
 from workers.htcondor.schedd import ActResult, Schedd, ScheddError
-from domain.submitdesc import SubmitDescription
-from domain.validation import (ValidationError, validate_count, validate_job_id, validate_projection,
-                                validate_reason, validate_schedd_name)
 
 log = logging.getLogger(__name__)
 

@@ -21,14 +21,14 @@ import threading
 from dataclasses import dataclass
 from typing import IO, Iterator, Sequence
 
+from domain.submitdesc import SubmitDescription
+from domain.submitvalues import validate_projection
+from domain.validation import ValidationError, validate_count, validate_schedd_name
 from settings import Settings, load
 from workers import runas
 from workers.htcondor.queue_parser import parse_ads, parse_terse_submit
 from workers.htcondor.schedd import (ActResult, ParseError, Schedd, ScheddError, ScheddTimeout,
                                      check_constraint)
-from domain.submitdesc import SubmitDescription
-from domain.validation import (ValidationError, validate_count, validate_job_id, validate_projection,
-                                validate_reason, validate_schedd_name)
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-from domain.validation import ValidationError, validate_job_id, validate_reason
+from domain.validation import ValidationError, validate_job_id
+from domain.submitvalues import validate_reason
 
 if TYPE_CHECKING:
     from domain.submitdesc import SubmitDescription
