@@ -41,6 +41,7 @@ from dask_gateway_server.backends.local import LocalBackend, LocalClusterConfig
 from dask_gateway_server.traitlets import Callable, Command, Type
 from traitlets import Bool, CaselessStrEnum, Dict, Float, List, TraitError, Unicode, default, validate
 
+from domain.joboptions import worker_job_options
 from gateway import jobcheck
 from gateway.eventlog import EventLogs
 from gateway.namesync import NameSync
@@ -560,24 +561,11 @@ class HTCondorBackend(LocalBackend):
     def job_options(self, cluster) -> dict:
         """The `WorkerJobSpec` fields of the cluster's worker jobs (validated by tasks.api)."""
         cfg = cluster.config
-        paths = self.staging(cluster)
-        opts = {
-            "scheduler_address": self.worker_scheduler_address(cluster),
-            "worker_command": list(cfg.worker_cmd),
-            "nthreads": int(cfg.worker_threads),
-            "memory_limit": int(cfg.worker_memory),
-            "request_cpus": int(cfg.worker_cores),
-            "environment": self.job_environment(cfg),
-            **self.job_credentials(paths),
-        }
-        if self.worker_port_range:
-            opts["worker_port_range"] = self.worker_port_range
-        if self.nanny_port_range:
-            opts["nanny_port_range"] = self.nanny_port_range
-        if cfg.get("worker_extra_submit"):
-            opts["extra_submit"] = dict(cfg.worker_extra_submit)
-        opts.update(cfg.get("worker_job_options") or {})
-        return opts
+        return worker_job_options(
+            cfg, scheduler_address=self.worker_scheduler_address(cluster), api_url=self.api_url,
+            environment=self.job_environment(cfg), credentials=self.job_credentials(self.staging(cluster)),
+            worker_command=cfg.worker_cmd, worker_port_range=self.worker_port_range,
+            nanny_port_range=self.nanny_port_range)
 
     def wanted_names(self, cluster) -> list[str]:
         """Names of the workers the gateway wants alive: submitted, running, or being started now."""
