@@ -406,7 +406,7 @@ def test_worker_fails_during_start(fast_server, fast_gateway, stack):
         first = db_workers(fast_server, name)[0]
         wait_until(lambda: first.status.name in ("FAILED", "STOPPED"), timeout=30, interval=0.5,
                    message="the worker failed")
-        assert "held" in fast_server.backend._ended[first.name].reason
+        assert "held" in fast_server.backend.checks.ended[first.name].reason
     wait_until(lambda: not queue_of(stack, name), timeout=60, message="no job left")
 
 
@@ -445,7 +445,7 @@ def test_a_failed_condor_submit_is_retried_not_a_failed_start(fast_server, fast_
         workers = db_workers(fast_server, cluster.name)
         wait_until(lambda: [w.status.name for w in workers] == ["RUNNING"], timeout=10, message="no failed start")
         assert len(stack.calls("condor_submit")) >= submits + 2, "the first submit failed and was retried"
-        assert not [w for w in workers if w.name in fast_server.backend._ended]
+        assert not [w for w in workers if w.name in fast_server.backend.checks.ended]
 
 
 def _expect_cluster_error(gw, name: str, timeout: float = 60) -> str:
