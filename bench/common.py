@@ -20,9 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from harness import procs, services  # noqa: E402
-from harness.procs import Process  # noqa: E402
-from harness.services import POOL_BIN, Stack  # noqa: E402
+from demo import procs, services  # noqa: E402
+from demo.procs import Process  # noqa: E402
+from demo.services import POOL_BIN, Stack  # noqa: E402
 
 BENCH_USER = "htdask-bench"
 SCHEDULER = "tcp://127.0.0.1:8786"  # the fake worker never connects
@@ -37,7 +37,7 @@ def bench_user() -> str:
     """
     if os.geteuid() != 0:
         return pwd.getpwuid(os.getuid()).pw_name
-    from harness.users import ensure_user
+    from demo.users import ensure_user
     ensure_user(BENCH_USER)
     return BENCH_USER
 

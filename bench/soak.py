@@ -35,8 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.sentinel import SentinelSet  # noqa: E402
-from harness.services import FAKE_WORKER, REPO, Stack  # noqa: E402
-from harness.users import ensure_user  # noqa: E402
+from demo.services import FAKE_WORKER, REPO, Stack  # noqa: E402
+from demo.users import ensure_user  # noqa: E402
 
 SOAK_USER = "htdask-soak"
 

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.procs import Process, free_port, wait_for_port
-from harness.redis_server import RedisServer
+from demo.procs import Process, free_port, wait_for_port
+from demo.redis_server import RedisServer
 
 MASTER_NAME = "htdaskmaster"
 #: how long a silent master counts as up (ms); short, so a test's failover takes seconds

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from harness.procs import free_port
+from demo.procs import free_port
 from settings import SettingsError
 from state import Store, connect, keys
 from workers import identity

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 
-from harness.services import REPO
+from demo.services import REPO
 from htdask import __version__
 from domain.pyenv import job_python, reachable_by_all, runnable_by_all
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import classad2
 import pytest
 
-from harness.services import POOL_BIN
+from demo.services import POOL_BIN
 from tests.conftest import live, queue_of, wait_until
 from tests.test_core import make_stack, scale
 from workers.htcondor.bindings import ad_to_dict

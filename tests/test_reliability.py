@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from harness.services import REPO, Stack
+from demo.services import REPO, Stack
 from state import Store, connect
 from tests.conftest import wait_until
 from tests.conftest import live, queue_of

@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from harness.procs import Process, free_port, wait_for_port
+from demo.procs import Process, free_port, wait_for_port
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "config.py"

@@ -13,12 +13,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.procs import Process, free_port, wait_for_port
-from harness.redis_server import RedisServer
+from demo.procs import Process, free_port, wait_for_port
+from demo.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 POOL_BIN = REPO / "localpool" / "bin"  # the sources; processes use an installed copy (install_pool)
-FAKE_WORKER = REPO / "harness" / "fake_dask_worker"
+FAKE_WORKER = Path(__file__).resolve().parent / "fake_dask_worker"  # a stand-in `dask worker` (tests, bench)
 
 
 def install_pool(dest: Path) -> Path:
@@ -107,7 +107,7 @@ class Stack:
         os.chmod(self.workdir, 0o755)
         self.logdir = self.workdir / "logs"
         self.logdir.mkdir(exist_ok=True)
-        # `redis`: another Redis to start and stop with the stack, e.g. a harness.sentinel.SentinelSet (its
+        # `redis`: another Redis to start and stop with the stack, e.g. a harness.sentinel.SentinelSet (tests) (its
         # `env` names the master); default a private redis-server.
         self.redis = redis or RedisServer(self.workdir / "redis", appendonly=appendonly, password=redis_password)
         self.with_beat = beat
