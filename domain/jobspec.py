@@ -268,6 +268,12 @@ def cluster_constraint(cluster: str) -> str:
     return f"DaskGatewayCluster == {classad2.quote(validate_cluster_name(cluster))}"
 
 
+def clusters_constraint(clusters: Iterable[str]) -> str:
+    """The jobs of any of these clusters (one ClassAd ``member`` test; callers bound the list's size)."""
+    quoted = ",".join(classad2.quote(validate_cluster_name(c)) for c in sorted(set(clusters)))
+    return f"member(DaskGatewayCluster, {{{quoted}}})"
+
+
 def members_constraint(cluster: str, indexes: Iterable[int]) -> str:
     """The jobs of `cluster` with the given worker indexes, and nothing else."""
     idx = sorted({validate_index(i) for i in indexes})

@@ -16,6 +16,7 @@ import os
 import re
 
 from localpool import ads, envargs
+from localpool.expressions import expression
 from localpool.requirements import requirements
 from localpool.submitlang import SubmitError
 
@@ -71,23 +72,6 @@ class Values:
         for low, (key, value) in self.v.items():
             if low.startswith("my.") and value != "":
                 yield key[3:], value
-
-
-_parsed: dict[str, object] = {}
-
-
-def expression(text: str, key: str):
-    """A ClassAd value (literal -> Python value, else classad2-unparsed Expr) or SubmitError.
-
-    Memoised: the jobs of one submit mostly share their expressions (values are not mutated)."""
-    got = _parsed.get(text, _parsed)
-    if got is not _parsed:
-        return got
-    try:
-        got = _parsed[text] = ads.parse_value(text)
-    except ValueError:
-        raise SubmitError(f"Parse error in expression: \n\t{key} = {text}\n\t") from None
-    return got
 
 
 def size(text: str, base_power: int, key: str):

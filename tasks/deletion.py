@@ -6,7 +6,8 @@ import logging
 from redis.exceptions import LockError
 
 from state import Store, holder_token
-from tasks.reconcile import LIVE, PROJECTION, jobs_of, submit_user
+from domain.workerjobs import LIVE, jobs_of
+from tasks.reconcile import PROJECTION, submit_user
 from domain.jobspec import cluster_constraint
 from workers.htcondor.schedd import Schedd
 

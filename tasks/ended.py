@@ -15,11 +15,10 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-from domain.jobspec import ours_constraint
+from domain.jobspec import clusters_constraint, ours_constraint
 from domain.jobstatus import JobStatus
 from domain.retry import delay
 from workers.htcondor.schedd import ScheddError
-from domain import submitvalues
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +66,7 @@ def history_constraint(vanished: dict[str, set[str]], short: list[str], since: f
     terms += [f"(ClusterId == {c} && member(ProcId, {{{','.join(map(str, sorted(ps)))}}}))"
               for c, ps in sorted(by_cluster.items())]
     if short and since is not None:
-        quoted = ",".join(submitvalues.validate_classad_string(c) for c in sorted(short))
-        terms.append(f"(member(DaskGatewayCluster, {{{quoted}}}) && EnteredCurrentStatus >= {int(since)})")
+        terms.append(f"({clusters_constraint(short)} && EnteredCurrentStatus >= {int(since)})")
     if not terms:
         return None
     return f"{ours_constraint()} && ({' || '.join(terms)})"
