@@ -5,11 +5,10 @@ and, with ``scheduler_mode = "job"``, the options of the HTCondor job that runs 
 """
 from __future__ import annotations
 
-import random
-import socket
 from pathlib import Path
 
 from gateway.pyenv import job_python, shared_copy
+from gateway.scheduler_job import free_port
 
 HERE = Path(__file__).resolve().parent
 HOOKS = str(HERE / "scheduler_hooks.py")
@@ -35,16 +34,10 @@ def pick_port(port_range: str, host: str) -> int:
     if not port_range:
         return 0
     low, _, high = port_range.partition(":")
-    ports = list(range(int(low), int(high or low) + 1))
-    random.shuffle(ports)
-    for port in ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free scheduler port in {port_range}")
+    try:
+        return free_port(int(low), int(high or low), host)  # the scheduler job's own rule
+    except SystemExit as e:
+        raise RuntimeError(str(e)) from None
 
 
 def contact_address(address: str, contact_host: str) -> str:
