@@ -74,6 +74,16 @@ class Values:
                 yield key[3:], value
 
 
+def _choice(value: str | None, table: dict, default: str, attr: str, allowed: str) -> str:
+    """A keyword submit value looked up case-insensitively in `table` (condor_submit's error otherwise)."""
+    if value is None:
+        return default
+    got = table.get(value.lower())
+    if got is None:
+        raise SubmitError(f"invalid value ({value}) for {attr}.  Please either specify {allowed} and try again.")
+    return got
+
+
 def size(text: str, base_power: int, key: str):
     """request_memory (MiB, base 2) / request_disk (KiB, base 1) with K/M/G/T/P[B] suffixes, rounded up;
     anything else is an expression.  A ", more..." retry list keeps its first value."""
@@ -255,19 +265,10 @@ class AdBuilder:
         if notes:
             ad["SubmitEventNotes"] = notes
         should = v.get("should_transfer_files")
-        stf = "IF_NEEDED"
-        if should is not None:
-            stf = SHOULD_TRANSFER.get(should.lower())
-            if stf is None:
-                raise SubmitError(f"invalid value ({should}) for ShouldTransferFiles.  Please either "
-                                  "specify YES, NO, or IF_NEEDED and try again.")
+        stf = _choice(should, SHOULD_TRANSFER, "IF_NEEDED", "ShouldTransferFiles", "YES, NO, or IF_NEEDED")
         when = v.get("when_to_transfer_output")
-        wtto = "ON_EXIT"
+        wtto = _choice(when, WHEN_TO_TRANSFER, "ON_EXIT", "WhenToTransferOutput", "ON_EXIT, or ON_EXIT_OR_EVICT")
         if when is not None:
-            wtto = WHEN_TO_TRANSFER.get(when.lower())
-            if wtto is None:
-                raise SubmitError(f"invalid value ({when}) for WhenToTransferOutput.  Please either "
-                                  "specify ON_EXIT, or ON_EXIT_OR_EVICT and try again.")
             if wtto == "ON_EXIT_OR_EVICT" and should is None:
                 stf = "YES"
         if wtto == "ON_EXIT_OR_EVICT" and stf == "IF_NEEDED":
