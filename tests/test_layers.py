@@ -23,7 +23,8 @@ ALLOWED: dict[str, set[str]] = {
     "beat_schedule": {"tasks"},
     "gateway": {"tasks", "domain", "state", *OWNER_CHECKS},
     "k8s_operator": {"tasks", "domain", "state", *OWNER_CHECKS},
-    "htdask": {"tasks", "domain", "state", *OWNER_CHECKS, "k8s_operator", "demo"},  # `htdask operator`, `htdask demo`
+    "exporter": {"tasks", "domain", "state"},
+    "htdask": {"tasks", "domain", "state", *OWNER_CHECKS, "k8s_operator", "exporter", "demo"},  # its commands
     "cli": {"htdask"},
     "localpool": set(),
     "demo": {"htdask", "gateway", "k8s_operator", "tasks", "workers", "domain", "state", "localpool"},
