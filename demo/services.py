@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from demo.procs import Process, free_port, wait_for_port
+from demo.procs import Process, Started, free_port, wait_for_port
 from demo.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,7 +93,7 @@ def stop_pool(env: dict) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
 
 
-class Stack:
+class Stack(Started):
     """redis-server + local pool + Celery worker(s) [+ beat] [+ Flower] [+ exporter], one environment."""
 
     def __init__(self, workdir: Path | None = None, *, beat: bool = False, flower_auth: str | None = None,
@@ -192,16 +192,6 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.tail(60)}" for p in self.workers + self.others)
-
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def have_redis() -> bool:
