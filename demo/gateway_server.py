@@ -26,8 +26,7 @@ from pathlib import Path
 
 from demo.procs import Process, free_port, wait_for_port
 
-HERE = Path(__file__).resolve().parent
-CONFIG = HERE / "config.py"
+CONFIG = Path(__file__).resolve().parent.parent / "gateway" / "config.py"  # the shipped gateway config
 
 
 def gateway_program() -> str:
