@@ -7,7 +7,8 @@ The result is a dict of `domain.jobspec.WorkerJobSpec` fields; `tasks.api` valid
 anything is enqueued.
 
 Config keys read (dask-gateway's names): ``worker_threads`` -> ``nthreads``; ``worker_memory_limit``
-(else ``worker_memory``, bytes) -> ``memory_limit``; ``worker_memory`` -> ``request_memory``;
+(else ``worker_memory``, bytes) -> ``memory_limit``; ``worker_memory`` -> ``request_memory`` when a
+limit is given apart (Kubernetes' request and limit; else the job requests its ``memory_limit``);
 ``worker_cores`` -> ``request_cpus`` (rounded up, at least 1); ``image`` -> ``docker_image`` in the
 docker universe; ``worker_extra_submit`` -> ``extra_submit``; ``worker_job_options`` -> any further
 fields, applied last.
@@ -41,9 +42,9 @@ def worker_job_options(config: Mapping[str, Any], *, scheduler_address: str, api
         opts["memory_limit"] = int(memory_limit)
     if config.get("worker_cores"):
         opts["request_cpus"] = max(1, math.ceil(float(config["worker_cores"])))
-    if config.get("worker_memory"):
+    if config.get("worker_memory_limit") and config.get("worker_memory"):  # request apart from the limit
         opts["request_memory"] = int(config["worker_memory"])
-    if environment:
+    if environment is not None:
         opts["environment"] = dict(environment)
     if universe:
         opts["universe"] = universe

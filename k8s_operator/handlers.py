@@ -170,7 +170,7 @@ def worker_options(cluster: dict, cfg: OperatorConfig) -> dict:
         d = f"{cfg.credentials_dir.rstrip('/')}/{htcondor_cluster_name(namespace, name)}"
         credentials = {"tls_cert": f"{d}/dask.crt", "tls_key": f"{d}/dask.pem", "api_token": f"{d}/api-token"}
     return worker_job_options(
-        config, scheduler_address=scheduler_address(cluster, cfg), api_url=cfg.api_url, environment=env,
+        config, scheduler_address=scheduler_address(cluster, cfg), api_url=cfg.api_url, environment=env or None,
         credentials=credentials, universe=cfg.worker_universe, worker_port_range=cfg.worker_port_range,
         nanny_port_range=cfg.nanny_port_range,
         extra_submit={"+DaskGatewayClusterName": validate_classad_string(gateway_cluster_name(namespace, name))})
