@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 #: entry points use only the owner checks at their boundary (identity, and runas' user policy).
 OWNER_CHECKS = {"workers.identity", "workers.runas"}
 ALLOWED: dict[str, set[str]] = {
+    "settings": set(),  # the settings model: the bottom layer, every layer may import it
     "domain": set(),
     "state": {"domain"},
     "workers": {"domain", "state"},
@@ -83,6 +84,8 @@ def _top(name: str) -> str:
 def _allowed(importer: str, imported: str) -> bool:
     if _top(imported) in NEVER:
         return False
+    if _top(imported) == "settings":
+        return True
     for inner, may in ALLOWED_INSIDE.items():
         if importer == inner or importer.startswith(inner + "."):
             return any(imported == m or imported.startswith(m + ".") for m in may)

@@ -23,7 +23,7 @@ from typing import IO, Iterator, Sequence
 
 from domain.submitdesc import SubmitDescription
 from domain.submitvalues import validate_projection
-from domain.validation import ValidationError, validate_count, validate_schedd_name
+from domain.validation import validate_count, validate_schedd_name
 from settings import Settings, load
 from workers import runas
 from workers.htcondor.queue_parser import parse_ads, parse_terse_submit
