@@ -20,9 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from harness import procs, services  # noqa: E402
-from harness.procs import Process  # noqa: E402
-from harness.services import POOL_BIN, Stack  # noqa: E402
+from demo import procs, services  # noqa: E402
+from demo.procs import Process  # noqa: E402
+from demo.services import POOL_BIN, Stack  # noqa: E402
 
 BENCH_USER = "htdask-bench"
 SCHEDULER = "tcp://127.0.0.1:8786"  # the fake worker never connects
@@ -37,7 +37,7 @@ def bench_user() -> str:
     """
     if os.geteuid() != 0:
         return pwd.getpwuid(os.getuid()).pw_name
-    from harness.users import ensure_user
+    from demo.users import ensure_user
     ensure_user(BENCH_USER)
     return BENCH_USER
 
@@ -193,12 +193,12 @@ def machine() -> str:
 # -- bare HTCondor baselines (what a site's script would run by hand) ---------------------------------------
 def bare_description(cluster: str, owner: str, items: list[tuple[int, str]]) -> str:
     """The submit description our reconcile writes for `items` [(index, name)] of `cluster`, rendered:
-    the same `workers.jobspec.worker_submit_description` with the same site defaults and log directory
+    the same `domain.jobspec.worker_submit_description` with the same site defaults and log directory
     (tasks/reconcile.py), so a bare `condor_submit` of it does exactly the HTCondor-side work ours does."""
     from tasks import worker_logs
     from tasks.config import settings
     from tasks.options import job_options
-    from workers.jobspec import WorkerJobSpec, worker_submit_description
+    from domain.jobspec import WorkerJobSpec, worker_submit_description
     options = job_options({})
     options["log_dir"] = worker_logs.cluster_dir(settings().log_dir, cluster)
     worker_logs.ensure_dir(options["log_dir"], owner)
@@ -231,7 +231,7 @@ def bare_submit(stack: Stack, text: str, owner: str, pool_dir: str | None = None
         os.unlink(path)
     if out.returncode != 0:
         raise RuntimeError(f"bare condor_submit exited {out.returncode}: {out.stderr[-2000:]}")
-    from workers.queue_parser import parse_terse_submit
+    from workers.htcondor.queue_parser import parse_terse_submit
     return parse_terse_submit(out.stdout)
 
 

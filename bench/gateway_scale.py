@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import bench_path, bench_user, figure, machine, say  # noqa: E402
 from gateway.pyenv import dask_command, job_environment  # noqa: E402
-from gateway.server import GatewayServer, close_client  # noqa: E402
-from harness.services import Stack  # noqa: E402
+from demo.gateway_server import GatewayServer, close_client  # noqa: E402
+from demo.services import Stack  # noqa: E402
 
 GOAL = 1.05  # issue 18 (was 1.3)
 COMMON = {"cluster_heartbeat_period": 2, "cluster_heartbeat_timeout": 60.0}

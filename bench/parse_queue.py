@@ -21,8 +21,8 @@ import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from workers.queue_parser import parse_ads  # noqa: E402
-from workers.summary import summarize  # noqa: E402
+from workers.htcondor.queue_parser import parse_ads  # noqa: E402
+from domain.summary import summarize  # noqa: E402
 
 GOAL_TIME = 1.5
 GOAL_MEM = 0.5

@@ -59,7 +59,7 @@ def seed(stack: BenchStack, jobs: int, per: int, owner: str) -> list[str]:
 
 
 def bare_query(stack: BenchStack) -> float:
-    from workers.jobspec import POLL_PROJECTION, ours_constraint
+    from domain.jobspec import POLL_PROJECTION, ours_constraint
     argv = ["condor_q", "-json", "-allusers", "-constraint", ours_constraint(), "-attributes", ",".join(POLL_PROJECTION)]
     t0 = time.perf_counter()
     subprocess.run(argv, env=stack.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (BenchStack, against_faster_baseline, figure, results_and_rounds, say,  # noqa: E402
                           wait_until)
-from harness import services  # noqa: E402
+from demo import services  # noqa: E402
 
 SCHEDD_CALLS = ("condor_q", "condor_history", "condor_submit", "condor_rm", "condor_hold", "condor_release")
 
@@ -91,7 +91,7 @@ async def _one_query(cluster: str, projection: str) -> int:
 
 
 def baseline_poll(stack: BenchStack, names: list[str], concurrent: bool) -> tuple[float, int, int]:
-    from workers.jobspec import POLL_PROJECTION
+    from domain.jobspec import POLL_PROJECTION
     projection = ",".join(POLL_PROJECTION)
 
     async def run():

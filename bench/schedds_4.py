@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (BenchStack, bare_description, bare_submit, calls_in, figure,  # noqa: E402
                           results_and_rounds, say, wait_worker_ready)
-from harness.services import stop_pool  # noqa: E402
+from demo.services import stop_pool  # noqa: E402
 
 GOAL_RATIO = 0.5
 

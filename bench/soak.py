@@ -35,8 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.sentinel import SentinelSet  # noqa: E402
-from harness.services import FAKE_WORKER, REPO, Stack  # noqa: E402
-from harness.users import ensure_user  # noqa: E402
+from demo.services import FAKE_WORKER, REPO, Stack  # noqa: E402
+from demo.users import ensure_user  # noqa: E402
 
 SOAK_USER = "htdask-soak"
 
@@ -153,7 +153,7 @@ def _send(api, store, cluster: str, n: int, stats: Counter, patience: float = 60
 
 
 def _jobs(stack: Stack) -> list[dict]:
-    from workers.queue_parser import parse_ads_text
+    from workers.htcondor.queue_parser import parse_ads_text
     out = stack.condor("condor_q", "-allusers", "-json", "-constraint", "DaskGatewayCluster =!= undefined",
                        "-attributes", "ClusterId,ProcId,JobStatus,DaskGatewayCluster,DaskWorkerName")
     if out.returncode != 0:

@@ -44,7 +44,7 @@ def _check_setup(s):
     """One line and exit 2 for a setup every request would fail with (or that lets anyone in)."""
     from state.connection import RedisSettingError, parse
     from workers.runas import check_user
-    from workers.validation import ValidationError
+    from domain.validation import ValidationError
     try:
         parse(s.redis_url)  # a single Redis or Sentinel, with REDIS_SENTINEL_MASTER, ... (state/connection.py)
     except RedisSettingError as e:

@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 
-from workers.jobstatus import JobStatus
+from domain.jobstatus import JobStatus
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@
     gw = g.client("alice")                        # a synchronous dask_gateway.Gateway
     g.stop()
 
-`gateway_config` is gateway/config.py's configuration for a `harness.services.Stack`, with short periods.
+`gateway_config` is gateway/config.py's configuration for a `demo.services.Stack`, with short periods.
 """
 from __future__ import annotations
 

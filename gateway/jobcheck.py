@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workers.jobstatus import HOLD_CODE_USER_REQUEST, JobStatus
+from domain.jobstatus import HOLD_CODE_USER_REQUEST, JobStatus
 
 #: prefix of a cluster error recorded while the Celery task will retry (tasks.cluster_tasks.ClusterTask.on_retry)
 RETRYING = "retrying after error:"

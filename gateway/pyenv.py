@@ -1,6 +1,6 @@
 """The `dask` commands the gateway's schedulers and workers run, on an interpreter every user can run.
 
-Jobs run as unprivileged users; `workers.pyenv.job_python` picks an interpreter they can reach (the
+Jobs run as unprivileged users; `domain.pyenv.job_python` picks an interpreter they can reach (the
 venv's own, through its real path, or a system CPython of the same minor version with the venv's
 packages on PYTHONPATH).
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workers.pyenv import job_python, runnable_by_all, shared_copy  # noqa: F401 (re-exported)
+from domain.pyenv import job_python, runnable_by_all, shared_copy  # noqa: F401 (re-exported)
 
 
 def dask_command(sub: str) -> list[str]:

@@ -1,6 +1,6 @@
 """Run the Dask scheduler as an HTCondor job (`HTCondorBackend.scheduler_mode = "job"`).
 
-The controller describes every job as a Dask worker (`workers.jobspec`): it appends the worker's
+The controller describes every job as a Dask worker (`domain.jobspec`): it appends the worker's
 arguments (`<address> --name ... --nthreads ...`) and sets the worker's TLS variables. This small
 program is that job's executable: it drops the worker arguments, turns the worker TLS variables into
 the scheduler's, picks a free port from `--dg-port-range` when one is given, and execs the scheduler

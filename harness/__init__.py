@@ -1,4 +1,2 @@
-"""Start and stop the local processes that tests, the demo and benchmarks need.
-
-Every process started here is tracked by its pid and stopped by it: nothing leaks.
-"""
+"""Test and build tooling, never shipped: `venv_dir.py` (where make keeps the virtualenv) and
+`sentinel.py` (a Redis Sentinel set for the tests and benchmarks, on top of `demo.services`)."""

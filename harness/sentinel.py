@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.procs import Process, free_port, wait_for_port
-from harness.redis_server import RedisServer
+from demo.procs import Process, Started, free_port, wait_for_port
+from demo.redis_server import RedisServer
 
 MASTER_NAME = "htdaskmaster"
 #: how long a silent master counts as up (ms); short, so a test's failover takes seconds
@@ -26,7 +26,7 @@ DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 5000
 
 
-class SentinelSet:
+class SentinelSet(Started):
     """`replicas` + 1 redis-servers (the first starts as master) and `sentinels` redis-sentinels with
     quorum 2, all on 127.0.0.1, data and configs under `workdir`."""
 
@@ -84,16 +84,6 @@ class SentinelSet:
         self.sentinel_procs = []
         for server in self.servers:
             server.stop()
-
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc):
-        self.stop()
 
     # ---- inspection and faults -----------------------------------------------------------------
     def _sentinel(self, port: int):

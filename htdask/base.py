@@ -15,7 +15,7 @@ import redis
 
 from settings import SettingsError
 from state.connection import RedisSettingError
-from workers import validation
+from domain import validation
 from workers.runas import UserRefused
 
 BAD_INPUT = (validation.ValidationError, UserRefused)

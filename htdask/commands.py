@@ -9,7 +9,7 @@ import click
 
 from htdask.base import (BadInput, Command, Failure, duration, emit_json, examples, json_option, store as _store,
                          table)
-from workers import validation
+from domain import validation
 
 def _known(store, cluster: str) -> None:
     """An unknown cluster is one line and exit 1 (status, jobs, delete alike)."""

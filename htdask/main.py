@@ -54,7 +54,7 @@ for _command in (commands.scale, commands.delete, commands.status, commands.jobs
 @click.option("--keep", is_flag=True, help="Leave everything running, print its URLs and passwords, until Ctrl-C.")
 def demo(keep):
     """Start Redis, the local pool, a Celery worker, beat and Flower; scale a cluster; stop everything."""
-    from harness.demo import run_demo
+    from demo.run import run_demo
     sys.exit(run_demo(keep=keep))
 
 

@@ -243,52 +243,42 @@ def pod_owner_reference(pod: dict) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]}
 
 
+def _route(kind: str, cluster: dict, instance: str, scheduler_pod: dict, annotations: dict | None,
+           entrypoint: str, route: dict, **spec) -> dict:
+    """A Traefik route of `kind` to the cluster's Service, owned by its scheduler pod."""
+    name = cluster["metadata"]["name"]
+    return {
+        "apiVersion": f"{TRAEFIK_GROUP}/{TRAEFIK_VERSION}",
+        "kind": kind,
+        "metadata": {
+            "labels": labels(instance, name, SCHEDULER),
+            "annotations": dict(annotations or {}),
+            "name": route_name(name),
+            "ownerReferences": [pod_owner_reference(scheduler_pod)],
+        },
+        "spec": {"entryPoints": [entrypoint], "routes": [route], **spec},
+    }
+
+
 def ingressroute_body(cluster: dict, instance: str, scheduler_pod: dict, *, proxy_prefix: str = "",
                       entrypoint: str = "web", middlewares: list | None = None,
                       annotations: dict | None = None) -> dict:
     """``make_ingressroute``: the dashboard under ``<prefix>/clusters/<namespace>.<name>/``."""
     namespace, name = cluster["metadata"]["namespace"], cluster["metadata"]["name"]
     route = f"{proxy_prefix}/clusters/{namespace}.{name}/"
-    return {
-        "apiVersion": f"{TRAEFIK_GROUP}/{TRAEFIK_VERSION}",
-        "kind": "IngressRoute",
-        "metadata": {
-            "labels": labels(instance, name, SCHEDULER),
-            "annotations": dict(annotations or {}),
-            "name": route_name(name),
-            "ownerReferences": [pod_owner_reference(scheduler_pod)],
-        },
-        "spec": {
-            "entryPoints": [entrypoint],
-            "routes": [{
-                "kind": "Rule",
-                "match": f"PathPrefix(`{route}`)",
-                "services": [{"name": service_name(name), "namespace": namespace, "port": DASHBOARD_PORT}],
-                "middlewares": list(middlewares or []),
-            }],
-        },
-    }
+    return _route("IngressRoute", cluster, instance, scheduler_pod, annotations, entrypoint, {
+        "kind": "Rule",
+        "match": f"PathPrefix(`{route}`)",
+        "services": [{"name": service_name(name), "namespace": namespace, "port": DASHBOARD_PORT}],
+        "middlewares": list(middlewares or []),
+    })
 
 
 def ingressroutetcp_body(cluster: dict, instance: str, scheduler_pod: dict, *, entrypoint: str = "tcp",
                          annotations: dict | None = None) -> dict:
     """``make_ingressroutetcp``: TLS passthrough by SNI ``daskgateway-<namespace>.<name>``."""
     namespace, name = cluster["metadata"]["namespace"], cluster["metadata"]["name"]
-    return {
-        "apiVersion": f"{TRAEFIK_GROUP}/{TRAEFIK_VERSION}",
-        "kind": "IngressRouteTCP",
-        "metadata": {
-            "labels": labels(instance, name, SCHEDULER),
-            "annotations": dict(annotations or {}),
-            "name": route_name(name),
-            "ownerReferences": [pod_owner_reference(scheduler_pod)],
-        },
-        "spec": {
-            "entryPoints": [entrypoint],
-            "routes": [{
-                "match": f"HostSNI(`daskgateway-{namespace}.{name}`)",
-                "services": [{"name": service_name(name), "namespace": namespace, "port": SCHEDULER_PORT}],
-            }],
-            "tls": {"passthrough": True},
-        },
-    }
+    return _route("IngressRouteTCP", cluster, instance, scheduler_pod, annotations, entrypoint, {
+        "match": f"HostSNI(`daskgateway-{namespace}.{name}`)",
+        "services": [{"name": service_name(name), "namespace": namespace, "port": SCHEDULER_PORT}],
+    }, tls={"passthrough": True})

@@ -30,16 +30,16 @@ summary) and ``error`` (the cluster's last task error, or why nothing was enqueu
 from __future__ import annotations
 
 import copy
-import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+from domain.joboptions import worker_job_options
 from k8s_operator import bodies
 from k8s_operator.config import OperatorConfig
 from k8s_operator.naming import gateway_cluster_name, htcondor_cluster_name
-from workers.validation import (ValidationError, validate_classad_string, validate_count,
-                                validate_schedd_name)
+from domain.validation import ValidationError, validate_count, validate_schedd_name
+from domain.submitvalues import validate_classad_string
 
 FINALIZER = "gateway.dask.org/htcondor-workers"
 STOPPED_PHASES = ("Stopped", "Failed")
@@ -163,34 +163,17 @@ def worker_options(cluster: dict, cfg: OperatorConfig) -> dict:
     meta = cluster["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     config = (cluster.get("spec") or {}).get("config") or {}
-    opts: dict = {"scheduler_address": scheduler_address(cluster, cfg), "api_url": cfg.api_url}
-    if config.get("worker_threads"):
-        opts["nthreads"] = int(config["worker_threads"])
-    memory_limit = config.get("worker_memory_limit") or config.get("worker_memory")
-    if memory_limit:
-        opts["memory_limit"] = int(memory_limit)
-    if config.get("worker_cores"):
-        opts["request_cpus"] = max(1, math.ceil(float(config["worker_cores"])))
-    if config.get("worker_memory"):
-        opts["request_memory"] = int(config["worker_memory"])
     env = {k: str(v) for k, v in (config.get("environment") or {}).items()
            if not k.startswith(RESERVED_ENV_PREFIXES)}
-    if env:
-        opts["environment"] = env
-    opts["universe"] = cfg.worker_universe
-    if cfg.worker_universe == "docker" and config.get("image"):
-        opts["docker_image"] = config["image"]
-    if cfg.worker_port_range:
-        opts["worker_port_range"] = cfg.worker_port_range
-    if cfg.nanny_port_range:
-        opts["nanny_port_range"] = cfg.nanny_port_range
+    credentials = None
     if cfg.credentials_dir:
         d = f"{cfg.credentials_dir.rstrip('/')}/{htcondor_cluster_name(namespace, name)}"
-        opts.update(tls_cert=f"{d}/dask.crt", tls_key=f"{d}/dask.pem", api_token=f"{d}/api-token")
-    opts["extra_submit"] = {
-        "+DaskGatewayClusterName": validate_classad_string(gateway_cluster_name(namespace, name)),
-    }
-    return opts
+        credentials = {"tls_cert": f"{d}/dask.crt", "tls_key": f"{d}/dask.pem", "api_token": f"{d}/api-token"}
+    return worker_job_options(
+        config, scheduler_address=scheduler_address(cluster, cfg), api_url=cfg.api_url, environment=env or None,
+        credentials=credentials, universe=cfg.worker_universe, worker_port_range=cfg.worker_port_range,
+        nanny_port_range=cfg.nanny_port_range,
+        extra_submit={"+DaskGatewayClusterName": validate_classad_string(gateway_cluster_name(namespace, name))})
 
 
 def owned_objects(name: str, cfg: OperatorConfig) -> list[Ref]:

@@ -39,7 +39,8 @@ from k8s_operator.client import CredentialsFiles, KubeClient, TaskBackend, apply
 from k8s_operator.config import OperatorConfig
 from k8s_operator.handlers import FINALIZER, STOPPED_PHASES, new_credentials, reconcile
 from k8s_operator.naming import htcondor_cluster_name
-from workers.validation import ValidationError
+from domain import retry
+from domain.validation import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ class Runtime:
             applied = None if actions.empty else apply(self.kube, self.backend, cluster, actions, self.files)
         except Exception as e:
             n = self.failures[key] = self.failures.get(key, 0) + 1
-            delay = min(MAX_BACKOFF, 0.5 * 2 ** (n - 1))
+            delay = retry.delay(n, 0.5, MAX_BACKOFF)
             self.due[key] = time.monotonic() + delay
             clog.warning("reconcile failed (attempt %d, again in %.1fs): %s", n, delay, describe_error(e),
                          exc_info=not isinstance(e, (ApiException, ValidationError)))

@@ -1,7 +1,7 @@
 """Our cluster name for a DaskCluster ``<namespace>/<name>``.
 
 Our cluster names are global (Redis keys, the ``DaskGatewayCluster`` ClassAd of every job, batch
-names) and must be DNS-1123 labels (``workers.validation.validate_cluster_name``); DaskCluster names
+names) and must be DNS-1123 labels (``domain.validation.validate_cluster_name``); DaskCluster names
 are only unique inside a namespace.  The mapping is deterministic -- no shared table, so a restarted
 operator or a second replica computes the same name -- and keeps the DaskCluster's name readable::
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from workers.validation import validate_cluster_name
+from domain.validation import validate_cluster_name
 
 BASE_MAX = 54  # 54 + '-' + 8 hex = 63, the DNS label limit
 

@@ -16,6 +16,7 @@ import os
 import re
 
 from localpool import ads, envargs
+from localpool.expressions import expression
 from localpool.requirements import requirements
 from localpool.submitlang import SubmitError
 
@@ -73,20 +74,13 @@ class Values:
                 yield key[3:], value
 
 
-_parsed: dict[str, object] = {}
-
-
-def expression(text: str, key: str):
-    """A ClassAd value (literal -> Python value, else classad2-unparsed Expr) or SubmitError.
-
-    Memoised: the jobs of one submit mostly share their expressions (values are not mutated)."""
-    got = _parsed.get(text, _parsed)
-    if got is not _parsed:
-        return got
-    try:
-        got = _parsed[text] = ads.parse_value(text)
-    except ValueError:
-        raise SubmitError(f"Parse error in expression: \n\t{key} = {text}\n\t") from None
+def _choice(value: str | None, table: dict, default: str, attr: str, allowed: str) -> str:
+    """A keyword submit value looked up case-insensitively in `table` (condor_submit's error otherwise)."""
+    if value is None:
+        return default
+    got = table.get(value.lower())
+    if got is None:
+        raise SubmitError(f"invalid value ({value}) for {attr}.  Please either specify {allowed} and try again.")
     return got
 
 
@@ -271,19 +265,10 @@ class AdBuilder:
         if notes:
             ad["SubmitEventNotes"] = notes
         should = v.get("should_transfer_files")
-        stf = "IF_NEEDED"
-        if should is not None:
-            stf = SHOULD_TRANSFER.get(should.lower())
-            if stf is None:
-                raise SubmitError(f"invalid value ({should}) for ShouldTransferFiles.  Please either "
-                                  "specify YES, NO, or IF_NEEDED and try again.")
+        stf = _choice(should, SHOULD_TRANSFER, "IF_NEEDED", "ShouldTransferFiles", "YES, NO, or IF_NEEDED")
         when = v.get("when_to_transfer_output")
-        wtto = "ON_EXIT"
+        wtto = _choice(when, WHEN_TO_TRANSFER, "ON_EXIT", "WhenToTransferOutput", "ON_EXIT, or ON_EXIT_OR_EVICT")
         if when is not None:
-            wtto = WHEN_TO_TRANSFER.get(when.lower())
-            if wtto is None:
-                raise SubmitError(f"invalid value ({when}) for WhenToTransferOutput.  Please either "
-                                  "specify ON_EXIT, or ON_EXIT_OR_EVICT and try again.")
             if wtto == "ON_EXIT_OR_EVICT" and should is None:
                 stf = "YES"
         if wtto == "ON_EXIT_OR_EVICT" and stf == "IF_NEEDED":

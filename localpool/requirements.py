@@ -10,15 +10,10 @@ from __future__ import annotations
 import logging
 
 from localpool import ads
+from localpool.expressions import expression
 from localpool.submitlang import SubmitError
 
 log = logging.getLogger(__name__)
-
-
-def _expression(text: str, key: str):
-    from localpool.jobad import expression  # one memo for all expressions
-
-    return expression(text, key)
 
 
 def requirements(ad: dict, user: str | None, uname: str):
@@ -28,7 +23,7 @@ def requirements(ad: dict, user: str | None, uname: str):
     parts = [f"({user})"] if user else []
     refs: set[str] = set()
     if user:
-        tree = _expression(user, "requirements")
+        tree = expression(user, "requirements")
         if type(tree) is ads.Expr:
             import classad2
 
@@ -74,4 +69,4 @@ def requirements(ad: dict, user: str | None, uname: str):
             parts.append("((TARGET.FileSystemDomain == MY.FileSystemDomain) || (TARGET.HasFileTransfer))")
         else:
             parts.append("(TARGET.HasFileTransfer)")
-    return _expression(" && ".join(parts), "requirements")
+    return expression(" && ".join(parts), "requirements")

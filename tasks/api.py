@@ -15,8 +15,8 @@ from state.managed import managers
 from tasks import health
 from tasks.app import app
 from tasks.config import poll_queue, settings
-from workers import validation
-from workers.jobstatus import JobStatus
+from domain import validation
+from domain.jobstatus import JobStatus
 from tasks.options import check_job_options
 from workers.runas import check_user
 

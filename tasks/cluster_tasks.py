@@ -26,8 +26,8 @@ from tasks.config import settings
 from tasks.poll import Poller
 from tasks.deletion import delete_jobs_and_state
 from tasks.reconcile import Reconciler
-from workers import validation
-from workers.schedd import ScheddError
+from domain import validation
+from workers.htcondor.schedd import ScheddError
 
 log = logging.getLogger(__name__)
 

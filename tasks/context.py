@@ -6,7 +6,7 @@ import functools
 from state import Store, connect
 from tasks.config import settings
 from tasks.throttle import ThrottledSchedd
-from workers.schedd import get_schedd
+from workers.htcondor import get_schedd
 
 
 @functools.lru_cache(maxsize=1)

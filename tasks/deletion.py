@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import logging
 
+from domain.jobspec import cluster_constraint
+from domain.workerjobs import LIVE, jobs_of
 from state import Store
-from tasks.reconcile import LIVE, PROJECTION, jobs_of, submit_user
-from workers.jobspec import cluster_constraint
-from workers.schedd import Schedd
+from tasks.reconcile import PROJECTION, submit_user
+from workers.htcondor.schedd import Schedd
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-from workers.jobspec import ours_constraint
-from workers.jobstatus import JobStatus
-from workers.schedd import ScheddError
-from workers import validation
+from domain.jobspec import clusters_constraint, ours_constraint
+from domain.jobstatus import JobStatus
+from domain.retry import delay
+from workers.htcondor.schedd import ScheddError
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,7 @@ def history_constraint(vanished: dict[str, set[str]], short: list[str], since: f
     terms += [f"(ClusterId == {c} && member(ProcId, {{{','.join(map(str, sorted(ps)))}}}))"
               for c, ps in sorted(by_cluster.items())]
     if short and since is not None:
-        quoted = ",".join(validation.validate_classad_string(c) for c in sorted(short))
-        terms.append(f"(member(DaskGatewayCluster, {{{quoted}}}) && EnteredCurrentStatus >= {int(since)})")
+        terms.append(f"({clusters_constraint(short)} && EnteredCurrentStatus >= {int(since)})")
     if not terms:
         return None
     return f"{ours_constraint()} && ({' || '.join(terms)})"
@@ -105,7 +104,6 @@ def crash_loop(records: list[dict], now: float, settings) -> CrashLoop | None:
     exits = [r for r in records if r.get("status") == JobStatus.COMPLETED and (r.get("ended_at") or 0) >= now - window]
     if settings.crash_loop_jobs <= 0 or len(exits) < settings.crash_loop_jobs:
         return None
-    backoff = min(settings.crash_backoff_max,
-                  settings.crash_backoff_base * 2 ** (len(exits) - settings.crash_loop_jobs))
+    backoff = delay(len(exits) - settings.crash_loop_jobs + 1, settings.crash_backoff_base, settings.crash_backoff_max)
     cause = Counter(how(r) for r in exits).most_common(1)[0][0]
     return CrashLoop(len(exits), window, cause, max(r.get("ended_at") or 0 for r in exits) + backoff)

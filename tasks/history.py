@@ -12,8 +12,8 @@ import classad2
 
 from tasks import context
 from tasks.app import app
-from workers import validation
-from workers.jobspec import cluster_constraint
+from domain import validation
+from domain.jobspec import cluster_constraint
 
 log = logging.getLogger(__name__)
 

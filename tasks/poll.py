@@ -18,11 +18,12 @@ import time
 from dataclasses import dataclass, field
 
 from state import Store
-from workers.jobspec import POLL_PROJECTION, ours_constraint
+from domain.jobspec import POLL_PROJECTION, ours_constraint
 from tasks import ended
-from workers.schedd import Schedd, ScheddError
-from workers.jobstatus import JobStatus
-from workers.summary import AdCounts, ClusterSummary, JobRecord, summarize
+from workers.htcondor.schedd import Schedd, ScheddError
+from domain.jobstatus import JobStatus
+from domain.retry import retrying
+from domain.summary import AdCounts, ClusterSummary, JobRecord, summarize
 
 log = logging.getLogger(__name__)
 
@@ -121,18 +122,11 @@ class Poller:
         return bool(ok_at) and time.time() - float(ok_at) < self.settings.poll_interval / 2
 
     def _query(self, counts: AdCounts):
-        attempts = max(1, self.settings.poll_query_attempts)
-        for attempt in range(attempts):
-            counts.unparsed = counts.degraded = 0
-            try:
+        for attempt in retrying(self.settings.poll_query_attempts, 0.5, 30.0, ScheddError, log,
+                                f"schedd {self.name}: condor_q"):
+            with attempt:
+                counts.unparsed = counts.degraded = 0
                 return summarize(self.schedd.query(ours_constraint(), POLL_PROJECTION), counts=counts)
-            except ScheddError as err:
-                if attempt == attempts - 1:
-                    raise
-                pause = 0.5 * 2 ** attempt
-                log.warning("schedd %s: condor_q failed (attempt %d of %d), retrying in %.1fs: %s",
-                            self.name, attempt + 1, attempts, pause, err)
-                time.sleep(pause)
 
     def _poll(self, result: PollResult) -> PollResult:
         started = time.monotonic()

@@ -18,17 +18,17 @@ from typing import Iterable
 from state import Store
 from tasks import ended, worker_logs
 from tasks.options import job_options
-from workers import dask_retire, validation
-from workers.jobspec import (WorkerJobSpec, cluster_constraint, members_constraint, ours_constraint,
-                             worker_submit_description)
-from workers.jobstatus import JobStatus
+from domain import validation
+from domain.jobspec import (WorkerJobSpec, cluster_constraint, clusters_constraint, members_constraint,
+                            ours_constraint, worker_submit_description)
+from domain.jobstatus import JobStatus
+from domain.workerjobs import LIVE, Job, jobs_of, kept_hold
+from workers import dask_retire
 from workers.runas import UserRefused
-from workers.schedd import Schedd, ScheddError
+from workers.htcondor.schedd import Schedd, ScheddError
 
 log = logging.getLogger(__name__)
 
-#: statuses of jobs that hold a worker slot (a held job is replaced by the held-job policy)
-LIVE = {JobStatus.IDLE, JobStatus.RUNNING, JobStatus.HELD, JobStatus.SUSPENDED}
 #: removal order when scaling down: useless jobs first, then queued ones, running ones last; a job a person
 #: held (HOLD_KEEP_CODES) goes just before the running ones: someone is looking at it
 REMOVE_ORDER = {JobStatus.HELD: 0, JobStatus.IDLE: 1, JobStatus.SUSPENDED: 2, "kept-hold": 3, JobStatus.RUNNING: 4}
@@ -74,42 +74,6 @@ class Outcome:
             did.append("error")
             out["error"] = self.error
         return {"did": "+".join(did) or "nothing", **out, "desired": self.desired, "live": self.live}
-
-
-@dataclass
-class Job:
-    job_id: str
-    status: int
-    index: int
-    name: str
-    hold_code: int | None = None
-    hold_reason: str | None = None
-
-    @classmethod
-    def from_ad(cls, ad: dict) -> "Job":
-        index, code, reason = ad.get("DaskWorkerIndex"), ad.get("HoldReasonCode"), ad.get("HoldReason")
-        return cls(job_id=f"{ad['ClusterId']}.{ad['ProcId']}", status=int(ad["JobStatus"]),
-                   index=index if type(index) is int else -1, name=str(ad.get("DaskWorkerName") or ""),
-                   hold_code=code if type(code) is int else None,
-                   hold_reason=reason if type(reason) is str else None)
-
-
-def kept_hold(job, keep_codes) -> bool:
-    """True for a job held by a person (its HoldReasonCode is one of `keep_codes`): never released or replaced."""
-    return job.status == JobStatus.HELD and job.hold_code in keep_codes
-
-
-def jobs_of(cluster: str, ads: Iterable[dict]) -> list[Job]:
-    """The Jobs of a cluster's ads; an ad without an integer ClusterId, ProcId and JobStatus is skipped
-    with one log line (one odd ad never stops a reconcile; the poll counts it as `unparsed`)."""
-    jobs = []
-    for ad in ads:
-        if type(ad.get("ClusterId")) is int and type(ad.get("ProcId")) is int and type(ad.get("JobStatus")) is int:
-            jobs.append(Job.from_ad(ad))
-        else:
-            log.warning("cluster %s: job ad %s.%s without an integer ClusterId/ProcId/JobStatus skipped", cluster,
-                        ad.get("ClusterId"), ad.get("ProcId"))
-    return jobs
 
 
 class Reconciler:
@@ -202,9 +166,7 @@ class Reconciler:
         if len(clusters) == 1:
             constraint = cluster_constraint(clusters[0])
         elif len(clusters) <= MEMBER_LIST_MAX:
-            quoted = ",".join(validation.validate_classad_string(validation.validate_cluster_name(c))
-                              for c in clusters)
-            constraint = f"member(DaskGatewayCluster, {{{quoted}}})"
+            constraint = clusters_constraint(clusters)
         else:
             constraint = ours_constraint()
         by_cluster: dict[str, list[dict]] = {}

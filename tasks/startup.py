@@ -24,10 +24,10 @@ class StartupError(Exception):
 
 def check_worker() -> None:
     """Raise StartupError for the first unusable setting of a submit-node worker."""
-    from workers.condor_cli import find_program
+    from workers.htcondor.cli import find_program
     from workers.runas import check_user
-    from workers.schedd import ScheddError
-    from workers.validation import ValidationError
+    from workers.htcondor.schedd import ScheddError
+    from domain.validation import ValidationError
     from settings import load
     s = load()
     owner = (s.default_owner or "").strip()

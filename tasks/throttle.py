@@ -11,7 +11,7 @@ import logging
 import time
 
 from state import Store
-from workers.schedd import Schedd
+from workers.htcondor.schedd import Schedd
 
 log = logging.getLogger(__name__)
 

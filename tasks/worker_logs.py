@@ -1,7 +1,7 @@
 """Where worker jobs write their output, error and job event log, and reading them back (`cli.py logs`).
 
 Every worker job of a cluster writes `<LOG_DIR>/<cluster>/<cluster>-<index>.out` and `.err`, and the
-cluster's job event log `<cluster>.log` (workers.jobspec, `log_dir`). The directory belongs to the
+cluster's job event log `<cluster>.log` (domain.jobspec, `log_dir`). The directory belongs to the
 jobs' Unix user (created by the Celery worker before the first submission, as root chowned to that
 user); LOG_DIR itself is created world-writable with the sticky bit, like /tmp.
 """
@@ -13,7 +13,7 @@ import pwd
 import re
 from pathlib import Path
 
-from workers import validation
+from domain import validation
 
 log = logging.getLogger(__name__)
 

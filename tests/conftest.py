@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import procs, users
-from harness.redis_server import RedisServer
+from demo import procs, users
+from demo.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,7 @@ def redis_server(tmp_path):
 def pool_bin():
     """The pool's condor_* programs installed once per session where every user can run them
     (the checkout may be a private clone: its own localpool/bin is out of reach of the jobs' users)."""
-    from harness.services import install_pool
+    from demo.services import install_pool
     base = Path(tempfile.mkdtemp(prefix="htdask-pool-code-"))
     os.chmod(base, 0o755)
     yield install_pool(base)
@@ -77,7 +77,7 @@ def unix_user():
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, message: str = "condition"):
-    """harness.procs.wait_until, failing the test (not erroring) on timeout."""
+    """demo.procs.wait_until, failing the test (not erroring) on timeout."""
     try:
         return procs.wait_until(predicate, timeout, interval, message)
     except TimeoutError as exc:
@@ -86,7 +86,7 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, message:
 
 def queue_of(stack, cluster: str) -> list[dict]:
     """The cluster's jobs as the pool's own condor_q reports them."""
-    from workers.queue_parser import parse_ads_text
+    from workers.htcondor.queue_parser import parse_ads_text
     out = stack.condor("condor_q", "-allusers", "-json", "-constraint", f'DaskGatewayCluster == "{cluster}"',
                        "-attributes", "ClusterId,ProcId,JobStatus,DaskWorkerIndex,DaskWorkerName,Owner")
     assert out.returncode == 0, out.stderr

@@ -17,7 +17,7 @@ import pytest
 from state import Store, connect
 from tests.conftest import wait_until
 from tests.test_core import make_stack
-from workers.queue_parser import parse_ads_text
+from workers.htcondor.queue_parser import parse_ads_text
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_requests_for_many_clusters_share_a_few_queue_reads(stack):
     out = stack.python(
         "import json\n"
         "from state import Store, connect; from tasks import api; from tasks.app import app\n"
-        "from harness.procs import wait_until\n"
+        "from demo.procs import wait_until\n"
         "store = Store(connect())\n"
         f"ids = [api.enqueue_scale(store, f'm{{i}}', 1).task_id for i in range({n})]\n"
         "results = [app.AsyncResult(t).get(timeout=120) for t in ids]\n"

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from harness.services import REPO, have_redis
+from demo.services import REPO, have_redis
 
 pytestmark = pytest.mark.skipif(not have_redis(), reason="redis-server is not installed")
 

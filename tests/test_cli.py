@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from harness.services import REPO, base_env
+from demo.services import REPO, base_env
 from htdask.base import duration
 from state import Store, connect
 from state.managed import set_manager

@@ -10,11 +10,11 @@ from collections import Counter
 
 import pytest
 
-from harness import services
-from harness.services import REPO, Stack
+from demo import services
+from demo.services import REPO, Stack
 from state import Store, connect, keys
 from tests.conftest import live, queue_of, wait_until
-from workers.queue_parser import parse_ads_text
+from workers.htcondor.queue_parser import parse_ads_text
 
 FAKE_WORKER = str(services.FAKE_WORKER)
 
@@ -134,7 +134,7 @@ def test_poll_summary_matches_condor_q(service_user):
 
 def test_beat_triggers_the_poll(service_user):
     with make_stack(service_user, POLL_INTERVAL="1") as stack:
-        stack.others.append(__import__("harness.services", fromlist=["celery_beat"]).celery_beat(
+        stack.others.append(__import__("demo.services", fromlist=["celery_beat"]).celery_beat(
             stack.env, stack.logdir))
         scale(stack, "zeta", 2)
         wait_until(lambda: len(live(stack, "zeta")) == 2, message="2 jobs")
@@ -241,10 +241,10 @@ def test_bad_input_is_one_line_exit_2_and_nothing_enqueued(stack, args, needle):
 
 
 def test_redis_down_is_one_line_exit_1(tmp_path):
-    from harness.services import base_env
+    from demo.services import base_env
     import subprocess
     import sys
-    from harness.procs import free_port
+    from demo.procs import free_port
     env = base_env(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
     out = subprocess.run([sys.executable, str(REPO / "cli.py"), "status"], env=env, capture_output=True,
                          text=True, timeout=60)
@@ -286,7 +286,7 @@ def test_named_workers_are_submitted_once_each(stack):
 
 
 def test_two_beats_never_double_the_poll(service_user):
-    from harness.services import celery_beat
+    from demo.services import celery_beat
     with make_stack(service_user, POLL_INTERVAL="1") as stack:
         first = celery_beat(stack.env, stack.logdir, name="beat1")
         second = celery_beat(stack.env, stack.logdir, name="beat2")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.services import Stack
+from demo.services import Stack
 from state import Store, connect
 from tests.conftest import wait_until
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from gateway.server import GatewayServer, close_client
-from harness.services import Stack, have_redis
+from demo.gateway_server import GatewayServer, close_client
+from demo.services import Stack, have_redis
 from state import Store, connect, keys
 from tests.conftest import live, queue_of, wait_until
 from tests.test_core import FAKE_WORKER, scale

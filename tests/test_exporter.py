@@ -16,12 +16,12 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.server import App, make
-from harness.services import REPO
+from demo.services import REPO
 from settings import load
 from state import Store, connect
 from state.metrics import Recorder
 from tasks.poll import summary_fields
-from workers.summary import summarize
+from domain.summary import summarize
 
 
 def samples(text: str) -> dict[tuple, float]:

@@ -12,7 +12,7 @@ import requests
 from tests.conftest import wait_until
 from tests.conftest import live
 from tests.test_core import FAKE_WORKER
-from harness.services import REPO, Stack
+from demo.services import REPO, Stack
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_flower_api_lists_our_tasks_with_arguments(stack):
 
 def test_demo_keep_prints_what_answers_and_how_to_stop(stack, capsys):
     """`make demo KEEP=1` prints URLs and passwords that work, the shell lines to use it, how to stop."""
-    from harness.demo import _print_keep
+    from demo.run import _print_keep
     _print_keep(stack, "s3cret-pw")
     out = capsys.readouterr().out
     flower = next(w for line in out.splitlines() if "Flower" in line for w in line.split() if w.startswith("http"))
@@ -71,7 +71,7 @@ def test_flower_traces_every_request_to_the_round_that_handled_it(stack):
     import subprocess
     import sys
 
-    from harness.services import REPO
+    from demo.services import REPO
 
     base, auth = f"http://127.0.0.1:{stack.flower_port}", ("admin", "s3cret-pw")
     subprocess.run([sys.executable, "-m", "localpool", "fault", "submit-delay", "1.5"], env=stack.env, cwd=str(REPO),

@@ -11,8 +11,8 @@ import urllib.request
 
 import pytest
 
-from gateway.server import GatewayServer, close_client
-from harness.services import Stack, have_redis
+from demo.gateway_server import GatewayServer, close_client
+from demo.services import Stack, have_redis
 from tests.conftest import live, queue_of, wait_until
 
 pytestmark = [pytest.mark.skipif(not have_redis(), reason="redis-server is not installed"),

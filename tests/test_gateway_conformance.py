@@ -17,9 +17,9 @@ import time
 import pytest
 
 from gateway.inprocess import PASSWORD, ThreadGateway, gateway_config
-from gateway.server import close_client
-from harness.services import Stack, have_redis
-from harness.procs import wait_until as procs_wait_until
+from demo.gateway_server import close_client
+from demo.services import Stack, have_redis
+from demo.procs import wait_until as procs_wait_until
 from tests.conftest import live, queue_of, wait_until
 
 pytestmark = [pytest.mark.skipif(not have_redis(), reason="redis-server is not installed"),
@@ -215,7 +215,7 @@ def test_cluster_options(gateway, stack):
         ad = wait_until(lambda: queue_of(stack, cluster.name), timeout=60, message="the worker job")[0]
         out = stack.condor("condor_q", "-allusers", "-json", f"{ad['ClusterId']}.{ad['ProcId']}", "-attributes",
                            "RequestCpus,RequestMemory")
-        from workers.queue_parser import parse_ads_text
+        from workers.htcondor.queue_parser import parse_ads_text
         job = parse_ads_text(out.stdout)[0]
         assert (job["RequestCpus"], job["RequestMemory"]) == (2, 768), job  # "768 M" is 768 MiB to dask-gateway
     with pytest.raises(TypeError):
@@ -370,7 +370,7 @@ def test_idle_timeout(fast_gateway, stack):
 def _copy_fake_worker(stack) -> str:
     import os
     import shutil
-    from harness.services import FAKE_WORKER
+    from demo.services import FAKE_WORKER
     fake = stack.workdir / "fake_worker"
     if not fake.exists():
         shutil.copy(FAKE_WORKER, fake)
@@ -406,7 +406,7 @@ def test_worker_fails_during_start(fast_server, fast_gateway, stack):
         first = db_workers(fast_server, name)[0]
         wait_until(lambda: first.status.name in ("FAILED", "STOPPED"), timeout=30, interval=0.5,
                    message="the worker failed")
-        assert "held" in fast_server.backend._ended[first.name].reason
+        assert "held" in fast_server.backend.checks.ended[first.name].reason
     wait_until(lambda: not queue_of(stack, name), timeout=60, message="no job left")
 
 
@@ -435,7 +435,7 @@ def test_a_failed_condor_submit_is_retried_not_a_failed_start(fast_server, fast_
     that fails once (a schedd hiccup) is retried by the Celery task, and the worker connects."""
     import subprocess
     import sys
-    from harness.services import REPO
+    from demo.services import REPO
     subprocess.run([sys.executable, "-m", "localpool", "fault", "submit-fail", "1"], env=stack.env, cwd=REPO,
                    check=True, capture_output=True, timeout=30)
     submits = len(stack.calls("condor_submit"))
@@ -445,7 +445,7 @@ def test_a_failed_condor_submit_is_retried_not_a_failed_start(fast_server, fast_
         workers = db_workers(fast_server, cluster.name)
         wait_until(lambda: [w.status.name for w in workers] == ["RUNNING"], timeout=10, message="no failed start")
         assert len(stack.calls("condor_submit")) >= submits + 2, "the first submit failed and was retried"
-        assert not [w for w in workers if w.name in fast_server.backend._ended]
+        assert not [w for w in workers if w.name in fast_server.backend.checks.ended]
 
 
 def _expect_cluster_error(gw, name: str, timeout: float = 60) -> str:
@@ -513,7 +513,7 @@ def test_gateway_resume_clusters_after_shutdown(stack, service_user, tmp_path):
     import os
     import signal
     from cryptography.fernet import Fernet
-    from harness.procs import free_port
+    from demo.procs import free_port
     extra = dict(db_url=f"sqlite:///{tmp_path / 'gateway.sqlite'}", db_encrypt_keys=[Fernet.generate_key()],
                  stop_clusters_on_shutdown=False, cluster_heartbeat_timeout=10.0)  # cluster 2's scheduler is killed
     ports = (free_port(), free_port())  # as upstream: the restarted gateway is where the schedulers look

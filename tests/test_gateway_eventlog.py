@@ -13,7 +13,7 @@ import pytest
 
 from gateway import jobcheck
 from gateway.eventlog import ClusterLog, EventLogs
-from harness.services import Stack, have_redis
+from demo.services import Stack, have_redis
 from localpool import userlog
 from tests.conftest import live, wait_until
 
@@ -88,7 +88,7 @@ def test_start_failure_limit_with_a_15s_poll(slow_poll_stack, service_user):
     POLL_INTERVAL 15 s: only the job event log can make it (the first poll after the request may be 15 s
     away, and each failed start used to wait for one)."""
     from gateway.inprocess import ThreadGateway, gateway_config
-    from gateway.server import close_client
+    from demo.gateway_server import close_client
     from tests.test_gateway_conformance import _failure_options
 
     config = gateway_config(slow_poll_stack, service_user, worker_status_period=1.0, worker_connect_timeout=8.0,

@@ -12,8 +12,8 @@ import pytest
 from gateway import jobcheck
 from gateway.namesync import NameSync
 from gateway.scheduler_job import build
-from harness.services import REPO
-from workers.jobstatus import JobStatus
+from demo.services import REPO
+from domain.jobstatus import JobStatus
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from harness.procs import free_port
+from demo.procs import free_port
 from settings import SettingsError
 from state import Store, connect, keys
 from workers import identity
@@ -25,7 +25,7 @@ from workers.identity import (AmbiguousEmail, CIConnectBadAnswer, CIConnectToken
                               IdentityConfigError, IdentityError, IdentityNotConfigured, IdentityUnavailable,
                               UnknownEmail, resolve_owner)
 from workers.runas import UserRefused
-from workers.validation import ValidationError
+from domain.validation import ValidationError
 
 TOKEN = "tok-3c9f1e2a-SECRET-b7d4"
 

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from harness.procs import free_port
-from harness.services import REPO, base_env
+from demo.procs import free_port
+from demo.services import REPO, base_env
 from state import connect, keys
 from tests.test_identity import TOKEN, FakeCIConnect, user
 

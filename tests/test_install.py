@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 
 
-from harness.services import REPO
+from demo.services import REPO
 from htdask import __version__
-from workers.pyenv import job_python, reachable_by_all, runnable_by_all
+from domain.pyenv import job_python, reachable_by_all, runnable_by_all
 
 IGNORE = shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache",
                                 ".localpool", ".demo")

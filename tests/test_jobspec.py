@@ -1,4 +1,4 @@
-"""workers.jobspec: the worker submit description (pinned text), quoting round trips, refusals."""
+"""domain.jobspec: the worker submit description (pinned text), quoting round trips, refusals."""
 from __future__ import annotations
 
 
@@ -6,10 +6,10 @@ import classad2
 import htcondor2
 import pytest
 
-from workers.jobspec import (POLL_PROJECTION, WorkerJobSpec, cluster_constraint, default_worker_command,
+from domain.jobspec import (POLL_PROJECTION, WorkerJobSpec, cluster_constraint, default_worker_command,
                              members_constraint, ours_constraint, worker_submit_description)
-from workers.pyenv import job_python
-from workers.validation import ValidationError
+from domain.pyenv import job_python
+from domain.validation import ValidationError
 
 
 def parse_new_syntax(value: str) -> list[str]:

@@ -11,7 +11,7 @@ import classad2
 import pytest
 
 from tests.test_localpool_lib import dry_run, me
-from workers.jobspec import WorkerJobSpec, worker_submit_description
+from domain.jobspec import WorkerJobSpec, worker_submit_description
 
 ITEMS = [(3, "demo-3"), (4, "demo-4"), (7, "demo-7")]
 

@@ -266,7 +266,7 @@ def test_credentials_are_written_for_the_jobs_from_the_secret(kube, broker, tmp_
 # ---- owners --------------------------------------------------------------------------------------------------
 
 def test_owner_from_username_and_email(broker, tmp_path, monkeypatch, service_user):
-    from workers.validation import ValidationError
+    from domain.validation import ValidationError
     backend = TaskBackend(broker)
     assert backend.resolve_owner(service_user) == service_user
     users = tmp_path / "users.yaml"

@@ -15,9 +15,9 @@ import time
 import pytest
 from kubernetes import client as k8s
 
-from harness import services
-from harness.procs import Process
-from harness.services import REPO, Stack
+from demo import services
+from demo.procs import Process
+from demo.services import REPO, Stack
 from k8s_operator import bodies
 from k8s_operator.client import API_CALLS, NAMESPACED_OPS, rbac_requirements
 from k8s_operator.handlers import FINALIZER

@@ -13,12 +13,12 @@ import sys
 
 import pytest
 
-from harness.services import REPO, Stack
+from demo.services import REPO, Stack
 from state import connect, keys
 from tests.conftest import wait_until
-from workers.queue_parser import parse_ads_text
+from workers.htcondor.queue_parser import parse_ads_text
 
-FAKE_WORKER = str(REPO / "harness" / "fake_dask_worker")
+FAKE_WORKER = str(REPO / "demo" / "fake_dask_worker")
 OWNER = f"htdask-e2e-{os.getpid()}"  # unique: concurrent sessions never share or delete it
 EMAIL = "Dana.Owner@Example.org"
 

@@ -7,9 +7,9 @@ import json
 import classad2
 import pytest
 
-from workers.queue_parser import (CHUNK, DEGRADED, expr_text, is_expr, parse_ads, parse_ads_text,
+from workers.htcondor.queue_parser import (CHUNK, DEGRADED, expr_text, is_expr, parse_ads, parse_ads_text,
                                   parse_terse_submit)
-from workers.schedd import ParseError, ScheddError
+from workers.htcondor.schedd import ParseError, ScheddError
 
 
 def condor_json(ads: list[classad2.ClassAd]) -> str:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.procs import free_port
-from harness.services import REPO, have_redis
+from demo.procs import free_port
+from demo.services import REPO, have_redis
 
 pytestmark = pytest.mark.skipif(not have_redis(), reason="redis-server is not installed")
 

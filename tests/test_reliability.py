@@ -14,12 +14,12 @@ from collections import Counter
 
 import pytest
 
-from harness.services import REPO, Stack
+from demo.services import REPO, Stack
 from state import Store, connect
 from tests.conftest import wait_until
 from tests.conftest import live, queue_of
 from tests.test_core import FAKE_WORKER, scale
-from workers.queue_parser import parse_ads_text
+from workers.htcondor.queue_parser import parse_ads_text
 
 
 def make_stack(service_user, **env) -> Stack:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from harness.procs import Process, free_port, wait_for_port
-from harness.services import Stack
+from demo.procs import Process, free_port, wait_for_port
+from demo.services import Stack
 from tests.conftest import live, wait_until
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import services
+from demo import services
 from harness.sentinel import SentinelSet
-from harness.services import REPO, Stack
+from demo.services import REPO, Stack
 from state import Store, connect, connection
 from tests.conftest import queue_of
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import settings
-from harness.services import REPO, base_env
+from demo.services import REPO, base_env
 from settings import Settings, SettingsError, env_names, load
 from settings.doc import README, replaced
 

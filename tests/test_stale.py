@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 
-from harness.services import Stack
+from demo.services import Stack
 from state import Store, connect
 from tests.conftest import live, wait_until
 from tests.test_core import FAKE_WORKER, scale

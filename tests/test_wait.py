@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from harness.services import Stack
+from demo.services import Stack
 from tests.conftest import live, wait_until
 from tests.test_core import FAKE_WORKER
 from tests.test_reliability import fault

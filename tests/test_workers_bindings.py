@@ -1,4 +1,4 @@
-"""workers.condor_bindings: what can be tested without a schedd daemon.
+"""workers.htcondor.bindings: what can be tested without a schedd daemon.
 
 There is no condor_schedd here (htcondor2.Schedd() raises "Unable to locate local daemon."), so
 these tests cover the translation into htcondor2.Submit, ad conversion, act results, and that
@@ -12,11 +12,12 @@ import htcondor2
 import pytest
 
 from workers import runas
-from workers.condor_bindings import BindingsSchedd, act_result, ad_to_dict, to_submit
-from workers.jobspec import WorkerJobSpec, worker_submit_description
-from workers.queue_parser import parse_ads_text
-from workers.schedd import ScheddError, get_schedd
-from workers.submitdesc import SubmitDescription
+from workers.htcondor.bindings import BindingsSchedd, act_result, ad_to_dict, to_submit
+from domain.jobspec import WorkerJobSpec, worker_submit_description
+from workers.htcondor.queue_parser import parse_ads_text
+from workers.htcondor import get_schedd
+from workers.htcondor.schedd import ScheddError
+from domain.submitdesc import SubmitDescription
 
 
 def worker_desc():

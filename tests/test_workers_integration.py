@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 
 from workers import runas
-from workers.condor_cli import CliSchedd
-from workers.jobspec import (POLL_PROJECTION, WorkerJobSpec, cluster_constraint, members_constraint,
+from workers.htcondor.cli import CliSchedd
+from domain.jobspec import (POLL_PROJECTION, WorkerJobSpec, cluster_constraint, members_constraint,
                              ours_constraint, worker_submit_description)
-from workers.jobstatus import JobStatus
-from workers.schedd import ParseError, ScheddError, ScheddTimeout
-from workers.submitdesc import SubmitDescription
-from workers.summary import summarize
+from domain.jobstatus import JobStatus
+from workers.htcondor.schedd import ParseError, ScheddError, ScheddTimeout
+from domain.submitdesc import SubmitDescription
+from domain.summary import summarize
 
 REPO = Path(__file__).resolve().parent.parent
 POOL_BIN = REPO / "localpool" / "bin"

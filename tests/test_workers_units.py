@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from workers.condor_cli import Completed, CliSchedd, interpret_act
-from workers.jobstatus import JobStatus
-from workers.schedd import ActResult, ParseError, ScheddError, ScheddTimeout, get_schedd
-from workers.submitdesc import SubmitDescription
-from workers.summary import AdCounts, JobRecord, summarize
-from workers.validation import ValidationError
+from workers.htcondor.cli import Completed, CliSchedd, interpret_act
+from domain.jobstatus import JobStatus
+from workers.htcondor import get_schedd
+from workers.htcondor.schedd import ActResult, ParseError, ScheddError, ScheddTimeout
+from domain.submitdesc import SubmitDescription
+from domain.summary import AdCounts, JobRecord, summarize
+from domain.validation import ValidationError
 
 
 # --- SubmitDescription -------------------------------------------------------------------------
@@ -174,7 +175,7 @@ def test_get_schedd_by_backend(monkeypatch):
     monkeypatch.delenv("CONDOR_BACKEND", raising=False)
     assert isinstance(get_schedd(), CliSchedd)
     monkeypatch.setenv("CONDOR_BACKEND", "bindings")
-    from workers.condor_bindings import BindingsSchedd
+    from workers.htcondor.bindings import BindingsSchedd
     assert isinstance(get_schedd(), BindingsSchedd)
     monkeypatch.setenv("CONDOR_BACKEND", "slurm")
     from settings import SettingsError

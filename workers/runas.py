@@ -13,7 +13,7 @@ import pwd
 from dataclasses import dataclass
 
 from settings import Settings, load
-from workers.validation import ValidationError, validate_unix_user_name
+from domain.validation import ValidationError, validate_unix_user_name
 
 log = logging.getLogger(__name__)
 

@@ -179,19 +179,17 @@ class Action:
         self._add_user(arg)
 
     def _add_cluster(self, c: int) -> None:
-        if not self.has_usercluster:
-            self.usercluster = f"ClusterId == {c}"
-            self.has_usercluster = CT_CLUSTER
-        else:
-            self.usercluster += f" || ClusterId == {c}"
-            self.has_usercluster = CT_COMPLEX
+        self._add_term(f"ClusterId == {c}", CT_CLUSTER)
 
     def _add_user(self, user: str) -> None:
+        self._add_term(f'Owner == "{user}"', CT_USER)
+
+    def _add_term(self, term: str, kind: int) -> None:
+        """OR one more cluster or owner test into the selection (two or more make it complex)."""
         if not self.has_usercluster:
-            self.usercluster = f'Owner == "{user}"'
-            self.has_usercluster = CT_USER
+            self.usercluster, self.has_usercluster = term, kind
         else:
-            self.usercluster += f' || Owner == "{user}"'
+            self.usercluster += f" || {term}"
             self.has_usercluster = CT_COMPLEX
 
     def _add_constraint(self, text: str, kind: int) -> None:

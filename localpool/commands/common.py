@@ -137,3 +137,37 @@ def guarded(fn, *args) -> int:
         sys.stdout.flush()
         sys.stderr.write(f"\nERROR: {prog_name()}: local pool failure: {exc}\n")
         return 1
+
+
+def ids_and_owners(ids, owners) -> tuple[list[str], list]:
+    """SQL terms (to be OR-ed) and their parameters selecting jobs by "C" / "C.P" ids and by owners,
+    as condor_q and condor_history read their positional arguments."""
+    terms: list[str] = []
+    params: list = []
+    for c, p in ids:
+        if p is None:
+            terms.append("cluster = ?")
+            params.append(c)
+        else:
+            terms.append("(cluster = ? AND proc = ?)")
+            params += [c, p]
+    for owner in owners:
+        terms.append("owner = ? COLLATE NOCASE")
+        params.append(owner)
+    return terms, params
+
+
+def matching_ads(con, sql: str, params, constraints, limit: int | None):
+    """The ads the query selects that match every compiled constraint, at most `limit` (None: all)."""
+    from localpool import ads
+    if limit is not None and limit <= 0:
+        return
+    n = 0
+    for (text,) in con.execute(sql, params):
+        ad = ads.decode(text)
+        if constraints and not all(c.matches(ad) for c in constraints):
+            continue
+        yield ad
+        n += 1
+        if limit is not None and n >= limit:
+            return

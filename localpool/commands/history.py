@@ -83,31 +83,11 @@ def _history(argv: list[str]) -> int:
                 compiled.append(match.Constraint(text, spellings))
             except ValueError:
                 raise common.Exit(1, f"Error: Invalid constraint expression: {text}\n")
-    where, params = [], []
-    for c, p in ids:
-        if p is None:
-            where.append("cluster = ?")
-            params.append(c)
-        else:
-            where.append("(cluster = ? AND proc = ?)")
-            params += [c, p]
-    for o in owners:
-        where.append("owner = ? COLLATE NOCASE")
-        params.append(o)
+    where, params = common.ids_and_owners(ids, owners)
     sql = "SELECT ad FROM history" + (" WHERE " + " OR ".join(where) if where else "") + " ORDER BY seq DESC"
 
     def matching():
-        n = 0
-        if limit is not None and limit <= 0:
-            return
-        for (text,) in con.execute(sql, params):
-            ad = ads.decode(text)
-            if compiled and not all(c.matches(ad) for c in compiled):
-                continue
-            yield ad
-            n += 1
-            if limit is not None and n >= limit:
-                return
+        return common.matching_ads(con, sql, params, compiled, limit)
 
     out = sys.stdout
     if af is not None:

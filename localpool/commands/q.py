@@ -137,17 +137,8 @@ def _query(argv: list[str]) -> int:
     if my_jobs_only:
         where.append("owner = ? COLLATE NOCASE")
         params.append(me)
-    ors = []
-    for c, p in o.ids:
-        if p is None:
-            ors.append("cluster = ?")
-            params.append(c)
-        else:
-            ors.append("(cluster = ? AND proc = ?)")
-            params += [c, p]
-    for owner in o.owners:
-        ors.append("owner = ? COLLATE NOCASE")
-        params.append(owner)
+    ors, more = common.ids_and_owners(o.ids, o.owners)
+    params += more
     if ors:
         where.append("(" + " OR ".join(ors) + ")")
     if o.held:
@@ -157,15 +148,7 @@ def _query(argv: list[str]) -> int:
     sql = "SELECT ad FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY cluster, proc"
 
     def matching():
-        n = 0
-        for (text,) in con.execute(sql, params):
-            ad = ads.decode(text)
-            if constraints and not all(c.matches(ad) for c in constraints):
-                continue
-            yield ad
-            n += 1
-            if o.limit is not None and n >= o.limit:
-                return
+        return common.matching_ads(con, sql, params, constraints, o.limit)
 
     out = sys.stdout
     if o.analyze:

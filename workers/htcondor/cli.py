@@ -21,13 +21,14 @@ import threading
 from dataclasses import dataclass
 from typing import IO, Iterator, Sequence
 
+from domain.submitdesc import SubmitDescription
+from domain.submitvalues import validate_projection
+from domain.validation import validate_count, validate_schedd_name
 from settings import Settings, load
 from workers import runas
-from workers.queue_parser import parse_ads, parse_terse_submit
-from workers.schedd import ActResult, ParseError, Schedd, ScheddError, ScheddTimeout
-from workers.submitdesc import SubmitDescription
-from workers.validation import (ValidationError, validate_count, validate_job_id, validate_projection,
-                                validate_reason, validate_schedd_name)
+from workers.htcondor.queue_parser import parse_ads, parse_terse_submit
+from workers.htcondor.schedd import (ActResult, ParseError, Schedd, ScheddError, ScheddTimeout,
+                                     check_constraint)
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ class CliSchedd(Schedd):
 
     # --- queries --------------------------------------------------------------------------------
     def query(self, constraint: str = "true", projection: Sequence[str] | None = None) -> Iterator[dict]:
-        args = ["-allusers", "-json", "-constraint", _check_constraint(constraint)]
+        args = ["-allusers", "-json", "-constraint", check_constraint(constraint)]
         if projection:
             args += ["-attributes", ",".join(validate_projection(projection))]
         return stream(self._argv("condor_q", *args), None, self.timeout)
@@ -274,7 +275,7 @@ class CliSchedd(Schedd):
                 limit: int | None = None) -> Iterator[dict]:
         args = ["-json"]
         if constraint is not None:
-            args += ["-constraint", _check_constraint(constraint)]
+            args += ["-constraint", check_constraint(constraint)]
         if projection:
             args += ["-attributes", ",".join(validate_projection(projection))]
         if limit is not None:
@@ -282,42 +283,17 @@ class CliSchedd(Schedd):
         return stream(self._argv("condor_history", *args), None, self.timeout)
 
     # --- actions --------------------------------------------------------------------------------
-    def remove(self, ids=None, constraint=None, user=None, reason=None) -> ActResult:
-        return self._act("condor_rm", ids, constraint, user, reason)
+    _PROGRAMS = {"remove": "condor_rm", "hold": "condor_hold", "release": "condor_release"}
 
-    def hold(self, ids=None, constraint=None, user=None, reason=None) -> ActResult:
-        return self._act("condor_hold", ids, constraint, user, reason)
-
-    def release(self, ids=None, constraint=None, user=None, reason=None) -> ActResult:
-        return self._act("condor_release", ids, constraint, user, reason)
-
-    def _act(self, prog: str, ids: Sequence[str] | None, constraint: str | None, user: str | None,
-             reason: str | None) -> ActResult:
-        if (ids is None) == (constraint is None):
-            raise ValidationError("job selection", (ids, constraint), "give exactly one of ids or constraint")
-        args: list[str] = []
-        if reason is not None:
-            args += ["-reason", validate_reason(reason)]
-        if ids is not None:
-            if isinstance(ids, str) or not ids:
-                raise ValidationError("job ids", ids, "must be a non-empty list of 'C.P' ids")
-            args += [validate_job_id(i) for i in ids]
-        else:
-            args += ["-constraint", _check_constraint(constraint)]
+    def _act(self, action, ids, constraint, user, reason) -> ActResult:
+        prog = self._PROGRAMS[action]
+        args: list[str] = ["-reason", reason] if reason is not None else []
+        args += ids if ids is not None else ["-constraint", constraint]
         who = runas.resolve(user)
-        argv = self._argv(prog, *args)
-        res = run(argv, who, self.timeout)
+        res = run(self._argv(prog, *args), who, self.timeout)
         result = interpret_act(res)
         log.info("%s %s: %s", prog, " ".join(ids) if ids else constraint, result.message)
         return result
-
-
-def _check_constraint(constraint: object) -> str:
-    if not isinstance(constraint, str) or not constraint.strip():
-        raise ValidationError("constraint", constraint, "must be a non-empty ClassAd expression")
-    if "\n" in constraint or "\x00" in constraint:
-        raise ValidationError("constraint", constraint, "must be one line")
-    return constraint
 
 
 def interpret_act(res: Completed) -> ActResult:

@@ -88,3 +88,17 @@ class Process:
         if not self.log_path or not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+
+class Started:
+    """`with X() as x:` runs x.start() (and x.stop() if the start fails half-way), then x.stop()."""
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc):
+        self.stop()

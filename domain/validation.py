@@ -4,15 +4,13 @@ Every check either returns the clean (often normalised or quoted) value or raise
 one line naming the field and the offending value.  Submit descriptions are line oriented and expand
 `$(...)` macros, so anything that ends up in one must be free of newlines, NULs, other control
 characters and macro syntax; quoting is done here (ClassAd strings via classad2, arguments and
-environment in HTCondor's "new" syntax) so no other module hand-rolls it.
+environment in HTCondor's "new" syntax, in `domain.submitvalues`) so no other module hand-rolls it.
 """
 from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Iterable, Mapping
-
-import classad2
+from typing import Any
 
 from settings import load
 
@@ -36,34 +34,21 @@ class ValidationError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # building blocks
 
-# $(x), $$(x), $ENV(x), $RANDOM_CHOICE(..), $Fqpu(x) ...: every submit-language macro form.
-_MACRO = re.compile(r"\$[A-Za-z_$]*\(")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _require_str(value: Any, field: str) -> str:
+def require_str(value: Any, field: str) -> str:
     if not isinstance(value, str):
         raise ValidationError(field, value, f"must be a string, not {type(value).__name__}")
     return value
 
 
-def check_submit_safe(value: Any, field: str, *, max_len: int = 4096, allow_empty: bool = True) -> str:
-    """A string that may appear inside a submit description line without changing its meaning."""
-    s = _require_str(value, field)
-    if not s and not allow_empty:
+def _name(value: Any, field: str, max_len: int, pattern: re.Pattern, rule: str) -> str:
+    """A non-empty string of at most `max_len` characters matching `pattern` (`rule` says how)."""
+    s = require_str(value, field)
+    if not s:
         raise ValidationError(field, value, "must not be empty")
     if len(s) > max_len:
         raise ValidationError(field, value, f"longer than {max_len} characters")
-    if "\n" in s or "\r" in s:
-        raise ValidationError(field, value, "contains a line break")
-    if "\x00" in s:
-        raise ValidationError(field, value, "contains a NUL byte")
-    m = _CONTROL.search(s)
-    if m:
-        raise ValidationError(field, value, f"contains control character {m.group()!r}")
-    m = _MACRO.search(s)
-    if m:
-        raise ValidationError(field, value, f"contains submit macro syntax {m.group()!r}")
+    if not pattern.match(s):
+        raise ValidationError(field, value, rule)
     return s
 
 
@@ -75,16 +60,8 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z")
 
 def validate_cluster_name(value: Any, field: str = "cluster name") -> str:
     """A DNS-1123 label: it becomes a ClassAd value, a batch name, a file name and a Redis key part."""
-    s = _require_str(value, field)
-    if not s:
-        raise ValidationError(field, value, "must not be empty")
-    if len(s) > 63:
-        raise ValidationError(field, value, "longer than 63 characters")
-    if not _DNS_LABEL.match(s):
-        raise ValidationError(field, value,
-                              "must be lowercase letters, digits and '-', starting and ending with a "
-                              "letter or digit (DNS-1123 label)")
-    return s
+    return _name(value, field, 63, _DNS_LABEL, "must be lowercase letters, digits and '-', starting and ending "
+                                               "with a letter or digit (DNS-1123 label)")
 
 
 _WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -92,7 +69,7 @@ _WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 def validate_worker_name(value: Any, field: str = "worker name") -> str:
     """A worker name: it is queue item data, so no separators, quotes or macros (uuid hex or cluster-N)."""
-    s = _require_str(value, field)
+    s = require_str(value, field)
     if not s or len(s) > 253:
         raise ValidationError(field, value, "must be 1 to 253 characters")
     if not _WORKER_NAME.match(s):
@@ -144,14 +121,8 @@ _UNIX_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 
 def validate_unix_user_name(value: Any, field: str = "user name") -> str:
     """A POSIX portable user name (3.437): letters, digits, '.', '_', '-', not starting with '-'."""
-    s = _require_str(value, field)
-    if not s:
-        raise ValidationError(field, value, "must not be empty")
-    if len(s) > 32:
-        raise ValidationError(field, value, "longer than 32 characters")
-    if not _UNIX_USER.match(s):
-        raise ValidationError(field, value, "must be letters, digits, '.', '_' and '-', not starting "
-                                            "with '-' (POSIX portable user name)")
+    s = _name(value, field, 32, _UNIX_USER, "must be letters, digits, '.', '_' and '-', not starting with '-' "
+                                            "(POSIX portable user name)")
     if s.isdigit():
         raise ValidationError(field, value, "must not be all digits (it would read as a uid)")
     return s
@@ -163,7 +134,7 @@ _DNS_NAME_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\Z")
 
 def validate_email(value: Any, field: str = "e-mail address") -> str:
     """A plain ASCII mailbox local@domain.tld (no quoted local parts, no comments, no IP literals)."""
-    s = _require_str(value, field)
+    s = require_str(value, field)
     if len(s) > 254:
         raise ValidationError(field, value, "longer than 254 characters")
     local, at, domain = s.rpartition("@")
@@ -182,7 +153,7 @@ def validate_email(value: Any, field: str = "e-mail address") -> str:
 
 def validate_schedd_name(value: Any, field: str = "schedd name") -> str:
     """A schedd / Celery queue name: [A-Za-z0-9_.-]+, at most 64 characters."""
-    s = _require_str(value, field)
+    s = require_str(value, field)
     if not s or len(s) > 64:
         raise ValidationError(field, value, "must be 1 to 64 characters")
     if not re.match(r"^[A-Za-z0-9_.-]+\Z", s):
@@ -195,7 +166,7 @@ _JOB_ID = re.compile(r"^[1-9][0-9]{0,9}(\.[0-9]{1,9})?\Z")
 
 def validate_job_id(value: Any, field: str = "job id") -> str:
     """'C.P' (or a bare cluster 'C'), the forms condor_rm/hold/release take positionally."""
-    s = _require_str(value, field)
+    s = require_str(value, field)
     if not _JOB_ID.match(s):
         raise ValidationError(field, value, "must be 'cluster.proc' like '42.0'")
     return s
@@ -224,7 +195,7 @@ def validate_port(value: Any, field: str = "port", *, allow_zero: bool = False) 
 
 def split_address(value: Any, field: str = "scheduler address") -> tuple[str, str, int]:
     """('tcp'|'tls', host, port) of a Dask comm address."""
-    s = _require_str(value, field)
+    s = require_str(value, field)
     m = re.match(r"^(tcp|tls)://(.+):([0-9]{1,5})\Z", s)
     if not m:
         raise ValidationError(field, value, "must be tcp://host:port or tls://host:port")
@@ -244,7 +215,7 @@ def validate_address(value: Any, field: str = "scheduler address") -> str:
 
 def validate_port_range(value: Any, field: str = "port range") -> str:
     """'40000:40100' (or one port '40000'), the form `dask worker --worker-port` takes."""
-    s = _require_str(value, field)
+    s = require_str(value, field)
     m = re.match(r"^([0-9]{1,5})(?::([0-9]{1,5}))?\Z", s)
     if not m:
         raise ValidationError(field, value, "must be 'low:high' like '40000:40100'")
@@ -266,7 +237,7 @@ _IMAGE = re.compile(
 
 def validate_docker_image(value: Any, field: str = "docker image") -> str:
     """A container image reference: [registry[:port]/]name[:tag][@sha256:digest]."""
-    s = _require_str(value, field)
+    s = require_str(value, field)
     if not s or len(s) > 255:
         raise ValidationError(field, value, "must be 1 to 255 characters")
     m = _IMAGE.match(s)
@@ -331,152 +302,3 @@ def validate_timeout(value: Any, field: str = "timeout", *, maximum: float = 864
     if not (0 < value_f <= maximum):
         raise ValidationError(field, value, f"must be more than 0 and at most {maximum:g} seconds")
     return value_f
-
-
-# ---------------------------------------------------------------------------------------------
-# things that go into submit descriptions
-
-def validate_classad_string(value: Any, field: str = "value", *, max_len: int = 4096) -> str:
-    """A string for a ClassAd string attribute; returns it quoted by classad2 ('"..."', escapes done)."""
-    s = check_submit_safe(value, field, max_len=max_len)
-    return classad2.quote(s)
-
-
-_PATH = re.compile(r"^/[A-Za-z0-9._+@%,:=/-]*\Z")
-
-
-def validate_path(value: Any, field: str = "path") -> str:
-    """An absolute path with no whitespace, quotes or macros (it is written raw into submit lines)."""
-    s = check_submit_safe(value, field, allow_empty=False)
-    if not _PATH.match(s):
-        raise ValidationError(field, value, "must be an absolute path of letters, digits and ._+@%,:=/-")
-    if "/../" in s + "/" or s.endswith("/.."):
-        raise ValidationError(field, value, "must not contain '..'")
-    return s
-
-
-_SUBMIT_KEY = re.compile(r"^(\+|MY\.)?[A-Za-z_][A-Za-z0-9_]*\Z", re.IGNORECASE)
-
-
-def validate_submit_key(value: Any, field: str = "submit command") -> str:
-    """A submit command or attribute name: 'request_gpus', '+ProjectName', 'MY.ProjectName'."""
-    s = _require_str(value, field)
-    if not s or len(s) > 128 or not _SUBMIT_KEY.match(s):
-        raise ValidationError(field, value, "must be a submit command name like 'request_gpus' or "
-                                            "'+ProjectName'")
-    if s.lower() == "queue":
-        raise ValidationError(field, value, "the queue statement is not a command")
-    return s
-
-
-def validate_submit_value(value: Any, field: str = "submit value") -> str:
-    """A raw submit value (the right-hand side of 'key = value')."""
-    s = check_submit_safe(value, field)
-    if s != s.strip():
-        raise ValidationError(field, value, "has leading or trailing whitespace")
-    if s.endswith("\\"):
-        raise ValidationError(field, value, "ends with a backslash (a line continuation)")
-    return s
-
-
-def check_raw_line(value: Any, field: str = "submit value") -> str:
-    """A raw value written by our own code (macros allowed): it must still stay on one line."""
-    s = _require_str(value, field)
-    m = _CONTROL.search(s)
-    if m:
-        raise ValidationError(field, value, f"contains control character {m.group()!r}")
-    if s != s.strip() or s.endswith("\\"):
-        raise ValidationError(field, value, "has surrounding whitespace or a trailing backslash")
-    return s
-
-
-def validate_argument(value: Any, field: str = "argument") -> str:
-    """One program argument; any printable text, quoted later by quote_arguments."""
-    return check_submit_safe(value, field)
-
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-def validate_env_name(value: Any, field: str = "environment variable name") -> str:
-    s = _require_str(value, field)
-    if not _ENV_NAME.match(s) or len(s) > 256:
-        raise ValidationError(field, value, "must match [A-Za-z_][A-Za-z0-9_]*")
-    return s
-
-
-def check_env(env: Mapping[str, Any], field: str = "environment") -> dict[str, str]:
-    """The checked environment as a new dict of str -> str (ints are turned into strings)."""
-    if not isinstance(env, Mapping):
-        raise ValidationError(field, env, "must be a mapping of names to values")
-    out: dict[str, str] = {}
-    for name, val in env.items():
-        validate_env_name(name, f"{field} variable name")
-        if isinstance(val, bool) or not isinstance(val, (str, int)):
-            raise ValidationError(f"{field} variable {name}", val, "must be a string")
-        out[name] = check_submit_safe(str(val), f"{field} variable {name}")
-    return out
-
-
-def validate_env(env: Mapping[str, Any], field: str = "environment") -> str:
-    """Check names and values, and render the submit 'environment' value in the new syntax."""
-    return quote_environment(check_env(env, field))
-
-
-# ---------------------------------------------------------------------------------------------
-# HTCondor "new" quoting (as dask-jobqueue's quote_arguments / quote_environment)
-
-def _double_up_quotes(s: str) -> str:
-    return s.replace("'", "''").replace('"', '""')
-
-
-def _quote_word(s: str) -> str:
-    q = _double_up_quotes(s)
-    if not s or "'" in s or any(c.isspace() for c in s):
-        q = "'" + q + "'"
-    return q
-
-
-def quote_arguments(args: Iterable[str]) -> str:
-    """The value for 'arguments = ...' in the new syntax, outer double quotes included.
-
-    Doubles ' and ", wraps an argument in single quotes if it holds whitespace or a ' (or is empty).
-    Does not validate: callers pass values through validate_argument first.
-    """
-    return '"' + " ".join(_quote_word(a) for a in args) + '"'
-
-
-def quote_environment(env: Mapping[str, str]) -> str:
-    """The value for 'environment = ...' in the new syntax, outer double quotes included."""
-    parts = []
-    for name, val in env.items():
-        q = _double_up_quotes(val)
-        if "'" in val or any(c.isspace() for c in val):
-            q = "'" + q + "'"
-        parts.append(f"{name}={q}")
-    return '"' + " ".join(parts) + '"'
-
-
-def validate_reason(value: Any, field: str = "reason") -> str:
-    """A hold/remove/release reason: one printable line (it becomes HoldReason etc.)."""
-    return check_submit_safe(value, field, max_len=1024)
-
-
-def validate_constraint(value: Any, field: str = "constraint") -> str:
-    """A ClassAd expression given from outside: one line, parseable by classad2."""
-    s = check_submit_safe(value, field, allow_empty=False, max_len=65536)
-    try:
-        classad2.ExprTree(s)
-    except Exception as e:  # classad2.ClassAdException
-        raise ValidationError(field, value, f"is not a ClassAd expression ({e})") from None
-    return s
-
-
-def validate_projection(attrs: Iterable[str], field: str = "projection") -> list[str]:
-    """Attribute names for -attributes (comma separated on the command line)."""
-    out = []
-    for a in attrs:
-        if not isinstance(a, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*\Z", a) or len(a) > 256:
-            raise ValidationError(field, a, "attribute names must match [A-Za-z_][A-Za-z0-9_.]*")
-        out.append(a)
-    return out

@@ -15,9 +15,9 @@ import signal
 import sys
 import time
 
-from harness.procs import Process, free_port, wait_for_port
-from harness.services import Stack
-from harness.users import ensure_user
+from demo.procs import Process, free_port, wait_for_port
+from demo.services import Stack
+from demo.users import ensure_user
 
 DEMO_USER = "htdask-demo"
 
@@ -92,7 +92,7 @@ def run_demo(keep: bool = False) -> int:
         _calls(stack)
 
         _say("part 2: Dask Gateway, workers as HTCondor jobs through the same Celery tasks")
-        from gateway.demo import run_gateway_demo
+        from demo.gateway import run_gateway_demo
         run_gateway_demo(stack, _say)
         print(_cli(stack, "poll"))
         _calls(stack)

@@ -15,11 +15,11 @@ import pwd
 from typing import Any, Iterator, Sequence
 
 from workers import runas
-from workers.queue_parser import DEGRADED
-from workers.schedd import ActResult, Schedd, ScheddError
-from workers.submitdesc import SubmitDescription
-from workers.validation import (ValidationError, validate_count, validate_job_id, validate_projection,
-                                validate_reason, validate_schedd_name)
+from domain.submitdesc import SubmitDescription
+from domain.submitvalues import validate_projection
+from domain.validation import validate_count, validate_schedd_name
+from workers.htcondor.queue_parser import DEGRADED
+from workers.htcondor.schedd import ActResult, Schedd, ScheddError
 
 log = logging.getLogger(__name__)
 
@@ -149,28 +149,12 @@ class BindingsSchedd(Schedd):
         ads = self._call("history", schedd.history, constraint, proj, match)
         return (ad_to_dict(ad) for ad in ads)
 
-    def remove(self, ids=None, constraint=None, user=None, reason=None) -> ActResult:
-        return self._act("Remove", ids, constraint, user, reason)
-
-    def hold(self, ids=None, constraint=None, user=None, reason=None) -> ActResult:
-        return self._act("Hold", ids, constraint, user, reason)
-
-    def release(self, ids=None, constraint=None, user=None, reason=None) -> ActResult:
-        return self._act("Release", ids, constraint, user, reason)
-
-    def _act(self, action: str, ids, constraint, user, reason) -> ActResult:
-        if (ids is None) == (constraint is None):
-            raise ValidationError("job selection", (ids, constraint), "give exactly one of ids or constraint")
-        if ids is not None:
-            if isinstance(ids, str) or not ids:
-                raise ValidationError("job ids", ids, "must be a non-empty list of 'C.P' ids")
-            spec: Any = [validate_job_id(i) for i in ids]
-        else:
-            spec = constraint
+    def _act(self, action, ids, constraint, user, reason) -> ActResult:
+        spec: Any = ids if ids is not None else constraint
         # htcondor2 drops a bare str reason silently; it only honours a (text, code) tuple.
-        why = None if reason is None else (validate_reason(reason), 0)
+        why = None if reason is None else (reason, 0)
         self._check_user(user)
         import htcondor2
         schedd = self._get()
-        res = self._call(action.lower(), schedd.act, getattr(htcondor2.JobAction, action), spec, why)
-        return act_result(action.lower(), res)
+        res = self._call(action, schedd.act, getattr(htcondor2.JobAction, action.capitalize()), spec, why)
+        return act_result(action, res)

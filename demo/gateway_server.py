@@ -24,10 +24,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from harness.procs import Process, free_port, wait_for_port
+from demo.procs import Process, free_port, wait_for_port
 
-HERE = Path(__file__).resolve().parent
-CONFIG = HERE / "config.py"
+CONFIG = Path(__file__).resolve().parent.parent / "gateway" / "config.py"  # the shipped gateway config
 
 
 def gateway_program() -> str:

@@ -20,7 +20,8 @@ import logging
 import re
 from typing import IO, Any, Iterator
 
-from workers.schedd import ParseError
+from domain.summary import DEGRADED  # the key of an ad whose non-UTF-8 bytes were repaired
+from workers.htcondor.schedd import ParseError
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,6 @@ _decoder = json.JSONDecoder()
 _raw_decode = _decoder.raw_decode
 _loads = _decoder.decode
 _BOUNDARY = "\n}\n,\n"
-
-#: key added to an ad whose string values held bytes that are not UTF-8: the repaired attribute names
-DEGRADED = "(htdask) degraded"
 
 
 def is_expr(value: Any) -> bool:

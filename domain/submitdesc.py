@@ -1,7 +1,7 @@
 """SubmitDescription: a submit file as data, rendered in one place.
 
 Values are raw submit-language strings (the caller validates and quotes values from outside through
-workers.validation; macros like $(DaskWorkerName) written by our own code are allowed here); this
+domain.validation; macros like $(DaskWorkerName) written by our own code are allowed here); this
 class only guarantees that each entry stays on its own line and that the queue statement is
 well formed, so one description can be handed to condor_submit or to htcondor2.Submit alike.
 """
@@ -12,8 +12,8 @@ import logging
 import re
 from typing import Iterable, Iterator, Sequence
 
-from workers.validation import (ValidationError, check_raw_line, check_submit_safe,
-                                validate_submit_key)
+from domain.validation import ValidationError
+from domain.submitvalues import check_raw_line, check_submit_safe, validate_submit_key
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The Dask Gateway part of `make demo`: the usual gateway interface, workers as HTCondor jobs.
 
-    from gateway.demo import run_gateway_demo
-    run_gateway_demo(stack, log)      # stack: a started harness.services.Stack (beat on); log: print-like
+    from demo.gateway import run_gateway_demo
+    run_gateway_demo(stack, log)      # stack: a started demo.services.Stack (beat on); log: print-like
 
 Starts `dask-gateway-server -f gateway/config.py` on a free port, then as a scientist would:
 `Gateway().new_cluster()`, `cluster.scale(4)` (one condor_submit), a real computation checked against
@@ -14,8 +14,8 @@ import secrets
 import time
 from typing import Callable
 
-from gateway.server import GatewayServer, close_client
-from harness.services import Stack
+from demo.gateway_server import GatewayServer, close_client
+from demo.services import Stack
 
 
 def _live_jobs(stack: Stack, cluster: str) -> list[str]:

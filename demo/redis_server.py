@@ -5,7 +5,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from harness.procs import Process, free_port, wait_for_port
+from demo.procs import Process, free_port, wait_for_port
 
 
 class RedisServer:

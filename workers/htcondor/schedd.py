@@ -1,6 +1,6 @@
 """The one schedd interface the task layer uses, whatever talks to HTCondor underneath.
 
-`get_schedd()` picks the implementation from CONDOR_BACKEND: `cli` (default; the condor_* programs,
+`workers.htcondor.get_schedd()` picks the implementation from CONDOR_BACKEND: `cli` (default; the condor_* programs,
 which also works across users via run-as-user) or `bindings` (htcondor2, in-process).  Both raise
 ScheddError for any failure, so callers handle one exception family.
 """
@@ -11,10 +11,11 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-from settings import Settings, load
+from domain.validation import ValidationError, validate_job_id
+from domain.submitvalues import validate_reason
 
 if TYPE_CHECKING:
-    from workers.submitdesc import SubmitDescription
+    from domain.submitdesc import SubmitDescription
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +81,26 @@ class Schedd(abc.ABC):
     def query(self, constraint: str = "true", projection: Sequence[str] | None = None) -> Iterator[dict]:
         """The queue's ads matching `constraint` (every user's jobs), one dict at a time."""
 
-    @abc.abstractmethod
     def remove(self, ids: Sequence[str] | None = None, constraint: str | None = None,
                user: str | None = None, reason: str | None = None) -> ActResult:
         """Remove jobs given by ids or by constraint (exactly one of them)."""
+        return self._act("remove", *_selection(ids, constraint), user, _reason(reason))
 
-    @abc.abstractmethod
     def hold(self, ids: Sequence[str] | None = None, constraint: str | None = None,
              user: str | None = None, reason: str | None = None) -> ActResult:
         """Hold jobs given by ids or by constraint."""
+        return self._act("hold", *_selection(ids, constraint), user, _reason(reason))
 
-    @abc.abstractmethod
     def release(self, ids: Sequence[str] | None = None, constraint: str | None = None,
                 user: str | None = None, reason: str | None = None) -> ActResult:
         """Release held jobs given by ids or by constraint."""
+        return self._act("release", *_selection(ids, constraint), user, _reason(reason))
+
+    @abc.abstractmethod
+    def _act(self, action: str, ids: list[str] | None, constraint: str | None, user: str | None,
+             reason: str | None) -> ActResult:
+        """Apply `action` ("remove", "hold" or "release") to the jobs given by checked `ids` (a non-empty
+        list of 'C.P') or by a checked one-line `constraint` (the other is None); `reason` is checked."""
 
     @abc.abstractmethod
     def history(self, constraint: str | None = None, projection: Sequence[str] | None = None,
@@ -101,17 +108,24 @@ class Schedd(abc.ABC):
         """Ads of jobs that left the queue, most recent first."""
 
 
-def get_schedd(name: str | None = None, settings: Settings | None = None) -> Schedd:
-    """The schedd implementation chosen by CONDOR_BACKEND ('cli' default, or 'bindings').
+def check_constraint(constraint: object) -> str:
+    """A ClassAd constraint given to a schedd: a non-empty string on one line (it becomes one argv word)."""
+    if not isinstance(constraint, str) or not constraint.strip():
+        raise ValidationError("constraint", constraint, "must be a non-empty ClassAd expression")
+    if "\n" in constraint or "\x00" in constraint:
+        raise ValidationError("constraint", constraint, "must be one line")
+    return constraint
 
-    `name` selects a named schedd (condor_* -name / Collector lookup); None = the local one. `settings`
-    (a settings.Settings) default to this process's.
-    """
-    backend = (settings or load()).condor_backend
-    if backend == "cli":
-        from workers.condor_cli import CliSchedd
-        return CliSchedd(name=name, settings=settings)
-    if backend == "bindings":
-        from workers.condor_bindings import BindingsSchedd
-        return BindingsSchedd(name=name)
-    raise ScheddError(f"unknown CONDOR_BACKEND {backend!r} (expected 'cli' or 'bindings')")  # the model refuses it first
+
+def _selection(ids: Sequence[str] | None, constraint: str | None) -> tuple[list[str] | None, str | None]:
+    if (ids is None) == (constraint is None):
+        raise ValidationError("job selection", (ids, constraint), "give exactly one of ids or constraint")
+    if ids is None:
+        return None, check_constraint(constraint)
+    if isinstance(ids, str) or not ids:
+        raise ValidationError("job ids", ids, "must be a non-empty list of 'C.P' ids")
+    return [validate_job_id(i) for i in ids], None
+
+
+def _reason(reason: str | None) -> str | None:
+    return None if reason is None else validate_reason(reason)

@@ -15,8 +15,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple
 
-from workers.jobstatus import JobStatus
-from workers.queue_parser import DEGRADED
+from domain.jobstatus import JobStatus
+
+#: key of an ad whose bytes were repaired (its value: the repaired attribute names); set by the
+#: condor_q parser and the bindings (`workers.htcondor`), counted as degraded by `summarize`
+DEGRADED = "(htdask) degraded"
 
 log = logging.getLogger(__name__)
 

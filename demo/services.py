@@ -13,12 +13,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.procs import Process, free_port, wait_for_port
-from harness.redis_server import RedisServer
+from demo.procs import Process, Started, free_port, wait_for_port
+from demo.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 POOL_BIN = REPO / "localpool" / "bin"  # the sources; processes use an installed copy (install_pool)
-FAKE_WORKER = REPO / "harness" / "fake_dask_worker"
+FAKE_WORKER = Path(__file__).resolve().parent / "fake_dask_worker"  # a stand-in `dask worker` (tests, bench)
 
 
 def install_pool(dest: Path) -> Path:
@@ -27,7 +27,7 @@ def install_pool(dest: Path) -> Path:
     The Celery worker runs them as the jobs' owners, who may not enter the checkout (a clone under
     /root is 0700): they run a copy whose launchers name an interpreter every user can run."""
     from localpool.install import install
-    from workers.pyenv import job_python
+    from domain.pyenv import job_python
     return install(dest, job_python()[0])
 
 
@@ -93,7 +93,7 @@ def stop_pool(env: dict) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
 
 
-class Stack:
+class Stack(Started):
     """redis-server + local pool + Celery worker(s) [+ beat] [+ Flower] [+ exporter], one environment."""
 
     def __init__(self, workdir: Path | None = None, *, beat: bool = False, flower_auth: str | None = None,
@@ -107,7 +107,7 @@ class Stack:
         os.chmod(self.workdir, 0o755)
         self.logdir = self.workdir / "logs"
         self.logdir.mkdir(exist_ok=True)
-        # `redis`: another Redis to start and stop with the stack, e.g. a harness.sentinel.SentinelSet (its
+        # `redis`: another Redis to start and stop with the stack, e.g. a harness.sentinel.SentinelSet (tests) (its
         # `env` names the master); default a private redis-server.
         self.redis = redis or RedisServer(self.workdir / "redis", appendonly=appendonly, password=redis_password)
         self.with_beat = beat
@@ -192,16 +192,6 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.tail(60)}" for p in self.workers + self.others)
-
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def have_redis() -> bool:

@@ -22,14 +22,14 @@ from typing import Iterable, Sequence
 import classad2
 
 from settings import load
-from workers.pyenv import job_python  # an interpreter the job's user can run (not under /root)
-from workers.submitdesc import SubmitDescription
-from workers.validation import (ValidationError, check_env, check_submit_safe, format_memory,
-                                quote_arguments, quote_environment, split_address, validate_argument,
-                                validate_classad_string, validate_cluster_name, validate_count,
-                                validate_docker_image, validate_index, validate_memory, validate_path,
-                                validate_port, validate_port_range, validate_submit_key,
-                                validate_submit_value, validate_timeout, validate_worker_name)
+from domain.pyenv import job_python  # an interpreter the job's user can run (not under /root)
+from domain.submitdesc import SubmitDescription
+from domain.validation import (ValidationError, format_memory, split_address, validate_cluster_name,
+                               validate_count, validate_docker_image, validate_index, validate_memory,
+                               validate_port, validate_port_range, validate_timeout, validate_worker_name)
+from domain.submitvalues import (check_env, check_submit_safe, quote_arguments, quote_environment,
+                                 validate_argument, validate_classad_string, validate_path, validate_submit_key,
+                                 validate_submit_value)
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,12 @@ def ours_constraint() -> str:
 def cluster_constraint(cluster: str) -> str:
     """The jobs of one cluster (names are lowercase DNS labels, so == cannot match another one)."""
     return f"DaskGatewayCluster == {classad2.quote(validate_cluster_name(cluster))}"
+
+
+def clusters_constraint(clusters: Iterable[str]) -> str:
+    """The jobs of any of these clusters (one ClassAd ``member`` test; callers bound the list's size)."""
+    quoted = ",".join(classad2.quote(validate_cluster_name(c)) for c in sorted(set(clusters)))
+    return f"member(DaskGatewayCluster, {{{quoted}}})"
 
 
 def members_constraint(cluster: str, indexes: Iterable[int]) -> str:

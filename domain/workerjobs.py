@@ -1,0 +1,49 @@
+"""A cluster's worker jobs as the reconciler and the delete task see them: one `Job` per job ad."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable
+
+from domain.jobstatus import JobStatus
+
+log = logging.getLogger(__name__)
+
+#: statuses of jobs that hold a worker slot (a held job is replaced by the held-job policy)
+LIVE = {JobStatus.IDLE, JobStatus.RUNNING, JobStatus.HELD, JobStatus.SUSPENDED}
+
+
+@dataclass
+class Job:
+    job_id: str
+    status: int
+    index: int
+    name: str
+    hold_code: int | None = None
+    hold_reason: str | None = None
+
+    @classmethod
+    def from_ad(cls, ad: dict) -> "Job":
+        index, code, reason = ad.get("DaskWorkerIndex"), ad.get("HoldReasonCode"), ad.get("HoldReason")
+        return cls(job_id=f"{ad['ClusterId']}.{ad['ProcId']}", status=int(ad["JobStatus"]),
+                   index=index if type(index) is int else -1, name=str(ad.get("DaskWorkerName") or ""),
+                   hold_code=code if type(code) is int else None,
+                   hold_reason=reason if type(reason) is str else None)
+
+
+def kept_hold(job, keep_codes) -> bool:
+    """True for a job held by a person (its HoldReasonCode is one of `keep_codes`): never released or replaced."""
+    return job.status == JobStatus.HELD and job.hold_code in keep_codes
+
+
+def jobs_of(cluster: str, ads: Iterable[dict]) -> list[Job]:
+    """The Jobs of a cluster's ads; an ad without an integer ClusterId, ProcId and JobStatus is skipped
+    with one log line (one odd ad never stops a reconcile; the poll counts it as `unparsed`)."""
+    jobs = []
+    for ad in ads:
+        if type(ad.get("ClusterId")) is int and type(ad.get("ProcId")) is int and type(ad.get("JobStatus")) is int:
+            jobs.append(Job.from_ad(ad))
+        else:
+            log.warning("cluster %s: job ad %s.%s without an integer ClusterId/ProcId/JobStatus skipped", cluster,
+                        ad.get("ClusterId"), ad.get("ProcId"))
+    return jobs
