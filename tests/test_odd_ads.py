@@ -16,7 +16,7 @@ from pathlib import Path
 import classad2
 import pytest
 
-from demo.services import POOL_BIN
+from localpool.install import install
 from tests.conftest import live, queue_of, wait_until
 from tests.test_core import make_stack, scale
 from workers.htcondor.bindings import ad_to_dict
@@ -57,21 +57,23 @@ else:
 def odd_bin_dir():
     """A CONDOR_BIN_DIR: the pool's programs, condor_q and condor_history wrapped to add odd ads.
 
-    Outside pytest's private tmp dir: condor_submit runs as the service user, who must reach it."""
+    Outside pytest's private tmp dir, and the pool's programs installed there rather than linked to the
+    checkout: condor_submit runs as the service user, who must reach it (the checkout may be mode 0700)."""
     tmp_path = Path(tempfile.mkdtemp(prefix="htdask-oddbin-"))
     tmp_path.chmod(0o755)
+    pool_bin = install(tmp_path / "pool")
     bindir = tmp_path / "condor-bin"
     bindir.mkdir()
     extras = {"condor_q": b"\n,\n".join(ODD_ADS), "condor_history": ODD_HISTORY}
-    for prog in os.listdir(POOL_BIN):
+    for prog in os.listdir(pool_bin):
         if prog in extras:
             extra = tmp_path / f"{prog}.extra"
             extra.write_bytes(extras[prog])
             path = bindir / prog
-            path.write_text(WRAPPER.format(name=prog, real=str(POOL_BIN / prog), extra=str(extra)))
+            path.write_text(WRAPPER.format(name=prog, real=str(pool_bin / prog), extra=str(extra)))
             path.chmod(0o755)
         else:
-            (bindir / prog).symlink_to(POOL_BIN / prog)
+            (bindir / prog).symlink_to(pool_bin / prog)
     yield str(bindir)
     shutil.rmtree(tmp_path)
 
