@@ -16,7 +16,7 @@ from pathlib import Path
 import classad2
 import pytest
 
-from localpool.install import install
+from demo.services import install_pool
 from tests.conftest import live, queue_of, wait_until
 from tests.test_core import make_stack, scale
 from workers.htcondor.bindings import ad_to_dict
@@ -61,7 +61,7 @@ def odd_bin_dir():
     checkout: condor_submit runs as the service user, who must reach it (the checkout may be mode 0700)."""
     tmp_path = Path(tempfile.mkdtemp(prefix="htdask-oddbin-"))
     tmp_path.chmod(0o755)
-    pool_bin = install(tmp_path / "pool")
+    pool_bin = install_pool(tmp_path / "pool")
     bindir = tmp_path / "condor-bin"
     bindir.mkdir()
     extras = {"condor_q": b"\n,\n".join(ODD_ADS), "condor_history": ODD_HISTORY}
