@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 REMOVE_ORDER = {JobStatus.HELD: 0, JobStatus.IDLE: 1, JobStatus.SUSPENDED: 2, "kept-hold": 3, JobStatus.RUNNING: 4}
 PROJECTION = ["ClusterId", "ProcId", "JobStatus", "DaskGatewayCluster", "DaskWorkerIndex", "DaskWorkerName",
               "HoldReason", "HoldReasonCode", "EnteredCurrentStatus"]
-#: rounds of one reconcile_many (each: read, act, confirm)
+#: rounds of one reconcile_many (each: read, act; another round only when one change cannot reach the
+#: desired state: a release or replacement of held jobs, a name-based cluster with jobs both missing and
+#: surplus, a schedd that created fewer jobs than asked)
 MAX_ROUNDS = 10
 #: clusters named in one condor_q constraint; more are read with the marker constraint
 MEMBER_LIST_MAX = 200
@@ -105,6 +107,11 @@ class Reconciler:
         something is read again next round (to confirm or go on), and so is one whose generation moved
         (a newer request), once requests have stopped arriving. A cluster that fails has its error
         recorded in its outcome (`exc`) and its state, and is dropped; a failing query is raised.
+
+        A change that reaches the desired state (condor_submit created every job asked for, condor_rm
+        removed the surplus) is not read back: the schedd's answer is the confirmation, and the poller
+        (tasks/poll.py) reconciles any later drift. That saves one condor_q per change, which is a
+        visible part of a large scale-up (bench/scale_10k.py) and of every round's cost.
         """
         outcomes = {c: Outcome(c) for c in dict.fromkeys(clusters)}
         pending, hold_checked = list(outcomes), set()
@@ -201,7 +208,8 @@ class Reconciler:
 
     # ---- one pass -------------------------------------------------------------------------------
     def _step(self, record, jobs: list[Job], outcome: Outcome, hold_policy: bool = True) -> bool:
-        """Compare desired with the queue and make one change; True if something was changed."""
+        """Compare desired with the queue and make one change; True when the cluster needs another round
+        (its change could not reach the desired state by itself)."""
         name = record.name
         live = [j for j in jobs if j.status in LIVE]
         outcome.desired, outcome.live = record.desired, len(live)
@@ -213,7 +221,7 @@ class Reconciler:
             missing = sorted(record.names - have)
             surplus = [j for j in live if j.name not in record.names]
             if missing:
-                return self._submit(record, jobs, live, names=missing, outcome=outcome)
+                return self._submit(record, jobs, live, names=missing, outcome=outcome) or bool(surplus)
             if surplus:
                 return self._remove(record, surplus, outcome)
             return False
@@ -288,7 +296,8 @@ class Reconciler:
             log.warning("cluster %s: asked for %d jobs, the schedd created %d; reconciling again",
                         name, wanted, len(ids))
         outcome.submitted.extend(ids)
-        return True
+        outcome.live = (outcome.live or 0) + len(ids)
+        return len(ids) < wanted
 
     def _remove(self, record, surplus: list[Job], outcome: Outcome) -> bool:
         """Remove surplus jobs; running workers of a count-based cluster with a scheduler are retired
@@ -318,7 +327,8 @@ class Reconciler:
                                     reason=f"scale down of {name} to {record.desired}")
         log.info("cluster %s: %s", name, result.message)
         outcome.removed.extend(indexes)
-        return True
+        outcome.live = max(0, (outcome.live or 0) - len(indexes))
+        return False
 
     def _apply_hold_policy(self, record, live: list[Job], outcome: Outcome) -> bool:
         """Release a held job up to HOLD_RELEASE_LIMIT times; after that remove it (it gets replaced).
