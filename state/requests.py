@@ -25,16 +25,22 @@ return 0
 
 # Record a request as the cluster's desired state unless a newer one is recorded, or the cluster was deleted
 # by a request at least as new (its tombstone, KEYS[5]) (atomic, one round trip).
-# ARGV[8] is the request's sequence number, or '' to take a new one. Returns {seq, 1 if recorded now or before}.
+# ARGV[8] is the request's sequence number, or '' to take a new one. ARGV[3] is the schedd; ARGV[9] says how:
+# 'set' it, 'keep' the recorded one (ARGV[3] is the default for a new cluster), or 'check' that a recorded
+# one is ARGV[3] (else nothing is written and the reply is {-1, 0, recorded schedd}). Names from ARGV[10].
+# Returns {seq, 1 if recorded now or before, the cluster's schedd}.
 _RECORD_REQUEST = """
+local recorded = redis.call('HGET', KEYS[2], 'schedd')
+if recorded and ARGV[9] == 'check' and recorded ~= ARGV[3] then return {-1, 0, recorded} end
+if recorded and ARGV[9] == 'keep' then ARGV[3] = recorded end
 local seq
 if ARGV[8] == '' then seq = redis.call('INCR', KEYS[1]) else seq = tonumber(ARGV[8]) end
 local tomb = tonumber(redis.call('GET', KEYS[5]) or '0')
-if seq <= tomb then return {seq, 0} end
+if seq <= tomb then return {seq, 0, ARGV[3]} end
 local stored = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
 if stored >= seq then
-  if stored == seq then return {seq, 1} end
-  return {seq, 0}
+  if stored == seq then return {seq, 1, ARGV[3]} end
+  return {seq, 0, ARGV[3]}
 end
 redis.call('HSETNX', KEYS[2], 'created_at', ARGV[4])
 redis.call('HSET', KEYS[2], 'desired', ARGV[2], 'schedd', ARGV[3], 'updated_at', ARGV[4], 'seq', seq, 'replaced', 0)
@@ -44,9 +50,9 @@ redis.call('HINCRBY', KEYS[2], 'generation', 1)
 redis.call('SADD', KEYS[3], ARGV[1])
 if ARGV[7] == '1' then
   redis.call('DEL', KEYS[4])
-  for i = 9, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
+  for i = 10, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
 end
-return {seq, 1}
+return {seq, 1, ARGV[3]}
 """
 
 # Forget a deleted cluster unless a request newer than the delete (ARGV[1]) is recorded; leave its tombstone:
@@ -66,7 +72,14 @@ redis.call('SREM', KEYS[3], ARGV[3])
 return 1
 """
 
-# Delete a lock only if it still holds the token we saw (breaking a dead holder's lock).
+class ScheddMismatch(Exception):
+    """A request named a schedd other than the one its cluster runs on (`recorded`); nothing was written."""
+
+    def __init__(self, cluster: str, asked: str, recorded: str):
+        super().__init__(f"cluster {cluster!r} runs on schedd {recorded!r}; delete it before moving it")
+        self.cluster, self.asked, self.recorded = cluster, asked, recorded
+
+
 @dataclass
 class ClusterRecord:
     """What was asked of a cluster: the desired count (or names), its owner, schedd and job options."""
@@ -105,8 +118,24 @@ class RequestStore:
         Same fields as `record_request`; used where requests enter (tasks.api), so the task that
         follows finds its request already recorded.
         """
+        return self.record_scale_request(name, desired, schedd=schedd, owner=owner, options=options,
+                                         names=names, keep_schedd=False)[0]
+
+    def record_scale_request(self, name: str, desired: int, *, schedd: str, keep_schedd: bool,
+                             owner: str | None = None, options: dict | None = None,
+                             names: list[str] | None = None) -> tuple[int, str]:
+        """Number and record a new request in one round trip, choosing its schedd there too: returns
+        (seq, the cluster's schedd).
+
+        `keep_schedd`: a cluster already recorded keeps its schedd (`schedd` is the new cluster's); else a
+        recorded cluster must run on `schedd` (ScheddMismatch, nothing written, if not).
+        """
         wait = self.replicated and time.monotonic() >= self._no_replica_until
-        return self._record(name, desired, schedd, owner, options, names, None, wait=wait)[0]
+        seq, _, where = self._record(name, desired, schedd, owner, options, names, None, wait=wait,
+                                     mode="keep" if keep_schedd else "check")
+        if seq < 0:
+            raise ScheddMismatch(name, schedd, where)
+        return seq, where
 
     def record_request(self, name: str, desired: int, *, schedd: str, owner: str | None = None,
                        options: dict | None = None, names: list[str] | None = None,
@@ -120,24 +149,30 @@ class RequestStore:
         """
         return self._record(name, desired, schedd, owner, options, names, seq)[1]
 
-    def _record(self, name, desired, schedd, owner, options, names, seq, wait=False) -> tuple[int, bool]:
+    def _record_call(self, name, desired, schedd, owner, options, names, seq, mode="set") -> dict:
+        """The keys and args of one call of the record script (for a pipeline of several calls)."""
         args = [name, desired, schedd, time.time(), owner or "",
                 json.dumps(options, sort_keys=True) if options is not None else "",
-                "1" if names is not None else "0", "" if seq is None else int(seq), *(names or [])]
-        record_keys = [keys.seq(), keys.cluster(name), keys.clusters(), keys.names(name), keys.tombstone(name)]
+                "1" if names is not None else "0", "" if seq is None else int(seq), mode, *(names or [])]
+        return {"keys": [keys.seq(), keys.cluster(name), keys.clusters(), keys.names(name), keys.tombstone(name)],
+                "args": args}
+
+    def _record(self, name, desired, schedd, owner, options, names, seq, wait=False,
+                mode="set") -> tuple[int, bool, str]:
+        call = self._record_call(name, desired, schedd, owner, options, names, seq, mode)
         if not wait:
-            got, applied = self._record_request(keys=record_keys, args=args)
-            return int(got), bool(applied)
+            got, applied, where = self._record_request(**call)
+            return int(got), bool(applied), where
         pipe = self.r.pipeline(transaction=False)  # one connection: WAIT covers this write
-        self._record_request(keys=record_keys, args=args, client=pipe)
+        self._record_request(**call, client=pipe)
         pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
-        (got, applied), replicas = pipe.execute()
+        (got, applied, where), replicas = pipe.execute()
         if not int(replicas):
             self._no_replica_until = time.monotonic() + NO_REPLICA_PAUSE
             log.warning("cluster %s: request %s recorded, but no replica confirmed it within %d ms (a failover "
                         "now could lose it); not waiting for replicas for %.0f s", name, got, REPLICA_WAIT_MS,
                         NO_REPLICA_PAUSE)
-        return int(got), bool(applied)
+        return int(got), bool(applied), where
 
     def get(self, name: str) -> ClusterRecord | None:
         return self.get_many([name])[name]

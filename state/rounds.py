@@ -89,8 +89,11 @@ class RoundStore:
         released; watch: None, or the seconds after which the caller sends the watch task this call armed;
         the id of the task that will handle the cluster, when not taken and known)."""
         token = task_id or new_token()
-        return self._taken(lock, token, self._join_round(keys=self._round_keys(schedd),
-                                                         args=[name, token, int(lock.timeout * 1000)]))
+        return self._taken(lock, token, self._join_round(**self._join_call(schedd, name, lock, token)))
+
+    def _join_call(self, schedd: str, name: str, lock, token: str) -> dict:
+        """The keys and args of one call of the join script (for a pipeline of several calls)."""
+        return {"keys": self._round_keys(schedd), "args": [name, token, int(lock.timeout * 1000)]}
 
     def start_queued_round(self, schedd: str, lock, task_id: str):
         """The queued task `task_id` starts: clear its mark and take the lock. Same reply as `join_pending`."""

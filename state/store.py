@@ -21,7 +21,7 @@ from redis.sentinel import SentinelConnectionPool
 from settings import Settings, load
 from state.connection import connect
 from state.counters import CounterStore
-from state.locks import LeaseKeeper, LockStore
+from state.locks import LeaseKeeper, LockStore, new_token
 from state.metrics import RECORDER, Recorder
 from state.nodes import NodeStore
 from state.requests import ClusterRecord, RequestStore
@@ -59,3 +59,15 @@ class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, Nod
         # holds it before its caller is told it was taken (WAIT on the connection that wrote it).
         self.replicated = isinstance(self.r.connection_pool, SentinelConnectionPool)
         self._no_replica_until = 0.0
+
+    def record_and_join(self, name: str, desired: int, *, schedd: str, lock, task_id: str | None = None,
+                        owner: str | None = None, options: dict | None = None, names: list[str] | None = None,
+                        seq: int | None = None) -> tuple[bool, tuple[bool, float | None, str | None]]:
+        """A scale task's two writes in one round trip: `record_request` (same arguments) and then
+        `join_pending(schedd, name, lock, task_id)`. Returns (recorded, join_pending's reply)."""
+        token = task_id or new_token()
+        pipe = self.r.pipeline(transaction=False)
+        self._record_request(**self._record_call(name, desired, schedd, owner, options, names, seq), client=pipe)
+        self._join_round(**self._join_call(schedd, name, lock, token), client=pipe)
+        (_, applied, _), joined = pipe.execute()
+        return bool(applied), self._taken(lock, token, joined)

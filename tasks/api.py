@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from state import Store
+from state.requests import ScheddMismatch
 from state.managed import managers
 from tasks import health
 from tasks.app import app
@@ -43,18 +44,32 @@ def _queue_for(record, cluster: str, schedd: str | None) -> str:
 def enqueue_scale(store: Store, cluster: str, n, *, owner: str | None = None, options: dict | None = None,
                   schedd: str | None = None, names: list[str] | None = None, celery=None) -> Enqueued:
     """Validate a scale request and put it on its schedd's queue (through `celery`, a Celery app, default
-    tasks.app's)."""
+    tasks.app's).
+
+    The request is numbered and recorded, and its schedd chosen (the cluster's recorded one, else
+    `schedd`, else SCHEDD_NAME), in one round trip to Redis. A request without options keeps the
+    cluster's recorded ones, which were checked when they were recorded. Raises ValidationError (and
+    records nothing) for bad input or a `schedd` other than the cluster's.
+    """
     validation.validate_cluster_name(cluster)
     n = validation.validate_count(n, settings().max_workers_per_cluster)
     if owner is not None:
         check_user(owner)
-    record = store.get(cluster)
-    # A request without options keeps the cluster's recorded ones.
-    check_job_options(cluster, options if options is not None else (record.options if record else {}))
-    queue = _queue_for(record, cluster, schedd)
+    if options is not None or settings().dask_scheduler_address:
+        check_job_options(cluster, options or {})  # the site's defaults, for a cluster without options
+    else:  # no site scheduler address: the cluster's recorded options must name one (a new cluster has none)
+        record = store.get(cluster)
+        check_job_options(cluster, record.options if record else {})
+    if schedd is not None:
+        validation.validate_schedd_name(schedd)
     # Recorded now as well as by the task: a task lost with a killed worker (Redis re-delivers only after
     # the visibility timeout) still leaves the newest desired state for the poller to reconcile.
-    seq = store.record_new_request(cluster, n, schedd=queue, owner=owner, options=options, names=names)
+    try:
+        seq, queue = store.record_scale_request(cluster, n, schedd=schedd or settings().schedd_name,
+                                                keep_schedd=schedd is None, owner=owner, options=options,
+                                                names=names)
+    except ScheddMismatch as e:
+        raise validation.ValidationError("schedd", schedd, str(e)) from None
     result = (celery or app).send_task("tasks.scale_cluster", kwargs={
         "cluster": cluster, "n": n, "owner": owner, "options": options, "names": names, "seq": seq},
         queue=queue)

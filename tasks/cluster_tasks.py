@@ -98,7 +98,12 @@ def reconcile_batched(cluster: str, task_id: str | None = None) -> dict:
     """
     s, store = settings(), context.store()
     runner = store.batch_lock(s.schedd_name)
-    taken, watch, handler = store.join_pending(s.schedd_name, cluster, runner, task_id)
+    return _after_join(s, store, runner, cluster, store.join_pending(s.schedd_name, cluster, runner, task_id))
+
+
+def _after_join(s, store, runner, cluster: str, joined) -> dict:
+    """`reconcile_batched` once the cluster has joined the pending set (`joined`: join_pending's reply)."""
+    taken, watch, handler = joined
     _send_watch(s, watch)
     if not taken:
         return {"cluster": cluster, "state": "queued", "handled_by": handler}
@@ -177,19 +182,21 @@ def _send_watch(s, due_in: float | None) -> None:
 def scale_cluster(self, cluster: str, n: int, owner: str | None = None, options: dict | None = None,
                   names: list[str] | None = None, seq: int | None = None) -> dict:
     """Record that `cluster` should have `n` workers (or exactly `names`), then reconcile."""
-    s = settings()
+    s, store = settings(), context.store()
     validation.validate_cluster_name(cluster)
     validation.validate_count(n, s.max_workers_per_cluster)
     if owner is not None:
         validation.validate_unix_user_name(owner)
-    applied = context.store().record_request(cluster, n, schedd=s.schedd_name, owner=owner, options=options,
-                                             names=names, seq=seq)
+    runner = store.batch_lock(s.schedd_name)
+    # Recording the request and joining the schedd's pending set share one round trip (reconcile_batched).
+    applied, joined = store.record_and_join(cluster, n, schedd=s.schedd_name, lock=runner, task_id=self.request.id,
+                                            owner=owner, options=options, names=names, seq=seq)
     if not applied:
         log.info("cluster %s: request %s superseded by a newer one or by the cluster's delete; reconciling "
                  "toward the newest state", cluster, seq)
     else:
         log.info("cluster %s: desired %d workers (owner %s, request %s)", cluster, n, owner or "-", seq)
-    return reconcile_batched(cluster, self.request.id)
+    return _after_join(s, store, runner, cluster, joined)
 
 
 @app.task(name="tasks.reconcile_cluster", **TASK_OPTIONS)
