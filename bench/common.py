@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import pwd
 import secrets
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -249,3 +251,59 @@ def calls_in(pool_dir: str | Path, since: float = 0.0, command: str | None = Non
         return []
     rows = [ln.split("\t") for ln in path.read_text().splitlines() if ln.strip()]
     return [r for r in rows if float(r[0]) >= since and (command is None or r[1] == command)]
+
+
+# ---- the poll benchmarks (poll_100k, poll_1m) ---------------------------------------------------------
+
+def bare_query(stack: BenchStack) -> float:
+    """Seconds of a bare `condor_q -json` of our jobs with the poll's projection, output discarded."""
+    from domain.jobspec import POLL_PROJECTION, ours_constraint
+    argv = ["condor_q", "-json", "-allusers", "-constraint", ours_constraint(),
+            "-attributes", ",".join(POLL_PROJECTION)]
+    t0 = time.perf_counter()
+    subprocess.run(argv, env=stack.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - t0
+
+
+def poll_changer(stack: BenchStack, names: list[str]):
+    """Each call holds 50 jobs in each of 10 clusters and releases the 10 held by the previous call."""
+    step = [0]
+
+    def constraint(i: int) -> str:
+        picks = [names[(i * 10 + k) % len(names)] for k in range(10)]
+        return "(" + " || ".join(f'DaskGatewayCluster == "{n}"' for n in picks) + ") && ProcId < 50"
+
+    def change() -> None:
+        i = step[0]
+        step[0] += 1
+        for cmd, c in [("condor_hold", constraint(i))] + ([("condor_release", constraint(i - 1))] if i else []):
+            out = stack.condor(cmd, "-constraint", c)
+            if out.returncode != 0:
+                raise RuntimeError(f"{cmd}: {out.stderr}")
+    return change
+
+
+def steady_polls(stack: BenchStack, store, names: list[str], jobs: int,
+                 repeat: int) -> tuple[list[tuple[float, float, float]], Callable[[], None]]:
+    """`repeat` steady polls of this process's Poller, each after a change (`poll_changer`) and right after a
+    bare condor_q: [(ours / bare, ours s, bare s)], and the change function (for one more steady poll).
+    RuntimeError if a poll fails or does not see `jobs` jobs of ours."""
+    from tasks import context
+    from tasks.config import settings
+    from tasks.poll import Poller
+    os.environ["PATH"] = stack.env["PATH"]
+    poller = Poller(store, context.schedd(), "local", settings())
+    change = poll_changer(stack, names)
+    change()
+    poller.poll(force=True)  # this process's own first poll (imports, caches)
+    pairs = []
+    for _ in range(repeat):
+        change()
+        b = bare_query(stack)
+        t = time.perf_counter()
+        result = poller.poll(force=True)
+        o = time.perf_counter() - t
+        if result.state != "ok" or result.jobs != jobs:
+            raise RuntimeError(f"poll: {result}")
+        pairs.append((o / b, o, b))
+    return pairs, change

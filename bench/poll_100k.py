@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO, BenchStack, figure, say  # noqa: E402
+from bench.common import REPO, BenchStack, bare_query, figure, say, steady_polls  # noqa: E402
 
 GOAL_RATIO = 1.5
 GOAL_MB = 200
@@ -56,14 +56,6 @@ def seed(stack: BenchStack, jobs: int, per: int, owner: str) -> list[str]:
     clusters = sum((count + per - 1) // per for count, _ in parts)
     first = 1  # a fresh pool numbers clusters from 1
     return [f"bench-{c}" for c in range(first, first + clusters)]
-
-
-def bare_query(stack: BenchStack) -> float:
-    from domain.jobspec import POLL_PROJECTION, ours_constraint
-    argv = ["condor_q", "-json", "-allusers", "-constraint", ours_constraint(), "-attributes", ",".join(POLL_PROJECTION)]
-    t0 = time.perf_counter()
-    subprocess.run(argv, env=stack.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - t0
 
 
 def child(polls: int, mode: str) -> None:
@@ -120,24 +112,6 @@ def run_child(stack: BenchStack, polls: int, mode: str, extra_env: dict | None =
     return json.loads(line[len("BENCH-RESULT "):])
 
 
-def changer(stack: BenchStack, names: list[str]):
-    """Each call holds 50 jobs in each of 10 clusters and releases the 10 held by the previous call."""
-    step = [0]
-
-    def constraint(i: int) -> str:
-        picks = [names[(i * 10 + k) % len(names)] for k in range(10)]
-        return "(" + " || ".join(f'DaskGatewayCluster == "{n}"' for n in picks) + ") && ProcId < 50"
-
-    def change() -> None:
-        i = step[0]
-        step[0] += 1
-        for cmd, c in [("condor_hold", constraint(i))] + ([("condor_release", constraint(i - 1))] if i else []):
-            out = stack.condor(cmd, "-constraint", c)
-            if out.returncode != 0:
-                raise RuntimeError(f"{cmd}: {out.stderr}")
-    return change
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=100_000)
@@ -155,9 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     with BenchStack() as stack:
         stack.activate()
         from state import Store, connect
-        from tasks import context
-        from tasks.config import settings
-        from tasks.poll import Poller
         owner = stack.env["DEFAULT_OWNER"]
         t0 = time.perf_counter()
         names = seed(stack, a.jobs, a.per_cluster, owner)
@@ -176,20 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{first['reconcile']} reconciles asked (clusters with held jobs)")
         traced = run_child(stack, polls=1, mode="tracemalloc")
 
-        os.environ["PATH"] = stack.env["PATH"]
-        poller = Poller(store, context.schedd(), "local", settings())
-        change = changer(stack, names)
-        change()
-        poller.poll(force=True)  # this process's own first poll (imports, caches)
-        pairs = []
-        for _ in range(a.repeat):
-            change()
-            b = bare_query(stack)
-            t = time.perf_counter()
-            result = poller.poll(force=True)
-            o = time.perf_counter() - t
-            assert result.state == "ok" and result.jobs == a.jobs, result
-            pairs.append((o / b, o, b))
+        pairs, change = steady_polls(stack, store, names, a.jobs, a.repeat)
         if a.profile:
             change()
             path = stack.workdir.parent / "poll_100k-profile.txt"

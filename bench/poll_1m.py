@@ -7,7 +7,7 @@ setup     `python -m localpool seed` (one SQLite transaction; ~1.5 s per 100,000
           10,000 jobs carrying them (20 clusters of 500: 85% idle, 12% running, 3% held, as poll_100k);
           each of our clusters is recorded in Redis with desired = 500 (so the drift check runs).
 bare      `condor_q -json -allusers -constraint <ours_constraint()> -attributes <POLL_PROJECTION>` as a
-          subprocess, output discarded (bench/poll_100k.py bare_query).
+          subprocess, output discarded (bench/common.py bare_query).
 ours      `tasks.poll.Poller(...).poll(force=True)`: the same condor_q streamed through the parser into
           summaries, written to Redis, ended-job and drift checks. Steady polls (what beat repeats): before
           each, 50 jobs of 10 of our clusters are held and the previous 10 released (outside the timing),
@@ -19,7 +19,6 @@ memory    peak RSS growth of a fresh process during its first poll (Redis empty)
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import subprocess
@@ -29,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO, BenchStack, figure, say  # noqa: E402
-from bench.poll_100k import bare_query, changer, run_child  # noqa: E402
+from bench.common import REPO, BenchStack, bare_query, figure, say, steady_polls  # noqa: E402
+from bench.poll_100k import run_child  # noqa: E402
 
 GOAL_RATIO = 1.2
 GOAL_MB = 100
@@ -71,9 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     with BenchStack() as stack:
         stack.activate()
         from state import Store, connect
-        from tasks import context
-        from tasks.config import settings
-        from tasks.poll import Poller
         owner = stack.env["DEFAULT_OWNER"]
         t0 = time.perf_counter()
         others = a.jobs - a.ours
@@ -96,21 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"first poll (Redis empty, fresh process): {first_s:.2f} s against {bare_first:.2f} s bare = "
             f"{first_s / bare_first:.2f}x")
 
-        os.environ["PATH"] = stack.env["PATH"]
-        poller = Poller(store, context.schedd(), "local", settings())
-        change = changer(stack, names)
-        change()
-        poller.poll(force=True)  # this process's own first poll (imports, caches)
-        pairs = []
-        for _ in range(a.repeat):
-            change()
-            b = bare_query(stack)
-            t = time.perf_counter()
-            result = poller.poll(force=True)
-            o = time.perf_counter() - t
-            if result.state != "ok" or result.jobs != a.ours:
-                raise RuntimeError(f"poll: {result}")
-            pairs.append((o / b, o, b))
+        pairs, _ = steady_polls(stack, store, names, a.ours, a.repeat)
     say("steady polls (ours / bare): " + ", ".join(f"{o:.2f}/{b:.2f}" for _, o, b in pairs))
     ratio = statistics.median(r for r, _, _ in pairs)
     growth = first["rss_growth_first"] / mb

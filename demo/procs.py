@@ -3,13 +3,30 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+def installed_program(name: str) -> str:
+    """The path of Debian's program `name` (packaged under the same name); RuntimeError if it is missing."""
+    exe = shutil.which(name)
+    if not exe:
+        raise RuntimeError(f"{name} is not installed (apt-get install {name})")
+    return exe
+
+
+def work_directory(workdir: str | Path | None, prefix: str) -> Path:
+    """`workdir` (created if missing), or a new temporary directory named `<prefix>...`."""
+    path = Path(workdir or tempfile.mkdtemp(prefix=prefix))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
-from demo.procs import Process, free_port, wait_for_port
+from demo.procs import Process, free_port, installed_program, wait_for_port, work_directory
 
 
 class RedisServer:
@@ -19,12 +18,8 @@ class RedisServer:
 
     def __init__(self, workdir: str | Path | None = None, *, port: int | None = None,
                  appendonly: bool = False, password: str | None = None, replica_of: int | None = None):
-        exe = shutil.which("redis-server")
-        if not exe:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self.exe = exe
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="redis-"))
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.exe = installed_program("redis-server")
+        self.workdir = work_directory(workdir, "redis-")
         self.port = port or free_port()
         self.appendonly = appendonly
         self.password = password

@@ -11,13 +11,11 @@ temporary directory, and are stopped by pid; no system service is used or touche
 """
 from __future__ import annotations
 
-import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
 
-from demo.procs import Process, Started, free_port, wait_for_port
+from demo.procs import Process, Started, free_port, installed_program, wait_for_port, work_directory
 from demo.redis_server import RedisServer
 
 MASTER_NAME = "htdaskmaster"
@@ -32,12 +30,8 @@ class SentinelSet(Started):
 
     def __init__(self, workdir: str | Path | None = None, *, replicas: int = 1, sentinels: int = 3,
                  password: str | None = None, master_name: str = MASTER_NAME):
-        exe = shutil.which("redis-sentinel")
-        if not exe:
-            raise RuntimeError("redis-sentinel is not installed (apt-get install redis-sentinel)")
-        self.exe = exe
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sentinel-"))
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.exe = installed_program("redis-sentinel")
+        self.workdir = work_directory(workdir, "sentinel-")
         self.password = password
         self.master_name = master_name
         master = RedisServer(self.workdir / "redis-0", password=password)

@@ -71,6 +71,23 @@ def owner_reference(obj: dict) -> dict:
             "uid": obj["metadata"]["uid"]}
 
 
+def _child(api_version: str, kind: str, *, instance: str, cluster: str, component: str, name: str,
+           annotations: dict | None, owner: dict, **content) -> dict:
+    """An object of the DaskCluster `cluster`: our labels for `component`, the annotations, its `name` and
+    its ownerReference (`owner`), then `content` (``data``, ``spec``)."""
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {
+            "labels": labels(instance, cluster, component),
+            "annotations": dict(annotations or {}),
+            "name": name,
+            "ownerReferences": [owner],
+        },
+        **content,
+    }
+
+
 def merge_json_objects(a: dict, b: dict | None) -> dict:
     """dask-gateway's merge: dicts merge recursively (``b`` wins), lists append; inputs not mutated."""
     if not b:
@@ -105,21 +122,12 @@ def secret_body(cluster: dict, instance: str, tls_cert: bytes, tls_key: bytes, a
                 annotations: dict | None = None) -> dict:
     """``make_secret`` + the DaskCluster ownerReference (``create_secret_if_not_exists``)."""
     name = cluster["metadata"]["name"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "labels": labels(instance, name, CREDENTIALS),
-            "annotations": dict(annotations or {}),
-            "name": secret_name(name),
-            "ownerReferences": [owner_reference(cluster)],
-        },
-        "data": {
-            "dask.crt": base64.b64encode(tls_cert).decode(),
-            "dask.pem": base64.b64encode(tls_key).decode(),
-            "api-token": base64.b64encode(api_token.encode()).decode(),
-        },
-    }
+    return _child("v1", "Secret", instance=instance, cluster=name, component=CREDENTIALS, name=secret_name(name),
+                  annotations=annotations, owner=owner_reference(cluster), data={
+                      "dask.crt": base64.b64encode(tls_cert).decode(),
+                      "dask.pem": base64.b64encode(tls_key).decode(),
+                      "api-token": base64.b64encode(api_token.encode()).decode(),
+                  })
 
 
 # ---- the scheduler Pod ------------------------------------------------------------------------
@@ -218,25 +226,16 @@ def scheduler_pod_body(cluster: dict, instance: str, api_url: str, annotations: 
 def service_body(cluster: dict, instance: str, scheduler_pod: dict, annotations: dict | None = None) -> dict:
     """``make_service`` + the scheduler-pod ownerReference (``create_service_if_not_exists``)."""
     name = cluster["metadata"]["name"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "labels": labels(instance, name, SCHEDULER),
-            "annotations": dict(annotations or {}),
-            "name": service_name(name),
-            "ownerReferences": [pod_owner_reference(scheduler_pod)],
-        },
-        "spec": {
-            "clusterIP": "None",
-            "selector": {LABEL_CLUSTER: name, LABEL_INSTANCE: instance, LABEL_COMPONENT: SCHEDULER},
-            "ports": [
-                {"name": "scheduler", "port": SCHEDULER_PORT, "targetPort": "scheduler"},
-                {"name": "dashboard", "port": DASHBOARD_PORT, "targetPort": "dashboard"},
-                {"name": "api", "port": API_PORT, "targetPort": "api"},
-            ],
-        },
-    }
+    return _child("v1", "Service", instance=instance, cluster=name, component=SCHEDULER, name=service_name(name),
+                  annotations=annotations, owner=pod_owner_reference(scheduler_pod), spec={
+                      "clusterIP": "None",
+                      "selector": {LABEL_CLUSTER: name, LABEL_INSTANCE: instance, LABEL_COMPONENT: SCHEDULER},
+                      "ports": [
+                          {"name": "scheduler", "port": SCHEDULER_PORT, "targetPort": "scheduler"},
+                          {"name": "dashboard", "port": DASHBOARD_PORT, "targetPort": "dashboard"},
+                          {"name": "api", "port": API_PORT, "targetPort": "api"},
+                      ],
+                  })
 
 
 def pod_owner_reference(pod: dict) -> dict:
@@ -247,17 +246,9 @@ def _route(kind: str, cluster: dict, instance: str, scheduler_pod: dict, annotat
            entrypoint: str, route: dict, **spec) -> dict:
     """A Traefik route of `kind` to the cluster's Service, owned by its scheduler pod."""
     name = cluster["metadata"]["name"]
-    return {
-        "apiVersion": f"{TRAEFIK_GROUP}/{TRAEFIK_VERSION}",
-        "kind": kind,
-        "metadata": {
-            "labels": labels(instance, name, SCHEDULER),
-            "annotations": dict(annotations or {}),
-            "name": route_name(name),
-            "ownerReferences": [pod_owner_reference(scheduler_pod)],
-        },
-        "spec": {"entryPoints": [entrypoint], "routes": [route], **spec},
-    }
+    return _child(f"{TRAEFIK_GROUP}/{TRAEFIK_VERSION}", kind, instance=instance, cluster=name, component=SCHEDULER,
+                  name=route_name(name), annotations=annotations, owner=pod_owner_reference(scheduler_pod),
+                  spec={"entryPoints": [entrypoint], "routes": [route], **spec})
 
 
 def ingressroute_body(cluster: dict, instance: str, scheduler_pod: dict, *, proxy_prefix: str = "",

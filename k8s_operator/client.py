@@ -34,38 +34,52 @@ log = logging.getLogger(__name__)
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 
-#: operation -> (API object, method, API group, resource, verb).  Nothing calls the API otherwise.
-API_CALLS: dict[str, tuple[str, str, str, str, str]] = {
-    # kopf: list + watch (all namespaces) and the finalizer (a JSON patch with a resourceVersion test)
-    "list_clusters": ("custom", "list_cluster_custom_object", bodies.GROUP, "daskclusters", "list"),
-    "watch_clusters": ("custom", "list_cluster_custom_object", bodies.GROUP, "daskclusters", "watch"),
-    "patch_cluster": ("custom", "patch_namespaced_custom_object", bodies.GROUP, "daskclusters", "patch"),
-    "list_pods": ("core", "list_pod_for_all_namespaces", "", "pods", "list"),
-    "watch_pods": ("core", "list_pod_for_all_namespaces", "", "pods", "watch"),
+#: (API object, API group, resource) -> {operation: client method}.  Nothing calls the API otherwise.
+_CALLS_BY_RESOURCE: dict[tuple[str, str, str], dict[str, str]] = {
+    # kopf lists (and watches, below) DaskClusters in all namespaces and patches the finalizer (a JSON patch
+    # with a resourceVersion test); the rest is ours (KubeClient)
+    ("custom", bodies.GROUP, "daskclusters"): {
+        "list_clusters": "list_cluster_custom_object", "patch_cluster": "patch_namespaced_custom_object",
+        "delete_cluster": "delete_namespaced_custom_object"},
+    ("custom", bodies.GROUP, "daskclusters/status"): {
+        "patch_cluster_status": "patch_namespaced_custom_object_status"},
+    ("core", "", "pods"): {"list_pods": "list_pod_for_all_namespaces",  # kopf, as the watch below
+                           "create_pod": "create_namespaced_pod", "delete_pod": "delete_namespaced_pod"},
     # kubernetes.leaderelection's LeaseLock
-    "read_lease": ("coordination", "read_namespaced_lease", "coordination.k8s.io", "leases", "get"),
-    "create_lease": ("coordination", "create_namespaced_lease", "coordination.k8s.io", "leases", "create"),
-    "replace_lease": ("coordination", "replace_namespaced_lease", "coordination.k8s.io", "leases", "update"),
-    # ours (KubeClient)
-    "patch_cluster_status": ("custom", "patch_namespaced_custom_object_status", bodies.GROUP,
-                             "daskclusters/status", "patch"),
-    "delete_cluster": ("custom", "delete_namespaced_custom_object", bodies.GROUP, "daskclusters", "delete"),
-    "create_pod": ("core", "create_namespaced_pod", "", "pods", "create"),
-    "delete_pod": ("core", "delete_namespaced_pod", "", "pods", "delete"),
-    "create_service": ("core", "create_namespaced_service", "", "services", "create"),
-    "delete_service": ("core", "delete_namespaced_service", "", "services", "delete"),
-    "create_secret": ("core", "create_namespaced_secret", "", "secrets", "create"),
-    "read_secret": ("core", "read_namespaced_secret", "", "secrets", "get"),
-    "delete_secret": ("core", "delete_namespaced_secret", "", "secrets", "delete"),
-    "create_ingressroute": ("custom", "create_namespaced_custom_object", bodies.TRAEFIK_GROUP, "ingressroutes",
-                            "create"),
-    "delete_ingressroute": ("custom", "delete_namespaced_custom_object", bodies.TRAEFIK_GROUP, "ingressroutes",
-                            "delete"),
-    "create_ingressroutetcp": ("custom", "create_namespaced_custom_object", bodies.TRAEFIK_GROUP,
-                               "ingressroutetcps", "create"),
-    "delete_ingressroutetcp": ("custom", "delete_namespaced_custom_object", bodies.TRAEFIK_GROUP,
-                               "ingressroutetcps", "delete"),
+    ("coordination", "coordination.k8s.io", "leases"): {
+        "read_lease": "read_namespaced_lease", "create_lease": "create_namespaced_lease",
+        "replace_lease": "replace_namespaced_lease"},
+    ("core", "", "services"): {"create_service": "create_namespaced_service",
+                               "delete_service": "delete_namespaced_service"},
+    ("core", "", "secrets"): {"create_secret": "create_namespaced_secret", "read_secret": "read_namespaced_secret",
+                              "delete_secret": "delete_namespaced_secret"},
+    ("custom", bodies.TRAEFIK_GROUP, "ingressroutes"): {
+        "create_ingressroute": "create_namespaced_custom_object",
+        "delete_ingressroute": "delete_namespaced_custom_object"},
+    ("custom", bodies.TRAEFIK_GROUP, "ingressroutetcps"): {
+        "create_ingressroutetcp": "create_namespaced_custom_object",
+        "delete_ingressroutetcp": "delete_namespaced_custom_object"},
 }
+#: kopf's watches: operation -> the list operation whose method it calls with watch=True (RBAC verb `watch`)
+_WATCHES = {"watch_clusters": "list_clusters", "watch_pods": "list_pods"}
+#: the RBAC verb of a client method is its first word (the client names methods after the API action),
+#: but for these two
+_ACTION_VERBS = {"read": "get", "replace": "update"}
+
+
+def _api_calls() -> dict[str, tuple[str, str, str, str, str]]:
+    calls = {}
+    for (api, group, resource), ops in _CALLS_BY_RESOURCE.items():
+        for op, method in ops.items():
+            action = method.split("_", 1)[0]
+            calls[op] = (api, method, group, resource, _ACTION_VERBS.get(action, action))
+    for op, listing in _WATCHES.items():
+        calls[op] = (*calls[listing][:4], "watch")
+    return calls
+
+
+#: operation -> (API object, method, API group, resource, verb): every call, with the RBAC it needs.
+API_CALLS: dict[str, tuple[str, str, str, str, str]] = _api_calls()
 
 #: operations on the Lease, which lives in the operator's own namespace (granted by a Role there)
 NAMESPACED_OPS = {"read_lease", "create_lease", "replace_lease"}

@@ -1,16 +1,18 @@
 """Shared pieces of the settings model: the base class every section derives from, and field helpers.
 
 Every field is declared with `setting(...)`: its environment variable (the name users set, unchanged
-from before the model existed), its default, its unit and one line of meaning. The README's
-configuration table is generated from these declarations (settings/doc.py).
+from before the model existed), its default and one line of meaning; its type is one of the kinds below
+(`PositiveSeconds`, `Count`, `Flag`, ...), which carries the unit, the usual range and the parsing of the
+kind, so that each is written once. The README's configuration table is generated from these declarations
+(settings/doc.py).
 """
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class Section(BaseSettings):
@@ -31,11 +33,11 @@ class Section(BaseSettings):
         return init_settings, env_settings
 
 
-def setting(default: Any = None, *, env: str, meaning: str, unit: str = "", shown_default: str | None = None,
+def setting(default: Any = None, *, env: str, meaning: str, shown_default: str | None = None,
             **constraints: Any) -> Any:
-    """A field read from `env`. `unit` (e.g. "s") and `shown_default` (the README's default column when
-    the value is derived, e.g. "`SCHEDD_NAME`") only document it; `constraints` are pydantic's (ge, gt...)."""
-    extra = {"env": env, "meaning": meaning, "unit": unit}
+    """A field read from `env`. `shown_default` (the README's default column when the value is derived,
+    e.g. "`SCHEDD_NAME`") only documents it; `constraints` are pydantic's (ge, gt...), beyond its kind's."""
+    extra = {"env": env, "meaning": meaning}
     if shown_default is not None:
         extra["shown_default"] = shown_default
     return Field(default, validation_alias=env, description=meaning, json_schema_extra=extra, **constraints)
@@ -74,3 +76,34 @@ def port_range(value: Any) -> Any:
     if not (1 <= low <= high <= 65535):
         raise ValueError("ports must be 1..65535 with LOW <= HIGH")
     return str(value).strip()
+
+
+class Unit:
+    """`Annotated` marker: the unit of a number setting (shown in the README's type column)."""
+
+    def __init__(self, symbol: str):
+        self.symbol = symbol
+
+    def __repr__(self) -> str:
+        return f"Unit({self.symbol!r})"
+
+
+# --- the kinds of setting (a field's type) ------------------------------------------------------------
+#: a duration in seconds (bounds given by the field)
+Seconds = Annotated[float, Unit("s")]
+#: a duration in seconds, > 0
+PositiveSeconds = Annotated[Seconds, Field(gt=0)]
+#: a duration in seconds, ≥ 0 (the field says what 0 means)
+NonNegativeSeconds = Annotated[Seconds, Field(ge=0)]
+#: whole seconds (bounds given by the field)
+WholeSeconds = Annotated[int, Unit("s")]
+#: a number of things or times, ≥ 0
+Count = Annotated[int, Field(ge=0)]
+#: 1/0, true/false, yes/no, on/off (`flag`)
+Flag = Annotated[bool, NoDecode, BeforeValidator(flag)]
+#: comma-separated words (`comma_list`)
+Names = Annotated[tuple[str, ...], NoDecode, BeforeValidator(comma_list)]
+#: comma-separated integers (`comma_list`)
+Codes = Annotated[tuple[int, ...], NoDecode, BeforeValidator(comma_list)]
+#: `LOW:HIGH` ports, or unset (`port_range`)
+PortRange = Annotated[str | None, BeforeValidator(port_range)]

@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic.fields import FieldInfo
 
 from settings import sections
+from settings.base import Unit
 from settings.model import Settings  # noqa: F401 (the model the tables describe)
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -53,6 +54,19 @@ def range_text(field: FieldInfo) -> str:
     return " " + ", ".join(parts) if parts else ""
 
 
+def unit_of(field: FieldInfo) -> str:
+    """The symbol of the field's `Unit` (its kind's, e.g. `PositiveSeconds`: "s"), or ""."""
+    def find(items) -> str:
+        for item in items:
+            if isinstance(item, Unit):
+                return item.symbol
+            found = find(typing.get_args(item))
+            if found:
+                return found
+        return ""
+    return find([*field.metadata, field.annotation])
+
+
 def default_text(field: FieldInfo) -> str:
     extra = field.json_schema_extra or {}
     if "shown_default" in extra:
@@ -73,7 +87,7 @@ def rows(model) -> list[str]:
         extra = field.json_schema_extra
         if not isinstance(field.validation_alias, str) or not isinstance(extra, dict):
             continue
-        unit = f" {extra['unit']}" if extra.get("unit") else ""
+        unit = f" {unit_of(field)}" if unit_of(field) else ""
         default = default_text(field)
         if unit and default.startswith("`") and default.endswith("`"):
             default += unit

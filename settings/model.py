@@ -7,12 +7,12 @@ store and the submit-node code share.
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import NoDecode
 
-from settings.base import Section, comma_list, setting
+from settings.base import (Codes, Count, Names, NonNegativeSeconds, PositiveSeconds, Seconds, Section,
+                           WholeSeconds, setting)
 from settings.sections import GatewaySettings, IdentitySettings, OperatorSettings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -43,8 +43,8 @@ class Settings(Section):
     schedd_name: str = setting("local", env="SCHEDD_NAME", min_length=1,
                                meaning="queue this submit node's worker consumes; the schedd of clusters that "
                                        "name none")
-    schedds: Annotated[tuple[str, ...], NoDecode] = setting((), env="SCHEDDS", shown_default="`SCHEDD_NAME`",
-                                                            meaning="comma-separated schedd queues beat polls")
+    schedds: Names = setting((), env="SCHEDDS", shown_default="`SCHEDD_NAME`",
+                             meaning="comma-separated schedd queues beat polls")
     condor_backend: Literal["cli", "bindings"] = setting("cli", env="CONDOR_BACKEND",
                                                          meaning="`cli` (condor_* programs) or `bindings` "
                                                                  "(htcondor2)")
@@ -59,9 +59,8 @@ class Settings(Section):
                                         meaning="Unix user jobs of clusters without an owner run as (never root)")
     min_submit_uid: int = setting(1000, env="MIN_SUBMIT_UID",
                                   meaning="lowest uid jobs may run as (root is refused whatever the value)")
-    deny_users: Annotated[tuple[str, ...], NoDecode] = setting((), env="DENY_USERS",
-                                                               meaning="comma-separated users never submitted as "
-                                                                       "(root and nobody always)")
+    deny_users: Names = setting((), env="DENY_USERS",
+                                meaning="comma-separated users never submitted as (root and nobody always)")
 
     # --- worker jobs ----------------------------------------------------------------------------------------
     dask_scheduler_address: str = setting("", env="DASK_SCHEDULER_ADDRESS",
@@ -73,69 +72,65 @@ class Settings(Section):
                                      meaning="image of docker-universe workers")
     max_workers_per_cluster: int = setting(1000, env="MAX_WORKERS_PER_CLUSTER", ge=0, le=10**9,
                                            meaning="largest worker count a cluster may ask for")
-    max_idle_per_cluster: int = setting(0, env="MAX_IDLE_PER_CLUSTER", ge=0,
-                                        meaning="most idle (queued) jobs per cluster; the rest is submitted as "
-                                                "they start; 0 = no cap")
+    max_idle_per_cluster: Count = setting(0, env="MAX_IDLE_PER_CLUSTER",
+                                          meaning="most idle (queued) jobs per cluster; the rest is submitted as "
+                                                  "they start; 0 = no cap")
 
     # --- timing ---------------------------------------------------------------------------------------------
-    poll_interval: float = setting(15.0, env="POLL_INTERVAL", unit="s", gt=0, meaning="time between beat polls")
-    schedd_min_interval: float = setting(0.1, env="SCHEDD_MIN_INTERVAL", unit="s", ge=0,
-                                         meaning="least time between two calls to one schedd (all workers "
-                                                 "together)")
-    condor_timeout: float = setting(60.0, env="CONDOR_TIMEOUT", unit="s", gt=0, le=7 * 86400,
-                                    meaning="time before a condor_* command is killed")
-    lock_ttl: float = setting(10.0, env="LOCK_TTL", unit="s", ge=1, le=3600,
-                              meaning="time a cluster/batch/poll lock outlives a holder that died (its holder "
-                                      "renews it every `LOCK_TTL`/3 s while it works, state/locks.py)")
+    poll_interval: PositiveSeconds = setting(15.0, env="POLL_INTERVAL", meaning="time between beat polls")
+    schedd_min_interval: NonNegativeSeconds = setting(
+        0.1, env="SCHEDD_MIN_INTERVAL", meaning="least time between two calls to one schedd (all workers together)")
+    condor_timeout: PositiveSeconds = setting(60.0, env="CONDOR_TIMEOUT", le=7 * 86400,
+                                              meaning="time before a condor_* command is killed")
+    lock_ttl: Seconds = setting(10.0, env="LOCK_TTL", ge=1, le=3600,
+                                meaning="time a cluster/batch/poll lock outlives a holder that died (its holder "
+                                        "renews it every `LOCK_TTL`/3 s while it works, state/locks.py)")
     poll_query_attempts: int = setting(3, env="POLL_QUERY_ATTEMPTS", ge=1,
                                        meaning="condor_q attempts within one poll (backoff 0.5 s, 1 s, …)")
-    task_max_retries: int = setting(6, env="TASK_MAX_RETRIES", ge=0,
-                                    meaning="retries of a task on schedd/Redis errors")
-    retry_backoff_max: int = setting(60, env="RETRY_BACKOFF_MAX", unit="s", ge=1,
-                                     meaning="cap of a task's exponential retry backoff")
-    task_time_limit: int = setting(300, env="TASK_TIME_LIMIT", unit="s", ge=1,
-                                   meaning="hard time limit of every task (soft limit 30 s earlier)")
-    visibility_timeout: int | None = setting(
-        env="VISIBILITY_TIMEOUT", unit="s", gt=0, shown_default="`3600` (at least 4 × `TASK_TIME_LIMIT`)",
+    task_max_retries: Count = setting(6, env="TASK_MAX_RETRIES",
+                                      meaning="retries of a task on schedd/Redis errors")
+    retry_backoff_max: WholeSeconds = setting(60, env="RETRY_BACKOFF_MAX", ge=1,
+                                              meaning="cap of a task's exponential retry backoff")
+    task_time_limit: WholeSeconds = setting(300, env="TASK_TIME_LIMIT", ge=1,
+                                            meaning="hard time limit of every task (soft limit 30 s earlier)")
+    visibility_timeout: WholeSeconds | None = setting(
+        env="VISIBILITY_TIMEOUT", gt=0, shown_default="`3600` (at least 4 × `TASK_TIME_LIMIT`)",
         meaning="broker visibility timeout; must be ≥ 4 × `TASK_TIME_LIMIT` so a running task is never "
                 "delivered twice")
-    error_retry_interval: float = setting(300.0, env="ERROR_RETRY_INTERVAL", unit="s", ge=0,
-                                          meaning="time the poller leaves a cluster in error alone (a new request "
-                                                  "always acts)")
-    retire_timeout: float = setting(60.0, env="RETIRE_TIMEOUT", unit="s", ge=0,
-                                    meaning="time a scale-down waits for the Dask scheduler to retire running "
-                                            "workers (0: no retirement)")
-    tombstone_ttl: int = setting(30 * 86400, env="TOMBSTONE_TTL", unit="s", gt=0,
-                                 meaning="how long a deleted cluster's tombstone lives (30 days)")
+    error_retry_interval: NonNegativeSeconds = setting(
+        300.0, env="ERROR_RETRY_INTERVAL",
+        meaning="time the poller leaves a cluster in error alone (a new request always acts)")
+    retire_timeout: NonNegativeSeconds = setting(
+        60.0, env="RETIRE_TIMEOUT",
+        meaning="time a scale-down waits for the Dask scheduler to retire running workers (0: no retirement)")
+    tombstone_ttl: WholeSeconds = setting(30 * 86400, env="TOMBSTONE_TTL", gt=0,
+                                          meaning="how long a deleted cluster's tombstone lives (30 days)")
 
     # --- held jobs and crash loops --------------------------------------------------------------------------
-    hold_release_limit: int = setting(2, env="HOLD_RELEASE_LIMIT", ge=0,
-                                      meaning="times a held job is released before it is removed and replaced")
-    hold_replace_limit: int = setting(10, env="HOLD_REPLACE_LIMIT", ge=0,
-                                      meaning="held jobs replaced per cluster and request before the controller "
-                                              "stops and reports the hold reason")
-    hold_no_release_codes: Annotated[tuple[int, ...], NoDecode] = setting(
+    hold_release_limit: Count = setting(2, env="HOLD_RELEASE_LIMIT",
+                                        meaning="times a held job is released before it is removed and replaced")
+    hold_replace_limit: Count = setting(10, env="HOLD_REPLACE_LIMIT",
+                                        meaning="held jobs replaced per cluster and request before the controller "
+                                                "stops and reports the hold reason")
+    hold_no_release_codes: Codes = setting(
         (), env="HOLD_NO_RELEASE_CODES", meaning="comma-separated HoldReasonCodes replaced at once, never released")
-    hold_keep_codes: Annotated[tuple[int, ...], NoDecode] = setting(
+    hold_keep_codes: Codes = setting(
         (), env="HOLD_KEEP_CODES", shown_default="`1` only",
         meaning="HoldReasonCodes (besides 1, `condor_hold`) of holds a person made: never released or replaced")
     crash_loop_jobs: int = setting(4, env="CRASH_LOOP_JOBS", ge=1,
                                    meaning="workers exiting on their own within `CRASH_LOOP_WINDOW` that make a "
                                            "crash loop")
-    crash_loop_window: float = setting(120.0, env="CRASH_LOOP_WINDOW", unit="s", gt=0,
-                                       meaning="window of a crash loop")
-    crash_backoff_base: float = setting(10.0, env="CRASH_BACKOFF_BASE", unit="s", ge=0,
-                                        meaning="first delay of the next submission in a crash loop (doubling)")
-    crash_backoff_max: float = setting(600.0, env="CRASH_BACKOFF_MAX", unit="s", ge=0,
-                                       meaning="cap of the crash-loop delay")
+    crash_loop_window: PositiveSeconds = setting(120.0, env="CRASH_LOOP_WINDOW",
+                                                 meaning="window of a crash loop")
+    crash_backoff_base: NonNegativeSeconds = setting(
+        10.0, env="CRASH_BACKOFF_BASE", meaning="first delay of the next submission in a crash loop (doubling)")
+    crash_backoff_max: NonNegativeSeconds = setting(600.0, env="CRASH_BACKOFF_MAX",
+                                                    meaning="cap of the crash-loop delay")
 
     # --- sections -------------------------------------------------------------------------------------------
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
-
-    _lists = field_validator("schedds", "deny_users", "hold_no_release_codes", "hold_keep_codes",
-                             mode="before")(comma_list)
 
     @field_validator("redis_url", "log_dir", "dask_worker_image", mode="before")
     @classmethod

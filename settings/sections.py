@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import field_validator
 from pydantic_settings import NoDecode
 
-from settings.base import Section, flag, port_range, setting
+from settings.base import (Count, Flag, NonNegativeSeconds, PortRange, PositiveSeconds, Seconds, Section,
+                           WholeSeconds, setting)
 
 SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -23,14 +24,14 @@ class IdentitySettings(Section):
     ciconnect_token: str | None = setting(env="CICONNECT_TOKEN", meaning="CI Connect API token (never logged)")
     ciconnect_token_file: str | None = setting(env="CICONNECT_TOKEN_FILE",
                                                meaning="file holding the token, when CICONNECT_TOKEN is unset")
-    ciconnect_timeout: float = setting(5.0, env="CICONNECT_TIMEOUT", unit="s", gt=0,
-                                       meaning="timeout of one CI Connect request")
-    ciconnect_retries: int = setting(2, env="CICONNECT_RETRIES", ge=0,
-                                     meaning="retries of a failed CI Connect request")
-    ciconnect_backoff: float = setting(0.25, env="CICONNECT_BACKOFF", unit="s", ge=0,
-                                       meaning="first delay between CI Connect retries (doubling)")
-    identity_cache_ttl: int = setting(3600, env="IDENTITY_CACHE_TTL", unit="s", ge=0,
-                                      meaning="how long a look-up is cached in Redis; 0 = not cached")
+    ciconnect_timeout: PositiveSeconds = setting(5.0, env="CICONNECT_TIMEOUT",
+                                                 meaning="timeout of one CI Connect request")
+    ciconnect_retries: Count = setting(2, env="CICONNECT_RETRIES",
+                                       meaning="retries of a failed CI Connect request")
+    ciconnect_backoff: NonNegativeSeconds = setting(0.25, env="CICONNECT_BACKOFF",
+                                                    meaning="first delay between CI Connect retries (doubling)")
+    identity_cache_ttl: WholeSeconds = setting(3600, env="IDENTITY_CACHE_TTL", ge=0,
+                                               meaning="how long a look-up is cached in Redis; 0 = not cached")
 
     @field_validator("ciconnect_retries", "identity_cache_ttl", mode="before")
     @classmethod
@@ -52,12 +53,12 @@ class GatewaySettings(Section):
                                meaning="private API server address (only the proxy talks to it)")
     password: str | None = setting(env="GATEWAY_PASSWORD",
                                    meaning="shared password of the simple authenticator (required)")
-    allow_any_password: Annotated[bool, NoDecode] = setting(False, env="GATEWAY_ALLOW_ANY_PASSWORD",
-                                                            meaning="1: start without GATEWAY_PASSWORD, accepting "
-                                                                    "any password (demos only)")
-    run_as_owner: Annotated[bool, NoDecode] = setting(False, env="GATEWAY_RUN_AS_OWNER",
-                                                      meaning="1: each gateway user's jobs run as that user's "
-                                                              "Unix account")
+    allow_any_password: Flag = setting(False, env="GATEWAY_ALLOW_ANY_PASSWORD",
+                                       meaning="1: start without GATEWAY_PASSWORD, accepting "
+                                               "any password (demos only)")
+    run_as_owner: Flag = setting(False, env="GATEWAY_RUN_AS_OWNER",
+                                 meaning="1: each gateway user's jobs run as that user's "
+                                         "Unix account")
     db_url: str | None = setting(env="GATEWAY_DB_URL", shown_default="in-memory",
                                  meaning="the gateway's database; a file database (with "
                                          "DASK_GATEWAY_ENCRYPT_KEYS) keeps clusters across restarts")
@@ -71,16 +72,14 @@ class GatewaySettings(Section):
                                   meaning="interface the scheduler listens on (0.0.0.0 on a real site)")
     scheduler_contact_host: str = setting("", env="GATEWAY_SCHEDULER_CONTACT_HOST", shown_default="as reported",
                                           meaning="host workers use to reach the scheduler")
-    scheduler_ports: str | None = setting(env="GATEWAY_SCHEDULER_PORTS",
-                                          meaning="`LOW:HIGH` port range of the scheduler")
-    worker_ports: str | None = setting(env="GATEWAY_WORKER_PORTS",
-                                       meaning="`LOW:HIGH` port range of the workers (`dask worker "
-                                               "--worker-port`)")
-    nanny_ports: str | None = setting(env="GATEWAY_NANNY_PORTS",
-                                      meaning="`LOW:HIGH` port range of the nannies (`dask worker --nanny-port`)")
+    scheduler_ports: PortRange = setting(env="GATEWAY_SCHEDULER_PORTS",
+                                         meaning="`LOW:HIGH` port range of the scheduler")
+    worker_ports: PortRange = setting(env="GATEWAY_WORKER_PORTS",
+                                      meaning="`LOW:HIGH` port range of the workers (`dask worker "
+                                              "--worker-port`)")
+    nanny_ports: PortRange = setting(env="GATEWAY_NANNY_PORTS",
+                                     meaning="`LOW:HIGH` port range of the nannies (`dask worker --nanny-port`)")
 
-    _flags = field_validator("allow_any_password", "run_as_owner", mode="before")(flag)
-    _ports = field_validator("scheduler_ports", "worker_ports", "nanny_ports", mode="before")(port_range)
 
 
 def _default_namespace() -> str:
@@ -105,12 +104,13 @@ class OperatorSettings(Section):
     pod_name: str | None = setting(env="POD_NAME", shown_default="the hostname",
                                    meaning="this pod's name, the start of the operator's Lease holder identity")
     lease_name: str = setting("htdask-operator", env="OPERATOR_LEASE_NAME", meaning="name of the Lease")
-    lease_seconds: float = setting(15.0, env="OPERATOR_LEASE_SECONDS", unit="s", ge=3,
-                                   meaning="lease duration; renewed every fifth of it (at least every second)")
-    status_interval: float = setting(10.0, env="OPERATOR_STATUS_INTERVAL", unit="s", ge=0,
-                                     meaning="least time between two status writes that only change worker counts")
-    resync_seconds: float = setting(
-        15.0, env="OPERATOR_RESYNC_SECONDS", unit="s", gt=0, shown_default="`POLL_INTERVAL`",
+    lease_seconds: Seconds = setting(15.0, env="OPERATOR_LEASE_SECONDS", ge=3,
+                                     meaning="lease duration; renewed every fifth of it (at least every second)")
+    status_interval: NonNegativeSeconds = setting(
+        10.0, env="OPERATOR_STATUS_INTERVAL",
+        meaning="least time between two status writes that only change worker counts")
+    resync_seconds: PositiveSeconds = setting(
+        15.0, env="OPERATOR_RESYNC_SECONDS", shown_default="`POLL_INTERVAL`",
         meaning="how often every cluster's status is compared with the Redis summaries")
     scheduler_address: str = setting("tls://{service}.{namespace}:8786", env="OPERATOR_SCHEDULER_ADDRESS",
                                      meaning="address workers connect to; `{service}`, `{namespace}`, `{name}` "
@@ -122,13 +122,13 @@ class OperatorSettings(Section):
     worker_universe: Literal["vanilla", "docker"] = setting("vanilla", env="OPERATOR_WORKER_UNIVERSE",
                                                             meaning="`vanilla`, or `docker` (the cluster's "
                                                                     "`image` then runs the worker)")
-    worker_port_range: str | None = setting(env="OPERATOR_WORKER_PORT_RANGE",
-                                            meaning="`LOW:HIGH` ports for `dask worker --worker-port`")
-    nanny_port_range: str | None = setting(env="OPERATOR_NANNY_PORT_RANGE",
-                                           meaning="`LOW:HIGH` ports for `dask worker --nanny-port`")
-    traefik_routes: Annotated[bool, NoDecode] = setting(True, env="OPERATOR_TRAEFIK_ROUTES",
-                                                        meaning="create dask-gateway's "
-                                                                "IngressRoute/IngressRouteTCP (`1`/`0`)")
+    worker_port_range: PortRange = setting(env="OPERATOR_WORKER_PORT_RANGE",
+                                           meaning="`LOW:HIGH` ports for `dask worker --worker-port`")
+    nanny_port_range: PortRange = setting(env="OPERATOR_NANNY_PORT_RANGE",
+                                          meaning="`LOW:HIGH` ports for `dask worker --nanny-port`")
+    traefik_routes: Flag = setting(True, env="OPERATOR_TRAEFIK_ROUTES",
+                                   meaning="create dask-gateway's "
+                                           "IngressRoute/IngressRouteTCP (`1`/`0`)")
     proxy_prefix: str = setting("", env="OPERATOR_PROXY_PREFIX", meaning="as the helm chart's controller setting")
     proxy_web_entrypoint: str = setting("web", env="OPERATOR_PROXY_WEB_ENTRYPOINT",
                                         meaning="as the helm chart's controller setting")
@@ -137,14 +137,12 @@ class OperatorSettings(Section):
     proxy_web_middlewares: Annotated[list, NoDecode] = setting([], env="OPERATOR_PROXY_WEB_MIDDLEWARES",
                                                                meaning="as the helm chart's controller setting (a "
                                                                        "JSON list)")
-    completed_max_age: float = setting(86400.0, env="OPERATOR_COMPLETED_MAX_AGE", unit="s", ge=0,
-                                       meaning="how long a Stopped/Failed DaskCluster is kept before the operator "
-                                               "deletes it; 0 = never")
+    completed_max_age: NonNegativeSeconds = setting(
+        86400.0, env="OPERATOR_COMPLETED_MAX_AGE",
+        meaning="how long a Stopped/Failed DaskCluster is kept before the operator deletes it; 0 = never")
     #: MAX_WORKERS_PER_CLUSTER, copied from the top level (not read twice)
     max_workers: int = 1000
 
-    _ports = field_validator("worker_port_range", "nanny_port_range", mode="before")(port_range)
-    _flags = field_validator("traefik_routes", mode="before")(flag)
 
     @field_validator("proxy_prefix", mode="before")
     @classmethod

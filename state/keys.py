@@ -32,6 +32,8 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from settings import load
 
 
@@ -54,93 +56,46 @@ def seq() -> str:
     return f"{prefix()}:seq"
 
 
-def cluster(name: str) -> str:
-    return f"{prefix()}:cluster:{name}"
-
-
-def tombstone(name: str) -> str:
-    return f"{prefix()}:deleted:{name}"
-
-
-def names(name: str) -> str:
-    return f"{prefix()}:names:{name}"
-
-
-def submitted(name: str) -> str:
-    return f"{prefix()}:submitted:{name}"
-
-
-def counter(name: str) -> str:
-    return f"{prefix()}:counter:{name}"
-
-
-def lock(name: str) -> str:
-    return f"{prefix()}:lock:{name}"
-
-
-def summary(name: str) -> str:
-    return f"{prefix()}:summary:{name}"
-
-
-def jobs(name: str) -> str:
-    return f"{prefix()}:jobs:{name}"
-
-
-def ended(name: str) -> str:
-    return f"{prefix()}:ended:{name}"
-
-
-def holds(name: str) -> str:
-    return f"{prefix()}:holds:{name}"
-
-
-def poll(schedd: str) -> str:
-    return f"{prefix()}:poll:{schedd}"
-
-
-def metrics(schedd: str) -> str:
-    return f"{prefix()}:metrics:{schedd}"
-
-
-def poll_lock(schedd: str) -> str:
-    return f"{prefix()}:polllock:{schedd}"
-
-
-def pending(schedd: str) -> str:
-    return f"{prefix()}:pending:{schedd}"
-
-
-def batch_lock(schedd: str) -> str:
-    return f"{prefix()}:batchlock:{schedd}"
-
-
-def round_queued(schedd: str) -> str:
-    return f"{prefix()}:roundqueued:{schedd}"
-
-
-def round_watch(schedd: str) -> str:
-    return f"{prefix()}:roundwatch:{schedd}"
-
-
 def redbeat_prefix() -> str:
     """The key prefix of celery-redbeat's keys (its schedule entries and its lock)."""
     return f"{prefix()}:redbeat:"
 
 
-def throttle(schedd: str) -> str:
-    return f"{prefix()}:throttle:{schedd}"
+def _keyed(kind: str, of: str) -> Callable[[str], str]:
+    """The builder of `<prefix>:<kind>:<of>` keys (`of`: what the key is per, a cluster name or a schedd)."""
+    def key(value: str) -> str:
+        return f"{prefix()}:{kind}:{value}"
+    key.__doc__ = f"`<prefix>:{kind}:<{of}>` (see the table above)."
+    return key
 
 
-def consumers(queue: str) -> str:
-    return f"{prefix()}:consumers:{queue}"
+# Per cluster (the argument is the cluster name).
+cluster = _keyed("cluster", "name")
+tombstone = _keyed("deleted", "name")
+names = _keyed("names", "name")
+submitted = _keyed("submitted", "name")
+counter = _keyed("counter", "name")
+lock = _keyed("lock", "name")
+summary = _keyed("summary", "name")
+jobs = _keyed("jobs", "name")
+ended = _keyed("ended", "name")
+holds = _keyed("holds", "name")
+manager = _keyed("manager", "name")
+
+# Per schedd (the argument is the schedd's queue name).
+poll = _keyed("poll", "schedd")
+metrics = _keyed("metrics", "schedd")
+poll_lock = _keyed("polllock", "schedd")
+pending = _keyed("pending", "schedd")
+batch_lock = _keyed("batchlock", "schedd")
+round_queued = _keyed("roundqueued", "schedd")
+round_watch = _keyed("roundwatch", "schedd")
+throttle = _keyed("throttle", "schedd")
+consumers = _keyed("consumers", "queue")
 
 
 def identity(email: str) -> str:
     return f"{prefix()}:identity:{email.lower()}"
-
-
-def manager(name: str) -> str:
-    return f"{prefix()}:manager:{name}"
 
 
 def per_cluster(name: str) -> list[str]:
