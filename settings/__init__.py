@@ -23,7 +23,7 @@ from settings.errors import SettingsError, one_line
 from settings.model import DEFAULT_IMAGE, DEFAULT_REDIS_URL, Settings
 from settings.sections import GatewaySettings, IdentitySettings, OperatorSettings
 
-__all__ = ["Settings", "GatewaySettings", "IdentitySettings", "OperatorSettings", "SettingsError", "load",
+__all__ = ["Settings", "GatewaySettings", "IdentitySettings", "OperatorSettings", "SettingsError", "load", "freeze",
            "load_or_exit", "env_names", "DEFAULT_IMAGE", "DEFAULT_REDIS_URL"]
 
 
@@ -66,6 +66,25 @@ def _environment() -> tuple:
     return tuple(map(data.get, _encoded_names()))
 
 
+_frozen: Settings | None = None
+
+
+def freeze() -> Settings:
+    """Keep this process's settings for good: `load()` returns them without looking at the environment
+    again. A Celery worker calls it at start (tasks/startup.py): its environment never changes after that,
+    and `load()` is called on every task's hot path. Raises SettingsError like `load()`."""
+    global _frozen
+    _frozen = _cached(_environment())
+    return _frozen
+
+
+def _forget() -> None:
+    """Forget the cached (and frozen) settings: the next `load()` reads the environment again."""
+    global _frozen
+    _frozen = None
+    _cached.cache_clear()
+
+
 def load() -> Settings:
     """This process's settings: read and validated on the first call, the same object afterwards.
 
@@ -73,10 +92,12 @@ def load() -> Settings:
     changes (every real one) builds the model once; a test that sets a variable gets a model with it.
     Raises SettingsError (one line naming the variable) for a bad value.
     """
+    if _frozen is not None:
+        return _frozen
     return _cached(_environment())
 
 
-load.cache_clear = _cached.cache_clear  # type: ignore[attr-defined]
+load.cache_clear = _forget  # type: ignore[attr-defined]
 
 
 def load_or_exit(program: str) -> Settings:

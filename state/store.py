@@ -24,8 +24,8 @@ from state.counters import CounterStore
 from state.locks import LeaseKeeper, LockStore, new_token
 from state.metrics import RECORDER, Recorder
 from state.nodes import NodeStore
-from state.requests import ClusterRecord, RequestStore
-from state.rounds import RoundStore
+from state.requests import _RECORD_REQUEST, ClusterRecord, RequestStore
+from state.rounds import _JOIN, RoundStore
 from state.summaries import SummaryStore
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,21 @@ def redis_url() -> str:
     return load().redis_url
 
 
+# One script, not a pipeline of two: redis-py sends SCRIPT EXISTS before every pipeline that holds scripts.
+_RECORD_AND_JOIN = f"""
+local function record(KEYS, ARGV)
+{_RECORD_REQUEST}
+end
+local function join(KEYS, ARGV)
+{_JOIN}
+end
+local rest = {{}}
+for i = 4, #ARGV do rest[#rest + 1] = ARGV[i] end
+return {{record({{KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}}, rest),
+        join({{KEYS[6], KEYS[7], KEYS[8], KEYS[9]}}, {{ARGV[1], ARGV[2], ARGV[3]}})}}
+"""
+
+
 class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, NodeStore):
     """Operations on our Redis keys. One instance per process is enough (redis-py pools connections).
 
@@ -45,6 +60,8 @@ class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, Nod
     how long a lock outlives a holder that died (state.locks); `recorder` buffers this process's schedd
     measurements, written with the store's next pipeline (state.metrics).
     """
+
+    SCRIPTS = {"_record_and_join": _RECORD_AND_JOIN}
 
     def __init__(self, client: redis.Redis | None = None, recorder: Recorder | None = None,
                  settings: Settings | None = None):
@@ -63,11 +80,11 @@ class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, Nod
     def record_and_join(self, name: str, desired: int, *, schedd: str, lock, task_id: str | None = None,
                         owner: str | None = None, options: dict | None = None, names: list[str] | None = None,
                         seq: int | None = None) -> tuple[bool, tuple[bool, float | None, str | None]]:
-        """A scale task's two writes in one round trip: `record_request` (same arguments) and then
+        """A scale task's two writes in one script call: `record_request` (same arguments) and then
         `join_pending(schedd, name, lock, task_id)`. Returns (recorded, join_pending's reply)."""
         token = task_id or new_token()
-        pipe = self.r.pipeline(transaction=False)
-        self._record_request(**self._record_call(name, desired, schedd, owner, options, names, seq), client=pipe)
-        self._join_round(**self._join_call(schedd, name, lock, token), client=pipe)
-        (_, applied, _), joined = pipe.execute()
+        record = self._record_call(name, desired, schedd, owner, options, names, seq)
+        join = self._join_call(schedd, name, lock, token)
+        (_, applied, _), joined = self._record_and_join(keys=record["keys"] + join["keys"],
+                                                        args=join["args"] + record["args"])
         return bool(applied), self._taken(lock, token, joined)

@@ -111,6 +111,17 @@ def test_loaded_once_and_again_only_when_the_environment_changes(clean_env):
     assert load() is not first and load().poll_interval == 7.0
 
 
+def test_a_frozen_process_reads_its_environment_no_more_until_forgotten(clean_env):
+    clean_env.setenv("POLL_INTERVAL", "7")
+    try:
+        frozen = settings.freeze()
+        clean_env.setenv("POLL_INTERVAL", "9")
+        assert load() is frozen and load().poll_interval == 7.0
+    finally:
+        load.cache_clear()
+    assert load().poll_interval == 9.0
+
+
 def test_keyword_overrides_win_over_the_environment(clean_env):
     clean_env.setenv("SCHEDD_NAME", "from-env")
     assert settings.build(schedd_name="flag").schedd_name == "flag"
