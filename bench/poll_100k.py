@@ -19,7 +19,7 @@ memory    peak RSS growth of a fresh process during its first poll (ru_maxrss af
           tracemalloc's peak of one poll in another fresh process.
 
     python bench/poll_100k.py [--jobs 100000] [--per-cluster 500] [--repeat 7]
-    python bench/poll_100k.py --profile      # also writes a pyinstrument profile of one steady poll
+    python bench/poll_100k.py --profile      # also writes a py-spy profile of one steady poll
 """
 from __future__ import annotations
 
@@ -79,13 +79,11 @@ def child(polls: int, mode: str) -> None:
         tracemalloc.stop()
         out["jobs"] = result.jobs
     elif mode == "profile":
-        from pyinstrument import Profiler
-        prof = Profiler(interval=0.001)
-        prof.start()
-        result = poller.poll(force=True)
-        prof.stop()
+        from bench.profile import Spy, summary
         path = Path(os.environ["BENCH_PROFILE"])
-        path.write_text(prof.output_text(unicode=False, color=False, show_all=False))
+        with Spy(os.getpid(), path, rate=1000):
+            result = poller.poll(force=True)
+        path.with_suffix(".summary.txt").write_text(summary(path, top=40))
         out["jobs"] = result.jobs
     else:
         rss0 = psutil.Process().memory_info().rss

@@ -58,26 +58,21 @@ def run(stack: BenchStack, label: str, n: int, send, store=None) -> tuple[float,
     return rate, calls
 
 
-def profile_scale(stack: BenchStack, n: int) -> None:
-    """pyinstrument over n scale tasks run eagerly in this process (same code as in the worker)."""
-    from pyinstrument import Profiler
-
-    from tasks.cluster_tasks import scale_cluster
-    prof = Profiler(interval=0.001)
-    prof.start()
-    for i in range(n):
-        scale_cluster.apply(kwargs={"cluster": f"p{i}", "n": 0}).get()
-    prof.stop()
+def profile_scale(stack: BenchStack, store, n: int) -> None:
+    """py-spy over the worker (its pool processes and condor_q included) while n more scale tasks run."""
+    from tasks import api
+    from bench.profile import Spy, summary
     path = stack.workdir.parent / "task_throughput-profile.txt"
-    path.write_text(prof.output_text(unicode=False, color=False))
-    say(f"profile of {n} eager scale tasks: {path}")
+    with Spy(stack.workers[0].popen.pid, path):
+        run(stack, "scale, profiled (py-spy)", n, lambda i: api.enqueue_scale(store, f"p{i}", 0).task_id, store)
+    say(summary(path))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--profile", type=int, default=0, metavar="N", help="also profile N eager scale tasks")
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="also profile N more scale tasks with py-spy")
     a = ap.parse_args(argv)
     n = a.tasks
     with BenchStack(concurrency=a.concurrency, SCHEDD_MIN_INTERVAL="0") as stack:
@@ -101,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                      lambda i: api.enqueue_scale(store, "one", 1 + i % 2).task_id, store)
         noop2, _ = run(stack, "no-op (after)", n, noop)
         if a.profile:
-            stack.activate()
-            profile_scale(stack, a.profile)
+            profile_scale(stack, store, a.profile)
     base = max(noop1, noop2)
     ratio = scale / base
     say(f"scale tasks on one cluster (collapsing): {one:.1f} tasks/s = {one / base:.2f}x of the no-op")
