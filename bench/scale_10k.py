@@ -17,7 +17,7 @@ the order alternates); medians are compared.
 Redis: the sum of `MEMORY USAGE ... SAMPLES 0` over the cluster's keys (state.keys.per_cluster) after the
 request, and after one poll (which writes the per-job records and the summary); the latter is the figure.
 
-    python bench/scale_10k.py [--workers 10000] [--rounds 2]
+    python bench/scale_10k.py [--workers 10000] [--rounds 2] [--profile]
 """
 from __future__ import annotations
 
@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--profile", action="store_true",
+                    help="after the rounds, one more cluster under py-spy (the worker, its pool, condor_*)")
     a = ap.parse_args(argv)
     n = a.workers
     times: dict[str, list[float]] = {"ours": [], "bare": []}
@@ -107,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
                 exact &= len(ads) == n == len(names)
                 say(f"round {r} {kind:<4}: {len(ads)} jobs in the queue ({len(names)} distinct names) in {t:.2f} s"
                     + (f", {calls} condor_submit" if kind == "ours" else ""))
+        if a.profile:
+            from bench.profile import Spy, summary
+            path = stack.workdir.parent / "scale_10k-profile.txt"
+            with Spy(stack.workers[0].popen.pid, path):
+                t, _ = run_ours(stack, store, "profiled", n)
+            say(f"profiled cluster: {t:.2f} s (not in the figure)\n{summary(path)}")
         requested = sum(redis_bytes(store, f"big{a.rounds}").values())
         import os
 
