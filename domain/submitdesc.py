@@ -97,6 +97,10 @@ class SubmitDescription:
         """The MY.* job attributes, keyed by bare attribute name."""
         return {k[3:]: v for k, v in self._commands.items() if k.startswith("MY.")}
 
+    def command_keys(self) -> frozenset[str]:
+        """The commands this description assigns, lower-cased (submit keys are case-insensitive)."""
+        return frozenset(self._lower)
+
     # --- queue statement ---------------------------------------------------------------------
     def queue(self, count: int = 1) -> "SubmitDescription":
         """`queue N` (drops any item data)."""
@@ -161,3 +165,40 @@ class SubmitDescription:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SubmitDescription) and self.render() == other.render()
+
+
+class CombinedDescription:
+    """Several descriptions in ONE submit file: each part's commands, then its own queue statement.
+
+    condor_submit queues the jobs of every queue statement of a file into one cluster, ProcIds numbered
+    in order across the statements (condor_submit manual, "queue": a file may hold several). A command
+    keeps its value until it is assigned again, so a value one part assigns would stay in force for the
+    next part's jobs if that part did not assign the same command: every part must assign exactly the
+    same commands (`SubmitDescription.command_keys`), which is checked here; then each job sees only its
+    own part's values. Rendered text is the parts' texts one after the other; one part renders exactly
+    as that description alone. ValidationError when there is no part or the parts' commands differ.
+    """
+
+    def __init__(self, parts: Iterable[SubmitDescription]):
+        self.parts: tuple[SubmitDescription, ...] = tuple(parts)
+        if not self.parts:
+            raise ValidationError("combined description", [], "needs at least one part")
+        keys = self.parts[0].command_keys()
+        for part in self.parts[1:]:
+            if part.command_keys() != keys:
+                odd = sorted(part.command_keys() ^ keys)
+                raise ValidationError("combined description", odd[:5],
+                                      "parts must assign the same submit commands (a value would carry over)")
+
+    @property
+    def num_jobs(self) -> int:
+        return sum(part.num_jobs for part in self.parts)
+
+    def render(self) -> str:
+        """The submit file text: every part's commands followed by its queue statement."""
+        return "".join(part.render() for part in self.parts)
+
+    __str__ = render
+
+    def __repr__(self) -> str:
+        return f"CombinedDescription({len(self.parts)} parts, {self.num_jobs} jobs)"

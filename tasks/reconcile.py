@@ -1,10 +1,12 @@
 """Bring a cluster's live jobs to its desired state: reconcile, don't replay.
 
 Requests only move the desired state in Redis. Whoever holds a cluster's lock compares desired with
-the queue and acts: one `condor_submit` for every missing job (indexes reserved with one INCRBY), one
+the queue and acts: a submission of every missing job (indexes reserved with one INCRBY), one
 `condor_rm` for the surplus. Many clusters are reconciled together with one condor_q per round
-(`reconcile_many`, fed by the batched task in tasks/cluster_tasks.py). A burst of requests therefore
-collapses into a few schedd calls, and a duplicated or re-delivered task finds nothing left to do.
+(`reconcile_many`, fed by the batched task in tasks/cluster_tasks.py), and the round's submissions are
+made with one `condor_submit` per submit user (tasks/submissions.py: each cluster's description with
+its own queue statement, in one file). A burst of requests therefore collapses into a few schedd calls,
+and a duplicated or re-delivered task finds nothing left to do.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Iterable
 from state import Store
 from tasks import ended, worker_logs
 from tasks.options import job_options
+from tasks.submissions import SubmitPlan, record_failure, submit_plans
 from domain import validation
 from domain.jobspec import (WorkerJobSpec, cluster_constraint, clusters_constraint, members_constraint,
                             ours_constraint, worker_submit_description)
@@ -106,7 +109,9 @@ class Reconciler:
         left to its holder, which re-reads the generation after releasing it. A cluster that changed
         something is read again next round (to confirm or go on), and so is one whose generation moved
         (a newer request), once requests have stopped arriving. A cluster that fails has its error
-        recorded in its outcome (`exc`) and its state, and is dropped; a failing query is raised.
+        recorded in its outcome (`exc`) and its state, and is dropped; a failing query is raised. The
+        round's submissions are planned cluster by cluster and made together, one condor_submit per
+        submit user (tasks/submissions.py), still under the round's locks.
 
         A change that reaches the desired state (condor_submit created every job asked for, condor_rm
         removed the surplus) is not read back: the schedd's answer is the confirmation, and the poller
@@ -125,11 +130,14 @@ class Reconciler:
                 gens = self.store.generations(list(locks))
                 jobs = self._query(list(locks))
                 records = self.store.get_many(list(locks))
+                plans: list[SubmitPlan] = []
                 for c in locks:
-                    if self._step_cluster(records[c], jobs.get(c, []), outcomes[c],
+                    if self._step_cluster(records[c], jobs.get(c, []), outcomes[c], plans,
                                           hold_policy=c not in hold_checked):
                         acted.add(c)
                     hold_checked.add(c)
+                acted |= submit_plans(self.store, self.schedd, self.settings, plans)  # short of jobs: again
+                for c in locks:
                     rec = records[c]
                     if rec is not None and outcomes[c].exc is None and rec.seq > rec.handled_seq:
                         handled[c] = rec.seq
@@ -193,23 +201,23 @@ class Reconciler:
                 return
             time.sleep(0.05)
 
-    def _step_cluster(self, record, ads: list[dict], outcome: Outcome, hold_policy: bool) -> bool:
+    def _step_cluster(self, record, ads: list[dict], outcome: Outcome, plans: list[SubmitPlan],
+                      hold_policy: bool) -> bool:
         if record is None:
             outcome.state = "gone"
             return False
-        cluster = record.name
         try:
-            return self._step(record, jobs_of(cluster, ads), outcome, hold_policy)
+            return self._step(record, jobs_of(record.name, ads), outcome, plans, hold_policy)
         except (ScheddError, validation.ValidationError) as err:
-            log.error("cluster %s: %s", cluster, err)
-            outcome.exc, outcome.error = err, str(err)
-            self.store.set_error(cluster, str(err))
+            record_failure(self.store, record.name, outcome, err)
             return False
 
     # ---- one pass -------------------------------------------------------------------------------
-    def _step(self, record, jobs: list[Job], outcome: Outcome, hold_policy: bool = True) -> bool:
-        """Compare desired with the queue and make one change; True when the cluster needs another round
-        (its change could not reach the desired state by itself)."""
+    def _step(self, record, jobs: list[Job], outcome: Outcome, plans: list[SubmitPlan],
+              hold_policy: bool = True) -> bool:
+        """Compare desired with the queue and make one change (a submission is planned into `plans`);
+        True when the cluster needs another round (its change could not reach the desired state by
+        itself; a submission that falls short is found by submit_plans)."""
         name = record.name
         live = [j for j in jobs if j.status in LIVE]
         outcome.desired, outcome.live = record.desired, len(live)
@@ -221,13 +229,15 @@ class Reconciler:
             missing = sorted(record.names - have)
             surplus = [j for j in live if j.name not in record.names]
             if missing:
-                return self._submit(record, jobs, live, names=missing, outcome=outcome) or bool(surplus)
+                self._plan_submit(record, jobs, live, plans, names=missing, outcome=outcome)
+                return bool(surplus)
             if surplus:
                 return self._remove(record, surplus, outcome)
             return False
         diff = record.desired - len(live)
         if diff > 0:
-            return self._submit(record, jobs, live, count=diff, outcome=outcome)
+            self._plan_submit(record, jobs, live, plans, count=diff, outcome=outcome)
+            return False
         if diff < 0:
             keep = self.settings.hold_keep_codes
             surplus = sorted(live, key=lambda j: (REMOVE_ORDER["kept-hold"] if kept_hold(j, keep) else
@@ -254,11 +264,13 @@ class Reconciler:
         log.warning("cluster %s: %s; next submission in %.0fs", record.name, loop.reason(), loop.until - now)
         return True
 
-    def _submit(self, record, jobs, live, *, outcome: Outcome, count: int = 0,
-                names: list[str] | None = None) -> bool:
+    def _plan_submit(self, record, jobs, live, plans: list[SubmitPlan], *, outcome: Outcome, count: int = 0,
+                     names: list[str] | None = None) -> None:
+        """Plan the submission of `count` jobs (or of the jobs `names`) after the crash-loop backoff and
+        MAX_IDLE_PER_CLUSTER checks, their indexes reserved now; submit_plans makes it."""
         name = record.name
         if names is None and self._crash_backoff(record, outcome):
-            return False
+            return
         outcome.started = outcome.started or time.time()
         wanted = len(names) if names is not None else count
         cap = self.settings.max_idle_per_cluster
@@ -268,7 +280,7 @@ class Reconciler:
             if wanted == 0:
                 log.info("cluster %s: %d idle jobs reach MAX_IDLE_PER_CLUSTER=%d; submitting later",
                          name, idle, cap)
-                return False
+                return
         if not jobs:  # an empty cluster starts again at index 0 (we hold its lease: no other submit runs)
             self.store.reset_counter(name)
         floor = max((j.index for j in jobs), default=-1) + 1
@@ -285,19 +297,7 @@ class Reconciler:
         description = worker_submit_description(spec, items)
         log.info("cluster %s: submitting %d jobs as %s, indexes %d..%d (counter now %d)",
                  name, wanted, owner, first, first + wanted - 1, first + wanted)
-        if record.seq > record.handled_seq and not outcome.submitted and record.updated_at:
-            # the first condor_submit serving the newest request: enqueue -> submit started
-            self.store.metrics.request_to_submit(self.settings.schedd_name, time.time() - record.updated_at)
-        ids = self.schedd.submit(description, user=user)
-        log.info("cluster %s: submitted jobs %s", name, _span(ids))
-        if names is not None:  # procs are created in item order: the first len(ids) names exist
-            self.store.mark_submitted(name, labels[:len(ids)])
-        if len(ids) != wanted:
-            log.warning("cluster %s: asked for %d jobs, the schedd created %d; reconciling again",
-                        name, wanted, len(ids))
-        outcome.submitted.extend(ids)
-        outcome.live = (outcome.live or 0) + len(ids)
-        return len(ids) < wanted
+        plans.append(SubmitPlan(record, outcome, user, items, description, by_name=names is not None))
 
     def _remove(self, record, surplus: list[Job], outcome: Outcome) -> bool:
         """Remove surplus jobs; running workers of a count-based cluster with a scheduler are retired
@@ -383,8 +383,3 @@ def submit_user(record, settings) -> str | None:
                           "or give the cluster an owner")
     return user
 
-
-def _span(ids: list[str]) -> str:
-    if not ids:
-        return "none"
-    return ids[0] if len(ids) == 1 else f"{ids[0]} - {ids[-1]} ({len(ids)})"

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 from workers import runas
 from domain.submitdesc import SubmitDescription
 from domain.submitvalues import validate_projection
-from domain.validation import validate_count, validate_schedd_name
+from domain.validation import ValidationError, validate_count, validate_schedd_name
 from workers.htcondor.queue_parser import DEGRADED
 from workers.htcondor.schedd import ActResult, Schedd, ScheddError
 
@@ -89,6 +89,9 @@ def act_result(kind: str, result) -> ActResult:
 class BindingsSchedd(Schedd):
     """htcondor2.Schedd behind the Schedd interface; the daemon is located on first use."""
 
+    #: htcondor2.Submit holds one queue statement, so a CombinedDescription is not taken
+    combines_descriptions = False
+
     def __init__(self, name: str | None = None):
         self.name = None if name in (None, "", "local") else validate_schedd_name(name)
         self._schedd = None
@@ -127,6 +130,8 @@ class BindingsSchedd(Schedd):
 
     def submit(self, desc: SubmitDescription, user: str | None = None) -> list[str]:
         self._check_user(user)
+        if not isinstance(desc, SubmitDescription):
+            raise ValidationError("submit description", repr(desc), "the bindings backend takes one queue statement")
         sub = to_submit(desc)
         schedd = self._get()
         result = self._call("submit", schedd.submit, sub)

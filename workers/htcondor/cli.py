@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import IO, Iterator, Sequence
 
-from domain.submitdesc import SubmitDescription
+from domain.submitdesc import CombinedDescription, SubmitDescription
 from domain.submitvalues import validate_projection
 from domain.validation import validate_count, validate_schedd_name
 from settings import Settings, load
@@ -229,7 +229,7 @@ class CliSchedd(Schedd):
                            res.argv, res.returncode, res.stderr)
 
     # --- submit ---------------------------------------------------------------------------------
-    def submit(self, desc: SubmitDescription, user: str | None = None) -> list[str]:
+    def submit(self, desc: SubmitDescription | CombinedDescription, user: str | None = None) -> list[str]:
         who = runas.resolve(user)  # refuses before anything runs
         text = desc.render()
         if self.submit_via_stdin:
@@ -252,7 +252,8 @@ class CliSchedd(Schedd):
                 pass
         return self._submitted(desc, argv, res, user)
 
-    def _submitted(self, desc: SubmitDescription, argv: list[str], res: Completed, user: str | None) -> list[str]:
+    def _submitted(self, desc: SubmitDescription | CombinedDescription, argv: list[str], res: Completed,
+                   user: str | None) -> list[str]:
         if res.returncode != 0:
             raise self._failed(res)
         try:

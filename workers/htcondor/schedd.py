@@ -15,7 +15,7 @@ from domain.validation import ValidationError, validate_job_id
 from domain.submitvalues import validate_reason
 
 if TYPE_CHECKING:
-    from domain.submitdesc import SubmitDescription
+    from domain.submitdesc import CombinedDescription, SubmitDescription
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,13 @@ class ActResult:
 class Schedd(abc.ABC):
     """Submit, query and act on jobs of one schedd."""
 
+    #: whether `submit` takes a CombinedDescription (several queue statements in one condor_submit)
+    combines_descriptions: bool = True
+
     @abc.abstractmethod
-    def submit(self, desc: "SubmitDescription", user: str | None = None) -> list[str]:
-        """Submit `desc`; the new job ids 'C.P' in order."""
+    def submit(self, desc: "SubmitDescription | CombinedDescription", user: str | None = None) -> list[str]:
+        """Submit `desc` in one transaction (all its jobs or none); the new job ids 'C.P' in order, which
+        for a CombinedDescription is part after part, each part's items in order."""
 
     @abc.abstractmethod
     def query(self, constraint: str = "true", projection: Sequence[str] | None = None) -> Iterator[dict]:

@@ -1,0 +1,164 @@
+"""One condor_submit per round and submit user (tasks/submissions.py): several clusters' descriptions in one
+submit file, each with its own queue statement.
+
+The descriptions go through the pool's `condor_submit -dry-run` (HTCondor's own submit-language code):
+every job of a combined file gets exactly what its cluster's description alone gives it, and a command
+one part assigns and another does not would carry over (which is why such parts are never combined).
+End to end (real redis-server, a real Celery worker, the local pool; calls counted in calls.log): one
+round of several clusters of one owner makes one condor_submit, every cluster gets exactly its jobs;
+two owners make two; a cluster whose description condor_submit refuses fails alone.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+
+from domain.jobspec import WorkerJobSpec, worker_submit_description
+from domain.submitdesc import CombinedDescription
+from domain.validation import ValidationError
+from tasks.submissions import SubmitPlan, _groups
+from tests.conftest import queue_of, wait_until
+from tests.test_core import make_stack, store_of
+from tests.test_localpool_lib import dry_run
+
+ADDRESS = "tcp://10.0.0.5:8786"
+VOLATILE = {"ClusterId", "ProcId", "QDate", "EnteredCurrentStatus", "GlobalJobId", "SubmitterGlobalJobId", "JobSubmitFile"}
+
+
+def part(cluster: str, items, **options):
+    return worker_submit_description(WorkerJobSpec(cluster=cluster, owner="alice", scheduler_address=ADDRESS,
+                                                   **options), items)
+
+
+def same_job(a: dict, b: dict) -> bool:
+    keys = (set(a) | set(b)) - VOLATILE
+    return all(str(a.get(k)) == str(b.get(k)) for k in keys)
+
+
+def test_each_job_of_a_combined_file_is_what_its_own_description_gives(pool_env, tmp_path):
+    parts = [part("small", [(0, "small-0"), (1, "small-1")], memory_limit="1GiB", log_dir="/tmp/small-logs"),
+             part("big", [(5, "big-5")], memory_limit="3GiB", nthreads=2, log_dir="/tmp/big-logs",
+                  environment={"X": "1"}),
+             part("third", [(2, "third-2"), (3, "third-3")], memory_limit="2GiB", log_dir="/tmp/third-logs")]
+    combined = CombinedDescription(parts)
+    ads = dry_run(pool_env, tmp_path, combined.render(), name="combined.sub")
+    assert len(ads) == combined.num_jobs == 5
+    assert [a["ProcId"] for a in ads] == [0, 1, 2, 3, 4], "procs numbered in order across the queue statements"
+    assert len({a["ClusterId"] for a in ads}) == 1
+    alone = [ad for i, p in enumerate(parts) for ad in dry_run(pool_env, tmp_path, p.render(), name=f"{i}.sub")]
+    for got, want in zip(ads, alone):
+        assert same_job(got, want), {k: (got.get(k), want.get(k)) for k in set(got) | set(want)
+                                     if k not in VOLATILE and str(got.get(k)) != str(want.get(k))}
+    assert [(a["DaskGatewayCluster"], a["DaskWorkerName"], a["RequestMemory"]) for a in ads] == [
+        ("small", "small-0", 1024), ("small", "small-1", 1024), ("big", "big-5", 3072),
+        ("third", "third-2", 2048), ("third", "third-3", 2048)]
+
+
+def test_a_command_one_part_assigns_would_carry_over_so_such_parts_are_not_combined(pool_env, tmp_path):
+    disk = part("disk", [(0, "disk-0")], request_disk="10GiB")
+    plain = part("plain", [(0, "plain-0")])
+    # the hazard, shown with the submit language itself: `plain` inherits `disk`'s request_disk
+    ads = dry_run(pool_env, tmp_path, disk.render() + plain.render())
+    alone = dry_run(pool_env, tmp_path, plain.render(), name="plain.sub")[0]
+    assert ads[1]["DaskGatewayCluster"] == "plain" and ads[1]["RequestDisk"] == ads[0]["RequestDisk"] == 10 * 2**20
+    assert str(alone["RequestDisk"]) != str(ads[1]["RequestDisk"])
+    with pytest.raises(ValidationError, match="same submit commands"):
+        CombinedDescription([disk, plain])
+    docker = part("dock", [(0, "dock-0")], universe="docker", docker_image="daskdev/dask:latest")
+
+    def plan(desc, user):
+        return SubmitPlan(SimpleNamespace(name=desc["batch_name"]), None, user, [], desc, False)
+    groups = _groups([plan(disk, "a"), plan(plain, "a"), plan(docker, "a"), plan(part("p2", [(1, "p2-1")]), "a"),
+                      plan(part("p3", [(0, "p3-0")]), "b")], combine=True)
+    assert [[p.cluster for p in g] for g in groups] == [["disk"], ["plain", "p2"], ["dock"], ["p3"]]
+    assert len(_groups([plan(plain, "a"), plan(part("p2", [(1, "p2-1")]), "a")], combine=False)) == 2
+
+
+# ---- end to end ------------------------------------------------------------------------------------
+
+ONE_ROUND = """
+import json
+from state import Store, connect
+from tasks.app import app
+from demo.procs import wait_until
+store = Store(connect())
+wanted = json.loads(%r)
+for c, (n, owner, options) in wanted.items():
+    store.record_new_request(c, n, schedd="local", owner=owner, options=options)
+store.add_pending("local", *wanted)
+result = app.send_task("tasks.reconcile_pending", kwargs={"schedd": "local"}, queue="local").get(timeout=120)
+wait_until(lambda: store.batches_done("local"), 60, 0.05, "rounds done")
+print(json.dumps(result))
+"""
+
+
+def one_round(stack, wanted: dict) -> dict:
+    """Record every cluster's request, then run ONE batched round (reconcile_pending) for all of them."""
+    out = stack.python(ONE_ROUND % json.dumps(wanted), timeout=180)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def memory_of(stack, cluster: str) -> list[tuple[str, int]]:
+    out = stack.condor("condor_q", "-allusers", "-json", "-constraint", f'DaskGatewayCluster == "{cluster}"',
+                       "-attributes", "DaskWorkerName,RequestMemory,ClusterId")
+    assert out.returncode == 0, out.stderr
+    return sorted((a["DaskWorkerName"], a["RequestMemory"]) for a in json.loads(out.stdout or "[]"))
+
+
+@pytest.fixture
+def stack(service_user):
+    with make_stack(service_user) as s:
+        yield s
+
+
+def test_one_round_of_one_owner_is_one_condor_submit_and_every_cluster_gets_its_jobs(stack):
+    wanted = {f"multi{i}": [i + 1, None, {"memory_limit": f"{i + 1}GiB"}] for i in range(6)}
+    result = one_round(stack, wanted)
+    assert result["reconciled"] == 6 and not result["errors"], result
+    assert len(stack.calls("condor_submit")) == 1, "one condor_submit for the round's six clusters"
+    cluster_ids = set()
+    for i in range(6):
+        c = f"multi{i}"
+        assert memory_of(stack, c) == [(f"{c}-{j}", (i + 1) * 1024) for j in range(i + 1)]
+        jobs = queue_of(stack, c)
+        assert sorted(j["DaskWorkerIndex"] for j in jobs) == list(range(i + 1))
+        cluster_ids |= {j["ClusterId"] for j in jobs}
+        assert result["clusters"][c] == {"did": "submitted", "submitted": i + 1, "desired": i + 1, "live": i + 1}
+    assert len(cluster_ids) == 1, "all jobs of the round in one HTCondor cluster"
+    store = store_of(stack)
+    assert all(store.get(f"multi{i}").error is None for i in range(6))
+    # a second request reads the queue and finds every cluster complete: nothing is submitted twice
+    one_round(stack, wanted)
+    assert len(stack.calls("condor_submit")) == 1
+
+
+def test_two_owners_make_two_condor_submits(stack, service_user, unix_user):
+    other = unix_user.pw_name
+    wanted = {"own-a": [2, None, {}], "own-b": [1, other, {}], "own-c": [3, None, {}], "own-d": [2, other, {}]}
+    result = one_round(stack, wanted)
+    assert not result["errors"], result
+    assert len(stack.calls("condor_submit")) == 2
+    owners = {c: {j["Owner"] for j in queue_of(stack, c)} for c in wanted}
+    assert owners == {"own-a": {service_user}, "own-b": {other}, "own-c": {service_user}, "own-d": {other}}
+    assert {c: len(queue_of(stack, c)) for c in wanted} == {"own-a": 2, "own-b": 1, "own-c": 3, "own-d": 2}
+
+
+def test_a_cluster_whose_description_condor_submit_refuses_fails_alone(stack):
+    bad = {"extra_submit": {"requirements": "((("}}  # a ClassAd syntax error only condor_submit finds
+    wanted = {f"fine{i}": [2, None, bad if i == 3 else {}] for i in range(6)}
+    result = one_round(stack, wanted)
+    assert set(result["errors"]) == {"fine3"}, result
+    store = store_of(stack)
+    assert store.get("fine3").error and "condor_submit" in store.get("fine3").error
+    counts = Counter(j["DaskGatewayCluster"] for c in wanted for j in queue_of(stack, c))
+    assert counts == {f"fine{i}": 2 for i in range(6) if i != 3}
+    for i in range(6):
+        if i != 3:
+            names = sorted(j["DaskWorkerName"] for j in queue_of(stack, f"fine{i}"))
+            assert names == [f"fine{i}-0", f"fine{i}-1"]
+            assert store.get(f"fine{i}").error is None
+    # halves down to the bad cluster: 1 + 2 + 2 + 2 calls at most for six clusters, not one per cluster twice
+    assert len(stack.calls("condor_submit")) <= 7
