@@ -45,8 +45,9 @@ def test_requests_for_many_clusters_share_a_few_queue_reads(stack):
         "print(json.dumps(results))", timeout=300)
     results = json.loads(out.stdout.splitlines()[-1])
     reads, submits = stack.calls("condor_q"), stack.calls("condor_submit")
-    assert len(submits) == n, "one condor_submit per cluster, none twice"
     assert len(reads) <= n // 4, f"{len(reads)} condor_q for {n} clusters (one per cluster would be {n})"
+    # one condor_submit per round (tasks/submissions.py): at most one per queue read, none twice
+    assert len(submits) <= len(reads), f"{len(submits)} condor_submit in {len(reads)} rounds for {n} clusters"
     assert all(r["state"] in ("ok", "queued") for r in results), results
     assert any(r["state"] == "ok" and r["submitted"] for r in results), "the first request ran its own round"
     assert live_by_cluster(stack) == {f"m{i}": 1 for i in range(n)}
