@@ -3,7 +3,11 @@
 Like dask-jobqueue's HTCondorJob, the job template is data (WorkerJobSpec) rendered in one place;
 unlike it, all workers of a scale-up go into ONE submission (`queue DaskWorkerIndex,DaskWorkerName
 from (...)`) so the schedd sees one transaction, and every job carries ClassAds naming its cluster,
-worker and owner so the controller can find (and only ever touch) its own jobs.
+worker and owner so the controller can find (and only ever touch) its own jobs. A batched round
+goes further: the descriptions of all its clusters (each ending in its own queue statement) are
+submitted as one file (domain/submitdesc.CombinedDescription, tasks/submissions.py); every description
+of this module assigns the same commands for the same kind of options, which is what lets them share
+a file without one cluster's value reaching another's jobs.
 
 Security note: DASK_GATEWAY_API_TOKEN travels in the job's Environment, which anyone who may run
 `condor_q -l` on this schedd can read (dask-gateway's jobqueue backends pass it the same way); give a
