@@ -15,9 +15,11 @@ request_disk, a site's extra_submit line) would inherit that value. Parts of one
 commands, so every job sees its own cluster's values and nothing else.
 
 A failing group does not fail innocent clusters: condor_submit is one transaction with the schedd (a
-failure queues nothing), so on a ScheddError or a refusal the group is split in halves and each half
-submitted again, down to single clusters: only the cluster that causes the error gets it (in its
+non-zero exit queues nothing), so on such a failure or a refusal the group is split in halves and each
+half submitted again, down to single clusters: only the cluster that causes the error gets it (in its
 outcome and its state, as a lone reconcile records it), at about 2·log2(n) extra calls per bad cluster.
+After a timeout or an unreadable answer the jobs may exist: every cluster of the group takes the error,
+and the next reconcile reads the queue before submitting again (as for a lone cluster).
 When the schedd created fewer jobs than asked, the shortfall falls on the last parts in order; those
 clusters are reconciled again (another round).
 """
@@ -30,7 +32,7 @@ from typing import Any
 
 from domain import validation
 from domain.submitdesc import CombinedDescription, SubmitDescription
-from workers.htcondor.schedd import Schedd, ScheddError
+from workers.htcondor.schedd import ParseError, Schedd, ScheddError, ScheddTimeout
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +104,9 @@ def _submit_group(store, schedd: Schedd, group: list[SubmitPlan], short: set[str
     try:
         ids = schedd.submit(desc, user=group[0].user)
     except (ScheddError, validation.ValidationError) as err:
-        if len(group) == 1:
-            record_failure(store, group[0].cluster, group[0].outcome, err)
+        if len(group) == 1 or not _queued_nothing(err):
+            for plan in group:
+                record_failure(store, plan.cluster, plan.outcome, err)
             return
         # nothing was queued (one transaction): find the cluster that fails by halves
         log.warning("a condor_submit for %d clusters failed (%s); submitting them in halves", len(group), err)
@@ -118,6 +121,18 @@ def _submit_group(store, schedd: Schedd, group: list[SubmitPlan], short: set[str
         _hand_back(store, plan, got)
         if len(got) < plan.wanted:
             short.add(plan.cluster)
+
+
+def _queued_nothing(err: Exception) -> bool:
+    """Whether a failed submission certainly queued no job: refused before it ran, or condor_submit
+    exited non-zero (its transaction aborted). Not after a timeout (killed, perhaps after the commit) or
+    an unreadable answer (exit 0: the jobs exist): submitting again then could queue jobs twice, so
+    those clusters take the error and the next round reads the queue."""
+    if isinstance(err, validation.ValidationError):
+        return True
+    if isinstance(err, (ScheddTimeout, ParseError)):
+        return False
+    return bool(err.returncode)
 
 
 def _hand_back(store, plan: SubmitPlan, ids: list[str]) -> None:
