@@ -125,9 +125,9 @@ def _submit_group(store, schedd: Schedd, group: list[SubmitPlan], short: set[str
 
 def _queued_nothing(err: Exception) -> bool:
     """Whether a failed submission certainly queued no job: refused before it ran, or condor_submit
-    exited with an error status (its transaction aborted). Not after a timeout (killed, perhaps after the commit) or
-    an unreadable answer (exit 0: the jobs exist): submitting again then could queue jobs twice, so
-    those clusters take the error and the next round reads the queue."""
+    exited with an error status (its transaction aborted). Not after a timeout or a signal (killed,
+    perhaps after the commit) nor an unreadable answer (exit 0: the jobs exist): submitting again could
+    queue jobs twice, so those clusters take the error and the next round reads the queue."""
     if isinstance(err, validation.ValidationError):
         return True
     if isinstance(err, (ScheddTimeout, ParseError)):
