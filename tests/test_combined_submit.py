@@ -6,11 +6,15 @@ every job of a combined file gets exactly what its cluster's description alone g
 one part assigns and another does not would carry over (which is why such parts are never combined).
 End to end (real redis-server, a real Celery worker, the local pool; calls counted in calls.log): one
 round of several clusters of one owner makes one condor_submit, every cluster gets exactly its jobs;
-two owners make two; a cluster whose description condor_submit refuses fails alone.
+two owners make two; a cluster whose description condor_submit refuses fails alone; a short submit's
+shortfall falls on the last clusters; a submit that timed out is not repeated within the round.
 """
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -23,6 +27,7 @@ from tests.conftest import queue_of, wait_until
 from tests.test_core import make_stack, store_of
 from tests.test_localpool_lib import dry_run
 
+REPO = Path(__file__).resolve().parent.parent
 ADDRESS = "tcp://10.0.0.5:8786"
 VOLATILE = {"ClusterId", "ProcId", "QDate", "EnteredCurrentStatus", "GlobalJobId", "SubmitterGlobalJobId", "JobSubmitFile"}
 
@@ -80,6 +85,8 @@ def test_a_command_one_part_assigns_would_carry_over_so_such_parts_are_not_combi
 
 ONE_ROUND = """
 import json
+import subprocess
+import sys
 from state import Store, connect
 from tasks.app import app
 from demo.procs import wait_until
@@ -160,3 +167,35 @@ def test_a_cluster_whose_description_condor_submit_refuses_fails_alone(stack):
             assert store.get(f"fine{i}").error is None
     # halves down to the bad cluster: 1 + 2 + 2 + 2 calls at most for six clusters, not one per cluster twice
     assert len(stack.calls("condor_submit")) <= 7
+
+
+def pool_fault(stack, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "localpool", "fault", *args], env=stack.env, cwd=str(REPO), check=True,
+                   capture_output=True, timeout=30)
+
+
+def test_a_short_combined_submit_leaves_the_shortfall_to_the_last_clusters_which_get_another_round(stack):
+    pool_fault(stack, "submit-partial", "4")  # the schedd accepts only 4 jobs of the next submit
+    wanted = {f"part{i}": [3, None, {}] for i in range(3)}
+    result = one_round(stack, wanted)
+    assert not result["errors"], result
+    # the first submit queued part0's 3 jobs and part1's first; part1 and part2 were reconciled again
+    # (part1's next names come from its counter, as after any short submit; part2 had none: from 0)
+    names = {c: sorted(j["DaskWorkerName"] for j in queue_of(stack, c)) for c in wanted}
+    assert names == {"part0": ["part0-0", "part0-1", "part0-2"], "part1": ["part1-0", "part1-3", "part1-4"],
+                     "part2": ["part2-0", "part2-1", "part2-2"]}
+    assert len(stack.calls("condor_submit")) == 2
+
+
+def test_a_combined_submit_that_timed_out_is_not_submitted_again_in_the_round(service_user):
+    # killed before it committed here; after its commit elsewhere: splitting it could queue jobs twice
+    with make_stack(service_user, CONDOR_TIMEOUT="2") as stack:
+        pool_fault(stack, "submit-delay", "5")
+        wanted = {f"slow{i}": [2, None, {}] for i in range(4)}
+        result = one_round(stack, wanted)
+        assert set(result["errors"]) == set(wanted), result
+        assert len(stack.calls("condor_submit")) == 1
+        pool_fault(stack, "clear")
+        result = one_round(stack, wanted)  # the next round reads the queue, then submits
+        assert not result["errors"], result
+        assert {c: len(queue_of(stack, c)) for c in wanted} == {c: 2 for c in wanted}
