@@ -106,3 +106,25 @@ def test_the_poll_takes_clusters_left_pending(stack):
     out = stack.cli("poll")
     assert out.returncode == 0, out.stderr
     wait_until(lambda: store.batches_done("local"), timeout=30, message="the pending set drained")
+
+
+def test_a_scale_request_reads_nothing_before_its_one_recording_script(stack):
+    """Enqueueing a request is one script on Redis: numbered, recorded and its schedd chosen together
+    (tasks/api.enqueue_scale); no read of the cluster's record before it. Counted with Redis's own
+    commandstats; the requests go to a queue no worker consumes, so only the client's commands count."""
+    n = 20
+    r = Store(connect(stack.redis.url)).r
+    stack.python("from state import Store, connect; from tasks import api\n"
+                 "store = Store(connect())\n"
+                 "api.enqueue_scale(store, 'warm', 0, schedd='nobody')\n", timeout=60)
+    r.config_resetstat()
+    stack.python("from state import Store, connect; from tasks import api\n"
+                 "store = Store(connect())\n"
+                 f"[api.enqueue_scale(store, f'q{{i}}', 2, schedd='nobody') for i in range({n})]\n", timeout=60)
+    stats = r.info("commandstats")
+    scripts = stats.get("cmdstat_evalsha", {}).get("calls", 0) - stats.get("cmdstat_evalsha", {}).get("failed_calls", 0)
+    assert scripts == n, stats
+    # (commandstats also counts the commands a script runs: the script's own HGETs are expected)
+    reads = {k: v["calls"] for k, v in stats.items() if k in ("cmdstat_hgetall", "cmdstat_smembers")}
+    assert not reads, reads
+    assert Store(connect(stack.redis.url)).get("q7").schedd == "nobody"

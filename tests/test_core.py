@@ -53,6 +53,11 @@ def test_scale_up_is_one_submit_with_consecutive_indexes(stack, service_user):
     time.sleep(1.0)  # let any further (wrong) submit land before counting
     assert len(stack.calls("condor_submit")) == 1
     assert store_of(stack).counter("alpha") == 5
+    # The controller read the queue once, before submitting; condor_submit's answer confirms the change
+    # (no second condor_q to read it back). The test's own reads project "Owner", the controller's do not.
+    reads = [argv for argv in (json.loads(row[2]) for row in stack.calls("condor_q"))
+             if 'DaskGatewayCluster == "alpha"' in argv and not any("Owner" in a for a in argv)]
+    assert len(reads) == 1, reads
 
 
 def test_scale_down_removes_surplus_highest_indexes_first(stack):
