@@ -154,12 +154,22 @@ def test_submit_query_summarize_remove_history(schedd, tmp_path):
     assert res.ok and not res.matched, res
 
 
-def test_submit_via_stdin(pool_env, tmp_path):
-    schedd = CliSchedd(submit_via_stdin=True)
+@pytest.mark.parametrize("via_stdin", [True, False])
+def test_the_description_goes_through_stdin_by_default_and_leaves_no_file(pool_env, tmp_path, monkeypatch,
+                                                                           via_stdin):
+    """By default no file holds the description (it may carry the API token), so a worker killed
+    mid-submit leaves none behind; a temp file (removed after the call) is the alternative."""
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile caches its directory
+    schedd = CliSchedd() if via_stdin else CliSchedd(submit_via_stdin=False)
     ids = schedd.submit(worker_submit_description(worker_spec(tmp_path), [(3, "itest-3"), (4, "itest-4")]))
     assert len(ids) == 2
     assert sorted(a["DaskWorkerName"] for a in our_ads(schedd)) == ["itest-3", "itest-4"]
-    assert json.loads(calls(pool_env)[-2].split("\t")[2])[-2:] == ["-terse", "-"]
+    argv = json.loads(calls(pool_env)[-2].split("\t")[2])
+    assert (argv[-1] == "-") == via_stdin, argv
+    assert not list(private_tmp.iterdir())
 
 
 def test_worker_gets_its_arguments_and_environment(schedd, tmp_path):

@@ -206,10 +206,13 @@ def stream(argv: list[str], user: runas.RunAs | None = None, timeout: float | No
 class CliSchedd(Schedd):
     """The condor_* tools against the local schedd, or the one named `name` (-name)."""
 
-    def __init__(self, name: str | None = None, timeout: float | None = None, submit_via_stdin: bool = False,
+    def __init__(self, name: str | None = None, timeout: float | None = None, submit_via_stdin: bool = True,
                  settings: Settings | None = None):
         """`name` None or "local" = the local schedd; `timeout` overrides CONDOR_TIMEOUT;
-        `submit_via_stdin` pipes the description to `condor_submit -terse -` instead of a temp file;
+        `submit_via_stdin` (default) pipes the description to `condor_submit -terse -` (condor_submit(1):
+        "-" reads the submit description from standard input), so no file holds it (it may carry the
+        gateway's API token) and none is left behind by a worker killed mid-submit; False writes a
+        0600 temp file owned by the submitting user instead;
         `settings` (CONDOR_TIMEOUT, CONDOR_BIN_DIR) default to this process's (settings.load())."""
         self.name = None if name in (None, "", "local") else validate_schedd_name(name)
         self.settings = settings
