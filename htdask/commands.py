@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import re
+import signal
 import sys
+import threading
 import time
 
 import click
@@ -179,19 +181,25 @@ def status(cluster, as_json, watch, interval):
     store = _store()
     if cluster:
         _known(store, cluster)
+    if not watch:
+        _status_loop(store, cluster, as_json, False, interval, lambda: True)
+        return
+    # Ctrl-C (or SIGTERM) is how --watch ends: it only sets a flag the loop reads between prints, so no
+    # KeyboardInterrupt is raised inside library code, where a __del__ or cleanup handler may swallow it.
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _status_loop(store, cluster, as_json, watch, interval)
-    except KeyboardInterrupt:
-        if not watch:
-            raise
-        # Ctrl-C is how --watch ends
+        _status_loop(store, cluster, as_json, True, interval, stop.is_set)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _status_loop(store, cluster, as_json: bool, watch: bool, interval: float) -> None:
+def _status_loop(store, cluster, as_json: bool, watch: bool, interval: float, stopped) -> None:
     import json
 
     from tasks import api
-    while True:
+    while not stopped():
         rows = api.status_rows(store, cluster)
         if as_json and watch:
             click.echo(json.dumps({"time": time.time(), "clusters": rows}, default=str))
@@ -206,7 +214,9 @@ def _status_loop(store, cluster, as_json: bool, watch: bool, interval: float) ->
         if not watch:
             return
         sys.stdout.flush()
-        time.sleep(interval)
+        deadline = time.monotonic() + interval
+        while not stopped() and time.monotonic() < deadline:
+            time.sleep(min(0.05, interval))
 
 
 def format_status(rows: list[dict]) -> str:
