@@ -240,8 +240,10 @@ def worker_submit_description(spec: WorkerJobSpec, items: Sequence[tuple[int, st
     d["batch_name"] = cluster
     if spec.log_dir is not None:
         d["LogDir"] = validate_path(spec.log_dir, "log directory")
-        d["output"] = f"$(LogDir)/{cluster}-$(DaskWorkerIndex).out"
-        d["error"] = f"$(LogDir)/{cluster}-$(DaskWorkerIndex).err"
+        # One file per job, named as HTCondor users name them (condor_submit(1): $(Cluster).$(Process)):
+        # a replacement job that reuses a worker's name must not truncate the error of the one that crashed.
+        d["output"] = f"$(LogDir)/{cluster}-$(DaskWorkerIndex).$(Cluster).$(Process).out"
+        d["error"] = f"$(LogDir)/{cluster}-$(DaskWorkerIndex).$(Cluster).$(Process).err"
         d["log"] = f"$(LogDir)/{cluster}.log"
         # the job's 000 event names its worker (LogNotes): gateway/eventlog.py maps job ids to workers with it
         d["submit_event_notes"] = "DaskWorkerName=$(DaskWorkerName)"

@@ -182,7 +182,7 @@ def status(cluster, as_json, watch, interval):
     if cluster:
         _known(store, cluster)
     if not watch:
-        _status_loop(store, cluster, as_json, False, interval, lambda: True)
+        _status_loop(store, cluster, as_json, False, interval, lambda: False)
         return
     # Ctrl-C (or SIGTERM) is how --watch ends: it only sets a flag the loop reads between prints, so no
     # KeyboardInterrupt is raised inside library code, where a __del__ or cleanup handler may swallow it.

@@ -1,6 +1,7 @@
 """Where worker jobs write their output, error and job event log, and reading them back (`cli.py logs`).
 
-Every worker job of a cluster writes `<LOG_DIR>/<cluster>/<cluster>-<index>.out` and `.err`, and the
+Every worker job of a cluster writes `<LOG_DIR>/<cluster>/<cluster>-<index>.<ClusterId>.<ProcId>.out` and
+`.err` (one pair per job: a replacement that reuses a worker's name keeps the crashed job's error), and the
 cluster's job event log `<cluster>.log` (domain.jobspec, `log_dir`). The directory belongs to the
 jobs' Unix user (created by the Celery worker before the first submission, as root chowned to that
 user); LOG_DIR itself is created world-writable with the sticky bit, like /tmp.
@@ -40,17 +41,20 @@ def ensure_dir(path: str, user: str) -> None:
     log.info("log directory %s created for %s", path, user)
 
 
-def worker_files(path: str, cluster: str) -> dict[int, dict[str, Path]]:
-    """{worker index: {"out": path, "err": path}} of the log files in a cluster's log directory."""
-    pattern = re.compile(rf"^{re.escape(cluster)}-(\d+)\.(out|err)$")
-    out: dict[int, dict[str, Path]] = {}
+def worker_files(path: str, cluster: str) -> dict[int, list[dict[str, Path]]]:
+    """{worker index: [{"out": path, "err": path}, ...] oldest job first} of the log files in a cluster's
+    log directory: `<cluster>-<index>.<ClusterId>.<ProcId>.out|err`, one pair per job (a worker's name is
+    reused by its replacement); files of the older `<cluster>-<index>.out|err` form count as oldest."""
+    pattern = re.compile(rf"^{re.escape(cluster)}-(\d+)(?:\.(\d+)\.(\d+))?\.(out|err)$")
+    jobs: dict[int, dict[tuple[int, int], dict[str, Path]]] = {}
     if not os.path.isdir(path):
-        return out
+        return {}
     for entry in os.scandir(path):
         m = pattern.match(entry.name)
         if m:
-            out.setdefault(int(m.group(1)), {})[m.group(2)] = Path(entry.path)
-    return out
+            job = (int(m.group(2) or -1), int(m.group(3) or -1))
+            jobs.setdefault(int(m.group(1)), {}).setdefault(job, {})[m.group(4)] = Path(entry.path)
+    return {index: [by_job[job] for job in sorted(by_job)] for index, by_job in jobs.items()}
 
 
 def tail(path: Path, n: int) -> list[str]:
@@ -80,8 +84,9 @@ def worker_index(cluster: str, worker: str, records: list[dict]) -> int:
 
 
 def lines(log_dir: str, cluster: str, worker: str | None, records: list[dict], n: int) -> list[str]:
-    """The lines `cli.py logs` prints: for one worker (or each worker with logs), the last n lines of its
-    output and error, each block headed by its file. Raises FileNotFoundError when there are none."""
+    """The lines `cli.py logs` prints: for one worker (or each worker with logs), the last n lines of the
+    output and error of its newest job and of the error of the job before it (if any), each block headed
+    by its file. Raises FileNotFoundError when there are none."""
     path = cluster_dir(log_dir, cluster)
     files = worker_files(path, cluster)
     if worker is not None:
@@ -92,8 +97,12 @@ def lines(log_dir: str, cluster: str, worker: str | None, records: list[dict], n
                                 + (f" worker {worker}" if worker else "") + f" in {path}")
     out = []
     for index in sorted(files):
-        for kind in ("out", "err"):
-            if kind in files[index]:
-                out.append(f"==> {files[index][kind]} <==")
-                out.extend(tail(files[index][kind], n))
+        newest, *earlier = reversed(files[index])
+        shown = [(newest, kind, "") for kind in ("out", "err")]
+        if earlier:  # the job it replaced (e.g. one that crashed): its error says why
+            shown.append((earlier[0], "err", " (the job before)"))
+        for job, kind, note in shown:
+            if kind in job:
+                out.append(f"==> {job[kind]}{note} <==")
+                out.extend(tail(job[kind], n))
     return out

@@ -74,6 +74,11 @@ def test_crash_loop_is_recorded_slowed_and_explained_and_logs_are_kept(service_u
         assert "worker crashy-0 starting" in out.stdout
         assert "OSError: Timed out trying to connect to tcp://127.0.0.1:9" in out.stdout
         everyone = stack.cli("logs", "crashy").stdout
-        assert "crashy-0.err" in everyone and "crashy-1.out" in everyone
+        assert re.search(r"crashy-0\.\d+\.\d+\.err", everyone) and re.search(r"crashy-1\.\d+\.\d+\.out", everyone)
+        # one error file per job: the replacement that reused the name crashy-0 kept the crashed job's error
+        errs = sorted(logdir.glob("crashy-0.*.err"), key=lambda p: [int(x) for x in p.name.split(".")[1:3]])
+        assert len(errs) >= 2, errs
+        assert "OSError: Timed out trying to connect" in errs[0].read_text()
+        assert "(the job before)" in out.stdout
         missing = stack.cli("logs", "crashy", "crashy-99")
         assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1

@@ -79,8 +79,8 @@ request_cpus = 2
 request_memory = 4096
 batch_name = demo
 LogDir = /var/log/htdask
-output = $(LogDir)/demo-$(DaskWorkerIndex).out
-error = $(LogDir)/demo-$(DaskWorkerIndex).err
+output = $(LogDir)/demo-$(DaskWorkerIndex).$(Cluster).$(Process).out
+error = $(LogDir)/demo-$(DaskWorkerIndex).$(Cluster).$(Process).err
 log = $(LogDir)/demo.log
 submit_event_notes = DaskWorkerName=$(DaskWorkerName)
 MY.DaskGatewayCluster = "demo"

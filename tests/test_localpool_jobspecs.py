@@ -3,6 +3,8 @@ with the attributes we meant: the CLI path, the gateway backend, the Kubernetes 
 universe), and a site's extra_submit lines -- each reaching the job ad, not silently dropped."""
 from __future__ import annotations
 
+import re
+
 import shlex
 import sys
 from types import SimpleNamespace
@@ -91,7 +93,7 @@ def test_gateway_description_with_extra_submit(pool_env, work, tmp_path):
     assert env["DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT"].startswith(str(tmp_path))
     argv = argv_of(ad)
     assert argv[argv.index("--worker-port") + 1] == "40000:40100"
-    assert ad["Out"].endswith("/c0ffee-4.out") and ad["UserLog"].endswith("/c0ffee.log")
+    assert re.search(r"/c0ffee-4\.\d+\.\d+\.out$", ad["Out"]) and ad["UserLog"].endswith("/c0ffee.log")
     # the site's extra_submit lines, each where condor_submit puts it
     assert ad["ProjectName"] == "physics" and ad["RequestGpus"] == 1
     req = str(ad["Requirements"])
