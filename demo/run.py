@@ -125,12 +125,16 @@ def _print_keep(stack: Stack, flower_password: str) -> None:
     print(f"    Flower    http://127.0.0.1:{stack.flower_port}/   user admin, password {flower_password}")
     if stack.exporter_url:
         print(f"    status    {stack.exporter_url}   (Prometheus metrics at {stack.exporter_url}metrics)")
-    print(f"    pool      LOCALPOOL_DIR={env['LOCALPOOL_DIR']}   logs {stack.logdir}")
+    print(f"    pool      LOCALPOOL_DIR={env['LOCALPOOL_DIR']}")
+    print(f"    logs      controller {stack.logdir}   worker jobs LOG_DIR={env['LOG_DIR']}")
     print("    from another shell, at the top of the checkout:")
-    print(f"      export REDIS_URL='{stack.redis.url}' LOCALPOOL_DIR='{env['LOCALPOOL_DIR']}'"
+    print(f"      export REDIS_URL='{stack.redis.url}' LOCALPOOL_DIR='{env['LOCALPOOL_DIR']}' LOG_DIR='{env['LOG_DIR']}'"
           + (f" DEFAULT_OWNER={env['DEFAULT_OWNER']}" if env.get("DEFAULT_OWNER") else ""))
     print(f"      export PATH='{stack.pool_bin}':\"$PATH\"")
-    print("      .venv/bin/python cli.py scale mine 2 --scheduler tcp://HOST:PORT; .venv/bin/python cli.py status")
+    print("      .venv/bin/dask scheduler --host 127.0.0.1 --port 8786 --dashboard-address 127.0.0.1:0 &"
+          "   # a scheduler for the workers")
+    print("      .venv/bin/python cli.py scale mine 2 --scheduler tcp://127.0.0.1:8786 --wait")
+    print("      .venv/bin/python cli.py status; .venv/bin/python cli.py logs mine --tail 5")
     print(f"    stop:     Ctrl-C here, or kill {os.getpid()} (everything the demo started stops)", flush=True)
 
 

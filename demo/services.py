@@ -129,7 +129,7 @@ class Stack(Started):
         self.others: list[Process] = []
 
     def start(self) -> "Stack":
-        print(f"stack workdir {self.workdir} (KEEP_STACK=1 keeps it)")  # shown with a failing test's output
+        print(f"stack workdir {self.workdir} (removed when the stack stops; KEEP_STACK=1 keeps its files)")  # shown with a failing test's output
         self.redis.start()
         self.env = base_env(self.workdir, self.redis.url, self.pool_bin,
                             **{**getattr(self.redis, "env", {}), **self.env_extra})

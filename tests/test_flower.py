@@ -57,6 +57,8 @@ def test_demo_keep_prints_what_answers_and_how_to_stop(stack, capsys):
     assert stack.exporter_url in out, "the status page's URL is printed"
     assert requests.get(stack.exporter_url, timeout=10).status_code == 200
     exports = [line.strip() for line in out.splitlines() if line.strip().startswith("export ")]
+    # `logs` from that shell reads the worker jobs' LOG_DIR, not the controller's log directory
+    assert any(f"LOG_DIR='{stack.env['LOG_DIR']}'" in line for line in exports), exports
     script = "\n".join(exports + [f"exec {shlex.quote(sys.executable)} cli.py status --json"])
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "LOCALPOOL_DIR")}
     res = subprocess.run(["bash", "-c", script], cwd=str(REPO), env=env, capture_output=True, text=True, timeout=60)
