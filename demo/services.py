@@ -129,7 +129,8 @@ class Stack(Started):
         self.others: list[Process] = []
 
     def start(self) -> "Stack":
-        print(f"stack workdir {self.workdir} (removed when the stack stops; KEEP_STACK=1 keeps its files)")  # shown with a failing test's output
+        # shown with a failing test's output
+        print(f"stack workdir {self.workdir} (removed when the stack stops; KEEP_STACK=1 keeps its files)")
         self.redis.start()
         self.env = base_env(self.workdir, self.redis.url, self.pool_bin,
                             **{**getattr(self.redis, "env", {}), **self.env_extra})
