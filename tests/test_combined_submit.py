@@ -11,9 +11,8 @@ shortfall falls on the last clusters; a submit that timed out is not repeated wi
 """
 from __future__ import annotations
 
-import re
-
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
