@@ -12,7 +12,7 @@ from __future__ import annotations
 from redbeat import RedBeatScheduler
 
 from settings import load
-from state import connect
+from state import connect, redact
 
 #: seconds a dead beat's lock outlives it (ticks renew it far more often)
 LOCK_TIMEOUT = 30
@@ -29,3 +29,12 @@ class Scheduler(RedBeatScheduler):
         if getattr(app, "redbeat_redis", None) is None:
             app.redbeat_redis = connect(load().redis_url)
         super().__init__(app, *args, **kwargs)
+
+    @property
+    def info(self) -> str:
+        """The start banner's lines: REDIS_URL with its passwords masked by our own parser (RedBeat's, from
+        kombu, cannot read a list of sentinels, `sentinel://h:1;sentinel://h:2`, and beat died at start)."""
+        lines = [f"       . redis -> {redact(load().redis_url)}"]
+        if self.lock_key:
+            lines.append(f"       . lock -> `{self.lock_key}` ({self.lock_timeout}s)")
+        return "\n".join(lines)
