@@ -85,6 +85,10 @@ class Settings(Section):
     lock_ttl: Seconds = setting(10.0, env="LOCK_TTL", ge=1, le=3600,
                                 meaning="time a cluster/batch/poll lock outlives a holder that died (its holder "
                                         "renews it every `LOCK_TTL`/3 s while it works, state/locks.py)")
+    beat_lock_timeout: WholeSeconds = setting(
+        30, env="BEAT_LOCK_TIMEOUT", ge=10, le=3600,
+        meaning="time a dead beat's lock outlives it: a standby beat takes over within it (celery-redbeat's "
+                "lock; the active beat renews it at least every 5 s)")
     poll_query_attempts: int = setting(3, env="POLL_QUERY_ATTEMPTS", ge=1,
                                        meaning="condor_q attempts within one poll (backoff 0.5 s, 1 s, …)")
     task_max_retries: Count = setting(6, env="TASK_MAX_RETRIES",

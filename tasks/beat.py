@@ -4,7 +4,7 @@ Two `celery beat` processes started by mistake would otherwise send every period
 (celery #2856). RedBeat keeps the schedule's state in Redis (under `state.keys.redbeat_prefix()`) and sends
 only while it holds its Redis lock: the active beat extends the lock on every tick (at least every
 `MAX_LOOP_INTERVAL` s); another beat blocks at start until the lock is free, so it takes over within
-`LOCK_TIMEOUT` s after the active beat died. The schedule itself stays in beat_schedule.py (RedBeat
+BEAT_LOCK_TIMEOUT s after the active beat died. The schedule itself stays in beat_schedule.py (RedBeat
 installs the app's `beat_schedule` as its static entries, dropping entries no longer there).
 """
 from __future__ import annotations
@@ -14,8 +14,6 @@ from redbeat import RedBeatScheduler
 from settings import load
 from state import connect, redact
 
-#: seconds a dead beat's lock outlives it (ticks renew it far more often)
-LOCK_TIMEOUT = 30
 #: longest seconds between two ticks (each renews the lock; a standby beat retries this often)
 MAX_LOOP_INTERVAL = 5
 

@@ -54,4 +54,4 @@ beat_scheduler = "tasks.beat:Scheduler"
 beat_max_loop_interval = beat.MAX_LOOP_INTERVAL
 redbeat_redis_url = _s.redis_url
 redbeat_key_prefix = keys.redbeat_prefix()
-redbeat_lock_timeout = beat.LOCK_TIMEOUT
+redbeat_lock_timeout = _s.beat_lock_timeout

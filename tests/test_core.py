@@ -292,7 +292,7 @@ def test_named_workers_are_submitted_once_each(stack):
 
 def test_two_beats_never_double_the_poll(service_user):
     from demo.services import celery_beat
-    with make_stack(service_user, POLL_INTERVAL="1") as stack:
+    with make_stack(service_user, POLL_INTERVAL="1", BEAT_LOCK_TIMEOUT="10") as stack:
         first = celery_beat(stack.env, stack.logdir, name="beat1")
         second = celery_beat(stack.env, stack.logdir, name="beat2")
         stack.others += [first, second]
