@@ -453,8 +453,8 @@ def test_calls_log_lines(idle_pool, work):
     assert len(lines) == 4
     parsed = []
     for line in lines:
-        t, name, args = line.split("\t")
-        assert float(t) > 1e9
+        t, name, args, pid = line.split("\t")
+        assert float(t) > 1e9 and int(pid) > 1
         parsed.append((name, json.loads(args)))
     assert parsed == [("condor_submit", ["-terse", "j.sub"]),
                       ("condor_q", ["-json", "-constraint", 'Owner == "x y"']),

@@ -72,20 +72,24 @@ def calls(env: dict) -> list[str]:
 
 
 def pool_processes(env: dict, program: str) -> list[str]:
-    """`pid args` of live `program` processes of THIS test's pool (LOCALPOOL_DIR in their environment):
-    other tests' and users' condor_* processes on the machine are not ours to count."""
+    """`pid args` of the live `program` processes THIS test's pool started: the pids its calls.log names
+    (one line per condor_* call), still running (not zombies) with this pool's LOCALPOOL_DIR (a pid reused
+    by another process is not ours)."""
     mark = f"LOCALPOOL_DIR={env['LOCALPOOL_DIR']}".encode()
     found = []
-    for proc in Path("/proc").iterdir():
+    for line in calls(env):
+        fields = line.split("\t")
+        if len(fields) < 4 or fields[1] != program:
+            continue
+        proc = Path("/proc") / fields[3]
         try:
-            cmd = (proc / "cmdline").read_bytes().split(b"\0")
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
             environ = (proc / "environ").read_bytes().split(b"\0")
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
         except (OSError, IndexError):
             continue
-        text = " ".join(c.decode(errors="replace") for c in cmd)
-        if state != "Z" and mark in environ and any(c.endswith(program.encode()) for c in cmd[:2]):
-            found.append(f"{proc.name} {text}")
+        if state != "Z" and mark in environ:
+            found.append(f"{fields[3]} " + " ".join(c.decode(errors="replace") for c in cmd))
     return found
 
 
