@@ -116,7 +116,8 @@ class RequestStore:
         """Number a new request and record it as the cluster's desired state, atomically; returns its seq.
 
         Same fields as `record_request`; used where requests enter (tasks.api), so the task that
-        follows finds its request already recorded.
+        follows finds its request already recorded. A cluster recorded on another schedd raises
+        ScheddMismatch, and nothing is written.
         """
         return self.record_scale_request(name, desired, schedd=schedd, owner=owner, options=options,
                                          names=names, keep_schedd=False)[0]

@@ -31,16 +31,6 @@ class Enqueued:
     seq: int
 
 
-def _queue_for(record, cluster: str, schedd: str | None) -> str:
-    """The schedd queue a cluster's tasks go to: its recorded schedd, or the one asked for."""
-    if schedd is not None:
-        validation.validate_schedd_name(schedd)
-    if record is not None and schedd is not None and schedd != record.schedd:
-        raise validation.ValidationError(
-            "schedd", schedd, f"cluster {cluster!r} runs on schedd {record.schedd!r}; delete it before moving it")
-    return schedd or (record.schedd if record else settings().schedd_name)
-
-
 def enqueue_scale(store: Store, cluster: str, n, *, owner: str | None = None, options: dict | None = None,
                   schedd: str | None = None, names: list[str] | None = None, celery=None) -> Enqueued:
     """Validate a scale request and put it on its schedd's queue (through `celery`, a Celery app, default
@@ -79,7 +69,10 @@ def enqueue_scale(store: Store, cluster: str, n, *, owner: str | None = None, op
 
 def queue_of(store: Store, cluster: str) -> str:
     """The schedd queue of a cluster (its recorded schedd, else SCHEDD_NAME)."""
-    record = store.get(cluster)
+    return _queue_of_record(store.get(cluster))
+
+
+def _queue_of_record(record) -> str:
     return record.schedd if record else settings().schedd_name
 
 
@@ -88,7 +81,7 @@ def enqueue_delete(store: Store, cluster: str, celery=None) -> Enqueued:
     leaves the poller a cluster to empty)."""
     validation.validate_cluster_name(cluster)
     record = store.get(cluster)
-    queue = _queue_for(record, cluster, None)
+    queue = _queue_of_record(record)
     if record is not None:
         seq = store.record_new_request(cluster, 0, schedd=queue, names=[] if record.names is not None else None)
     else:
@@ -130,7 +123,7 @@ def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
     for name in names:
         record = store.get(name)
         summary = summaries.get(name) or {}
-        schedd = record.schedd if record else settings().schedd_name
+        schedd = _queue_of_record(record)
         if schedd not in polls:
             polls[schedd] = store.poll_status(schedd)
         poll = polls[schedd]
