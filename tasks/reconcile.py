@@ -106,8 +106,9 @@ class Reconciler:
 
         A round holds the locks of its clusters while it reads the queue and acts, so no other
         reconcile changes a cluster between our read and our change; a cluster whose lock is busy is
-        left to its holder, which re-reads the generation after releasing it. A cluster that changed
-        something is read again next round (to confirm or go on), and so is one whose generation moved
+        left to its holder, which re-reads the generation after releasing it. A cluster whose change could
+        not reach the desired state by itself is read again next round (to go on), and so is one whose
+        generation moved
         (a newer request), once requests have stopped arriving. A cluster that fails has its error
         recorded in its outcome (`exc`) and its state, and is dropped; a failing query is raised. The
         round's submissions are planned cluster by cluster and made together, one condor_submit per
