@@ -108,8 +108,7 @@ class Reconciler:
         reconcile changes a cluster between our read and our change; a cluster whose lock is busy is
         left to its holder, which re-reads the generation after releasing it. A cluster whose change could
         not reach the desired state by itself is read again next round (to go on), and so is one whose
-        generation moved
-        (a newer request), once requests have stopped arriving. A cluster that fails has its error
+        generation moved (a newer request), once requests have stopped arriving. A cluster that fails has its error
         recorded in its outcome (`exc`) and its state, and is dropped; a failing query is raised. The
         round's submissions are planned cluster by cluster and made together, one condor_submit per
         submit user (tasks/submissions.py), still under the round's locks.
