@@ -9,7 +9,7 @@ VENV   := $(shell $(PYTHON) harness/venv_dir.py)
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench deps venv bytecode clean
+.PHONY: demo test unit bench deps venv bytecode clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || { mkdir -p -m 0755 $(dir $(VENV)) && $(PYTHON) -m venv $(VENV); }
@@ -34,6 +34,11 @@ bytecode: venv
 
 test: deps bytecode
 	$(PY) -m pytest -q tests
+
+# The unit tier: the tests that need nothing (no redis-server, no root, no pool, no Celery process); the
+# markers a test may need instead are in pytest.ini, derived in tests/conftest.py. Under a minute.
+unit: venv
+	$(PY) -m pytest -q -m unit tests
 
 # KEEP=1: leave the stack running, print its URLs, passwords and how to stop it.
 demo: deps bytecode

@@ -1,4 +1,14 @@
-"""Shared fixtures: a real redis-server and a fresh local pool per test, both stopped by pid."""
+"""Shared fixtures: a real redis-server and a fresh local pool per test, both stopped by pid.
+
+Tiers. Every test is marked by what it needs (the markers are listed in pytest.ini): `redis`, `pool`,
+`stack`, `root`, `k8s`, `external`, `slow`; a test that needs none of them is marked `unit`
+(`make unit` runs those: `pytest -m unit`). The marks are derived here, at collection, from the
+fixtures a test uses (their whole closure, `item.fixturenames`): a fixture that starts something says so
+with `@needs(...)` under its `@pytest.fixture`, so every test that uses it, directly or through another
+fixture, is marked. A test that starts something itself carries the mark (`@pytest.mark.stack`, or
+`pytestmark`). tests/test_tiers.py runs the unit tier without redis-server, redis-sentinel, Celery or
+the pool's programs on PATH.
+"""
 from __future__ import annotations
 
 import os
@@ -15,8 +25,53 @@ from demo.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 
+# What a test may need, besides the Python packages of requirements.txt (descriptions: pytest.ini).
+NEEDS = ("redis", "pool", "stack", "root", "k8s", "external", "slow")
+# A stack (Celery worker/beat/Flower, demo.services.Stack, the quick start) runs on a redis-server and the pool.
+IMPLIES = {"stack": ("redis", "pool")}
+
+
+def needs(*what: str):
+    """Marks a fixture function with what it starts or needs (a subset of NEEDS); put it under
+    `@pytest.fixture`. Every test whose fixture closure holds the fixture gets those marks."""
+    unknown = set(what) - set(NEEDS)
+    if unknown:
+        raise ValueError(f"unknown need {sorted(unknown)}; known: {NEEDS}")
+
+    def mark(func):
+        func.htdask_needs = frozenset(what)
+        return func
+    return mark
+
+
+def needs_of(item: pytest.Item) -> set[str]:
+    """What `item` needs: its explicit need marks, and those of every fixture in its closure."""
+    found = {m.name for m in item.iter_markers() if m.name in NEEDS}
+    defs = getattr(item, "_fixtureinfo", None)
+    for name in getattr(item, "fixturenames", ()):
+        for fixturedef in (defs.name2fixturedefs.get(name, ()) if defs else ()):
+            found |= getattr(fixturedef.func, "htdask_needs", frozenset())
+    for need in list(found):
+        found.update(IMPLIES.get(need, ()))
+    return found
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by them
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        found = needs_of(item)
+        explicit_unit = any(True for _ in item.iter_markers("unit"))
+        if explicit_unit and found:
+            raise pytest.UsageError(f"{item.nodeid} is marked unit but needs {sorted(found)}")
+        for need in sorted(found):
+            if not any(True for _ in item.iter_markers(need)):
+                item.add_marker(need)
+        if not found and not explicit_unit:
+            item.add_marker("unit")
+
 
 @pytest.fixture
+@needs("redis")
 def redis_server(tmp_path):
     """A private redis-server on a free loopback port, stopped after the test."""
     server = RedisServer(tmp_path / "redis").start()
@@ -25,6 +80,7 @@ def redis_server(tmp_path):
 
 
 @pytest.fixture(scope="session")
+@needs("pool")
 def pool_bin():
     """The pool's condor_* programs installed once per session where every user can run them
     (the checkout may be a private clone: its own localpool/bin is out of reach of the jobs' users)."""
@@ -57,6 +113,7 @@ SERVICE_USER = "htdask-svc"
 
 
 @pytest.fixture(scope="session")
+@needs("root")
 def service_user():
     """A non-root Unix user (uid >= 1000) the controller submits as; created once, removed at the end."""
     if os.geteuid() != 0:
@@ -68,6 +125,7 @@ def service_user():
 
 
 @pytest.fixture
+@needs("root")
 def unix_user():
     """A fresh Unix user (uid >= 1000, with a home), deleted at teardown; needs root."""
     if os.geteuid() != 0:

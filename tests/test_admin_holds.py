@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from tests.conftest import live, queue_of, wait_until
 from tests.test_core import make_stack, scale
 from tests.test_reliability import fault
+
+pytestmark = pytest.mark.stack
 
 
 def test_user_and_admin_holds_are_never_released_or_replaced(service_user):

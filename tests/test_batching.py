@@ -15,12 +15,13 @@ from collections import Counter
 import pytest
 
 from state import Store, connect
-from tests.conftest import wait_until
+from tests.conftest import needs, wait_until
 from tests.test_core import make_stack
 from workers.htcondor.queue_parser import parse_ads_text
 
 
 @pytest.fixture
+@needs("stack")
 def stack(service_user):
     with make_stack(service_user) as s:
         yield s
@@ -72,6 +73,7 @@ time.sleep(600)
 """ % LOCK_TTL
 
 
+@pytest.mark.stack
 def test_a_sigkilled_round_on_another_host_delays_the_next_reconcile_by_at_most_the_lease_ttl(service_user):
     with make_stack(service_user, LOCK_TTL=str(LOCK_TTL)) as stack:
         store = Store(connect(stack.redis.url))

@@ -13,7 +13,6 @@ import pytest
 
 from demo.services import REPO, have_redis
 
-pytestmark = pytest.mark.skipif(not have_redis(), reason="redis-server is not installed")
 
 FIGURE = re.compile(r"^(?P<name>[\w.-]+): .* \(goal: .*\) (ok|MISSED)$")
 
@@ -30,6 +29,8 @@ TINY = {
 }
 
 
+@pytest.mark.stack
+@pytest.mark.skipif(not have_redis(), reason="redis-server is not installed")
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_bench_script_prints_its_figure(name):
     out = subprocess.run([sys.executable, str(REPO / "bench" / f"{name}.py"), *TINY[name]], cwd=str(REPO),

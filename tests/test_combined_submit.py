@@ -24,7 +24,7 @@ from domain.jobspec import WorkerJobSpec, worker_submit_description
 from domain.submitdesc import CombinedDescription
 from domain.validation import ValidationError
 from tasks.submissions import SubmitPlan, _groups
-from tests.conftest import queue_of, wait_until
+from tests.conftest import needs, queue_of, wait_until
 from tests.test_core import make_stack, store_of
 from tests.test_localpool_lib import dry_run
 
@@ -121,6 +121,7 @@ def memory_of(stack, cluster: str) -> list[tuple[str, int]]:
 
 
 @pytest.fixture
+@needs("stack")
 def stack(service_user):
     with make_stack(service_user) as s:
         yield s
@@ -197,6 +198,7 @@ def test_a_short_combined_submit_leaves_the_shortfall_to_the_last_clusters_which
     assert len(stack.calls("condor_submit")) == 2
 
 
+@pytest.mark.stack
 def test_a_combined_submit_that_timed_out_is_not_submitted_again_in_the_round(service_user):
     # killed before it committed here; after its commit elsewhere: splitting it could queue jobs twice
     with make_stack(service_user, CONDOR_TIMEOUT="2") as stack:

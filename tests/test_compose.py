@@ -13,9 +13,10 @@ REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "compose" / "docker-compose.yml"
 ENV_EXAMPLE = REPO / "compose" / ".env.example"
 
-pytestmark = pytest.mark.skipif(shutil.which("docker-compose") is None,
-                                reason="docker-compose is not installed (apt-get install docker-compose; "
-                                       ".ci/run installs it)")
+pytestmark = [pytest.mark.external,
+              pytest.mark.skipif(shutil.which("docker-compose") is None,
+                                 reason="docker-compose is not installed (apt-get install docker-compose; "
+                                        ".ci/run installs it)")]
 
 
 def compose_config(tmp_path, **env) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ import pytest
 from demo import services
 from demo.services import REPO, Stack
 from state import Store, connect, keys
-from tests.conftest import live, queue_of, wait_until
+from tests.conftest import live, needs, queue_of, wait_until
 from workers.htcondor.queue_parser import parse_ads_text
 
 FAKE_WORKER = str(services.FAKE_WORKER)
@@ -27,6 +27,7 @@ def make_stack(service_user, **env) -> Stack:
 
 
 @pytest.fixture
+@needs("stack")
 def stack(service_user):
     with make_stack(service_user) as s:
         yield s
@@ -69,6 +70,7 @@ def test_scale_down_removes_surplus_highest_indexes_first(stack):
     assert len(stack.calls("condor_rm")) == 1
 
 
+@pytest.mark.stack
 def test_idle_jobs_are_removed_before_running_ones(service_user):
     with make_stack(service_user, LOCALPOOL_SLOTS="2") as stack:
         scale(stack, "gamma", 4)
@@ -120,6 +122,7 @@ def test_delete_leaves_no_job_and_no_state(stack):
     assert "delta" not in r.smembers(keys.clusters())
 
 
+@pytest.mark.stack
 def test_poll_summary_matches_condor_q(service_user):
     with make_stack(service_user, LOCALPOOL_SLOTS="3") as stack:
         scale(stack, "eps", 5)
@@ -137,6 +140,7 @@ def test_poll_summary_matches_condor_q(service_user):
         assert {j["state"] for j in jobs} == {"Idle", "Running"}
 
 
+@pytest.mark.stack
 def test_beat_triggers_the_poll(service_user):
     with make_stack(service_user, POLL_INTERVAL="1") as stack:
         stack.others.append(__import__("demo.services", fromlist=["celery_beat"]).celery_beat(
@@ -197,6 +201,7 @@ def test_schedd_option_routes_to_that_queue(stack):
     assert out.returncode == 2 and "runs on schedd 'other'" in out.stderr
 
 
+@pytest.mark.stack
 def test_max_idle_per_cluster_caps_queued_jobs(service_user):
     with make_stack(service_user, LOCALPOOL_SLOTS="1", MAX_IDLE_PER_CLUSTER="2") as stack:
         scale(stack, "kappa", 6)
@@ -290,6 +295,7 @@ def test_named_workers_are_submitted_once_each(stack):
     assert len(stack.calls("condor_submit")) == 2
 
 
+@pytest.mark.stack
 def test_two_beats_never_double_the_poll(service_user):
     from demo.services import celery_beat
     with make_stack(service_user, POLL_INTERVAL="1", BEAT_LOCK_TIMEOUT="10") as stack:

@@ -21,6 +21,8 @@ from demo.services import Stack
 from state import Store, connect
 from tests.conftest import wait_until
 
+pytestmark = pytest.mark.stack
+
 FAILING_WORKER = '''#!/bin/sh
 echo "worker $DASK_GATEWAY_WORKER_NAME starting"
 echo "OSError: Timed out trying to connect to $1" >&2

@@ -52,6 +52,7 @@ def _scale_tasks_done(stack: Stack) -> int:
     return sum(1 for ln in text.splitlines() if "tasks.scale_cluster[" in ln and "succeeded" in ln)
 
 
+@pytest.mark.stack
 def test_a_retried_scale_older_than_the_delete_never_recreates_the_cluster(service_user):
     # issue 12's input: submit-fail 4; scale gamma 2; sleep 1.5; delete gamma --wait; ...; status
     with _stack(service_user, POLL_INTERVAL="60", RETRY_BACKOFF_MAX="2") as stack:
@@ -74,6 +75,7 @@ def test_a_retried_scale_older_than_the_delete_never_recreates_the_cluster(servi
         assert store.get("gamma").desired == 1
 
 
+@pytest.mark.stack
 @pytest.mark.skipif(not have_redis(), reason="redis-server is not installed")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_gateway_stop_while_submits_fail_leaves_no_job_and_no_record(service_user):

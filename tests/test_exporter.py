@@ -138,6 +138,7 @@ def test_summary_older_than_three_poll_intervals_is_stale(served):
     assert value(m, "htdask_poll_age_seconds", schedd="local") >= 31
 
 
+@pytest.mark.external
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing: apt-get install prometheus")
 def test_promtool_check_metrics_is_clean(served):
     base, store = served

@@ -17,7 +17,7 @@ import requests
 
 from demo.procs import Process, free_port, wait_for_port
 from demo.services import FAKE_WORKER, Stack
-from tests.conftest import wait_until
+from tests.conftest import needs, wait_until
 from tests.test_exporter import samples, value
 from tests.test_grafana_dashboard import dashboard, for_prometheus, queries
 
@@ -25,6 +25,7 @@ CLUSTER = "watched"
 
 
 @pytest.fixture(scope="module")
+@needs("stack")
 def stack(service_user):
     with Stack(beat=True, exporter=True, POLL_INTERVAL="2", SCHEDD_MIN_INTERVAL="0", DEFAULT_OWNER=service_user,
                DASK_WORKER_COMMAND=str(FAKE_WORKER), DASK_SCHEDULER_ADDRESS="tcp://127.0.0.1:8786") as s:
@@ -57,6 +58,7 @@ def test_worker_measurements_reach_the_exporter(stack):
     assert value(m, "htdask_poll_age_seconds", schedd="local") < 3 * 2 + 5
 
 
+@pytest.mark.external
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing: apt-get install prometheus")
 def test_promtool_accepts_the_live_output(stack):
     text = requests.get(stack.exporter_url + "metrics", timeout=10).text
@@ -66,6 +68,7 @@ def test_promtool_accepts_the_live_output(stack):
 
 @pytest.mark.skipif(shutil.which("prometheus") is None,
                     reason="Debian's prometheus is not installed (apt-get install prometheus; .ci/run does)")
+@pytest.mark.external
 def test_real_prometheus_scrapes_the_cluster_running_3(stack, tmp_path):
     port = free_port()
     config = tmp_path / "prometheus.yml"
@@ -115,6 +118,7 @@ def chromium() -> str | None:
 
 @pytest.mark.skipif(chromium() is None,
                     reason="Debian's chromium is not installed (apt-get install chromium; .ci/run does)")
+@pytest.mark.external
 def test_status_page_in_headless_chromium_shows_the_cluster_row(stack):
     profile = Path(tempfile.mkdtemp(prefix="htdask-chromium-"))
     try:

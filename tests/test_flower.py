@@ -9,13 +9,14 @@ import sys
 import pytest
 import requests
 
-from tests.conftest import wait_until
+from tests.conftest import needs, wait_until
 from tests.conftest import live
 from tests.test_core import FAKE_WORKER
 from demo.services import REPO, Stack
 
 
 @pytest.fixture
+@needs("stack")
 def stack(service_user):
     with Stack(flower_auth="admin:s3cret-pw", exporter=True, DEFAULT_OWNER=service_user, DASK_WORKER_COMMAND=FAKE_WORKER, DASK_SCHEDULER_ADDRESS="tcp://127.0.0.1:8786",
                SCHEDD_MIN_INTERVAL="0") as s:

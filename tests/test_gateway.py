@@ -13,7 +13,7 @@ import pytest
 
 from demo.gateway_server import GatewayServer, close_client
 from demo.services import Stack, have_redis
-from tests.conftest import live, queue_of, wait_until
+from tests.conftest import live, needs, queue_of, wait_until
 
 pytestmark = [pytest.mark.skipif(not have_redis(), reason="redis-server is not installed"),
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
@@ -37,6 +37,7 @@ def make_stack(service_user, **env) -> Stack:
 
 
 @pytest.fixture(scope="module")
+@needs("stack")
 def stack(service_user):
     with make_stack(service_user) as s:
         yield s
@@ -210,6 +211,7 @@ def test_gateway_restart_keeps_running_clusters(stack, tmp_path):
 
 
 @pytest.fixture(scope="module")
+@needs("root")
 def owner_user():
     """A fresh unprivileged Unix user (uid >= 1000) standing for a gateway user, removed at the end."""
     import os

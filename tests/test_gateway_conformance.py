@@ -20,15 +20,17 @@ from gateway.inprocess import PASSWORD, ThreadGateway, gateway_config
 from demo.gateway_server import close_client
 from demo.services import Stack, have_redis
 from demo.procs import wait_until as procs_wait_until
-from tests.conftest import live, queue_of, wait_until
+from tests.conftest import live, needs, queue_of, wait_until
 
-pytestmark = [pytest.mark.skipif(not have_redis(), reason="redis-server is not installed"),
-              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+pytestmark = [pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 
 @pytest.fixture(scope="module")
+@needs("stack")
 def stack(service_user):
+    if not have_redis():  # here, not on the module: test_cluster_config_resource_limits needs no server
+        pytest.skip("redis-server is not installed")
     with Stack(beat=True, DEFAULT_OWNER=service_user, POLL_INTERVAL="2", SCHEDD_MIN_INTERVAL="0") as s:
         yield s
 

@@ -15,7 +15,7 @@ from gateway import jobcheck
 from gateway.eventlog import ClusterLog, EventLogs
 from demo.services import Stack, have_redis
 from localpool import userlog
-from tests.conftest import live, wait_until
+from tests.conftest import live, needs, wait_until
 
 
 def _ad(c, p, **kw):
@@ -75,6 +75,7 @@ pytestmark_e2e = pytest.mark.skipif(not have_redis(), reason="redis-server is no
 
 
 @pytest.fixture(scope="module")
+@needs("stack")
 def slow_poll_stack(service_user):
     with Stack(beat=True, DEFAULT_OWNER=service_user, POLL_INTERVAL="15", SCHEDD_MIN_INTERVAL="0") as s:
         yield s

@@ -19,7 +19,7 @@ from demo.services import FAKE_WORKER, have_redis
 from tests.conftest import wait_until
 from tests.test_gateway import FAST, live, make_stack, no_processes_left, queue_of, worker_names
 
-pytestmark = [pytest.mark.skipif(not have_redis(), reason="redis-server is not installed"),
+pytestmark = [pytest.mark.stack, pytest.mark.skipif(not have_redis(), reason="redis-server is not installed"),
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
 #: clusters choose their worker command (the failure cases use broken ones)

@@ -203,6 +203,7 @@ def test_an_unusable_setup_stops_the_gateway_with_one_line(env, words):
     assert all(w in lines[0] for w in words), lines[0]
 
 
+@pytest.mark.root
 def test_gateway_as_root_without_a_job_account_refuses():
     if os.geteuid() != 0:
         pytest.skip("the gateway's own user is the job account when not root")

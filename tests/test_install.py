@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 
 
+import pytest
+
 from demo.services import REPO
 from htdask import __version__
 from domain.pyenv import job_python, reachable_by_all, runnable_by_all
@@ -22,6 +24,7 @@ IGNORE = shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycac
                                 ".localpool", ".demo")
 
 
+@pytest.mark.slow
 def test_pip_install_gives_the_htdask_command(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(REPO, src, ignore=IGNORE)  # pip builds in the source tree: not in the checkout
@@ -51,6 +54,7 @@ def test_the_jobs_interpreter_is_runnable_by_every_user():
     assert site is None or reachable_by_all(site)
 
 
+@pytest.mark.pool
 def test_pool_programs_from_a_private_checkout_run_as_another_user(unix_user):
     private = Path(tempfile.mkdtemp())  # 0700, like /root
     public = Path(tempfile.mkdtemp(prefix="htdask-install-"))

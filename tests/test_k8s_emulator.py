@@ -10,6 +10,7 @@ from kubernetes import client as k8s
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
+from tests.conftest import needs
 from tests.k8s_emulator import Emulator
 
 G, V, P = "gateway.dask.org", "v1alpha1", "daskclusters"
@@ -17,6 +18,7 @@ JSON_PATCH = "application/json-patch+json"
 
 
 @pytest.fixture(scope="module")
+@needs("k8s")
 def api():
     with Emulator() as emulator:
         yield emulator

@@ -84,6 +84,7 @@ def _row(stack, cluster: str) -> dict:
     return {r["name"]: r for r in json.loads(out.stdout)["clusters"]}[cluster]
 
 
+@pytest.mark.stack
 def test_odd_ads_in_condor_q_and_history_affect_only_themselves(service_user, odd_bin_dir):
     with make_stack(service_user, CONDOR_BIN_DIR=odd_bin_dir) as stack:
         scale(stack, "real", 3)

@@ -17,6 +17,7 @@ from k8s_operator import bodies
 from k8s_operator.client import API_CALLS, JSON_PATCH, CredentialsFiles, KubeClient, TaskBackend, apply
 from k8s_operator.handlers import DELETE_TASK, FINALIZER, SCALE_TASK, Ref, reconcile
 from k8s_operator.naming import htcondor_cluster_name
+from tests.conftest import needs
 from tests.k8s_emulator import Emulator
 from tests.test_operator_handlers import (EXPECTED_OPTIONS, EXPECTED_POD, EXPECTED_SECRET,
                                           EXPECTED_SERVICE, running_status)
@@ -64,6 +65,7 @@ class Kube:
 
 
 @pytest.fixture
+@needs("k8s")
 def kube():
     with Emulator() as api:
         yield Kube(api)

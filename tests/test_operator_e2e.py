@@ -22,7 +22,7 @@ from k8s_operator import bodies
 from k8s_operator.client import API_CALLS, NAMESPACED_OPS, rbac_requirements
 from k8s_operator.handlers import FINALIZER
 from k8s_operator.naming import htcondor_cluster_name
-from tests.conftest import live, wait_until
+from tests.conftest import live, needs, wait_until
 from tests.k8s_emulator import Emulator
 from tests.test_operator_objects import daskcluster
 
@@ -34,6 +34,7 @@ WORKER_COUNTS = {"idle", "running", "held"}
 
 
 @pytest.fixture(scope="module")
+@needs("stack")
 def stack(service_user):
     with Stack(beat=True, DEFAULT_OWNER=service_user, DASK_WORKER_COMMAND=str(services.FAKE_WORKER),
                POLL_INTERVAL="1", SCHEDD_MIN_INTERVAL="0") as s:
@@ -41,6 +42,7 @@ def stack(service_user):
 
 
 @pytest.fixture
+@needs("k8s")
 def api():
     with Emulator() as emulator:
         yield emulator

@@ -15,7 +15,7 @@ import pytest
 
 from demo.services import REPO, Stack
 from state import connect, keys
-from tests.conftest import wait_until
+from tests.conftest import needs, wait_until
 from workers.htcondor.queue_parser import parse_ads_text
 
 FAKE_WORKER = str(REPO / "demo" / "fake_dask_worker")
@@ -24,6 +24,7 @@ EMAIL = "Dana.Owner@Example.org"
 
 
 @pytest.fixture(scope="module")
+@needs("root")
 def owner_user():
     """A fresh unprivileged Unix user (uid >= 1000), removed at the end."""
     if os.geteuid() != 0:
@@ -37,6 +38,7 @@ def owner_user():
 
 
 @pytest.fixture
+@needs("stack")
 def stack(owner_user, service_user, tmp_path):
     user_map = tmp_path / "users.yaml"
     user_map.write_text(f"# e-mail: unix user\n{EMAIL.lower()}: {owner_user}\n"

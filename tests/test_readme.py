@@ -20,8 +20,6 @@ import pytest
 from demo.procs import free_port
 from demo.services import REPO, have_redis
 
-pytestmark = pytest.mark.skipif(not have_redis(), reason="redis-server is not installed")
-
 
 def quick_start_blocks() -> list[str]:
     text = (REPO / "README.md").read_text()
@@ -37,6 +35,8 @@ def test_quick_start_blocks_exist():
     assert any("localpool install" in b and "PATH" in b for b in blocks), "the pool's programs on PATH"
 
 
+@pytest.mark.stack
+@pytest.mark.skipif(not have_redis(), reason="redis-server is not installed")
 def test_quick_start_runs_as_written():
     if not (REPO / ".venv" / "bin" / "python").exists():
         pytest.skip("needs the checkout's .venv (make test creates it)")

@@ -21,6 +21,8 @@ from tests.conftest import live, queue_of
 from tests.test_core import FAKE_WORKER, scale
 from workers.htcondor.queue_parser import parse_ads_text
 
+pytestmark = pytest.mark.stack
+
 
 def make_stack(service_user, **env) -> Stack:
     env.setdefault("POLL_INTERVAL", "60")

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from demo.procs import Process, free_port, wait_for_port
 from demo.services import Stack
 from tests.conftest import live, wait_until
+
+pytestmark = pytest.mark.stack
 
 
 def test_scale_down_retires_running_workers_before_removing_their_jobs(service_user):

@@ -28,8 +28,9 @@ from demo.services import REPO, Stack
 from state import Store, connect, connection
 from tests.conftest import queue_of
 
-pytestmark = pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-sentinel")),
-                                reason="redis-server / redis-sentinel not installed (apt-get install redis-sentinel)")
+# on the stack test only: the others need no server and run in the unit tier
+needs_sentinel = pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-sentinel")),
+                                    reason="redis-server / redis-sentinel not installed (apt-get install redis-sentinel)")
 
 CLUSTERS = [f"fo{i:02d}" for i in range(20)]
 ROUNDS = 5
@@ -70,6 +71,8 @@ def _exact(stack, last: dict[str, int]) -> list[str]:
     return [c for c, n in last.items() if len(_alive_jobs(stack, c)[0]) != n]
 
 
+@pytest.mark.stack
+@needs_sentinel
 def test_master_sigkilled_during_a_burst_of_scale_requests(service_user, monkeypatch):
     sentinels = SentinelSet(password=secrets.token_hex(8))
     with Stack(redis=sentinels, beat=True, DEFAULT_OWNER=service_user, DASK_WORKER_COMMAND=services.FAKE_WORKER,

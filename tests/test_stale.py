@@ -10,10 +10,14 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from demo.services import Stack
 from state import Store, connect
 from tests.conftest import live, wait_until
 from tests.test_core import FAKE_WORKER, scale
+
+pytestmark = pytest.mark.stack
 
 
 def _row(stack, cluster: str) -> dict:

@@ -34,6 +34,7 @@ def env(tmp_path):
     return e
 
 
+@pytest.mark.root
 def test_root_worker_without_default_owner_refuses(env):
     if os.geteuid() != 0:
         pytest.skip("the check is about a worker running as root")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from demo.services import Stack
 from tests.conftest import live, wait_until
 from tests.test_core import FAKE_WORKER
 from tests.test_reliability import fault
+
+pytestmark = pytest.mark.stack
 
 
 def _polls(stack) -> int:

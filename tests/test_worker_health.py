@@ -6,7 +6,11 @@ import signal
 import socket
 import time
 
+import pytest
+
 from tests.test_core import make_stack
+
+pytestmark = pytest.mark.stack
 
 
 def health(stack, node: str, timeout: float = 3.0):
