@@ -102,9 +102,9 @@ def test_secrets_and_settings_are_required(tmp_path, missing):
 
 
 def test_worker_is_restarted_when_it_stops_answering_a_ping(config):
-    """The kombu wedge defence: the health check pings the worker's node (htdask worker-health, default
-    node worker@<host> = the -n worker@%h it is started with) and kills it by its pid file; init + restart
-    policy bring a fresh one."""
+    """The kombu wedge defence: the health check pings the worker (htdask worker-health: by default the
+    workers of this host consuming the schedd's queue, here the -n worker@%h it is started with) and kills
+    it by its pid file; init + restart policy bring a fresh one."""
     worker = config["services"]["worker"]
     cmd = worker["command"]
     assert cmd[cmd.index("-n") + 1] == "worker@%h"
