@@ -89,3 +89,11 @@ def test_the_package_depends_on_the_runtime_part_of_requirements_txt():
     with open(REPO / "pyproject.toml", "rb") as f:
         deps = tomllib.load(f)["project"]["dependencies"]
     assert sorted(deps) == pins
+
+
+def test_gitignore_ignores_the_venv_link():
+    """`make venv` may make .venv a symbolic link (harness/venv_dir.py): `.venv/` would match only a directory."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    out = subprocess.run(["git", "check-ignore", "-q", "--no-index", ".venv"], cwd=str(REPO))
+    assert out.returncode == 0, ".venv (a link or a directory) is not ignored by .gitignore"
