@@ -29,6 +29,7 @@ RUN set -eux; \
     rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/htdask
+# requirements.txt is the runtime only: no test or benchmark tool in the image (requirements-dev.txt)
 COPY requirements.txt ./
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . ./

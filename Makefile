@@ -11,10 +11,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test unit bench deps venv bytecode clean
 
-$(STAMP): requirements.txt
+# requirements.txt: the runtime (the production image installs only it); requirements-dev.txt: it plus
+# the tests' and benchmarks' packages.
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || { mkdir -p -m 0755 $(dir $(VENV)) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $(STAMP)
 
 venv: $(STAMP)

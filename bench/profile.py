@@ -25,7 +25,7 @@ _PLUMBING = re.compile(r"frozen |click/|celery/bin|billiard/(process|popen|conte
 
 
 def py_spy() -> str:
-    """The py-spy program of this venv (requirements.txt), else PATH's; RuntimeError if there is none."""
+    """The py-spy program of this venv (requirements-dev.txt), else PATH's; RuntimeError if there is none."""
     here = Path(sys.executable).parent / "py-spy"
     found = str(here) if here.exists() else shutil.which("py-spy")
     if not found:

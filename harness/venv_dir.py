@@ -3,7 +3,7 @@
 Jobs and run-as-user commands run as other users and need this venv's interpreter and packages.
 In a checkout they can enter (or when not root: jobs then run as ourselves) the venv is `.venv`.
 A clone in a private directory (e.g. under /root, mode 0700) gets its venv under
-/var/lib/htdask/venv-<hash of requirements.txt and Python version>, shared by clones with the same
+/var/lib/htdask/venv-<hash of requirements*.txt and Python version>, shared by clones with the same
 requirements, and `make` links `.venv` to it. Stdlib only (runs before the venv exists).
 
     python3 harness/venv_dir.py [CHECKOUT]
@@ -34,7 +34,10 @@ def enterable_by_all(path: Path) -> bool:
 def venv_dir(checkout: Path) -> str:
     if os.geteuid() != 0 or enterable_by_all(checkout):
         return ".venv"
-    digest = hashlib.sha256((checkout / "requirements.txt").read_bytes())
+    digest = hashlib.sha256()
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        path = checkout / name
+        digest.update(path.read_bytes() if path.exists() else b"")
     digest.update(sys.version.encode())
     return str(SHARED / f"venv-{digest.hexdigest()[:12]}")
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -81,14 +82,35 @@ def test_pool_programs_from_a_private_checkout_run_as_another_user(unix_user):
         shutil.rmtree(public, ignore_errors=True)
 
 
-def test_the_package_depends_on_the_runtime_part_of_requirements_txt():
+def pins(path: Path) -> list[str]:
+    """The requirement lines of a requirements file (comments and `-r` includes left out)."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return sorted(line for line in lines if line and not line.startswith("-"))
+
+
+def test_the_package_depends_on_requirements_txt_which_is_the_runtime():
     import tomllib
-    text = (REPO / "requirements.txt").read_text()
-    runtime = text.split("# Runtime", 1)[1].split("# Tests", 1)[0]
-    pins = sorted(line.split("#", 1)[0].strip() for line in runtime.splitlines() if line.split("#", 1)[0].strip())
     with open(REPO / "pyproject.toml", "rb") as f:
         deps = tomllib.load(f)["project"]["dependencies"]
-    assert sorted(deps) == pins
+    assert sorted(deps) == pins(REPO / "requirements.txt")
+
+
+def test_the_image_installs_the_runtime_and_make_test_the_tests_packages_too():
+    """The production image gets no test or benchmark tool; `make test` (its venv) gets both files."""
+    runtime = {re.split(r"[<>=\[ ]", p, 1)[0].lower() for p in pins(REPO / "requirements.txt")}
+    dev_text = (REPO / "requirements-dev.txt").read_text()
+    dev = {re.split(r"[<>=\[ ]", p, 1)[0].lower() for p in pins(REPO / "requirements-dev.txt")}
+    assert {"pytest", "py-spy", "kmock", "fakeredis", "pytest-asyncio", "kubernetes_asyncio"} <= dev
+    assert not runtime & {"pytest", "pytest-timeout", "py-spy", "kmock", "fakeredis", "pytest-asyncio",
+                          "kubernetes_asyncio"}
+    assert "-r requirements.txt" in dev_text.splitlines()
+    installs = [ln for ln in (REPO / "Dockerfile").read_text().splitlines() if "pip install" in ln]
+    assert installs and all("requirements-dev" not in ln for ln in installs), installs
+    assert any("requirements.txt" in ln for ln in installs), installs
+    make = (REPO / "Makefile").read_text()
+    stamp = re.search(r"^\$\(STAMP\): (.*)$", make, re.M)[1].split()
+    assert {"requirements.txt", "requirements-dev.txt"} <= set(stamp)
+    assert "pip install -q -r requirements-dev.txt" in make
 
 
 def test_gitignore_ignores_the_venv_link():
