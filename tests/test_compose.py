@@ -19,6 +19,11 @@ pytestmark = [pytest.mark.external,
                                         ".ci/run installs it)")]
 
 
+# what a site with Kubernetes adds to .env (commented out in .env.example)
+OPERATOR = dict(DASK_GATEWAY_INSTANCE="dask-gateway", DASK_GATEWAY_API_URL="http://api-dask-gateway.dask-gateway:8000/api",
+                KUBECONFIG_FILE="/etc/htdask/kubeconfig")
+
+
 def compose_config(tmp_path, **env) -> subprocess.CompletedProcess:
     """`docker-compose config` with a copy of .env.example plus `env` as the env file."""
     env_file = tmp_path / "env"
@@ -34,7 +39,7 @@ def compose_config(tmp_path, **env) -> subprocess.CompletedProcess:
 @pytest.fixture
 def config(tmp_path):
     out = compose_config(tmp_path, REDIS_PASSWORD="s3cret-redis", FLOWER_USER="ops", FLOWER_PASSWORD="s3cret-flower",
-                         SCHEDD_NAME="schedd-a", KUBECONFIG_FILE="/etc/htdask/kubeconfig")
+                         SCHEDD_NAME="schedd-a", **OPERATOR)
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
 
@@ -93,12 +98,24 @@ def test_operator_runs_the_cli_command_with_a_kubeconfig(config):
     assert op["environment"]["DASK_GATEWAY_API_URL"].startswith("http")
 
 
-@pytest.mark.parametrize("missing", ["REDIS_PASSWORD", "FLOWER_PASSWORD", "KUBECONFIG_FILE"])
+@pytest.mark.parametrize("missing", ["REDIS_PASSWORD", "FLOWER_PASSWORD", "DEFAULT_OWNER"])
 def test_secrets_and_settings_are_required(tmp_path, missing):
-    values = dict(REDIS_PASSWORD="x", FLOWER_USER="u", FLOWER_PASSWORD="p", KUBECONFIG_FILE="/k")
+    values = dict(REDIS_PASSWORD="x", FLOWER_USER="u", FLOWER_PASSWORD="p", DEFAULT_OWNER="htdask")
     values[missing] = None
     out = compose_config(tmp_path, **values)
     assert out.returncode != 0 and f"set {missing}" in out.stderr
+
+
+def test_a_site_without_kubernetes_sets_no_operator_setting(tmp_path):
+    """.env.example as it is (its operator lines commented out): the file resolves, and the operator is
+    a profile of its own, the only one: `up` without `--profile operator` starts the other five."""
+    text = ENV_EXAMPLE.read_text()
+    assert not [ln for ln in text.splitlines() if ln.startswith(("DASK_GATEWAY_", "KUBECONFIG_FILE=", "OPERATOR_"))]
+    out = compose_config(tmp_path, REDIS_PASSWORD="x", FLOWER_PASSWORD="p")
+    assert out.returncode == 0, out.stderr
+    services = yaml.safe_load(out.stdout)["services"]
+    assert services["operator"]["profiles"] == ["operator"]
+    assert not [name for name, svc in services.items() if name != "operator" and svc.get("profiles")]
 
 
 def test_worker_is_restarted_when_it_stops_answering_a_ping(config):
