@@ -58,9 +58,9 @@ def cluster_families(snap: snapshot.Snapshot):
                               f"{snapshot.STALE_POLLS} x POLL_INTERVAL or missing, else 0",
                               labels=["cluster", "schedd"])
     crash = GaugeMetricFamily("htdask_cluster_crash_loop", "1 while a crash loop (workers exiting on their own) "
-                              "delays the cluster's next submission, else 0", labels=["cluster"])
+                              "delays the cluster's next submission, else 0", labels=["cluster", "schedd"])
     ended = CounterMetricFamily("htdask_jobs_ended", "Jobs of the cluster that left the queue, by how they ended",
-                                labels=["cluster", "reason"])
+                                labels=["cluster", "schedd", "reason"])
     for c in snap.clusters:
         if c.desired is not None:
             desired.add_metric([c.name, c.owner, c.schedd], c.desired)
@@ -71,9 +71,9 @@ def cluster_families(snap: snapshot.Snapshot):
             held.add_metric([c.name, c.schedd, code], n)
         stale.add_metric([c.name, c.schedd], 1 if c.stale else 0)
         if c.crash_loop is not None:
-            crash.add_metric([c.name], 1 if c.crash_loop else 0)
+            crash.add_metric([c.name, c.schedd], 1 if c.crash_loop else 0)
         for reason, n in sorted(c.ended.items()):
-            ended.add_metric([c.name, reason], n)
+            ended.add_metric([c.name, c.schedd, reason], n)
     return [desired, jobs, held, stale, crash, ended]
 
 

@@ -93,8 +93,8 @@ def test_metrics_are_read_from_redis_at_scrape_time(served):
     assert held == {"13": 2, "unknown": 1}, "codes, never the reasons' free text"
     assert value(m, "htdask_cluster_stale", cluster="alpha", schedd="local") == 0
     assert value(m, "htdask_cluster_stale", cluster="beta", schedd="local") == 1
-    assert value(m, "htdask_jobs_ended_total", cluster="alpha", reason="completed") == 4
-    assert value(m, "htdask_jobs_ended_total", cluster="alpha", reason="removed") == 1
+    assert value(m, "htdask_jobs_ended_total", cluster="alpha", schedd="local", reason="completed") == 4
+    assert value(m, "htdask_jobs_ended_total", cluster="alpha", schedd="local", reason="removed") == 1
     assert 0 <= value(m, "htdask_poll_age_seconds", schedd="local") < 5
     assert value(m, "htdask_poll_duration_seconds", schedd="local") == 0.25
     assert value(m, "htdask_poll_failures_total", schedd="local") == 0
@@ -123,8 +123,8 @@ def test_crash_loop_is_served_while_it_delays_submissions(served):
     store.set_backoff("alpha", time.time() + 80, "4 workers exited within 2 min (exit code 1)")
     store.set_backoff("beta", time.time() - 1, "3 workers exited within 2 min (exit code 2)")  # over
     m = samples(requests.get(f"{base}/metrics", timeout=10).text)
-    assert value(m, "htdask_cluster_crash_loop", cluster="alpha") == 1
-    assert value(m, "htdask_cluster_crash_loop", cluster="beta") == 0
+    assert value(m, "htdask_cluster_crash_loop", cluster="alpha", schedd="local") == 1
+    assert value(m, "htdask_cluster_crash_loop", cluster="beta", schedd="local") == 0
     page = requests.get(f"{base}/", timeout=10).text
     assert "crash loop: 4 workers exited within 2 min (exit code 1), next try in" in page
     assert "exit code 2" not in page

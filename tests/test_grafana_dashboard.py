@@ -61,8 +61,16 @@ def test_dashboard_model():
 
 def test_dashboard_shows_what_the_issue_asks_for():
     titles = " | ".join(p["title"].lower() for p in dashboard()["panels"])
-    for wanted in ("clusters", "held", "poll age", "schedd command latency", "request to condor_submit"):
+    for wanted in ("clusters", "held", "poll age", "schedd command latency", "request to condor_submit",
+                   "crash loop", "jobs ended"):
         assert wanted in titles, wanted
+
+
+def test_every_query_follows_the_schedd_variable():
+    """The `schedd` variable filters every panel: each metric selector of every query has the matcher."""
+    for expr in queries(dashboard()):
+        for m in re.finditer(r"\b(htdask_[a-z0-9_]+)(\{[^}]*\})?", expr):
+            assert m[2] and 'schedd=~"$schedd"' in m[2], f"{m[1]} is not filtered by $schedd in {expr}"
 
 
 def served_names(text: str) -> set[str]:
@@ -90,3 +98,18 @@ def test_readme_documents_every_metric(served):  # noqa: F811
     readme = (REPO / "README.md").read_text()
     missing = sorted(f for f in families if f not in readme and f + "_total" not in readme)
     assert not missing, f"README does not document {missing}"
+
+
+def test_every_cluster_metric_is_on_a_panel_and_has_the_schedd_label(served):  # noqa: F811
+    base, store = served
+    write_state(store, polled_at=time.time())
+    store.set_backoff("alpha", time.time() + 80, "4 workers exited within 2 min (exit code 1)")
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    used = {m for expr in queries(dashboard()) for m in METRIC.findall(expr)}
+    families = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE htdask_")}
+    for family in families - {"htdask_redis_up"}:
+        names = {family, family + "_total", family + "_bucket", family + "_count"}
+        assert names & used, f"{family} is on no panel of the dashboard"
+        samples = [ln for ln in text.splitlines() if re.match(rf"{family}(_total|_bucket|_count|_sum)?{{", ln)]
+        assert samples, f"{family}: no sample to check"
+        assert all('schedd="' in ln for ln in samples), f"{family} has no schedd label: {samples[:2]}"
