@@ -19,8 +19,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $(STAMP)
 
+# .venv/bin/htdask: the command of the checkout at hand (harness/htdask), unless pip installed one.
 venv: $(STAMP)
 	test "$(VENV)" = .venv || ln -sfn $(VENV) .venv
+	test -e $(VENV)/bin/htdask || install -m 0755 harness/htdask $(VENV)/bin/htdask
 
 # System packages the demo and tests need (Debian); a no-op when present.
 deps:

@@ -1,7 +1,8 @@
 """`make demo`: the whole controller on embedded defaults, then everything it started is stopped.
 
 Starts a private redis-server, the local pool, a Celery worker on the schedd queue, beat, Flower
-(behind basic auth) and the exporter (status page and Prometheus metrics; its URL is printed).
+(behind basic auth), the exporter (status page and Prometheus metrics; its URL is printed) and a Dask
+scheduler with its dashboard (its URL too).
 Part 1, the CLI: with a Dask scheduler of its own, scales a cluster of real Dask workers (HTCondor
 jobs of the local pool) to 4, runs a computation on them, scales to 1, deletes the cluster and
 prints the summaries. Part 2, Dask Gateway: starts the gateway with our backend, and as a
@@ -66,30 +67,23 @@ def run_demo(keep: bool = False) -> int:
         _say(f"Flower    http://127.0.0.1:{stack.flower_port}/  (user admin, password in {secret})")
         _say(f"status    {stack.exporter_url}  (status page; Prometheus metrics at {stack.exporter_url}metrics)")
         _say(f"pool      LOCALPOOL_DIR={stack.env['LOCALPOOL_DIR']}")
-        sport = free_port()
-        scheduler = Process([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                             "--port", str(sport), "--dashboard-address", "127.0.0.1:0"],
-                            env=stack.env, log_path=stack.logdir / "scheduler.log", name="dask-scheduler")
-        wait_for_port(sport, timeout=60)
-        address = f"tcp://127.0.0.1:{sport}"
-        _say(f"Dask scheduler {address}")
+        scheduler, address, dashboard = start_scheduler(stack)
+        _say(f"Dask scheduler {address}  (dashboard {dashboard})")
 
-        _say("part 1: the CLI. python cli.py scale demo 4 --wait   (one condor_submit, queue 4)")
+        _say("part 1: the CLI. htdask scale demo 4 --wait   (one condor_submit, queue 4)")
         print(_cli(stack, "scale", "demo", "4", "--scheduler", address, "--wait", "--timeout", "180"), end="")
         print(_cli(stack, "status"))
         print(_cli(stack, "jobs", "demo"))
         _compute(address, expected_workers=4)
 
-        _say("python cli.py scale demo 1 --wait")
+        _say("htdask scale demo 1 --wait")
         print(_cli(stack, "scale", "demo", "1", "--wait", "--timeout", "120"), end="")
         print(_cli(stack, "status"))
 
-        _say("python cli.py delete demo --wait")
+        _say("htdask delete demo --wait")
         print(_cli(stack, "delete", "demo", "--wait", "--timeout", "120"), end="")
         print(_cli(stack, "poll"))
-        scheduler.stop()
-        scheduler = None
-        _calls(stack)
+        _calls(stack)  # the scheduler stays up: KEEP=1 leaves it (and its dashboard) to the user
 
         _say("part 2: Dask Gateway, workers as HTCondor jobs through the same Celery tasks")
         from demo.gateway import run_gateway_demo
@@ -97,7 +91,7 @@ def run_demo(keep: bool = False) -> int:
         print(_cli(stack, "poll"))
         _calls(stack)
         if keep:
-            _print_keep(stack, password)
+            _print_keep(stack, password, address, dashboard)
             kept = True
             while True:
                 time.sleep(3600)
@@ -117,24 +111,36 @@ def run_demo(keep: bool = False) -> int:
         stack.stop()
 
 
-def _print_keep(stack: Stack, flower_password: str) -> None:
-    """KEEP=1: where everything is, its passwords, how to use it from another shell and how to stop it."""
+def start_scheduler(stack: Stack) -> tuple[Process, str, str]:
+    """A Dask scheduler for the demo's workers, on loopback: (process, its address, its dashboard's URL)."""
+    port, dashboard_port = free_port(), free_port()
+    scheduler = Process([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                         "--port", str(port), "--dashboard-address", f"127.0.0.1:{dashboard_port}"],
+                        env=stack.env, log_path=stack.logdir / "scheduler.log", name="dask-scheduler")
+    wait_for_port(port, timeout=60)
+    wait_for_port(dashboard_port, timeout=60)
+    return scheduler, f"tcp://127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}/status"
+
+
+def _print_keep(stack: Stack, flower_password: str, scheduler: str, dashboard: str) -> None:
+    """KEEP=1: where everything is, its passwords, how to use it from another shell and how to stop it;
+    `scheduler`, `dashboard`: the address of the demo's Dask scheduler (still running) and its dashboard."""
     env = stack.env
     _say("everything keeps running (make demo KEEP=1):")
     print(f"    Redis     {stack.redis.url}")
     print(f"    Flower    http://127.0.0.1:{stack.flower_port}/   user admin, password {flower_password}")
     if stack.exporter_url:
         print(f"    status    {stack.exporter_url}   (Prometheus metrics at {stack.exporter_url}metrics)")
+    print(f"    Dask      scheduler {scheduler}   dashboard {dashboard}")
     print(f"    pool      LOCALPOOL_DIR={env['LOCALPOOL_DIR']}")
     print(f"    logs      controller {stack.logdir}   worker jobs LOG_DIR={env['LOG_DIR']}")
     print("    from another shell, at the top of the checkout:")
+    print("      . .venv/bin/activate")
     print(f"      export REDIS_URL='{stack.redis.url}' LOCALPOOL_DIR='{env['LOCALPOOL_DIR']}' LOG_DIR='{env['LOG_DIR']}'"
           + (f" DEFAULT_OWNER={env['DEFAULT_OWNER']}" if env.get("DEFAULT_OWNER") else ""))
     print(f"      export PATH='{stack.pool_bin}':\"$PATH\"")
-    print("      .venv/bin/dask scheduler --host 127.0.0.1 --port 8786 --dashboard-address 127.0.0.1:0 &"
-          "   # a scheduler for the workers")
-    print("      .venv/bin/python cli.py scale mine 2 --scheduler tcp://127.0.0.1:8786 --wait")
-    print("      .venv/bin/python cli.py status; .venv/bin/python cli.py logs mine --tail 5")
+    print(f"      htdask scale mine 2 --scheduler {scheduler} --wait   # its workers show on the dashboard")
+    print("      htdask status; htdask logs mine --tail 5")
     print(f"    stop:     Ctrl-C here, or kill {os.getpid()} (everything the demo started stops)", flush=True)
 
 

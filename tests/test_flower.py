@@ -47,10 +47,21 @@ def test_flower_api_lists_our_tasks_with_arguments(stack):
 
 
 def test_demo_keep_prints_what_answers_and_how_to_stop(stack, capsys):
-    """`make demo KEEP=1` prints URLs and passwords that work, the shell lines to use it, how to stop."""
-    from demo.run import _print_keep
-    _print_keep(stack, "s3cret-pw")
-    out = capsys.readouterr().out
+    """`make demo KEEP=1` prints URLs and passwords that work, the shell lines to use it, how to stop; its
+    Dask scheduler keeps running, and the scheduler's address and dashboard URL are printed (and answer)."""
+    from demo.run import _print_keep, start_scheduler
+    scheduler, address, dashboard = start_scheduler(stack)
+    try:
+        _print_keep(stack, "s3cret-pw", address, dashboard)
+        out = capsys.readouterr().out
+        assert dashboard in out and requests.get(dashboard, timeout=30).status_code == 200
+        assert f"htdask scale mine 2 --scheduler {address} --wait" in out
+    finally:
+        scheduler.stop()
+    import inspect
+    from demo.run import run_demo
+    source = inspect.getsource(run_demo)  # the demo's own scheduler is stopped at the end only, not before KEEP
+    assert source.count("scheduler.stop()") == 1 and source.index("finally:") < source.index("scheduler.stop()")
     flower = next(w for line in out.splitlines() if "Flower" in line for w in line.split() if w.startswith("http"))
     assert requests.get(f"{flower}api/workers", auth=("admin", "s3cret-pw"), timeout=10).status_code == 200
     assert "password s3cret-pw" in out and stack.redis.url in out

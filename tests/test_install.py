@@ -119,3 +119,31 @@ def test_gitignore_ignores_the_venv_link():
         pytest.skip("not a git checkout")
     out = subprocess.run(["git", "check-ignore", "-q", "--no-index", ".venv"], cwd=str(REPO))
     assert out.returncode == 0, ".venv (a link or a directory) is not ignored by .gitignore"
+
+
+def test_make_venv_gives_the_htdask_command_of_the_checkout(tmp_path):
+    """The README's one form, `htdask`, after `make venv` and `. .venv/bin/activate`: harness/htdask in the
+    virtualenv's bin runs the checkout of the current directory, with that virtualenv's python."""
+    make = (REPO / "Makefile").read_text()
+    assert "test -e $(VENV)/bin/htdask || install -m 0755 harness/htdask $(VENV)/bin/htdask" in make
+    bindir = tmp_path / "venv" / "bin"
+    bindir.mkdir(parents=True)
+    (bindir / "python").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')  # the virtualenv's python
+    (bindir / "python").chmod(0o755)
+    shutil.copy(REPO / "harness" / "htdask", bindir / "htdask")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
+    out = subprocess.run(["htdask", "--version"], cwd=str(REPO), env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and __version__ in out.stdout, out
+    out = subprocess.run(["htdask", "status", "--help"], cwd=str(REPO), env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("Usage: htdask status"), out
+    installed = subprocess.run([sys.executable, "-c", "import htdask"], cwd=str(tmp_path), env=env,
+                               capture_output=True).returncode == 0
+    if installed:  # pip installed htdask into this venv: it runs anywhere, as it should
+        return
+    elsewhere = subprocess.run(["htdask", "--version"], cwd=str(tmp_path), env=env, capture_output=True,
+                               text=True, timeout=60)
+    assert elsewhere.returncode == 1 and elsewhere.stderr.strip().splitlines() == [
+        "error: htdask: no htdask checkout here: run it at the top of one, or pip install . first"], elsewhere
