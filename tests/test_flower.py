@@ -132,3 +132,26 @@ def test_polls_run_on_their_own_queue(stack):
     info = [requests.get(f"http://127.0.0.1:{stack.flower_port}/api/task/info/{tid}", auth=auth, timeout=10).json()
             for tid in tasks]
     assert {t.get("routing_key") for t in info} == {"local.poll"}, info
+
+
+def test_flower_takes_its_password_from_a_config_file_out_of_ps(stack, tmp_path):
+    """The README's second way: `--conf` names a Python file (mode 0600) holding basic_auth; the
+    password is then on no command line."""
+    from demo.procs import Process, free_port, wait_for_port
+    conf = tmp_path / "flowerconfig.py"
+    conf.touch(mode=0o600)
+    conf.write_text('basic_auth = ["admin:from-a-file"]\n')
+    port = free_port()
+    env = {k: v for k, v in stack.env.items() if not k.startswith("FLOWER_")}
+    flower = Process([sys.executable, "-m", "celery", "-A", "tasks", "flower", f"--conf={conf}",
+                      "--address=127.0.0.1", f"--port={port}"], env=env, cwd=str(REPO),
+                     log_path=tmp_path / "flower.log", name="flower-conf")
+    try:
+        wait_for_port(port, timeout=60)
+        base = f"http://127.0.0.1:{port}"
+        assert requests.get(f"{base}/api/workers", timeout=10).status_code == 401
+        assert requests.get(f"{base}/api/workers", auth=("admin", "from-a-file"), timeout=30).status_code == 200
+        with open(f"/proc/{flower.pid}/cmdline", "rb") as f:
+            assert b"from-a-file" not in f.read()
+    finally:
+        flower.stop()
