@@ -196,8 +196,9 @@ class Runner:
             finished.append((job, rc))
         if finished:
             procs.kill_tagged(self.pool_id, {j.tag for j, _ in finished})
-            for job, _ in finished:
-                self._cleanup(job, exited=True)
+            for job, _ in finished:  # output comes back from a job that exited, not a removed or held one
+                row = self.con.execute("SELECT status FROM jobs WHERE cluster=? AND proc=?", job.key).fetchone()
+                self._cleanup(job, exited=bool(row) and row[0] == 2)
         return finished
 
     def _cleanup(self, job, exited: bool) -> None:

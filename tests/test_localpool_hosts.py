@@ -119,6 +119,7 @@ def test_running_job_ad_and_the_hosts_network(hosts_pool):
     assert len(_netns_of(env["LOCALPOOL_DIR"])) == 2
     run(env, "condor_rm", job)
     wait_for(lambda: not q(env, job), what="removal")
+    assert not (work / "addr.txt").exists(), "a removed job's output is not transferred"
     pool(env, "stop")
     assert _netns_of(env["LOCALPOOL_DIR"]) == [], "stop removes the execute hosts"
 
@@ -132,6 +133,15 @@ def test_missing_input_file_holds_with_code_13(hosts_pool):
                                        "while sending files to execution point slot1@exec")
     assert ad["HoldReason"].endswith(f"Details: reading from file {work}/nothere.txt: "
                                      "(errno 2) No such file or directory")
+
+
+def test_missing_output_file_holds_with_code_12(hosts_pool):
+    env, work = hosts_pool
+    [job] = submit(env, work, "executable = /bin/true\ntransfer_output_files = never.txt\nqueue\n")
+    ad = wait_for(lambda: next((a for a in q(env, job) if a["JobStatus"] == 5), None), what="hold")
+    assert (ad["HoldReasonCode"], ad["HoldReasonSubCode"]) == (12, 2)
+    assert ad["HoldReason"].startswith("Transfer output files failure at execution point slot1@exec")
+    assert ad["HoldReason"].endswith("/never.txt: (errno 2) No such file or directory")
 
 
 def test_input_is_read_as_the_jobs_owner(hosts_pool, unix_user):
