@@ -87,6 +87,7 @@ class Runner:
         with store.transaction(self.con):
             store.set_meta(self.con, "runner_pid", os.getpid())
             store.set_meta(self.con, "runner_slots", self.slots)
+            store.set_meta(self.con, "execute_hosts", len(self.execute.plan.hosts) if self.execute else 0)
         log.info("runner pid %d started: pool %s, %d slots, uid %d", os.getpid(), self.files.root,
                  self.slots, os.geteuid())
         self.recover()

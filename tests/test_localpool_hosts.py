@@ -167,6 +167,8 @@ def test_should_transfer_files_no_never_matches_a_separate_execute_host(hosts_po
     [ok] = submit(env, work, "executable = /bin/true\nqueue\n", name="ok.sub")
     _done(env, ok)
     assert [a["JobStatus"] for a in q(env, job)] == [1]  # idle: no execute host has its FileSystemDomain
+    res = run(env, "condor_q", "-better-analyze", job)
+    assert "No execute host matches: should_transfer_files = NO requires TARGET.FileSystemDomain" in res.stdout
 
 
 SERVER = """import http.server, socket
