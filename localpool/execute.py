@@ -70,8 +70,7 @@ class ExecuteSide:
             except transfer.TransferFailure as exc:
                 raise spawn.StartFailure(exc.code, exc.subcode, exc.reason) from None
             netns = host.netns
-            if (ad.get("WantDocker") or ad.get("WantContainer")) and \
-                    str(ad.get("DockerNetworkType") or "").lower() != "host":
+            if _docker_run(ad) and str(ad.get("DockerNetworkType") or "").lower() != "host":
                 container = hosts.Container(self.plan, host, c, p)
                 container.create(_services(ad))
                 netns = container.netns
@@ -170,6 +169,15 @@ class ExecuteSide:
                 r.container.destroy()
             self.busy[r.host.index] -= 1
             shutil.rmtree(job.scratch, ignore_errors=True)
+
+
+def _docker_run(ad: dict) -> bool:
+    """Run by Docker (a network namespace of its own): docker universe, or container universe with a
+    Docker image (docker_image, or container_image = docker://...); an Apptainer image (.sif, a
+    directory) shares its host's network, as Apptainer does by default."""
+    image = ad.get("ContainerImage")
+    return bool(ad.get("WantDocker") or (ad.get("WantContainer") and (
+        ad.get("DockerImage") or (isinstance(image, str) and image.startswith("docker://")))))
 
 
 def _services(ad: dict) -> dict[str, int]:

@@ -188,7 +188,8 @@ def _connect(addr: str, port: int) -> bool:
 def test_docker_job_is_reachable_only_through_its_published_port(hosts_pool, universe):
     env, work = hosts_pool
     (work / "srv.py").write_text(SERVER)
-    image = "docker_image = python:3.11-slim" if universe == "docker" else "container_image = python.sif"
+    image = ("docker_image = python:3.11-slim" if universe == "docker"
+             else "container_image = docker://python:3.11-slim")
     [job] = submit(env, work, f"universe = {universe}\n{image}\n"
                               f"executable = {sys.executable}\ntransfer_executable = false\n"
                               "arguments = srv.py\ntransfer_input_files = srv.py\n"
@@ -209,10 +210,13 @@ def test_docker_job_is_reachable_only_through_its_published_port(hosts_pool, uni
     wait_for(lambda: not _connect(ip, port), what="the published port to close")
 
 
-def test_docker_host_network(hosts_pool):
+@pytest.mark.parametrize("image", ["universe = docker\ndocker_image = python:3.11-slim\ndocker_network_type = host",
+                                   "universe = container\ncontainer_image = /cvmfs/images/python.sif"])
+def test_host_network(hosts_pool, image):
+    """docker_network_type = host, and an Apptainer image (which shares its host's network)."""
     env, work = hosts_pool
     (work / "srv.py").write_text(SERVER)
-    [job] = submit(env, work, "universe = docker\ndocker_image = python:3.11-slim\ndocker_network_type = host\n"
+    [job] = submit(env, work, f"{image}\n"
                               f"executable = {sys.executable}\ntransfer_executable = false\n"
                               "arguments = srv.py\ntransfer_input_files = srv.py\nqueue\n")
     ad = wait_for(lambda: next((a for a in q(env, job) if a.get("JobPid")), None), what="JobPid")
