@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from localpool import JOB_STATUS_NAMES, ads, daemon, paths, store
+from localpool import JOB_STATUS_NAMES, ads, daemon, hosts, paths, store
 
 log = logging.getLogger("localpool")
 
@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "start":
         files = paths.PoolFiles(paths.ensure_pool_dir())
         store.connect(files).close()
-        daemon.ensure_runner(files)
+        try:
+            daemon.ensure_runner(files)
+        except hosts.SettingError as exc:
+            print(f"localpool: {exc}", file=sys.stderr)
+            return 1
         print(f"runner pid {daemon.runner_pid(files)}")
         return 0
     if a.cmd == "status":

@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 
-from localpool import paths, procs, store, userlog
+from localpool import hosts, paths, procs, store, userlog
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,13 @@ def start_lock(files: paths.PoolFiles) -> _StartLock:
 
 
 def ensure_runner(files: paths.PoolFiles | None = None) -> bool:
-    """Start the pool's runner in the background unless it runs; True if one was started."""
+    """Start the pool's runner in the background unless it runs; True if one was started.
+    hosts.SettingError (one line) when LOCALPOOL_EXECUTE_HOSTS cannot be honoured."""
     files = files or paths.PoolFiles(paths.ensure_pool_dir())
     with start_lock(files):
         if runner_running(files):
             return False
+        hosts.wanted()  # refused here, where the caller can print it, not only in the runner's log
         try:  # the new runner writes its pid here once it holds the runner lock
             os.close(paths.open_shared(files.pidfile, os.O_WRONLY | os.O_TRUNC))
         except OSError:
@@ -143,6 +145,7 @@ def stop(files: paths.PoolFiles, timeout: float = 15.0) -> str:
                 _signal(pid, signal.SIGKILL)
                 _wait_unlocked(files, 5.0)
         _kill_leftovers(files)
+        hosts.teardown(files.root)  # the execute hosts' namespaces and veths, if the runner left them
         try:
             with open(files.pidfile, "w"):
                 pass
@@ -202,6 +205,7 @@ def release_processes(con, keys) -> None:
             if status == 2:
                 store.set_status(ad, 1, now)
                 ad.pop("RemoteHost", None)
+                ad.pop("JobPid", None)
                 events.add(userlog.EVICTED, {k: v for k, v in ad.items()
                                              if k not in ("ExitCode", "ExitBySignal")}, now)
             store.save_job(con, ad, pid=None, pid_start=None)

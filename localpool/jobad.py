@@ -238,6 +238,19 @@ class AdBuilder:
                 ad["DockerImage"] = docker
             else:
                 ad["ContainerImage"] = image
+        for key, attr in (("docker_network_type", "DockerNetworkType"), ("encrypt_input_files", "EncryptInputFiles"),
+                          ("encrypt_output_files", "EncryptOutputFiles")):
+            if v.get(key):
+                ad[attr] = v.get(key)
+        services = v.get("container_service_names")  # SetContainerSpecial
+        if services:
+            ad["ContainerServiceNames"] = services
+            for name in [n.strip() for n in services.replace(",", " ").split() if n.strip()]:
+                text = v.get(f"{name}_container_port") or "-1"
+                port = int(text) if text.strip().lstrip("-").isdigit() else -1
+                if not 0 <= port <= 65535:
+                    raise SubmitError(f"Requested {name}_container_port of {port} must be between 0 and 65535.")
+                ad[f"{name}_ContainerPort"] = port
 
     def _environment(self, ad: dict, v: Values) -> None:
         env: dict[str, str] = {}
@@ -283,7 +296,8 @@ class AdBuilder:
             if text:
                 if stf == "NO" and key != "transfer_output_remaps":
                     raise SubmitError(f"You specified {key} but should_transfer_files = NO")
-                ad[attr] = text
+                # SetTransferFiles assigns the remaps as an expression: the quoted string's value
+                ad[attr] = expression(text, key) if key == "transfer_output_remaps" else text
 
     @staticmethod
     def _resources(ad: dict, v: Values) -> None:

@@ -18,7 +18,7 @@ import stat
 import subprocess
 import time
 
-from localpool import daemon, paths, policy, procs, spawn, store, userlog
+from localpool import daemon, execute, hosts, paths, policy, procs, reaping, spawn, store, userlog
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class Runner:
         self.periodic_every = _env_float("LOCALPOOL_PERIODIC_INTERVAL", 1.0)
         self.next_periodic = 0.0
         self.expr_cache: dict = {}
+        self.execute: execute.ExecuteSide | None = None  # LOCALPOOL_EXECUTE_HOSTS
+        self.unmatched: set = set()  # idle jobs no execute host matches
 
     # ------------------------------------------------------------ lifecycle
 
@@ -76,9 +78,16 @@ class Runner:
         fifo = self._open_fifo()
         self.con = store.connect(self.files)
         self.pool_id = store.pool_id(self.con)
+        try:
+            self.execute = execute.open_side(self.files)
+        except (hosts.SettingError, RuntimeError, OSError) as exc:
+            log.error("cannot make the execute hosts: %s", exc)
+            hosts.teardown(self.files.root)
+            return 1
         with store.transaction(self.con):
             store.set_meta(self.con, "runner_pid", os.getpid())
             store.set_meta(self.con, "runner_slots", self.slots)
+            store.set_meta(self.con, "execute_hosts", len(self.execute.plan.hosts) if self.execute else 0)
         log.info("runner pid %d started: pool %s, %d slots, uid %d", os.getpid(), self.files.root,
                  self.slots, os.geteuid())
         self.recover()
@@ -168,6 +177,7 @@ class Runner:
             self._start_idle()
 
     def _periodic(self) -> None:
+        self.unmatched.clear()  # released or edited jobs are matched again
         events = userlog.Pending(self.host)
         policy.apply_periodic(self.con, self.expr_cache, events)
         events.write()
@@ -187,10 +197,17 @@ class Runner:
             finished.append((job, rc))
         if finished:
             procs.kill_tagged(self.pool_id, {j.tag for j, _ in finished})
-            for job, _ in finished:
-                if job.scratch:
-                    shutil.rmtree(job.scratch, ignore_errors=True)
+            for job, _ in finished:  # output comes back from a job that exited, not a removed or held one
+                row = self.con.execute("SELECT status FROM jobs WHERE cluster=? AND proc=?", job.key).fetchone()
+                self._cleanup(job, exited=bool(row) and row[0] == 2)
         return finished
+
+    def _cleanup(self, job, exited: bool) -> None:
+        """After a job's processes are gone: its output transfer (execute hosts), its scratch."""
+        if job.remote is not None:
+            self.execute.finish(job, exited)
+        elif job.scratch:
+            shutil.rmtree(job.scratch, ignore_errors=True)
 
     def _enforce(self) -> None:
         """Kill jobs whose queue status is no longer Running (removed, held, released...)."""
@@ -209,48 +226,14 @@ class Runner:
                 procs.kill_tagged(self.pool_id, {job.tag})
 
     def _record_finished(self, finished) -> None:
-        now = int(time.time())
-        events = userlog.Pending(self.host)
-        with store.transaction(self.con):
-            for job, rc in finished:
-                row = store.load_job(self.con, *job.key)
-                if row is None:
-                    continue
-                status, _pid, ad = row
-                wall = max(0.0, time.time() - job.started)
-                ad["RemoteWallClockTime"] = float(ad.get("RemoteWallClockTime") or 0.0) + wall
-                ad["LastRemoteHost"] = self.slot_name
-                ad.pop("RemoteHost", None)
-                if status == 2:
-                    if rc >= 0:
-                        ad["ExitBySignal"] = False
-                        ad["ExitCode"] = rc
-                        ad.pop("ExitSignal", None)
-                    else:
-                        ad["ExitBySignal"] = True
-                        ad["ExitSignal"] = -rc
-                        ad.pop("ExitCode", None)
-                    outcome = policy.at_exit(ad, now, self.expr_cache)
-                    events.add({"completed": userlog.TERMINATED, "requeued": userlog.EVICTED,
-                                "held": userlog.HELD}[outcome], ad, now)
-                    if outcome == "completed":
-                        store.move_to_history(self.con, ad)
-                    else:
-                        store.save_job(self.con, ad, pid=None, pid_start=None)
-                    log.info("job %d.%d exited (rc %d): %s%s", *job.key, rc, outcome,
-                             f" ({ad.get('HoldReason')})" if outcome == "held" else "")
-                elif status == 3:
-                    store.move_to_history(self.con, ad)
-                    log.info("job %d.%d removed", *job.key)
-                else:
-                    store.save_job(self.con, ad, pid=None, pid_start=None)
-        events.write()  # removed / held jobs: their 009 / 012 came from condor_rm / condor_hold / the policy
+        reaping.record_finished(self.con, finished, self.host, self.slot_name, self.expr_cache)
 
     def _start_idle(self) -> None:
         free = self.slots - len(self.jobs)
-        keys = self.con.execute(
+        keys = [k for k in self.con.execute(
             "SELECT cluster, proc FROM jobs WHERE seeded=0 AND status=1 AND pid IS NULL "
-            "ORDER BY cluster, proc LIMIT ?", (free,)).fetchall()
+            "ORDER BY cluster, proc LIMIT ?", (free + len(self.unmatched),)).fetchall()
+            if k not in self.unmatched][:free]
         if not keys:
             return
         self.last_activity = time.monotonic()
@@ -263,6 +246,9 @@ class Runner:
                 if row is None or row[0] != 1 or row[1] is not None:
                     continue
                 ad = row[2]
+                if self.execute and ad.get("JobUniverse", 5) == 5 and not self.execute.matches(ad):
+                    self.unmatched.add((c, p))  # stays Idle, as an unmatched job does
+                    continue
                 ad["NumJobStarts"] = int(ad.get("NumJobStarts") or 0) + 1
                 ad["JobRunCount"] = int(ad.get("JobRunCount") or 0) + 1
                 if not ad.get("JobStartDate"):
@@ -285,8 +271,12 @@ class Runner:
         results = []
         for ad in to_start:
             try:
-                job = spawn.start_job(ad, slot_name=self.slot_name, pool_id=self.pool_id,
-                                        scratch_root=self.files.scratch)
+                if self.execute and ad.get("JobUniverse", 5) == 5:
+                    job = self.execute.start(ad, self.pool_id)
+                else:  # local and scheduler universe jobs run on the submit host, as in HTCondor
+                    job = spawn.start_job(ad, slot_name=self.slot_name, pool_id=self.pool_id,
+                                          scratch_root=self.files.scratch)
+                    ad["JobPid"] = job.pid
                 self.jobs[job.key] = job  # tracked at once, whatever happens to the transaction below
                 results.append((ad, job, None))
             except spawn.StartFailure as exc:
@@ -297,9 +287,11 @@ class Runner:
                 key = (ad["ClusterId"], ad["ProcId"])
                 row = store.load_job(self.con, *key)
                 if job is not None:
-                    if row is not None:
-                        self.con.execute("UPDATE jobs SET pid=?, pid_start=? WHERE cluster=? AND proc=?",
-                                         (job.pid, job.pid_start, *key))
+                    if row is not None:  # what the starter and shadow publish about the running job
+                        cur = row[2]
+                        cur.update({k: v for k, v in ad.items() if k in execute.PUBLISHED
+                                    or k.endswith("_HostPort")})
+                        store.save_job(self.con, cur, pid=job.pid, pid_start=job.pid_start)
                     events.add(userlog.EXECUTE, ad, now)
                     log.info("job %d.%d started: pid %d", *key, job.pid)
                     continue
@@ -355,8 +347,7 @@ class Runner:
                     job.popen.wait(5)
                 except subprocess.TimeoutExpired:
                     pass
-                if job.scratch:
-                    shutil.rmtree(job.scratch, ignore_errors=True)
+                self._cleanup(job, exited=False)
             try:
                 daemon.release_processes(self.con, list(self.jobs))
             except Exception:  # pragma: no cover - keep shutting down
@@ -367,6 +358,8 @@ class Runner:
                 store.set_meta(self.con, "runner_pid", None)
         except Exception:  # pragma: no cover
             pass
+        if self.execute is not None:
+            self.execute.close()
         try:
             with open(self.files.pidfile, "w"):
                 pass

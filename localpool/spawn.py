@@ -19,7 +19,7 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 class Running:
     """A job process started by this runner."""
 
-    __slots__ = ("key", "popen", "pid", "pid_start", "started", "term_sent", "tag", "scratch")
+    __slots__ = ("key", "popen", "pid", "pid_start", "started", "term_sent", "tag", "scratch", "remote")
 
     def __init__(self, key, popen, tag, scratch):
         self.key = key
@@ -30,6 +30,7 @@ class Running:
         self.term_sent: float | None = None
         self.tag = tag
         self.scratch = scratch
+        self.remote = None  # execute.Remote on a pool with separate execute hosts
 
 
 class StartFailure(Exception):
@@ -46,17 +47,8 @@ def start_job(ad: dict, *, slot_name: str, pool_id: str, scratch_root) -> Runnin
         raise StartFailure(26, 0, f"Error from {slot_name}: the local pool cannot run JobUniverse "
                                   f"{ad.get('JobUniverse')} jobs (only vanilla, docker, container, "
                                   "local and scheduler)")
-    owner = ad.get("Owner") or ""
-    try:
-        pw = pwd.getpwnam(owner)
-    except KeyError:
-        raise StartFailure(6, 0, f"Error from {slot_name}: Failed to find user '{owner}' "
-                                 f"on the execute machine")
+    pw = owner_entry(ad, slot_name)
     as_root = os.geteuid() == 0
-    if not as_root and pw.pw_uid != os.geteuid():
-        me = paths.current_user()
-        raise StartFailure(6, errno.EPERM, f"Error from {slot_name}: Cannot run the job as "
-                                           f"user '{owner}': the pool's runner runs as '{me}', not root")
     cmd = ad.get("Cmd") if isinstance(ad.get("Cmd"), str) else ""
     iwd = ad.get("Iwd") if isinstance(ad.get("Iwd"), str) and ad.get("Iwd") else "/"
     if not os.path.isdir(iwd):
@@ -105,6 +97,21 @@ def start_job(ad: dict, *, slot_name: str, pool_id: str, scratch_root) -> Runnin
         for fd in set(fds):
             os.close(fd)
     return Running((c, p), popen, tag, scratch)
+
+def owner_entry(ad: dict, slot_name: str):
+    """The passwd entry of the job's Owner; StartFailure(6, ...) if it has none or we cannot be it."""
+    owner = ad.get("Owner") or ""
+    try:
+        pw = pwd.getpwnam(owner)
+    except KeyError:
+        raise StartFailure(6, 0, f"Error from {slot_name}: Failed to find user '{owner}' "
+                                 f"on the execute machine")
+    if os.geteuid() != 0 and pw.pw_uid != os.geteuid():
+        me = paths.current_user()
+        raise StartFailure(6, errno.EPERM, f"Error from {slot_name}: Cannot run the job as "
+                                           f"user '{owner}': the pool's runner runs as '{me}', not root")
+    return pw
+
 
 def _make_scratch(scratch_root, pool_id: str, c: int, p: int, pw, ad: dict) -> str:
     paths.ensure_dir(scratch_root)

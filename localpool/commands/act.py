@@ -77,6 +77,7 @@ class Action:
         self.usercluster = ""
         self.err: list[str] = []
         self.out: list[str] = []
+        self.target = common.Target()  # -name / -pool: rm.cpp looks the schedd up before acting
         self.events = userlog.Pending(common.schedd_name())  # job event log: 009 / 012 / 013, after commit
 
     # ------------------------------------------------------------ arguments (rm.cpp main/procArg)
@@ -108,7 +109,10 @@ class Action:
                     if self.has_constraint or self.has_usercluster:
                         raise common.Exit(1, f"{self.name}: can't mix -all with other constraints\n")
                     self._add_constraint("ClusterId >= 0", CT_ALL)
-                elif dp(a, "addr", 2) or dp(a, "name", 1) or dp(a, "pool", 1):
+                elif dp(a, "name", 1) or dp(a, "pool", 1):
+                    i = self.target.take(argv, i, "name" if dp(a, "name", 1) else "pool",
+                                         f"{self.name}: {a} requires another argument\n")
+                elif dp(a, "addr", 2):
                     i += 1
                     if i >= len(argv):
                         raise common.Exit(1, f"{self.name}: {a} requires another argument\n")
@@ -206,6 +210,11 @@ class Action:
 
     def run(self, argv: list[str]) -> int:
         self.parse(argv)
+        t = self.target
+        if t.unknown():  # rm.cpp: a -name is looked up in the collector, -pool through DCSchedd::locate
+            why = (f"Error: cannot get address of schedd {t.host_part(t.name)}\n" if t.pool is None
+                   else f"{self.name}: Can't find address for schedd {t.name or common.schedd_name()}\n")
+            raise common.Exit(1, "".join(self.err) + why)
         self.user = paths.current_user()
         self.superuser = paths.is_root()
         reason = self.reason if self.reason is not None else self.default_reason

@@ -41,7 +41,11 @@ def write(out, con, rows: list[dict]) -> None:
         else:
             lines.append(f"{rid}:  Job is idle.")
             lines.append("")
-            if slots is None:
+            if store.get_meta(con, "execute_hosts", 0) and str(ad.get("ShouldTransferFiles")).upper() == "NO":
+                lines.append("No execute host matches: should_transfer_files = NO requires "
+                             f"TARGET.FileSystemDomain == \"{ad.get('FileSystemDomain')}\" (the submit host's), "
+                             "and every execute host of this pool is its own FileSystemDomain.")
+            elif slots is None:
                 lines.append("The local pool's runner is not running; it starts when a condor_* command is run.")
             elif running >= int(slots):
                 lines.append(f"No slot is free: all {slots} slots of the local pool are running jobs. "

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import sys
 import time
 
-from localpool import calls_log, paths
+from localpool import calls_log, hosts, paths
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,44 @@ def write(text: str, stream=None) -> None:
 
 def schedd_name() -> str:
     return paths.hostname()
+
+
+def own_schedd_names() -> set[str]:
+    """The names this pool's schedd answers to (lower case): the host's name (SCHEDD_NAME's default,
+    short and fully qualified) and LOCALPOOL_SCHEDD_NAMES (comma-separated; default "local")."""
+    names = {schedd_name(), socket.getfqdn()}
+    names.update((os.environ.get("LOCALPOOL_SCHEDD_NAMES") or "local").split(","))
+    return {n.strip().lower() for n in names if n.strip()}
+
+
+def own_pool(pool: str) -> bool:
+    """-pool names this host's central manager: its name, localhost or 127.0.0.1, optionally :9618."""
+    host, _, port = pool.rpartition(":") if pool.count(":") == 1 else (pool, "", "")
+    hosts = {schedd_name().lower(), socket.getfqdn().lower(), "localhost", "127.0.0.1"}
+    return host.lower() in hosts and port in ("", "9618")
+
+
+class Target:
+    """The -name / -pool values of a command line, checked against this pool."""
+
+    def __init__(self):
+        self.name: str | None = None
+        self.pool: str | None = None
+
+    def take(self, argv: list[str], i: int, which: str, missing: str) -> int:
+        """Record argv[i+1] as the -name/-pool value (Exit(1, missing) if there is none); returns i+1."""
+        if i + 1 >= len(argv):
+            raise Exit(1, missing)
+        setattr(self, which, argv[i + 1])
+        return i + 1
+
+    def unknown(self) -> bool:
+        return ((self.pool is not None and not own_pool(self.pool))
+                or (self.name is not None and self.name.lower() not in own_schedd_names()))
+
+    @staticmethod
+    def host_part(name: str) -> str:
+        return name.split("@", 1)[1] if "@" in name else name
 
 
 def schedd_title() -> str:
@@ -136,6 +175,10 @@ def guarded(fn, *args) -> int:
     except (OSError, sqlite3.Error) as exc:
         sys.stdout.flush()
         sys.stderr.write(f"\nERROR: {prog_name()}: local pool failure: {exc}\n")
+        return 1
+    except hosts.SettingError as exc:
+        sys.stdout.flush()
+        sys.stderr.write(f"ERROR: {prog_name()}: {exc}\n")
         return 1
 
 

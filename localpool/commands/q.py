@@ -32,6 +32,7 @@ class Options:
         self.ids: list[tuple[int, int | None]] = []
         self.owners: list[str] = []
         self.limit: int | None = None
+        self.target = common.Target()  # -name / -pool
         self.held = False
         self.run = False
         self.analyze = False
@@ -105,7 +106,9 @@ def _parse_args(argv: list[str]) -> Options:
             if o.limit <= 0:
                 raise common.Exit(1, f"Error: {o.limit} is not a valid for -limit.\n")
         elif dp(a, "name", 1) or dp(a, "pool", 1):
-            i += 1
+            which = "name" if dp(a, "name", 1) else "pool"
+            i = o.target.take(argv, i, which, "Error: -name requires the name of a schedd as an argument.\n"
+                              if which == "name" else "Error: -pool requires a hostname as an argument.\n")
         else:
             raise common.Exit(1, f"Error: unrecognized argument {a}\n")
         i += 1
@@ -114,6 +117,11 @@ def _parse_args(argv: list[str]) -> Options:
 
 def _query(argv: list[str]) -> int:
     o = _parse_args(argv)
+    t = o.target
+    if t.pool is not None and not common.own_pool(t.pool):  # queue.cpp: printNoCollectorContact
+        raise common.Exit(1, f"Error: Couldn't contact the condor_collector on {t.pool}.\n")
+    if t.unknown():  # -name: the collector has no schedd ad of that Name
+        raise common.Exit(1, "Error: Collector has no record of schedd/submitter\n")
     files = common.pool_files()
     con = store.connect(files)
     if store.take_fault(con, "fault_query_fail"):

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
 class Options:
     def __init__(self):
+        self.target = common.Target()  # -name / -remote / -pool
         self.file: str | None = None
         self.terse = False
         self.verbose = False
@@ -92,7 +93,8 @@ def _parse_args(argv: list[str]) -> Options:
                 pass  # accepted, no meaning for a local pool
             elif common.dash_prefix(a, "name", 1) or common.dash_prefix(a, "remote", 1) \
                     or common.dash_prefix(a, "pool", 1):
-                i += 1  # schedd selection: there is only one
+                which = "pool" if common.dash_prefix(a, "pool", 1) else "name"
+                i = o.target.take(argv, i, which, f"condor_submit: {a} requires another argument\n")
             else:
                 raise Usage(f"condor_submit: unknown option {a}\n")
         elif "=" in a:
@@ -111,6 +113,9 @@ def _parse_args(argv: list[str]) -> Options:
 
 def _submit(argv: list[str]) -> int:
     o = _parse_args(argv)
+    if o.dry_run is None and o.target.unknown():  # submit.cpp: DCSchedd::locate() before reading the file
+        who = f"schedd {o.target.name}" if o.target.name else "local schedd"
+        raise SubmitError(f"Can't find address of {who}")
     from_stdin = o.file in (None, "-")
     if o.file is None and (o.preset and any(l.lower().startswith("queue") for l in o.appended)):
         text, label = "", "(command line)"
