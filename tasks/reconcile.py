@@ -257,10 +257,11 @@ class Reconciler:
             constraint = f"{cluster_constraint(record.name)} && EnteredCurrentStatus >= {int(outcome.started) - 1}"
             self.store.add_ended(ended.fetch(self.schedd, constraint, record.schedd))
         loop = ended.crash_loop(self.store.ended_records(record.name), now, self.settings)
+        # the loop stays recorded (for status and the metric) while it lasts, not only while it delays
+        self.store.set_backoff(record.name, loop and loop.until, loop.reason() if loop else "",
+                               lasts_until=loop and loop.lasts_until)
         if loop is None or loop.until <= now:
-            self.store.set_backoff(record.name, None)
             return False
-        self.store.set_backoff(record.name, loop.until, loop.reason())
         log.warning("cluster %s: %s; next submission in %.0fs", record.name, loop.reason(), loop.until - now)
         return True
 
