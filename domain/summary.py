@@ -127,7 +127,7 @@ def summarize(ads: Iterable[dict], keep_jobs: bool = True,
     the module docstring) are skipped or degraded and counted in `counts` when given.
     """
     # per cluster: [counts by JobStatus (index 0 = unknown), jobs, max index, summary]
-    state: dict[str, list] = {}
+    per_cluster: dict[str, list] = {}
     strings: dict[str, str] = {}  # share equal hold reasons between jobs
     skipped = 0
     held, idle = int(JobStatus.HELD), int(JobStatus.IDLE)
@@ -150,12 +150,12 @@ def summarize(ads: Iterable[dict], keep_jobs: bool = True,
             log.warning("cluster %s: job %s skipped: %s", cluster, _job_label(ad), _odd(ad))
             continue
         odd = DEGRADED in ad  # set below too when an attribute has an unexpected type
-        st = state.get(cluster)
+        st = per_cluster.get(cluster)
         if st is None:
             owner = get("Owner")
             owner = owner if type(owner) is str else get("DaskClusterOwner")
             summary = ClusterSummary(cluster, owner if type(owner) is str else None)
-            st = state[cluster] = [[0] * 8, summary.jobs, -1, summary]
+            st = per_cluster[cluster] = [[0] * 8, summary.jobs, -1, summary]
         status = get("JobStatus")
         if not 0 < status < 8:
             status = 0
@@ -207,7 +207,7 @@ def summarize(ads: Iterable[dict], keep_jobs: bool = True,
         if odd:
             _degraded(ad, cluster, counts)
     out: dict[str, ClusterSummary] = {}
-    for cluster, (by_status, _jobs, max_index, summary) in state.items():
+    for cluster, (by_status, _jobs, max_index, summary) in per_cluster.items():
         for name, n in zip(_FIELDS, by_status):
             setattr(summary, name, n)
         summary.max_index = max_index

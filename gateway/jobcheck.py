@@ -112,13 +112,13 @@ def classify(*, records: list[dict], seen_job: str | None, enqueued_at: float, p
     if seen_job and seen_job not in ids:
         return Verdict(False, "ended", seen_job, f"job {seen_job} left the queue before its worker connected",
                        need_history=True)
-    held = [r for r in live if r.get("status") == JobStatus.HELD]
-    kept = [r for r in held if kept_hold(JobStatus.HELD, r.get("hold_code"), kept_hold_codes)]
-    if kept and len(kept) == len(held):  # held by a person (condor_hold, HOLD_KEEP_CODES): not a failed start
+    held_now = [r for r in live if r.get("status") == JobStatus.HELD]  # (`held`: the event log's records)
+    kept = [r for r in held_now if kept_hold(JobStatus.HELD, r.get("hold_code"), kept_hold_codes)]
+    if kept and len(kept) == len(held_now):  # held by a person (condor_hold, HOLD_KEEP_CODES): not a failed start
         return Verdict(True, "held-kept", kept[0].get("job_id"),
                        f"job {kept[0].get('job_id')} held by a user/admin, left alone: {kept[0].get('hold_reason')}")
-    if held:
-        r = held[0]
+    if held_now:
+        r = held_now[0]
         code = r.get("hold_code")
         return Verdict(False, "held", r.get("job_id"),
                        f"job {r.get('job_id')} held before its worker connected: {r.get('hold_reason') or '?'}"

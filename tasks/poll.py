@@ -204,7 +204,9 @@ class Poller:
         new = self.store.add_ended(ended.fetch(self.schedd, constraint, self.name)) if constraint else {}
         for name, f in fields.items():
             before = previous.get(name) or {}
-            by_kind = dict(before.get("ended") or {}) if isinstance(before.get("ended"), dict) else {}
+            by_kind = dict(before["ended"]) if isinstance(before.get("ended"), dict) else {
+                k: n for k, n in (("unknown", int(before.get("ended_completed") or 0)),  # a summary written
+                                  ("removed", int(before.get("ended_removed") or 0))) if n}  # before `ended`
             for r in new.get(name, []):  # how each ended: domain.jobend
                 kind = end_kind(r)
                 by_kind[kind] = by_kind.get(kind, 0) + 1
