@@ -224,7 +224,7 @@ class Poller:
         for name, rec in mine.items():
             summary = summaries.get(name)
             address = (rec.options or {}).get("scheduler_address") or self.settings.dask_scheduler_address
-            if summary is not None and summary.running and address:
+            if summary is not None and summary.running and address.startswith("tcp://"):  # tls needs credentials
                 wanted[name] = address
         if not wanted:
             return

@@ -108,8 +108,9 @@ def test_every_job_state_owner_connections_and_unmatched_jobs_are_shown(service_
                                  "--attr", "DaskWorkerIndex=0"], env=stack.env, cwd=str(REPO),
                                 capture_output=True, text=True, timeout=60)
         assert seeded.returncode == 0, seeded.stderr
-        row = wait_until(lambda: (r := _row(stack, "xfer"))["transferring_output"] == 1 and r, timeout=30,
-                         message="transferring output")
+        wait_until(lambda: any(r["name"] == "xfer" and r["transferring_output"] == 1 for r in
+                               json.loads(stack.cli("status", "--json").stdout)["clusters"]),
+                   timeout=30, message="transferring output")  # (unknown until a poll summarized it)
         text = stack.cli("status", "xfer").stdout
         head, line = text.splitlines()[:2]
         assert dict(zip(head.split(), line.split()))["TRANSFERRING"] == "1", text
@@ -131,3 +132,37 @@ def test_every_job_state_owner_connections_and_unmatched_jobs_are_shown(service_
             for note in _row(stack, cluster)["notes"]:
                 if "running " not in note:  # (the time a job has run moves between two reads)
                     assert html.escape(note) in page, (note, page)
+
+
+def test_scheduler_probe_is_bounded_and_says_why():
+    """A scheduler that is gone answers at once (refused); one that accepts and never replies costs at most
+    the bound; a tls:// scheduler is not asked (the controller holds no credentials)."""
+    import socket
+
+    from workers import dask_scheduler
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        hung = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        gone = f"tcp://127.0.0.1:{free_port()}"
+        started = time.monotonic()
+        views = dask_scheduler.connected_workers([hung, gone, "tls://10.0.0.1:8786"], timeout=0.5, total=1.0)
+        assert time.monotonic() - started < 5, "bounded (1 s, and an idle machine would take ~1 s)"
+    assert views[gone].error == "unreachable: connection refused" and views[gone].names is None
+    assert views[hung].error.startswith("no answer within") and views[hung].names is None
+    assert views["tls://10.0.0.1:8786"].error == "not asked: tls:// needs credentials"
+
+
+def test_scheduler_probe_names_the_connected_workers(dask_scheduler):
+    from distributed import Worker
+    import asyncio
+
+    from workers import dask_scheduler as probe
+
+    async def with_worker():
+        async with Worker(dask_scheduler, name="w-7", nthreads=1, dashboard=False):
+            return await asyncio.get_running_loop().run_in_executor(
+                None, lambda: probe.connected_workers([dask_scheduler], timeout=5, total=10))
+
+    views = asyncio.run(with_worker())
+    assert views[dask_scheduler].names == frozenset({"w-7"}) and views[dask_scheduler].error is None

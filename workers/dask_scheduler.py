@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,15 @@ class SchedulerView:
 
 async def _identity(address: str, timeout: float) -> SchedulerView:
     from distributed.core import rpc
+    parts = urlsplit(address)
+    try:  # a plain TCP connect first: a refused one answers at once (distributed's connect retries until timeout)
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port), timeout)
+        writer.close()
+    except asyncio.TimeoutError:
+        return SchedulerView(address, error=f"no answer within {timeout:g}s")
+    except (OSError, ValueError) as exc:
+        errno = getattr(exc, "errno", None)
+        return SchedulerView(address, error=f"unreachable: {os.strerror(errno).lower() if errno else exc}")
     try:
         async with rpc(address, timeout=timeout, connection_args={}) as scheduler:
             info = await asyncio.wait_for(scheduler.identity(n_workers=-1), timeout)
