@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 #: removal order when scaling down: useless jobs first, then queued ones, running ones last; a job a person
 #: held (HOLD_KEEP_CODES) goes just before the running ones: someone is looking at it
-REMOVE_ORDER = {JobStatus.HELD: 0, JobStatus.TRANSFERRING_OUTPUT: 0, JobStatus.IDLE: 1, JobStatus.SUSPENDED: 2, "kept-hold": 3, JobStatus.RUNNING: 4}
+REMOVE_ORDER = {JobStatus.HELD: 0, JobStatus.TRANSFERRING_OUTPUT: 0, JobStatus.IDLE: 1, JobStatus.SUSPENDED: 2,
+                "kept-hold": 3, JobStatus.RUNNING: 4}  # (transferring output: its worker has exited)
 PROJECTION = ["ClusterId", "ProcId", "JobStatus", "DaskGatewayCluster", "DaskWorkerIndex", "DaskWorkerName",
               "HoldReason", "HoldReasonCode", "EnteredCurrentStatus"]
 #: rounds of one reconcile_many (each: read, act; another round only when one change cannot reach the

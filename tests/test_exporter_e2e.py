@@ -39,7 +39,8 @@ def metrics(stack: Stack) -> dict:
 
 
 def running(stack: Stack) -> float | None:
-    return value(metrics(stack), "htdask_cluster_jobs", cluster=CLUSTER, owner=SERVICE_USER, schedd="local", state="running")
+    return value(metrics(stack), "htdask_cluster_jobs", cluster=CLUSTER, owner=SERVICE_USER, schedd="local",
+                 state="running")
 
 
 def test_worker_measurements_reach_the_exporter(stack):
