@@ -43,7 +43,7 @@ ITEM_VARS = ("DaskWorkerIndex", "DaskWorkerName")
 POLL_PROJECTION = (
     "ClusterId", "ProcId", "JobStatus", "DaskGatewayCluster", "DaskWorkerName", "DaskWorkerIndex",
     "DaskClusterOwner", "EnteredCurrentStatus", "HoldReason", "HoldReasonCode", "ExitCode",
-    "NumJobStarts", "QDate", "Owner",
+    "NumJobStarts", "QDate", "Owner", "LastRejMatchReason",
 )
 
 

@@ -35,33 +35,27 @@ class JobRecord(NamedTuple):
     hold_reason: str | None
     hold_code: int | None
     exit_code: int | None
-
-
-_COUNTER = {
-    JobStatus.IDLE: "idle",
-    JobStatus.RUNNING: "running",
-    JobStatus.REMOVED: "removed",
-    JobStatus.COMPLETED: "completed",
-    JobStatus.HELD: "held",
-    JobStatus.TRANSFERRING_OUTPUT: "transferring",
-    JobStatus.SUSPENDED: "suspended",
-}
+    #: LastRejMatchReason of an idle job: why the last negotiation found no slot for it (None: no such word)
+    match_reason: str | None = None
 
 
 @dataclass(slots=True)
 class ClusterSummary:
-    """Counts by JobStatus, hold reasons and the per-job records of one Dask cluster."""
+    """Counts by JobStatus (one field per `domain.jobstatus.KEYS`), hold reasons, idle jobs no slot
+    matched and the per-job records of one Dask cluster."""
 
     cluster: str
-    owner: str | None = None  # DaskClusterOwner
+    owner: str | None = None  # the Unix user the jobs run as: Owner (else DaskClusterOwner) of its first ad
     idle: int = 0
     running: int = 0
     held: int = 0
     completed: int = 0
     removed: int = 0
     suspended: int = 0
-    transferring: int = 0
+    transferring_output: int = 0
     unknown: int = 0  # a JobStatus we do not know
+    #: idle jobs whose last negotiation found no slot: LastRejMatchReason -> jobs
+    unmatched_reasons: dict[str, int] = field(default_factory=dict)
     held_reasons: dict[str, int] = field(default_factory=dict)  # HoldReason -> jobs
     held_reason_codes: dict[str, int | None] = field(default_factory=dict)  # HoldReason -> HoldReasonCode
     max_index: int = -1  # highest DaskWorkerIndex seen (-1: none)
@@ -70,18 +64,19 @@ class ClusterSummary:
     @property
     def total(self) -> int:
         return (self.idle + self.running + self.held + self.completed + self.removed + self.suspended
-                + self.transferring + self.unknown)
+                + self.transferring_output + self.unknown)
 
     @property
     def active(self) -> int:
-        """Jobs that hold or wait for a slot: they count toward the cluster's target."""
-        return self.idle + self.running + self.suspended + self.transferring
+        """Jobs that hold or wait for a slot, held ones aside (`domain.jobstatus.QUEUED` less HELD)."""
+        return self.idle + self.running + self.suspended + self.transferring_output
 
     def to_dict(self, jobs: bool = True) -> dict[str, Any]:
         """JSON-ready form (jobs as lists in JobRecord field order if requested)."""
         d = {f: getattr(self, f) for f in ("cluster", "owner", "idle", "running", "held", "completed",
-                                           "removed", "suspended", "transferring", "unknown",
-                                           "held_reasons", "held_reason_codes", "max_index")}
+                                           "removed", "suspended", "transferring_output", "unknown",
+                                           "held_reasons", "held_reason_codes", "unmatched_reasons",
+                                           "max_index")}
         d["total"] = self.total
         if jobs:
             d["jobs"] = [list(j) for j in self.jobs]
@@ -98,7 +93,7 @@ class AdCounts:
 
 #: attributes of a job record and the type each must have (any other type is ignored, the ad degraded)
 _TYPED = (("DaskWorkerName", str), ("DaskWorkerIndex", int), ("EnteredCurrentStatus", int),
-          ("HoldReason", str), ("HoldReasonCode", int), ("ExitCode", int))
+          ("HoldReason", str), ("HoldReasonCode", int), ("ExitCode", int), ("LastRejMatchReason", str))
 
 
 def _job_label(ad: dict) -> str:
@@ -121,7 +116,7 @@ def _degraded(ad: dict, cluster: str, counts: "AdCounts") -> None:
 
 
 _new_record = tuple.__new__  # JobRecord without the Python-level NamedTuple __new__ (hot loop)
-_FIELDS = ("unknown", "idle", "running", "removed", "completed", "held", "transferring", "suspended")
+_FIELDS = ("unknown", *(s.key for s in JobStatus))  # index = JobStatus code (0: one we do not know)
 
 
 def summarize(ads: Iterable[dict], keep_jobs: bool = True,
@@ -132,10 +127,10 @@ def summarize(ads: Iterable[dict], keep_jobs: bool = True,
     the module docstring) are skipped or degraded and counted in `counts` when given.
     """
     # per cluster: [counts by JobStatus (index 0 = unknown), jobs, max index, summary]
-    state: dict[str, list] = {}
+    per_cluster: dict[str, list] = {}
     strings: dict[str, str] = {}  # share equal hold reasons between jobs
     skipped = 0
-    held = int(JobStatus.HELD)
+    held, idle = int(JobStatus.HELD), int(JobStatus.IDLE)
     counts = counts if counts is not None else AdCounts()
     for ad in ads:
         get = ad.get
@@ -155,11 +150,12 @@ def summarize(ads: Iterable[dict], keep_jobs: bool = True,
             log.warning("cluster %s: job %s skipped: %s", cluster, _job_label(ad), _odd(ad))
             continue
         odd = DEGRADED in ad  # set below too when an attribute has an unexpected type
-        st = state.get(cluster)
+        st = per_cluster.get(cluster)
         if st is None:
-            owner = get("DaskClusterOwner")
+            owner = get("Owner")
+            owner = owner if type(owner) is str else get("DaskClusterOwner")
             summary = ClusterSummary(cluster, owner if type(owner) is str else None)
-            st = state[cluster] = [[0] * 8, summary.jobs, -1, summary]
+            st = per_cluster[cluster] = [[0] * 8, summary.jobs, -1, summary]
         status = get("JobStatus")
         if not 0 < status < 8:
             status = 0
@@ -185,6 +181,16 @@ def summarize(ads: Iterable[dict], keep_jobs: bool = True,
             summary = st[3]
             summary.held_reasons[reason] = summary.held_reasons.get(reason, 0) + 1
             summary.held_reason_codes[reason] = code
+        match_reason = None
+        if status == idle:
+            match_reason = get("LastRejMatchReason")
+            if type(match_reason) is str and match_reason.strip():
+                match_reason = strings.setdefault(match_reason.strip(), match_reason.strip())
+                unmatched = st[3].unmatched_reasons
+                unmatched[match_reason] = unmatched.get(match_reason, 0) + 1
+            else:
+                odd = odd or (match_reason is not None and type(match_reason) is not str)
+                match_reason = None
         if keep_jobs:
             name = get("DaskWorkerName")
             since = get("EnteredCurrentStatus")
@@ -196,11 +202,12 @@ def summarize(ads: Iterable[dict], keep_jobs: bool = True,
             if type(exit_code) is not int:
                 odd, exit_code = odd or exit_code is not None, None
             st[1].append(_new_record(JobRecord, (
-                f"{get('ClusterId')}.{get('ProcId')}", name, index, status, since, reason, code, exit_code)))
+                f"{get('ClusterId')}.{get('ProcId')}", name, index, status, since, reason, code, exit_code,
+                match_reason)))
         if odd:
             _degraded(ad, cluster, counts)
     out: dict[str, ClusterSummary] = {}
-    for cluster, (by_status, _jobs, max_index, summary) in state.items():
+    for cluster, (by_status, _jobs, max_index, summary) in per_cluster.items():
         for name, n in zip(_FIELDS, by_status):
             setattr(summary, name, n)
         summary.max_index = max_index

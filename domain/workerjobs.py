@@ -5,12 +5,13 @@ import logging
 from dataclasses import dataclass
 from typing import Iterable
 
-from domain.jobstatus import JobStatus
+from domain import jobstatus
 
 log = logging.getLogger(__name__)
 
-#: statuses of jobs that hold a worker slot (a held job is replaced by the held-job policy)
-LIVE = {JobStatus.IDLE, JobStatus.RUNNING, JobStatus.HELD, JobStatus.SUSPENDED}
+#: statuses of jobs that hold a worker slot or wait for one (`domain.jobstatus.QUEUED`; a held job is
+#: replaced by the held-job policy, a job transferring output or suspended is never replaced)
+LIVE = jobstatus.QUEUED
 
 
 @dataclass
@@ -32,8 +33,9 @@ class Job:
 
 
 def kept_hold(job, keep_codes) -> bool:
-    """True for a job held by a person (its HoldReasonCode is one of `keep_codes`): never released or replaced."""
-    return job.status == JobStatus.HELD and job.hold_code in keep_codes
+    """True for a job held by a person (HoldReasonCode 1 or one of `keep_codes`, HOLD_KEEP_CODES): never
+    released or replaced."""
+    return jobstatus.kept_hold(job.status, job.hold_code, keep_codes)
 
 
 def jobs_of(cluster: str, ads: Iterable[dict]) -> list[Job]:

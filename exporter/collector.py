@@ -49,24 +49,32 @@ def cluster_families(snap: snapshot.Snapshot):
     desired = GaugeMetricFamily("htdask_cluster_desired_workers",
                                 "Workers (HTCondor jobs) the newest request asked for",
                                 labels=["cluster", "owner", "schedd"])
-    jobs = GaugeMetricFamily("htdask_cluster_jobs", "Jobs of the cluster by JobStatus in the last poll "
-                             "(completed/removed include jobs that left the queue since the first poll)",
+    jobs = GaugeMetricFamily("htdask_cluster_jobs", "Jobs of the cluster by JobStatus in the last poll, every "
+                             "state (completed/removed include jobs that left the queue since the first poll)",
                              labels=["cluster", "owner", "schedd", "state"])
+    connected = GaugeMetricFamily("htdask_cluster_connected_workers", "Workers connected to the cluster's Dask "
+                                  "scheduler at the last poll (absent: not asked or not answered)",
+                                  labels=["cluster", "schedd"])
+    unmatched = GaugeMetricFamily("htdask_cluster_unmatched_jobs", "Idle jobs of the cluster that no slot matched "
+                                  "at their last negotiation (LastRejMatchReason)", labels=["cluster", "schedd"])
     held = GaugeMetricFamily("htdask_cluster_held_jobs_by_reason", "Held jobs of the cluster by HoldReasonCode",
                              labels=["cluster", "schedd", "hold_reason_code"])
     stale = GaugeMetricFamily("htdask_cluster_stale", f"1 if the cluster's summary is older than "
                               f"{snapshot.STALE_POLLS} x POLL_INTERVAL or missing, else 0",
                               labels=["cluster", "schedd"])
     crash = GaugeMetricFamily("htdask_cluster_crash_loop", "1 while a crash loop (workers exiting on their own) "
-                              "delays the cluster's next submission, else 0", labels=["cluster", "schedd"])
-    ended = CounterMetricFamily("htdask_jobs_ended", "Jobs of the cluster that left the queue, by how they ended",
-                                labels=["cluster", "schedd", "reason"])
+                              "lasts, its backoff included, else 0", labels=["cluster", "schedd"])
+    ended = CounterMetricFamily("htdask_jobs_ended", "Jobs of the cluster that left the queue, by how they ended: "
+                                "exit_code_N, signal_N, removed", labels=["cluster", "schedd", "reason"])
     for c in snap.clusters:
         if c.desired is not None:
             desired.add_metric([c.name, c.owner, c.schedd], c.desired)
         if c.jobs is not None:
             for state, n in c.jobs.items():
                 jobs.add_metric([c.name, c.owner, c.schedd, state], n)
+            unmatched.add_metric([c.name, c.schedd], c.unmatched)
+        if c.connected is not None:
+            connected.add_metric([c.name, c.schedd], c.connected)
         for code, n in sorted(c.held_codes.items()):
             held.add_metric([c.name, c.schedd, code], n)
         stale.add_metric([c.name, c.schedd], 1 if c.stale else 0)
@@ -74,7 +82,7 @@ def cluster_families(snap: snapshot.Snapshot):
             crash.add_metric([c.name, c.schedd], 1 if c.crash_loop else 0)
         for reason, n in sorted(c.ended.items()):
             ended.add_metric([c.name, c.schedd, reason], n)
-    return [desired, jobs, held, stale, crash, ended]
+    return [desired, jobs, connected, unmatched, held, stale, crash, ended]
 
 
 def schedd_families(snap: snapshot.Snapshot):

@@ -36,7 +36,7 @@ def duration(seconds: float | None) -> str:
 def render(snap: Snapshot) -> str:
     refresh = max(5, int(round(snap.poll_interval)))
     rows = "\n".join(_cluster_row(c) for c in snap.clusters) or \
-        '<tr><td colspan="10">no clusters</td></tr>'
+        '<tr><td colspan="14">no clusters</td></tr>'
     schedds = "\n".join(_schedd_row(snap, s) for _, s in sorted(snap.schedds.items())) or \
         '<tr><td colspan="5">no schedd polled yet</td></tr>'
     return f"""<!DOCTYPE html>
@@ -54,7 +54,8 @@ def render(snap: Snapshot) -> str:
 <a href="/metrics">metrics</a></small></p>
 <table id="clusters">
 <thead><tr><th>cluster</th><th>owner</th><th>schedd</th><th>desired</th><th>idle</th><th>running</th>
-<th>held</th><th>completed</th><th>removed</th><th>polled</th><th>notes</th></tr></thead>
+<th>connected</th><th>held</th><th>suspended</th><th>transferring output</th><th>completed</th><th>removed</th>
+<th>polled</th><th>notes</th></tr></thead>
 <tbody>
 {rows}
 </tbody>
@@ -77,26 +78,20 @@ def _cluster_row(c) -> str:
     def num(state: str) -> str:
         return "-" if c.jobs is None else str(jobs.get(state, 0))
 
-    held = num("held")
-    if c.held_reasons:
-        held += "".join(f"<small>{n} &times; {escape(reason)}</small>"
-                                    for reason, n in sorted(c.held_reasons.items()))
+    held = num("held")  # the reasons are in the notes, with "left alone" for a person's hold
     polled = duration(c.age) + (" ago" if c.age is not None else "")
     if c.stale:
         polled += ' <span class="bad">(stale)</span>'
-    notes = []
-    if c.error:
-        notes.append(f'<span class="bad">error: {escape(c.error)}</span>')
-    if c.crash_loop:
-        notes.append(f'<span class="bad">crash loop: {escape(c.crash_note or "workers keep exiting")}</span>')
-    ended = ", ".join(f"{n} {reason}" for reason, n in sorted(c.ended.items()) if n)
-    if ended:
-        notes.append(f"ended: {escape(ended)}")
+    # tasks.status.notes: the words `htdask status` shows; errors and crash loops in red
+    notes = [f'<span class="bad">{escape(n)}</span>' if n.startswith(("error:", "crash loop:")) else escape(n)
+             for n in c.notes]
+    connected = "-" if c.connected is None else str(c.connected)
     cells = [escape(c.name), escape(c.owner or "-"), escape(c.schedd),
-             "-" if c.desired is None else str(c.desired), num("idle"), num("running"), held,
-             num("completed"), num("removed"), polled, "<br>".join(notes)]
+             "-" if c.desired is None else str(c.desired), num("idle"), num("running"), connected, held,
+             num("suspended"), num("transferring_output"), num("completed"), num("removed"), polled,
+             "<br>".join(notes)]
     classes = "cluster stale" if c.stale else "cluster"
-    tds = "".join(f'<td class="num">{v}</td>' if 3 <= i <= 8 else f"<td>{v}</td>" for i, v in enumerate(cells))
+    tds = "".join(f'<td class="num">{v}</td>' if 3 <= i <= 11 else f"<td>{v}</td>" for i, v in enumerate(cells))
     return f'<tr class="{classes}" data-cluster="{escape(c.name)}">{tds}</tr>'
 
 

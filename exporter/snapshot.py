@@ -11,34 +11,38 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from domain.jobstatus import KEYS
 from state import Store
-from tasks.api import crash_note
 from state.metrics import known_schedds, read_schedds
+from tasks.status import cluster_row
 
 #: a summary older than this many poll intervals is stale (the rule `status` follows too)
 STALE_POLLS = 3
-#: the job states served as `htdask_cluster_jobs{state}`
-JOB_STATES = ("idle", "running", "held", "completed", "removed")
+#: the job states served as `htdask_cluster_jobs{state}`: every JobStatus (domain.jobstatus.KEYS)
+JOB_STATES = KEYS
 
 
 @dataclass
 class ClusterView:
     """One cluster as the exporter shows it. Counts are None until a poll summarized the cluster."""
     name: str
-    owner: str
+    owner: str  # the Unix user its jobs run as ("" when unknown)
     schedd: str
     desired: int | None
     jobs: dict[str, int] | None  # JOB_STATES -> jobs
     held_reasons: dict[str, int] = field(default_factory=dict)  # HoldReason text -> jobs (page only)
     held_codes: dict[str, int] = field(default_factory=dict)  # HoldReasonCode ("unknown") -> jobs
-    ended: dict[str, int] = field(default_factory=dict)  # completed/removed -> jobs that left the queue
+    ended: dict[str, int] = field(default_factory=dict)  # how jobs that left the queue ended (domain.jobend)
     polled_at: float | None = None
     age: float | None = None  # seconds since the summary was written
     stale: bool = True
     error: str | None = None
-    #: a crash loop delays the cluster's submissions now (tasks/ended.py; None: no record)
+    #: a crash loop lasts now (tasks/ended.py; None: no record)
     crash_loop: bool | None = None
     crash_note: str | None = None  # e.g. "4 workers exited within 2 min (exit code 1), next try in 80 s"
+    connected: int | None = None  # workers connected to the cluster's scheduler at the last poll (None: unknown)
+    unmatched: int = 0  # idle jobs no slot matched at their last negotiation
+    notes: list[str] = field(default_factory=list)  # tasks.status.notes: the words `status` shows
 
 
 @dataclass
@@ -77,23 +81,26 @@ def read(store: Store, poll_interval: float, default_schedds: tuple[str, ...] = 
         rec, summary = records.get(name), summaries.get(name) or {}
         polled_at = summary.get("polled_at")
         age = max(0.0, now - float(polled_at)) if polled_at else None
+        row = cluster_row(name, rec, summary, now)
         clusters.append(ClusterView(
             name=name,
-            owner=(rec.owner if rec else None) or "",
+            owner=row["owner"] or "",
             # a summary without a record: jobs of ours in a queue nobody asked for (its schedd is not recorded)
             schedd=rec.schedd if rec else "unknown",
             desired=(len(rec.names) if rec.names is not None else rec.desired) if rec else None,
-            jobs={s: int(summary.get(s) or 0) for s in JOB_STATES} if summary else None,
+            jobs={s: row[s] for s in JOB_STATES} if summary else None,
             held_reasons=_counts(summary.get("held_reasons")),
             held_codes=_counts(summary.get("held_codes")),
-            ended={"completed": int(summary.get("ended_completed") or 0),
-                   "removed": int(summary.get("ended_removed") or 0)} if summary else {},
+            ended=row["ended"],
             polled_at=float(polled_at) if polled_at else None,
             age=age,
             stale=age is None or age > limit,
             error=rec.error if rec else None,
-            crash_loop=bool(rec.backoff_until and rec.backoff_until > now) if rec else None,
-            crash_note=crash_note(rec, now),
+            crash_loop=row["crash_loop"] if rec else None,
+            crash_note=row["note"],
+            connected=(row["scheduler"] or {}).get("connected"),
+            unmatched=sum(row["unmatched"].values()),
+            notes=row["notes"],
         ))
     wanted = set(default_schedds) | {c.schedd for c in clusters if c.schedd != "unknown"} | known_schedds(store.r)
     schedds = {name: ScheddView(name, poll, metrics)

@@ -1,6 +1,6 @@
 """What the clusters' job event logs say about worker jobs, read as the events arrive (issue 19).
 
-Every worker job writes HTCondor's job event log `<staging>/logs/<cluster>.log` (workers/jobspec.py:
+Every worker job writes HTCondor's job event log `<staging>/logs/<cluster>.log` (domain/jobspec.py:
 ``log``, and ``submit_event_notes = DaskWorkerName=<name>`` so the 000 event names the worker). The
 gateway follows each cluster's file with HTCondor's own reader, ``htcondor2.JobEventLog``, kept open
 between checks (it remembers its offset) and read without blocking (``events(stop_after=0)``), so a
@@ -9,7 +9,7 @@ of at the next queue poll (POLL_INTERVAL, 15 s by default).
 
 From the events (codes as in the HTCondor manual's "Job Event Log Codes"):
 
-- 005 (terminated) and 009 (aborted) give an ended-job record shaped as `tasks.ended.record_of`'s
+- 005 (terminated) and 009 (aborted) give an ended-job record shaped as `domain.jobend`'s
   (job id, worker name, JobStatus 4 / 3, exit code or signal, removal reason, end time), which
   `gateway.jobcheck.classify` treats as the controller's own records;
 - 012 (held) gives a held record (HoldReason, HoldReasonCode, time), withdrawn by a later 013

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from domain.jobstatus import HOLD_CODE_USER_REQUEST, JobStatus
+from domain import jobend
+from domain.jobstatus import QUEUED, JobStatus, kept_hold
 
 #: prefix of a cluster error recorded while the Celery task will retry (tasks.cluster_tasks.ClusterTask.on_retry)
 RETRYING = "retrying after error:"
@@ -35,7 +36,7 @@ RETRYING = "retrying after error:"
 SUBMIT_ERROR_SETTLE = 2.0
 
 #: job statuses that are still in the queue on their way to (or running) a worker
-LIVE = {JobStatus.IDLE, JobStatus.RUNNING, JobStatus.HELD, JobStatus.SUSPENDED, JobStatus.TRANSFERRING_OUTPUT}
+LIVE = QUEUED
 
 
 @dataclass
@@ -72,13 +73,13 @@ def _job_key(job_id: str | None) -> tuple[int, int]:
 def classify(*, records: list[dict], seen_job: str | None, enqueued_at: float, polled_at: float | None,
              now: float, connect_timeout: float, submit_error: str | None = None,
              submit_error_at: float | None = None,
-             kept_hold_codes: tuple[int, ...] = (HOLD_CODE_USER_REQUEST,), ended: list[dict] = (),
+             kept_hold_codes: tuple[int, ...] = (), ended: list[dict] = (),
              connected_since: float | None = None, held: list[dict] = ()) -> Verdict:
     """Classify one worker from the records of the jobs carrying its name.
 
     `seen_job` is the job id an earlier check saw for this worker; `enqueued_at` when its name was
     last sent to the controller; `polled_at` the time of the poll the records come from; `ended` the
-    controller's records of this name's jobs that left the queue (`tasks.ended.record_of`);
+    controller's records of this name's jobs that left the queue (`domain.jobend`);
     `connected_since` (epoch s) a time by which the worker had connected to its scheduler, None if it
     never did; `held` the job event log's records of this name's jobs held now (gateway.eventlog), acted
     on at once, before any poll, as a held job in the poll's records is.
@@ -87,12 +88,11 @@ def classify(*, records: list[dict], seen_job: str | None, enqueued_at: float, p
     gone = [e for e in ended if e.get("job_id") == seen_job or (e.get("ended_at") or 0) >= enqueued_at - 5]
     if gone and (connected_since is None or not live):
         e = max(gone, key=lambda r: _job_key(r.get("job_id")))
-        reason = describe_record(e)
-        if connected_since is not None:  # it did connect: the job simply ended
-            reason = reason.replace(" before its worker connected", "")
+        # a worker that did connect: its job simply ended
+        reason = jobend.describe(e, before_connect=connected_since is None)
         return Verdict(False, "ended", e.get("job_id"), reason)
     fresh_held = [h for h in held if (h.get("since") or 0) >= enqueued_at - 5
-                  and h.get("hold_code") not in kept_hold_codes and connected_since is None]
+                  and not kept_hold(JobStatus.HELD, h.get("hold_code"), kept_hold_codes) and connected_since is None]
     if fresh_held:
         h = max(fresh_held, key=lambda r: _job_key(r.get("job_id")))
         code = h.get("hold_code")
@@ -112,13 +112,13 @@ def classify(*, records: list[dict], seen_job: str | None, enqueued_at: float, p
     if seen_job and seen_job not in ids:
         return Verdict(False, "ended", seen_job, f"job {seen_job} left the queue before its worker connected",
                        need_history=True)
-    held = [r for r in live if r.get("status") == JobStatus.HELD]
-    kept = [r for r in held if r.get("hold_code") in kept_hold_codes]
-    if kept and len(kept) == len(held):  # held by a person (condor_hold, HOLD_KEEP_CODES): not a failed start
+    held_now = [r for r in live if r.get("status") == JobStatus.HELD]  # (`held`: the event log's records)
+    kept = [r for r in held_now if kept_hold(JobStatus.HELD, r.get("hold_code"), kept_hold_codes)]
+    if kept and len(kept) == len(held_now):  # held by a person (condor_hold, HOLD_KEEP_CODES): not a failed start
         return Verdict(True, "held-kept", kept[0].get("job_id"),
                        f"job {kept[0].get('job_id')} held by a user/admin, left alone: {kept[0].get('hold_reason')}")
-    if held:
-        r = held[0]
+    if held_now:
+        r = held_now[0]
         code = r.get("hold_code")
         return Verdict(False, "held", r.get("job_id"),
                        f"job {r.get('job_id')} held before its worker connected: {r.get('hold_reason') or '?'}"
@@ -139,27 +139,3 @@ def classify(*, records: list[dict], seen_job: str | None, enqueued_at: float, p
         # failed for good (retries exhausted, or an error Celery does not retry): a retried one is pending
         return Verdict(False, "submit-failed", None, f"submission failed: {submit_error}")
     return Verdict(True, "unseen", None, need_history=True)
-
-
-def describe_record(rec: dict) -> str:
-    """One line about an ended job from the controller's record (`tasks.ended.record_of`)."""
-    job = rec.get("job_id")
-    if rec.get("status") == JobStatus.REMOVED:
-        return f"job {job} was removed before its worker connected: {rec.get('remove_reason') or 'no reason given'}"
-    if rec.get("exit_signal") is not None:
-        return f"job {job} ended before its worker connected: killed by signal {rec['exit_signal']}"
-    code = rec.get("exit_code")
-    return f"job {job} ended before its worker connected: exit code {code if code is not None else '?'}"
-
-
-def describe_ended(ad: dict) -> str:
-    """One line about a job that left the queue, from its history ad."""
-    job = f"{ad.get('ClusterId')}.{ad.get('ProcId')}"
-    status = ad.get("JobStatus")
-    if status == JobStatus.REMOVED:
-        reason = ad.get("RemoveReason") or "no reason given"
-        return f"job {job} was removed before its worker connected: {reason}"
-    if ad.get("ExitBySignal"):
-        return f"job {job} ended before its worker connected: killed by signal {ad.get('ExitSignal')}"
-    code = ad.get("ExitCode")
-    return f"job {job} ended before its worker connected: exit code {code if code is not None else '?'}"

@@ -14,6 +14,7 @@ import time
 
 from dask_gateway_server.backends.db_base import JobStatus
 
+from domain import jobend
 from gateway import jobcheck
 from gateway.controller import Controller
 from gateway.eventlog import EventLogs
@@ -158,7 +159,7 @@ class WorkerChecks:
             v, ad = verdicts[name], ads.get(name)
             if v.state == "ended":
                 if ad is not None:
-                    v.reason = jobcheck.describe_ended(ad)
+                    v.reason = jobend.describe(jobend.record_of(ad))
             elif ad is not None and (ad.get("EnteredCurrentStatus") or now) >= ask[name][1] - 5:
                 verdicts[name] = jobcheck.Verdict(False, "ended", f"{ad.get('ClusterId')}.{ad.get('ProcId')}",
-                                                  jobcheck.describe_ended(ad))
+                                                  jobend.describe(jobend.record_of(ad)))

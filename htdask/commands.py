@@ -12,6 +12,7 @@ import click
 from htdask.base import (BadInput, Command, Failure, duration, emit_json, examples, json_option, store as _store,
                          table)
 from domain import validation
+from domain.jobstatus import JobStatus
 
 def _known(store, cluster: str) -> None:
     """An unknown cluster is one line and exit 1 (status, jobs, delete alike)."""
@@ -22,7 +23,6 @@ def _known(store, cluster: str) -> None:
         raise Failure(str(e)) from None
 
 
-STATE_NAMES = {1: "Idle", 2: "Running", 3: "Removed", 4: "Completed", 5: "Held", 6: "Transferring", 7: "Suspended"}
 _BARE_NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
 
 
@@ -219,32 +219,38 @@ def _status_loop(store, cluster, as_json: bool, watch: bool, interval: float, st
             time.sleep(min(0.05, interval))
 
 
+def connected_cell(row: dict) -> str:
+    """Workers connected to the cluster's scheduler at the last poll ('-': not asked or unknown)."""
+    s = row.get("scheduler") or {}
+    return "-" if s.get("connected") is None else str(s["connected"])
+
+
+#: the JobStatus columns of the status table, in the order people read them
+STATE_COLUMNS = (JobStatus.IDLE, JobStatus.RUNNING, JobStatus.HELD, JobStatus.SUSPENDED,
+                 JobStatus.TRANSFERRING_OUTPUT, JobStatus.COMPLETED, JobStatus.REMOVED)
+
+
 def format_status(rows: list[dict]) -> str:
     if not rows:
         return "no clusters"
-    out = [["CLUSTER", "OWNER", "SCHEDD", "USER", "DESIRED", "IDLE", "RUNNING", "HELD", "COMPLETED", "REMOVED",
-            "POLLED", "NOTE"]]
+    heads = ["TRANSFERRING" if s == JobStatus.TRANSFERRING_OUTPUT else s.name for s in STATE_COLUMNS]
+    out = [["CLUSTER", "OWNER", "SCHEDD", "USER", "DESIRED", *heads[:2], "CONNECTED", *heads[2:], "POLLED", "NOTE"]]
     for r in rows:
         polled = "never" if r["age"] is None else f"{duration(r['age'])} ago" + (" (stale)" if r["stale"] else "")
         notes = []
         if r.get("managed_by"):
             notes.append(f"managed by the {r['managed_by']}")
-        if r.get("error"):
-            notes.append(f"error: {r['error']}")
-        if r.get("note"):
-            notes.append(r["note"])
         if r.get("poll_error"):
             notes.append(f"poll failing: {r['poll_error']}")
         elif r.get("stale_reason"):
             notes.append(f"stale: {r['stale_reason']}")
         if r.get("unparsed"):
             notes.append(f"{r['unparsed']} unreadable job ads on schedd {r['schedd']} skipped (worker log)")
-        kept = r.get("held_kept") or {}
-        for reason, count in (r.get("held_reasons") or {}).items():
-            notes.append(f"held x{count}{' by a user/admin, left alone' if reason in kept else ''}: {reason}")
+        notes += r.get("notes") or []  # tasks.status.notes: the same words as the status page
+        counts = [str(r.get(s.key, 0)) for s in STATE_COLUMNS]
         out.append([r["name"], r.get("owner") or "-", r.get("schedd") or "-", r.get("user") or "-",
-                    "-" if r["desired"] is None else str(r["desired"]), str(r["idle"]), str(r["running"]),
-                    str(r["held"]), str(r["completed"]), str(r["removed"]), polled, "; ".join(notes)])
+                    "-" if r["desired"] is None else str(r["desired"]), *counts[:2], connected_cell(r),
+                    *counts[2:], polled, "; ".join(notes)])
     return table(out)
 
 
@@ -253,18 +259,15 @@ def format_status(rows: list[dict]) -> str:
 @json_option
 def jobs(cluster, as_json):
     """Each job of CLUSTER: state, time in that state, hold reason (why is my cluster not growing?)."""
-    from tasks import api
+    from tasks import status as cluster_status
     validation.validate_cluster_name(cluster)
     store = _store()
     _known(store, cluster)
     records = sorted(store.job_records(cluster).values(), key=lambda r: (r.get("index") or 0))
     now = time.time()
     for rec in records:
-        rec["state"] = STATE_NAMES.get(rec.get("status"), str(rec.get("status")))
-        if api.annotate_job(rec)["kept_hold"]:
-            rec["state"] += " (user/admin hold, left alone)"
-        rec["seconds_in_state"] = round(now - rec["since"], 1) if rec.get("since") else None
-    note = api.crash_note(store.get(cluster), now)
+        cluster_status.annotate_job(rec, now)
+    note = cluster_status.crash_note(store.get(cluster), now)
     if as_json:
         emit_json({"cluster": cluster, "jobs": records, "note": note})
         return

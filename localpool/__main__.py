@@ -99,7 +99,7 @@ def _status(files: paths.PoolFiles) -> int:
     busy = con.execute("SELECT count(*) FROM jobs WHERE pid IS NOT NULL").fetchone()[0]
     hist = con.execute("SELECT count(*) FROM history").fetchone()[0]
     con.close()
-    parts = [f"{counts.get(s, 0)} {JOB_STATUS_NAMES[s]}" for s in (1, 2, 3, 4, 5, 7)]
+    parts = [f"{counts.get(s, 0)} {JOB_STATUS_NAMES[s]}" for s in (1, 2, 3, 4, 5, 6, 7)]
     print(f"jobs: {sum(counts.values())} total; " + ", ".join(parts))
     print(f"slots: {busy} busy of {slots if slots is not None else '?'}")
     print(f"history: {hist}")

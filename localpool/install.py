@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
-PROGRAMS = ("condor_submit", "condor_q", "condor_rm", "condor_hold", "condor_release", "condor_history")
+PROGRAMS = ("condor_submit", "condor_q", "condor_rm", "condor_hold", "condor_release", "condor_history",
+            "condor_suspend", "condor_continue")
 
 
 def install(dest: str | os.PathLike, python: str | None = None) -> Path:

@@ -89,3 +89,22 @@ def kill_tagged(pool_id: str, tags: set[str] | None = None, sig: int = signal.SI
     if n:
         log.info("killed %d leftover job process(es) by tag", n)
     return n
+
+
+def exited(pid: int) -> bool:
+    """True when the child `pid` has exited (not reaped: WNOWAIT) or is not our child."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def drain(fd: int) -> None:
+    """Read a non-blocking fd (the runner's wake-up FIFO) until it is empty."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+    except OSError:
+        pass

@@ -26,11 +26,11 @@ def record_finished(con, finished, host: str, slot_name: str, expr_cache: dict) 
             ad["LastRemoteHost"] = job.remote.host.slot if job.remote else slot_name
             ad.pop("RemoteHost", None)
             ad.pop("JobPid", None)
-            if status == 2 and job.remote is not None and job.remote.hold:
+            if status in (2, 7) and job.remote is not None and job.remote.hold:
                 _hold(ad, *job.remote.hold, now)  # output transfer failed: the shadow holds it
                 store.save_job(con, ad, pid=None, pid_start=None)
                 events.add(userlog.HELD, ad, now)
-            elif status == 2:
+            elif status in (2, 7):
                 if rc >= 0:
                     ad["ExitBySignal"] = False
                     ad["ExitCode"] = rc

@@ -18,7 +18,7 @@ import stat
 import subprocess
 import time
 
-from localpool import daemon, execute, hosts, paths, policy, procs, reaping, spawn, store, userlog
+from localpool import daemon, execute, hosts, machine, paths, policy, procs, reaping, spawn, store, userlog
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,9 @@ class Runner:
             store.set_meta(self.con, "runner_pid", os.getpid())
             store.set_meta(self.con, "runner_slots", self.slots)
             store.set_meta(self.con, "execute_hosts", len(self.execute.plan.hosts) if self.execute else 0)
+            slot = machine.slot_ad(self.host, str(self.files.root))  # what a startd advertises (machine.py)
+            store.set_meta(self.con, "machine_ad", machine.dumps(slot))
+        self.matcher = machine.Matcher(slot)
         log.info("runner pid %d started: pool %s, %d slots, uid %d", os.getpid(), self.files.root,
                  self.slots, os.geteuid())
         self.recover()
@@ -109,7 +112,7 @@ class Runner:
                 except InterruptedError:
                     ready = []
                 for fd_ in ready:
-                    _drain(fd_)
+                    procs.drain(fd_)
         finally:
             self.shutdown()
             exit_fd = getattr(self, "_exit_lock_fd", None)
@@ -210,12 +213,12 @@ class Runner:
             shutil.rmtree(job.scratch, ignore_errors=True)
 
     def _enforce(self) -> None:
-        """Kill jobs whose queue status is no longer Running (removed, held, released...)."""
+        """Kill jobs whose queue status is no longer Running or Suspended (removed, held, released...)."""
         rows = self.con.execute("SELECT cluster, proc, status FROM jobs WHERE pid IS NOT NULL").fetchall()
         status = {(c, p): s for c, p, s in rows}
         now = time.time()
         for key, job in self.jobs.items():
-            if status.get(key) == 2:
+            if status.get(key) in (2, 6, 7):  # running, transferring output, suspended (condor_suspend)
                 continue
             if job.term_sent is None:
                 log.info("job %d.%d: stopping process group %d (status %s)", *key, job.pid, status.get(key))
@@ -230,10 +233,10 @@ class Runner:
 
     def _start_idle(self) -> None:
         free = self.slots - len(self.jobs)
-        keys = [k for k in self.con.execute(
-            "SELECT cluster, proc FROM jobs WHERE seeded=0 AND status=1 AND pid IS NULL "
-            "ORDER BY cluster, proc LIMIT ?", (free + len(self.unmatched),)).fetchall()
-            if k not in self.unmatched][:free]
+        keys = self.con.execute(  # jobs no slot matched (their Requirements never change here) are passed over
+            "SELECT cluster, proc FROM jobs WHERE seeded=0 AND status=1 AND pid IS NULL AND ad NOT LIKE "
+            "'%\"LastRejMatchReason\"%' ORDER BY cluster, proc LIMIT ?", (free + len(self.unmatched),)).fetchall()
+        keys = [k for k in keys if k not in self.unmatched][:free]
         if not keys:
             return
         self.last_activity = time.monotonic()
@@ -248,6 +251,10 @@ class Runner:
                 ad = row[2]
                 if self.execute and ad.get("JobUniverse", 5) == 5 and not self.execute.matches(ad):
                     self.unmatched.add((c, p))  # stays Idle, as an unmatched job does
+                    continue
+                if not self.matcher.matches(ad):  # negotiation: no slot ad satisfies its Requirements
+                    machine.reject(ad, now)
+                    store.save_job(self.con, ad, pid=None, pid_start=None)
                     continue
                 ad["NumJobStarts"] = int(ad.get("NumJobStarts") or 0) + 1
                 ad["JobRunCount"] = int(ad.get("JobRunCount") or 0) + 1
@@ -337,7 +344,7 @@ class Runner:
                 procs.kill_group(job.pid, signal.SIGTERM)
             deadline = time.monotonic() + self.grace
             while time.monotonic() < deadline and any(
-                    _exited(j.pid) is False for j in self.jobs.values()):
+                    procs.exited(j.pid) is False for j in self.jobs.values()):
                 time.sleep(0.02)
             for job in self.jobs.values():
                 procs.kill_group(job.pid, signal.SIGKILL)
@@ -366,23 +373,6 @@ class Runner:
         except OSError:
             pass
         log.info("runner pid %d exiting", os.getpid())
-
-
-def _exited(pid: int) -> bool:
-    try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except (BlockingIOError, InterruptedError):
-        pass
-    except OSError:
-        pass
 
 
 def run() -> int:

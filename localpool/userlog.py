@@ -17,6 +17,8 @@ code    event               written by
 005     terminated          the runner: the job exited and leaves the queue (return value, or
                             signal and "No core file")
 009     aborted             condor_rm, and PeriodicRemove (with the RemoveReason)
+010     suspended           condor_suspend (the job's processes are stopped: SIGSTOP)
+011     unsuspended         condor_continue (SIGCONT)
 012     held                condor_hold, the runner's start failures and policy holds (HoldReason,
                             "Code <HoldReasonCode> Subcode <HoldReasonSubCode>")
 013     released            condor_release, PeriodicRelease (with the ReleaseReason)
@@ -36,6 +38,7 @@ import time
 log = logging.getLogger(__name__)
 
 SUBMIT, EXECUTE, EVICTED, TERMINATED, ABORTED, HELD, RELEASED = 0, 1, 4, 5, 9, 12, 13
+SUSPENDED, UNSUSPENDED = 10, 11  # condor_suspend / condor_continue
 _HOST_ADDR = "<127.0.0.1:9618?addrs=127.0.0.1-9618&alias={host}&noUDP&sock={sock}>"
 _USAGE = "Usr 0 00:00:00, Sys 0 00:00:00"
 
@@ -93,6 +96,10 @@ def event_text(code: int, ad: dict, *, host: str = "localhost", when: float | No
     elif code == HELD:
         lines = [head + "Job was held.", "\t" + _one_line(ad.get("HoldReason") or "Unspecified job hold reason"),
                  f"\tCode {int(ad.get('HoldReasonCode') or 0)} Subcode {int(ad.get('HoldReasonSubCode') or 0)}"]
+    elif code == SUSPENDED:
+        lines = [head + "Job was suspended.", "\tNumber of processes actually suspended: 1"]
+    elif code == UNSUSPENDED:
+        lines = [head + "Job was unsuspended."]
     elif code == RELEASED:
         lines = [head + "Job was released.", "\t" + _one_line(ad.get("ReleaseReason") or "")]
     else:

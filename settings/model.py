@@ -17,8 +17,6 @@ from settings.sections import GatewaySettings, IdentitySettings, OperatorSetting
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_IMAGE = "ghcr.io/dask/dask:latest"
-#: HoldReasonCode of `condor_hold` (HTCondor's UserRequest): always a hold a person made
-HOLD_CODE_USER_REQUEST = 1
 #: the broker's visibility timeout is at least this many task time limits (README; see the rule below)
 VISIBILITY_FACTOR = 4
 
@@ -146,7 +144,8 @@ class Settings(Section):
         # Derived defaults (the model is frozen: set through __dict__, once, while validating).
         if not self.schedds:
             self.__dict__["schedds"] = (self.schedd_name,)
-        self.__dict__["hold_keep_codes"] = tuple(sorted({HOLD_CODE_USER_REQUEST, *self.hold_keep_codes}))
+        # (HoldReasonCode 1, condor_hold, is always kept besides these: domain.jobstatus.kept_hold)
+        self.__dict__["hold_keep_codes"] = tuple(sorted(set(self.hold_keep_codes)))
         self.__dict__["min_submit_uid"] = max(self.min_submit_uid, 1)  # root never, whatever the setting
         limit = self.task_time_limit
         if self.visibility_timeout is None:

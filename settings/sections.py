@@ -15,7 +15,7 @@ SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class IdentitySettings(Section):
-    """Owner look-up by e-mail (workers/identity.py): a map file, else the CI Connect API, cached in Redis."""
+    """Owner look-up by e-mail (workers/identity/): a map file, else the CI Connect API, cached in Redis."""
 
     user_map_file: str | None = setting(env="USER_MAP_FILE",
                                         meaning="YAML/JSON map file e-mail → Unix user, asked first")

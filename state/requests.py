@@ -98,6 +98,7 @@ class ClusterRecord:
     updated_at: float | None = None
     backoff_until: float | None = None  # a crash loop delays submissions until then (tasks/ended.py)
     backoff_reason: str | None = None
+    crash_loop_until: float | None = None  # the crash loop lasts until then unless more workers exit
     handled_seq: int = 0
 
 
@@ -236,12 +237,14 @@ class RequestStore:
         self.metrics.drain_into(pipe)
         pipe.execute()
 
-    def set_backoff(self, name: str, until: float | None, reason: str = "") -> None:
-        """A crash loop delays the cluster's submissions until `until` (None: no more)."""
+    def set_backoff(self, name: str, until: float | None, reason: str = "", lasts_until: float | None = None) -> None:
+        """A crash loop delays the cluster's submissions until `until` and lasts until `lasts_until`
+        (epoch s; None: no crash loop any more)."""
         if until is None:
-            self.r.hdel(keys.cluster(name), "backoff_until", "backoff_reason")
+            self.r.hdel(keys.cluster(name), "backoff_until", "backoff_reason", "crash_loop_until")
         elif self.r.exists(keys.cluster(name)):
-            self.r.hset(keys.cluster(name), mapping={"backoff_until": until, "backoff_reason": reason})
+            self.r.hset(keys.cluster(name), mapping={"backoff_until": until, "backoff_reason": reason,
+                                                     "crash_loop_until": lasts_until or until})
 
     def backoff(self, name: str) -> tuple[float, str] | None:
         until, reason = self.r.hmget(keys.cluster(name), "backoff_until", "backoff_reason")
@@ -267,4 +270,5 @@ def _record(name: str, h: dict, names: set) -> ClusterRecord | None:
         updated_at=float(h["updated_at"]) if h.get("updated_at") else None,
         backoff_until=float(h["backoff_until"]) if h.get("backoff_until") else None,
         backoff_reason=h.get("backoff_reason") or None,
+        crash_loop_until=float(h["crash_loop_until"]) if h.get("crash_loop_until") else None,
         handled_seq=int(h.get("handled_seq") or 0))

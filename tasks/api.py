@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from state import Store
 from state.requests import ScheddMismatch
 from state.managed import managers
-from tasks import health
+from tasks import health, status
 from tasks.app import app
 from tasks.config import poll_queue, settings
 from domain import validation
-from domain.jobstatus import JobStatus
 from tasks.options import check_job_options
 from workers.runas import check_user
 
@@ -96,24 +95,10 @@ def enqueue_poll(schedd: str | None = None, force: bool = True):
     return app.send_task("tasks.poll_queue", kwargs={"schedd": queue, "force": force}, queue=poll_queue(queue))
 
 
-def annotate_job(record: dict) -> dict:
-    """Mark a job record (`jobs`) held by a person (HoldReasonCode 1 or HOLD_KEEP_CODES): `kept_hold`."""
-    record["kept_hold"] = (record.get("status") == JobStatus.HELD
-                           and record.get("hold_code") in settings().hold_keep_codes)
-    return record
-
-
-def crash_note(record, now: float) -> str | None:
-    """'4 workers exited within 2 min (exit code 1), next try in 80 s' while a crash loop delays the
-    cluster's submissions (tasks/ended.py), else None."""
-    if record is None or not record.backoff_until or record.backoff_until <= now:
-        return None
-    return f"{record.backoff_reason}, next try in {record.backoff_until - now:.0f} s"
-
-
 def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
-    """One row per cluster: desired state, the poller's summary, its age, whether it is stale and why
-    (tasks.health: poll failing, older than 3 x POLL_INTERVAL, no worker consumes the queue) and any error.
+    """One row per cluster (tasks.status.cluster_row: a count per JobStatus, how ended jobs ended, owner,
+    scheduler connections, crash loop, notes) plus the summary's age, whether it is stale and why
+    (tasks.health: poll failing, older than 3 x POLL_INTERVAL, no worker consumes the queue).
     """
     names = [cluster] if cluster else sorted(set(store.cluster_names()) | set(store.summarized_clusters()))
     summaries = store.summaries(names)
@@ -130,25 +115,15 @@ def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
         polled_at = summary.get("polled_at")
         stale_reason = health.staleness(store, schedd, polled_at, poll, now, consumers)
         rows.append({
-            "name": name,
-            "desired": record.desired if record else None,
-            "idle": summary.get("idle", 0), "running": summary.get("running", 0),
-            "held": summary.get("held", 0), "completed": summary.get("completed", 0),
-            "removed": summary.get("removed", 0),
+            **status.cluster_row(name, record, summary, now),
             "polled_at": polled_at,
             "age": round(now - polled_at, 1) if polled_at else None,
             "stale": stale_reason is not None,
             "stale_reason": stale_reason,
             "poll_error": poll.get("error") or None,
             "unparsed": int(poll.get("unparsed") or 0), "degraded": int(poll.get("degraded") or 0),
-            "held_reasons": summary.get("held_reasons") or {},
-            # holds a person made (condor_hold, HOLD_KEEP_CODES): never released or replaced
-            "held_kept": summary.get("held_kept") or {},
-            "owner": record.owner if record else None,
             "schedd": schedd,
             "managed_by": (managed.get(name) or {}).get("kind"),
             "user": (managed.get(name) or {}).get("user"),
-            "error": record.error if record else None,
-            "note": crash_note(record, now),
         })
     return rows

@@ -16,43 +16,16 @@ from collections import Counter
 from dataclasses import dataclass
 
 from domain.jobspec import clusters_constraint, ours_constraint
+from domain.jobend import HISTORY_ATTRIBUTES, how, record_of
 from domain.jobstatus import JobStatus
 from domain.retry import delay
 from workers.htcondor.schedd import ScheddError
 
 log = logging.getLogger(__name__)
 
-PROJECTION = ["ClusterId", "ProcId", "JobStatus", "DaskGatewayCluster", "DaskWorkerName", "DaskWorkerIndex",
-              "ExitCode", "ExitBySignal", "ExitSignal", "RemoveReason", "CompletionDate", "EnteredCurrentStatus"]
+PROJECTION = ["DaskGatewayCluster", *HISTORY_ATTRIBUTES]
 #: most history ads one poll reads
 HISTORY_LIMIT = 2000
-
-
-def _int(v):
-    return v if type(v) is int else None
-
-
-def record_of(ad: dict) -> dict:
-    """The JSON-ready record of one history ad: job id, worker, JobStatus, exit code / signal, removal
-    reason, end time (epoch s)."""
-    ended_at = _int(ad.get("CompletionDate")) or _int(ad.get("EnteredCurrentStatus"))
-    return {"job_id": f"{ad.get('ClusterId')}.{ad.get('ProcId')}", "name": ad.get("DaskWorkerName"),
-            "index": _int(ad.get("DaskWorkerIndex")), "status": _int(ad.get("JobStatus")),
-            "exit_code": _int(ad.get("ExitCode")),
-            "exit_signal": _int(ad.get("ExitSignal")) if ad.get("ExitBySignal") is True else None,
-            "remove_reason": ad.get("RemoveReason") if type(ad.get("RemoveReason")) is str else None,
-            "ended_at": ended_at}
-
-
-def how(record: dict) -> str:
-    """'exit code 1', 'signal 9', 'removed: <reason>' or 'JobStatus N'."""
-    if record.get("exit_signal") is not None:
-        return f"signal {record['exit_signal']}"
-    if record.get("status") == JobStatus.REMOVED:
-        return f"removed: {record.get('remove_reason') or '?'}"
-    if record.get("exit_code") is not None:
-        return f"exit code {record['exit_code']}"
-    return f"JobStatus {record.get('status')}"
 
 
 def history_constraint(vanished: dict[str, set[str]], short: list[str], since: float | None) -> str | None:
@@ -93,6 +66,10 @@ class CrashLoop:
     window: float
     cause: str  # the most common way they ended, e.g. "exit code 1"
     until: float  # no submission before this time (epoch s)
+    #: the loop lasts until then (epoch s) unless more workers exit: the time the CRASH_LOOP_JOBS-th most
+    #: recent exit leaves the window; `status` and the metric show the loop until then, not only while
+    #: a submission waits
+    lasts_until: float = 0.0
 
     def reason(self) -> str:
         return f"{self.exits} workers exited within {self.window / 60:g} min ({self.cause})"
@@ -106,4 +83,19 @@ def crash_loop(records: list[dict], now: float, settings) -> CrashLoop | None:
         return None
     backoff = delay(len(exits) - settings.crash_loop_jobs + 1, settings.crash_backoff_base, settings.crash_backoff_max)
     cause = Counter(how(r) for r in exits).most_common(1)[0][0]
-    return CrashLoop(len(exits), window, cause, max(r.get("ended_at") or 0 for r in exits) + backoff)
+    times = sorted((r.get("ended_at") or 0 for r in exits), reverse=True)
+    until = times[0] + backoff
+    return CrashLoop(len(exits), window, cause, until, max(until, times[settings.crash_loop_jobs - 1] + window))
+
+
+def note(until: float | None, reason: str | None, lasts_until: float | None, now: float) -> str | None:
+    """What `status`, `jobs`, the status page and the metric say of a crash loop recorded in a cluster's
+    state (`Store.set_backoff`): '4 workers exited within 2 min (exit code 1), next try in 80 s' while a
+    submission waits, '..., retrying (backoff 80 s)' while the loop lasts; None when there is none."""
+    if not until or not reason:
+        return None
+    if until > now:
+        return f"{reason}, next try in {until - now:.0f} s"
+    if (lasts_until or 0) > now:
+        return f"{reason}, still in a crash loop (retried {now - until:.0f} s ago)"
+    return None

@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from domain.jobstatus import QUEUED
 from state import Store
 from tasks import heartbeat
 from tasks.config import settings
@@ -96,7 +97,7 @@ def force_delete(store: Store, cluster: str, queue: str) -> ForcedDelete:
     it); its jobs seen by the last poll are reported, not removed (only a worker can reach the schedd)."""
     record = store.get(cluster)
     records = store.job_records(cluster)
-    left = {jid: rec.get("name") or "" for jid, rec in records.items() if rec.get("status") in (1, 2, 5, 7)}
+    left = {jid: rec.get("name") or "" for jid, rec in records.items() if rec.get("status") in QUEUED}
     seq = store.record_new_request(cluster, 0, schedd=queue,
                                    names=[] if record is not None and record.names is not None else None)
     store.delete_cluster(cluster, seq)

@@ -7,7 +7,10 @@ Run by beat every POLL_INTERVAL seconds on each schedd's queue. A poll
   the old summaries stay, marked stale by the poll status, never reset to zero;
 - writes every summary and job record in one pipeline;
 - asks for a reconcile of each cluster whose live count drifted from its desired count or that has
-  held jobs (the held-job policy lives in the reconcile).
+  held jobs (the held-job policy lives in the reconcile);
+- asks the Dask scheduler of each cluster with running jobs which workers are connected (one bounded
+  `identity` call per scheduler and poll, all at once: workers.dask_scheduler), so that `status` can
+  name a job that runs but whose worker is not connected.
 """
 from __future__ import annotations
 
@@ -21,8 +24,10 @@ from state import Store
 from domain.jobspec import POLL_PROJECTION, ours_constraint
 from tasks import ended
 from workers.htcondor.schedd import Schedd, ScheddError
-from domain.jobstatus import JobStatus
+from domain.jobend import end_kind
+from domain.jobstatus import KEYS, JobStatus, kept_hold
 from domain.retry import retrying
+from workers import dask_scheduler
 from domain.summary import AdCounts, ClusterSummary, JobRecord, summarize
 
 log = logging.getLogger(__name__)
@@ -48,16 +53,17 @@ class PollResult:
 def kept_holds(summary, keep_codes) -> dict[str, int]:
     """Hold reason -> jobs, of the holds a person made (HoldReasonCode in `keep_codes`): left alone."""
     return {reason: n for reason, n in summary.held_reasons.items()
-            if summary.held_reason_codes.get(reason) in keep_codes}
+            if kept_hold(JobStatus.HELD, summary.held_reason_codes.get(reason), keep_codes)}
 
 
 def summary_fields(summary, polled_at: float, keep_codes=()) -> dict:
-    """The Redis form of one cluster's summary (see state.keys)."""
+    """The Redis form of one cluster's summary (see state.keys): a count per JobStatus key, the owner,
+    hold reasons and codes, idle jobs no slot matched (LastRejMatchReason -> jobs)."""
     return {
-        "idle": summary.idle, "running": summary.running, "held": summary.held,
-        "suspended": summary.suspended, "completed": summary.completed, "removed": summary.removed,
+        **{key: getattr(summary, key) for key in KEYS}, "owner": summary.owner,
         "held_reasons": summary.held_reasons, "held_codes": held_codes(summary), "max_index": summary.max_index,
         "polled_at": polled_at, "held_kept": kept_holds(summary, keep_codes),
+        "unmatched": summary.unmatched_reasons,
     }
 
 
@@ -155,6 +161,7 @@ class Poller:
                 jobs[name] = job_fields(summary)  # only changed clusters' records are rewritten
         short = [n for n, rec in mine.items() if _short(rec, summaries.get(n))]
         self._add_ended(fields, jobs, previous, short, last_ok - 2 if last_ok else None)
+        self._add_schedulers(fields, summaries, mine)
         result.unparsed, result.degraded = counts.unparsed, counts.degraded
         self.store.write_poll(self.name, fields, jobs, polled_at, unparsed=counts.unparsed,
                               degraded=counts.degraded, duration=time.monotonic() - started)
@@ -197,13 +204,41 @@ class Poller:
         new = self.store.add_ended(ended.fetch(self.schedd, constraint, self.name)) if constraint else {}
         for name, f in fields.items():
             before = previous.get(name) or {}
-            recs = new.get(name, [])
-            f["ended_completed"] = int(before.get("ended_completed") or 0) + sum(
-                r["status"] == JobStatus.COMPLETED for r in recs)
-            f["ended_removed"] = int(before.get("ended_removed") or 0) + sum(
-                r["status"] == JobStatus.REMOVED for r in recs)
+            by_kind = dict(before["ended"]) if isinstance(before.get("ended"), dict) else {
+                k: n for k, n in (("unknown", int(before.get("ended_completed") or 0)),  # a summary written
+                                  ("removed", int(before.get("ended_removed") or 0))) if n}  # before `ended`
+            for r in new.get(name, []):  # how each ended: domain.jobend
+                kind = end_kind(r)
+                by_kind[kind] = by_kind.get(kind, 0) + 1
+            f["ended"] = by_kind
+            f["ended_removed"] = by_kind.get("removed", 0)
+            f["ended_completed"] = sum(by_kind.values()) - f["ended_removed"]
             f["completed"] += f["ended_completed"]
             f["removed"] += f["ended_removed"]
+
+    def _add_schedulers(self, fields: dict[str, dict], summaries: dict, mine: dict) -> None:
+        """Ask each cluster's Dask scheduler (its recorded address, else DASK_SCHEDULER_ADDRESS) which of
+        its running jobs' workers are connected, for the clusters with running jobs; bounded (at most
+        about POLL_INTERVAL / 2 seconds, one call per scheduler)."""
+        wanted = {}
+        for name, rec in mine.items():
+            summary = summaries.get(name)
+            address = (rec.options or {}).get("scheduler_address") or self.settings.dask_scheduler_address
+            if summary is not None and summary.running and address.startswith("tcp://"):  # tls needs credentials
+                wanted[name] = address
+        if not wanted:
+            return
+        bound = max(0.2, min(2.0, self.settings.poll_interval / 2))
+        views = dask_scheduler.connected_workers(set(wanted.values()), timeout=min(1.0, bound), total=bound)
+        for name, address in wanted.items():
+            view = views[address]
+            running = [j for j in summaries[name].jobs if j.status == JobStatus.RUNNING]
+            doc = {"address": address, "running": len(running), "error": view.error}
+            if view.names is not None:
+                missing = [j for j in running if j.name not in view.names]
+                doc["connected"] = len(running) - len(missing)
+                doc["not_connected"] = [[j.job_id, j.name, j.since] for j in missing[:20]]
+            fields[name]["scheduler"] = doc
 
     def _forget_vanished(self, present: set[str]) -> None:
         """Drop summaries of clusters that are neither requested nor in the queue any more."""

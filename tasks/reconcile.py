@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 #: removal order when scaling down: useless jobs first, then queued ones, running ones last; a job a person
 #: held (HOLD_KEEP_CODES) goes just before the running ones: someone is looking at it
-REMOVE_ORDER = {JobStatus.HELD: 0, JobStatus.IDLE: 1, JobStatus.SUSPENDED: 2, "kept-hold": 3, JobStatus.RUNNING: 4}
+REMOVE_ORDER = {JobStatus.HELD: 0, JobStatus.TRANSFERRING_OUTPUT: 0, JobStatus.IDLE: 1, JobStatus.SUSPENDED: 2,
+                "kept-hold": 3, JobStatus.RUNNING: 4}  # (transferring output: its worker has exited)
 PROJECTION = ["ClusterId", "ProcId", "JobStatus", "DaskGatewayCluster", "DaskWorkerIndex", "DaskWorkerName",
               "HoldReason", "HoldReasonCode", "EnteredCurrentStatus"]
 #: rounds of one reconcile_many (each: read, act; another round only when one change cannot reach the
@@ -257,10 +258,11 @@ class Reconciler:
             constraint = f"{cluster_constraint(record.name)} && EnteredCurrentStatus >= {int(outcome.started) - 1}"
             self.store.add_ended(ended.fetch(self.schedd, constraint, record.schedd))
         loop = ended.crash_loop(self.store.ended_records(record.name), now, self.settings)
+        # the loop stays recorded (for status and the metric) while it lasts, not only while it delays
+        self.store.set_backoff(record.name, loop and loop.until, loop.reason() if loop else "",
+                               lasts_until=loop and loop.lasts_until)
         if loop is None or loop.until <= now:
-            self.store.set_backoff(record.name, None)
             return False
-        self.store.set_backoff(record.name, loop.until, loop.reason())
         log.warning("cluster %s: %s; next submission in %.0fs", record.name, loop.reason(), loop.until - now)
         return True
 

@@ -6,7 +6,9 @@ period). It ends early, with the cause, when
 - no worker consumes the cluster's queue (nobody will ever act on the request), or
 - the cluster records an error for good after the request was made (a retrying error is not final);
 and its progress counts toward the target in both directions: jobs running on the way up, live jobs
-gone on the way down.
+gone on the way down. It waits for exactly N running jobs and no other job of the cluster in the queue
+(idle, held, suspended, transferring output: `domain.jobstatus.QUEUED`); every line it prints says
+what it waits for and counts every state.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from domain.jobstatus import QUEUED, counts_text
 from state import Store
 from tasks import health
 
@@ -39,15 +42,20 @@ class Progress:
     running: int
     live: int
     direction: str  # "up" | "down"
+    others: str = ""  # the other queued states, counted: "1 idle, 0 held, 1 suspended, 0 transferring output"
 
     def line(self) -> str:
         what = f"{self.running} running" if self.direction == "up" else f"{self.live} live"
-        return f"cluster {self.cluster}: {what}, target {self.target} ({self.done}/{self.total})"
+        line = f"cluster {self.cluster}: {what}, target {self.target} ({self.done}/{self.total})"
+        if self.others and self.live != self.running:
+            line += f"; waiting for {self.target} running and no other job ({self.others})"
+        return line
 
 
 def _counts(summary: dict) -> tuple[int, int]:
+    """(running jobs, jobs in any queued state: idle, running, held, suspended, transferring output)."""
     running = int(summary.get("running") or 0)
-    return running, running + int(summary.get("idle") or 0) + int(summary.get("held") or 0)
+    return running, sum(int(summary.get(s.key) or 0) for s in QUEUED)
 
 
 def wait_for(store: Store, cluster: str, n: int, timeout: float, queue: str, since: float,
@@ -72,7 +80,8 @@ def wait_for(store: Store, cluster: str, n: int, timeout: float, queue: str, sin
         summary = store.summary(cluster)
         running, live = _counts(summary)
         moved = running - start_running if direction == "up" else start_live - live
-        progress = Progress(cluster, n, max(0, min(total, moved)), total, running, live, direction)
+        progress = Progress(cluster, n, max(0, min(total, moved)), total, running, live, direction,
+                            counts_text(summary))
         fresh = (summary.get("polled_at") or 0) >= since
         if fresh and running == n and live == n:
             progress.done = total
@@ -91,7 +100,7 @@ def wait_for(store: Store, cluster: str, n: int, timeout: float, queue: str, sin
         if time.monotonic() >= deadline:
             held = summary.get("held_reasons") or {}
             reasons = "; ".join(f"{r} ({c})" for r, c in held.items())
-            raise WaitFailed(f"timed out after {timeout:.0f}s: cluster {cluster} runs {running} of {n} "
-                             f"({summary.get('idle') or 0} idle, {summary.get('held') or 0} held"
+            raise WaitFailed(f"timed out after {timeout:.0f}s waiting for {n} running jobs and no other: cluster "
+                             f"{cluster} runs {running} of {n} ({counts_text(summary)}"
                              f"{': ' + reasons if reasons else ''})")
         sleep(INTERVAL)

@@ -84,3 +84,37 @@ def test_crash_loop_is_recorded_slowed_and_explained_and_logs_are_kept(service_u
         assert "(the job before)" in out.stdout
         missing = stack.cli("logs", "crashy", "crashy-99")
         assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_crash_loop_is_shown_while_it_lasts_and_ends_are_split_by_how(service_user, failing_worker):
+    """Issue 23 item 9: a cluster whose scheduler address nothing listens on. Its workers exit with code 1:
+    they are counted by how they ended (never as plain "completed"), and the crash-loop note and metric
+    stay in every status read while the loop goes on, not only while a submission waits."""
+    import requests
+
+    from tests.test_exporter import samples, value
+    with Stack(beat=True, exporter=True, DEFAULT_OWNER=service_user, DASK_WORKER_COMMAND=failing_worker,
+               POLL_INTERVAL="1", SCHEDD_MIN_INTERVAL="0", DASK_SCHEDULER_ADDRESS="tcp://127.0.0.1:9",
+               CRASH_LOOP_JOBS="3", CRASH_LOOP_WINDOW="120", CRASH_BACKOFF_BASE="1",
+               CRASH_BACKOFF_MAX="2") as stack:
+        out = stack.cli("scale", "loop", "1")
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: _row(stack, "loop")["note"], timeout=90, message="the crash loop")
+        submits = len(stack.calls("condor_submit"))
+        reads = []
+        for _ in range(12):  # the backoff is 1-2 s: the loop goes on, submitting again and again
+            row = _row(stack, "loop")
+            metric = value(samples(requests.get(stack.exporter_url + "metrics", timeout=10).text),
+                           "htdask_cluster_crash_loop", cluster="loop")
+            reads.append((row["note"], row["crash_loop"], metric))
+            time.sleep(0.7)
+        assert len(stack.calls("condor_submit")) > submits, "the loop went on during the reads"
+        assert all(note and crash and metric == 1 for note, crash, metric in reads), reads
+        row = _row(stack, "loop")
+        assert set(row["ended"]) == {"exit_code_1"} and row["ended"]["exit_code_1"] >= 3, row
+        assert f"ended: {row['ended']['exit_code_1']} exit code 1" in row["notes"], row["notes"]
+        assert row["owner"] == service_user
+        text = stack.cli("status", "loop").stdout
+        assert "crash loop: " in text and "exit code 1" in text and "completed" not in text.split("\n", 1)[1]
+        m = samples(requests.get(stack.exporter_url + "metrics", timeout=10).text)
+        assert value(m, "htdask_jobs_ended_total", cluster="loop", reason="exit_code_1") >= 3

@@ -66,7 +66,9 @@ def write_state(store: Store, polled_at: float) -> None:
     ads += [held_ad(2, 13, "Transfer input files failure: réseau"), held_ad(3, 13, "another 13 with text"),
             held_ad(4, None, "no code at all")]
     fields = {n: summary_fields(s, polled_at) for n, s in summarize(ads).items()}
-    fields["alpha"]["ended_completed"], fields["alpha"]["ended_removed"] = 4, 1  # as Poller._add_ended does
+    # as Poller._add_ended does: how the jobs that left the queue ended (domain.jobend kinds)
+    fields["alpha"]["ended"] = {"exit_code_0": 1, "exit_code_1": 2, "signal_9": 1, "removed": 1}
+    fields["alpha"]["ended_completed"], fields["alpha"]["ended_removed"] = 4, 1
     fields["alpha"]["completed"] += 4
     fields["alpha"]["removed"] += 1
     store.metrics.command("local", "submit", 0.3, ok=True)
@@ -85,7 +87,8 @@ def test_metrics_are_read_from_redis_at_scrape_time(served):
     assert value(m, "htdask_redis_up") == 1
     assert value(m, "htdask_cluster_desired_workers", cluster="alpha", owner="alice", schedd="local") == 3
     assert value(m, "htdask_cluster_desired_workers", cluster="beta", owner="bob", schedd="local") == 2
-    for state, n in {"idle": 0, "running": 2, "held": 3, "completed": 4, "removed": 1}.items():
+    for state, n in {"idle": 0, "running": 2, "held": 3, "completed": 4, "removed": 1, "suspended": 0,
+                     "transferring_output": 0}.items():
         assert value(m, "htdask_cluster_jobs", cluster="alpha", owner="alice", schedd="local", state=state) == n
     assert value(m, "htdask_cluster_jobs", cluster="beta", owner="bob", schedd="local", state="running") is None, \
         "a cluster never polled has no job counts (unknown is not 0)"
@@ -93,8 +96,8 @@ def test_metrics_are_read_from_redis_at_scrape_time(served):
     assert held == {"13": 2, "unknown": 1}, "codes, never the reasons' free text"
     assert value(m, "htdask_cluster_stale", cluster="alpha", schedd="local") == 0
     assert value(m, "htdask_cluster_stale", cluster="beta", schedd="local") == 1
-    assert value(m, "htdask_jobs_ended_total", cluster="alpha", schedd="local", reason="completed") == 4
-    assert value(m, "htdask_jobs_ended_total", cluster="alpha", schedd="local", reason="removed") == 1
+    ended = {dict(k[1])["reason"]: v for k, v in m.items() if k[0] == "htdask_jobs_ended_total" and dict(k[1])["schedd"] == "local"}
+    assert ended == {"exit_code_0": 1, "exit_code_1": 2, "signal_9": 1, "removed": 1}, "how they ended, not 'completed'"
     assert 0 <= value(m, "htdask_poll_age_seconds", schedd="local") < 5
     assert value(m, "htdask_poll_duration_seconds", schedd="local") == 0.25
     assert value(m, "htdask_poll_failures_total", schedd="local") == 0
@@ -128,6 +131,55 @@ def test_crash_loop_is_served_while_it_delays_submissions(served):
     page = requests.get(f"{base}/", timeout=10).text
     assert "crash loop: 4 workers exited within 2 min (exit code 1), next try in" in page
     assert "exit code 2" not in page
+
+
+def test_every_state_owner_holds_and_ends_say_what_status_says(served):
+    """Issue 23 items 6 and 9: the status page and the metrics show every JobStatus, the Unix user the
+    jobs run as, a person's hold as left alone, idle jobs no slot matches, the workers connected to the
+    scheduler, and how ended jobs ended: in the words `htdask status` uses (tasks.status.notes)."""
+    from htdask.commands import format_status
+    from tasks.api import status_rows
+    base, store = served
+    store.record_new_request("gamma", 4, schedd="local")  # no owner requested: the jobs' Owner is shown
+    ads = [{"ClusterId": 9, "ProcId": p, "DaskGatewayCluster": "gamma", "DaskWorkerIndex": p, "Owner": "carol",
+            "DaskWorkerName": f"gamma-{p}", "JobStatus": st, "EnteredCurrentStatus": int(time.time()) - 40}
+           for p, st in enumerate((2, 2, 6, 7, 1))]
+    ads[4]["LastRejMatchReason"] = "no match found "
+    ads.append({**held_ad(5, 1, "via condor_hold (by user root)"), "ClusterId": 9, "DaskGatewayCluster": "gamma"})
+    fields = {n: summary_fields(sm, time.time()) for n, sm in summarize(ads).items()}
+    fields["gamma"]["ended"] = {"exit_code_1": 5}
+    fields["gamma"]["ended_completed"] = 5
+    fields["gamma"]["completed"] += 5
+    fields["gamma"]["scheduler"] = {"address": "tcp://10.0.0.1:8786", "running": 2, "error": None, "connected": 1,
+                                    "not_connected": [["9.1", "gamma-1", int(time.time()) - 40]]}
+    store.write_poll("local", fields, {}, time.time())
+    m = samples(requests.get(f"{base}/metrics", timeout=10).text)
+    labels = dict(cluster="gamma", owner="carol", schedd="local")
+    assert {st: value(m, "htdask_cluster_jobs", state=st, **labels) for st in
+            ("idle", "running", "held", "suspended", "transferring_output", "completed", "removed")} == \
+        {"idle": 1, "running": 2, "held": 1, "suspended": 1, "transferring_output": 1, "completed": 5, "removed": 0}
+    assert value(m, "htdask_cluster_connected_workers", cluster="gamma", schedd="local") == 1
+    assert value(m, "htdask_cluster_unmatched_jobs", cluster="gamma", schedd="local") == 1
+    assert value(m, "htdask_jobs_ended_total", cluster="gamma", reason="exit_code_1") == 5
+    page = requests.get(f"{base}/", timeout=10).text
+    row = page[page.index('data-cluster="gamma"'):]
+    row = row[:row.index("</tr>")]
+    assert "<td>carol</td>" in row
+    import html
+    rows = [r for r in status_rows(store, "gamma")]
+    for note in rows[0]["notes"]:
+        assert html.escape(note) in row, (note, row)
+    assert "held x1 by a user/admin, left alone: via condor_hold (by user root)" in rows[0]["notes"]
+    assert "1 idle job no slot matches (no match found)" in rows[0]["notes"]
+    assert "ended: 5 exit code 1" in rows[0]["notes"]
+    assert any(n.startswith("1 of 2 running workers connected to tcp://10.0.0.1:8786; not connected: gamma-1 "
+                            "(job 9.1, running ") for n in rows[0]["notes"]), rows[0]["notes"]
+    table = format_status(rows)
+    assert all(n in table for n in rows[0]["notes"])
+    head, line = table.splitlines()[:2]
+    cells = dict(zip(head.split(), line.split()))
+    assert (cells["OWNER"], cells["IDLE"], cells["RUNNING"], cells["CONNECTED"], cells["HELD"], cells["SUSPENDED"],
+            cells["TRANSFERRING"], cells["COMPLETED"]) == ("carol", "1", "2", "1", "1", "1", "1", "5")
 
 
 def test_summary_older_than_three_poll_intervals_is_stale(served):

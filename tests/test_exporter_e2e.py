@@ -17,7 +17,7 @@ import requests
 
 from demo.procs import Process, free_port, wait_for_port
 from demo.services import FAKE_WORKER, Stack
-from tests.conftest import needs, wait_until
+from tests.conftest import SERVICE_USER, needs, wait_until
 from tests.test_exporter import samples, value
 from tests.test_grafana_dashboard import dashboard, for_prometheus, queries
 
@@ -40,12 +40,13 @@ def metrics(stack: Stack) -> dict:
 
 
 def running(stack: Stack) -> float | None:
-    return value(metrics(stack), "htdask_cluster_jobs", cluster=CLUSTER, owner="", schedd="local", state="running")
+    return value(metrics(stack), "htdask_cluster_jobs", cluster=CLUSTER, owner=SERVICE_USER, schedd="local",
+                 state="running")
 
 
 def test_worker_measurements_reach_the_exporter(stack):
     m = metrics(stack)
-    assert value(m, "htdask_cluster_desired_workers", cluster=CLUSTER, owner="", schedd="local") == 3
+    assert value(m, "htdask_cluster_desired_workers", cluster=CLUSTER, owner=SERVICE_USER, schedd="local") == 3
     assert value(m, "htdask_cluster_stale", cluster=CLUSTER, schedd="local") == 0
     submits = len(stack.calls("condor_submit"))
     assert value(m, "htdask_schedd_command_duration_seconds_count", schedd="local", command="condor_submit") == submits

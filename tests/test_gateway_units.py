@@ -89,12 +89,19 @@ def test_a_connected_worker_is_gone_once_a_newer_poll_lacks_its_job_and_only_the
     assert (v.ok, v.state) == (True, "connected")
 
 
+def _describe_ended(ad: dict) -> str:
+    from domain import jobend
+    return jobend.describe(jobend.record_of(ad))
+
+
 def test_describe_ended_reports_exit_code_signal_and_removal():
-    assert "exit code 3" in jobcheck.describe_ended({"ClusterId": 7, "ProcId": 1, "JobStatus": 4, "ExitCode": 3})
-    assert "signal 9" in jobcheck.describe_ended({"ClusterId": 7, "ProcId": 1, "JobStatus": 4,
-                                                 "ExitBySignal": True, "ExitSignal": 9})
-    assert "removed" in jobcheck.describe_ended({"ClusterId": 7, "ProcId": 1, "JobStatus": 3,
-                                                "RemoveReason": "by admin"})
+    """One description of how a job ended (domain.jobend), from a history ad as from a record."""
+    assert _describe_ended({"ClusterId": 7, "ProcId": 1, "JobStatus": 4, "ExitCode": 3}) == \
+        "job 7.1 ended before its worker connected: exit code 3"
+    assert _describe_ended({"ClusterId": 7, "ProcId": 1, "JobStatus": 4, "ExitBySignal": True, "ExitSignal": 9,
+                            "ExitCode": None}) == "job 7.1 ended before its worker connected: killed by signal 9"
+    assert _describe_ended({"ClusterId": 7, "ProcId": 1, "JobStatus": 3, "RemoveReason": "by admin"}) == \
+        "job 7.1 was removed before its worker connected: by admin"
 
 
 def test_index_by_name_puts_the_newest_job_first():

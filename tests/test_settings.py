@@ -45,7 +45,7 @@ def test_defaults_are_the_documented_ones(clean_env):
     assert (s.redis_url, s.schedd_name, s.schedds, s.poll_interval, s.condor_timeout) == (
         "redis://127.0.0.1:6379/0", "local", ("local",), 15.0, 60.0)
     assert (s.task_time_limit, s.visibility_timeout, s.lock_timeout) == (300, 3600, 150.0)
-    assert s.hold_keep_codes == (1,) and s.min_submit_uid == 1000 and s.state_prefix == "htdask"
+    assert s.hold_keep_codes == () and s.min_submit_uid == 1000 and s.state_prefix == "htdask"
     assert s.operator.resync_seconds == 15.0 and s.operator.max_workers == 1000
     assert s.gateway.address == "127.0.0.1:8000" and s.identity.identity_cache_ttl == 3600
 
@@ -57,7 +57,7 @@ def test_values_are_parsed_and_derived_defaults_follow_their_source(clean_env):
                  "LOG_DIR": ""}.items():
         clean_env.setenv(k, v)
     s = load()
-    assert s.schedds == ("s1", "s2") and s.hold_keep_codes == (1, 3, 26) and s.deny_users == ("a", "b")
+    assert s.schedds == ("s1", "s2") and s.hold_keep_codes == (3, 26) and s.deny_users == ("a", "b")
     assert s.visibility_timeout == 4800, "4 x TASK_TIME_LIMIT when that is above 3600"
     assert s.operator.resync_seconds == 5.0, "OPERATOR_RESYNC_SECONDS defaults to POLL_INTERVAL"
     assert s.gateway.run_as_owner is True and s.min_submit_uid == 1, "root never, whatever MIN_SUBMIT_UID"

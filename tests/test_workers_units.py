@@ -91,7 +91,7 @@ def test_summarize_counts_reasons_and_records():
     s = summarize(iter(ads))
     assert set(s) == {"demo", "other"}
     d = s["demo"]
-    assert (d.idle, d.running, d.held, d.completed, d.removed, d.suspended, d.transferring, d.unknown) == \
+    assert (d.idle, d.running, d.held, d.completed, d.removed, d.suspended, d.transferring_output, d.unknown) == \
         (1, 2, 3, 1, 1, 1, 1, 1)
     assert d.total == 11 and d.active == 5
     assert d.held_reasons == {"memory exceeded": 2, "via condor_hold (by user alice)": 1}

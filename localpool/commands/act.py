@@ -23,6 +23,8 @@ VERBS = {  # mode -> (infinitive, past, default reason, past for one job)
     "rm": ("remove", "marked for removal", "via condor_rm", "marked for removal"),
     "hold": ("hold", "held", "via condor_hold", "held"),
     "release": ("release", "released", "via condor_release", "released"),
+    "suspend": ("suspend", "suspended", "via condor_suspend", "suspended"),  # commands/suspend.py
+    "continue": ("continue", "continued", "via condor_continue", "continued"),
 }
 CT_NONE, CT_ALL, CT_CLUSTER, CT_USER, CT_SIMPLE, CT_COMPLEX = range(6)
 
@@ -32,8 +34,8 @@ def main(mode: str, argv: list[str] | None = None) -> int:
 
 
 def usage_text(mode: str) -> str:
-    word = {"rm": "remove", "hold": "hold", "release": "release"}[mode]
-    reason = {"rm": "RemoveReason", "hold": "HoldReason", "release": "ReleaseReason"}[mode]
+    word = VERBS[mode][0]
+    reason = {"rm": "RemoveReason", "hold": "HoldReason", "release": "ReleaseReason"}.get(mode, "reason")
     lines = [f"Usage: condor_{mode} [options] [constraints]",
              " where [options] is zero or more of:",
              "  -help               Display this message and exit",
