@@ -80,3 +80,25 @@ def test_the_history_constraint_of_many_vanished_jobs_stays_one_bounded_argument
     c = ended.history_constraint({}, many_short, 1000.0)
     assert c == "DaskGatewayCluster =!= undefined && EnteredCurrentStatus >= 1000"
     assert ended.history_constraint({}, [], None) is None
+
+
+def test_the_gateway_may_ask_how_thousands_of_named_workers_ended(service_user):
+    """The gateway's `tasks.ended_jobs` with 5,000 worker names (uuid hex, as the gateway names them): the
+    names go into several bounded history constraints (one argument of ~170 KB failed with E2BIG), and
+    the one that has a history is found."""
+    with Stack(DEFAULT_OWNER=service_user, DASK_WORKER_COMMAND=str(services.FAKE_WORKER), POLL_INTERVAL="600",
+               SCHEDD_MIN_INTERVAL="0", DASK_SCHEDULER_ADDRESS="tcp://127.0.0.1:8786") as stack:
+        for n in (1, 0):
+            out = stack.cli("scale", "hx", str(n))
+            assert out.returncode == 0, out.stderr
+            wait_until(lambda: len([a for a in ids_of(stack, "hx") if a["JobStatus"] in (1, 2, 5)]) == n,
+                       message=f"{n} jobs")
+        out = stack.python(
+            "import json, sys; from tasks.app import app\n"
+            "names = [f'{i:032x}' for i in range(5000)] + ['hx-0']\n"
+            "res = app.send_task('tasks.ended_jobs', kwargs={'cluster': 'hx', 'names': names}, queue='local')\n"
+            "print(json.dumps(res.get(timeout=120)))\n", timeout=180)
+        found = json.loads(out.stdout.strip().splitlines()[-1])
+        assert list(found) == ["hx-0"] and found["hx-0"]["JobStatus"] == 3, found
+        calls = [json.loads(row[2]) for row in stack.calls("condor_history")]
+        assert len(calls) >= 10 and all(len(word) <= CONSTRAINT_MAX for argv in calls for word in argv)
