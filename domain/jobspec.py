@@ -29,8 +29,9 @@ from settings import load
 from domain.pyenv import job_python  # an interpreter the job's user can run (not under /root)
 from domain.submitdesc import SubmitDescription
 from domain.validation import (ValidationError, format_memory, split_address, validate_cluster_name,
-                               validate_count, validate_docker_image, validate_index, validate_memory,
-                               validate_port, validate_port_range, validate_timeout, validate_worker_name)
+                               validate_count, validate_docker_image, validate_index, validate_job_id,
+                               validate_memory, validate_port, validate_port_range, validate_timeout,
+                               validate_worker_name)
 from domain.submitvalues import (check_env, check_submit_safe, quote_arguments, quote_environment,
                                  validate_argument, validate_classad_string, validate_path, validate_submit_key,
                                  validate_submit_value)
@@ -280,9 +281,74 @@ def clusters_constraint(clusters: Iterable[str]) -> str:
     return f"member(DaskGatewayCluster, {{{quoted}}})"
 
 
-def members_constraint(cluster: str, indexes: Iterable[int]) -> str:
-    """The jobs of `cluster` with the given worker indexes, and nothing else."""
-    idx = sorted({validate_index(i) for i in indexes})
-    if not idx:
-        raise ValidationError("worker indexes", [], "need at least one index")
-    return f"{cluster_constraint(cluster)} && member(DaskWorkerIndex, {{{','.join(map(str, idx))}}})"
+#: characters of one constraint built from a list of jobs: it is one argv word, and Linux takes at most
+#: 128 KiB per word (MAX_ARG_STRLEN) and 2 MiB for all of them; a longer list is split into several
+CONSTRAINT_MAX = 16_000
+
+
+def job_id_terms(job_ids: Iterable[str], limit: int = CONSTRAINT_MAX) -> list[str]:
+    """ClassAd terms that together match exactly the jobs `job_ids` ('C.P'), each at most `limit`
+    characters: per ClusterId, every run of 3 or more consecutive ProcIds as one range
+    (`ClusterId == 12 && ProcId >= 100 && ProcId <= 25999`), the other ProcIds in `member` lists.
+    Raises ValidationError for an id that is not 'C.P'."""
+    procs: dict[int, set[int]] = {}
+    for job_id in job_ids:
+        c, dot, p = validate_job_id(job_id).partition(".")
+        if not dot:
+            raise ValidationError("job id", job_id, "must name one job ('cluster.proc')")
+        procs.setdefault(int(c), set()).add(int(p))
+    terms = []
+    for c, ps in sorted(procs.items()):
+        singles: list[int] = []
+        for first, last in _runs(sorted(ps)):
+            if last - first >= 2:
+                terms.append(f"ClusterId == {c} && ProcId >= {first} && ProcId <= {last}")
+            else:
+                singles += range(first, last + 1)
+        head = f"ClusterId == {c} && member(ProcId, {{"
+        chunk: list[str] = []
+        for p in map(str, singles):
+            if chunk and len(head) + sum(len(x) + 1 for x in chunk) + len(p) + 2 > limit:
+                terms.append(head + ",".join(chunk) + "})")
+                chunk = []
+            chunk.append(p)
+        if chunk:
+            terms.append(head + ",".join(chunk) + "})")
+    return terms
+
+
+def _runs(ps: list[int]) -> list[tuple[int, int]]:
+    """Sorted distinct integers as (first, last) runs of consecutive ones."""
+    runs: list[tuple[int, int]] = []
+    for p in ps:
+        if runs and runs[-1][1] == p - 1:
+            runs[-1] = (runs[-1][0], p)
+        else:
+            runs.append((p, p))
+    return runs
+
+
+def pack_terms(prefix: str, terms: list[str], limit: int = CONSTRAINT_MAX) -> list[str]:
+    """`prefix && ((t1) || (t2) ...)`, as few constraints as fit in `limit` characters each (a term
+    longer than that gets a constraint of its own)."""
+    out, group, size = [], [], 0
+    base = len(prefix) + 8
+    for term in terms:
+        if group and base + size + len(term) + 6 > limit:
+            out.append(group)
+            group, size = [], 0
+        group.append(term)
+        size += len(term) + 6
+    if group:
+        out.append(group)
+    return [f"{prefix} && ({' || '.join(f'({t})' for t in g)})" for g in out]
+
+
+def jobs_constraints(cluster: str, job_ids: Iterable[str], limit: int = CONSTRAINT_MAX) -> list[str]:
+    """Constraints that together match the jobs `job_ids` of `cluster` and nothing else, each at most
+    `limit` characters (one condor_rm/hold/release each): jobs are named by ClusterId.ProcId, never by a
+    worker index or name that two jobs may share. Raises ValidationError for no ids or a bad one."""
+    terms = job_id_terms(job_ids, limit - 100)
+    if not terms:
+        raise ValidationError("job ids", [], "need at least one job id")
+    return pack_terms(cluster_constraint(cluster), terms, limit)

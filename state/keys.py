@@ -17,6 +17,7 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 | `htdask:jobs:<name>` | hash | written by the poller: job id `C.P` → JSON job record (name, index, status, since, hold reason, exit code) |
 | `htdask:ended:<name>` | hash (TTL 1 day, refreshed) | written by the poller from `condor_history`: job id `C.P` → JSON record of a job that left the queue (name, index, JobStatus, exit code, exit signal, removal reason, `ended_at`); each job recorded once. Crash loops are judged from it (tasks/ended.py) |
 | `htdask:holds:<name>` | hash | job name → times the held-job policy released it |
+| `htdask:retiring:<name>` | hash | job id `C.P` → `<token> <deadline ms>`: running workers a scale-down is retiring through their Dask scheduler (state/retiring.py); a reconcile does not count them, the retirement removes them unless the deadline (Redis's clock) passed |
 | `htdask:poll:<schedd>` | hash | poller status of one schedd: `polled_at`, `ok_at`, `error`, `failures` (in a row), `failures_total` (never reset), `duration` (seconds of the last successful poll), `unparsed` (job ads of the last poll skipped: no integer ClusterId/ProcId/JobStatus), `degraded` (ads kept with bytes repaired or odd attributes ignored) |
 | `htdask:metrics:<schedd>` | hash | bounded counters of the schedd's command durations and failures and of request-to-submit delays, written by the submit-node worker for the exporter (fields: `state/metrics.py`) |
 | `htdask:polllock:<schedd>` | string (PX TTL `LOCK_TTL`) | lease (as for cluster locks) so two polls of one schedd never run at once |
@@ -80,6 +81,7 @@ summary = _keyed("summary", "name")
 jobs = _keyed("jobs", "name")
 ended = _keyed("ended", "name")
 holds = _keyed("holds", "name")
+retiring = _keyed("retiring", "name")
 manager = _keyed("manager", "name")
 
 # Per schedd (the argument is the schedd's queue name).
@@ -101,4 +103,4 @@ def identity(email: str) -> str:
 def per_cluster(name: str) -> list[str]:
     """Every key that belongs to one cluster (deleted together when the cluster is deleted)."""
     return [cluster(name), names(name), submitted(name), counter(name), summary(name), jobs(name),
-            holds(name), ended(name), manager(name)]
+            holds(name), ended(name), manager(name), retiring(name)]

@@ -9,7 +9,8 @@ the only module that builds key names). Values are plain strings and JSON so tha
 - `state.locks`: locks as leases renewed by a watchdog;
 - `state.rounds`: batched rounds (pending sets, the batch lock, queued and watch marks);
 - `state.summaries`: poll results, job records, ended jobs;
-- `state.nodes`: schedd throttle, queue consumers, identity cache.
+- `state.nodes`: schedd throttle, queue consumers, identity cache;
+- `state.retiring`: running workers being retired before their jobs are removed.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from state.locks import LeaseKeeper, LockStore, new_token
 from state.metrics import RECORDER, Recorder
 from state.nodes import NodeStore
 from state.requests import _RECORD_REQUEST, ClusterRecord, RequestStore
+from state.retiring import RetiringStore
 from state.rounds import _JOIN, RoundStore
 from state.summaries import SummaryStore
 
@@ -53,7 +55,7 @@ return {{record({{KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}}, rest),
 """
 
 
-class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, NodeStore):
+class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, NodeStore, RetiringStore):
     """Operations on our Redis keys. One instance per process is enough (redis-py pools connections).
 
     `settings` (default: this process's) give REDIS_URL when no client is given, TOMBSTONE_TTL, and LOCK_TTL:

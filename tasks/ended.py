@@ -15,7 +15,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-from domain.jobspec import clusters_constraint, ours_constraint
+from domain.jobspec import CONSTRAINT_MAX, clusters_constraint, job_id_terms, ours_constraint
 from domain.jobend import HISTORY_ATTRIBUTES, how, record_of
 from domain.jobstatus import JobStatus
 from domain.retry import delay
@@ -26,23 +26,32 @@ log = logging.getLogger(__name__)
 PROJECTION = ["DaskGatewayCluster", *HISTORY_ATTRIBUTES]
 #: most history ads one poll reads
 HISTORY_LIMIT = 2000
+#: clusters named in one history constraint that is too long to name their jobs (more: all of ours)
+MEMBER_LIST_MAX = 200
 
 
 def history_constraint(vanished: dict[str, set[str]], short: list[str], since: float | None) -> str | None:
-    """One constraint for the vanished job ids and the jobs of `short` clusters that ended after `since`."""
-    terms = []
-    by_cluster: dict[int, list[int]] = {}
-    for ids in vanished.values():
-        for job_id in ids:
-            c, p = job_id.split(".")
-            by_cluster.setdefault(int(c), []).append(int(p))
-    terms += [f"(ClusterId == {c} && member(ProcId, {{{','.join(map(str, sorted(ps)))}}}))"
-              for c, ps in sorted(by_cluster.items())]
+    """One constraint for the vanished job ids and the jobs of `short` clusters that ended after `since`.
+
+    It is one argv word: when the exact one would be longer than CONSTRAINT_MAX (thousands of jobs left
+    at once, by no range of ProcIds; thousands of short clusters), it asks instead for every job of these
+    clusters (of ours, past MEMBER_LIST_MAX clusters) that ended since the last poll, a superset: the
+    vanished jobs left the queue since then, and HISTORY_LIMIT bounds the answer."""
+    terms = job_id_terms([job_id for ids in vanished.values() for job_id in ids])
     if short and since is not None:
-        terms.append(f"({clusters_constraint(short)} && EnteredCurrentStatus >= {int(since)})")
+        terms.append(f"{clusters_constraint(short)} && EnteredCurrentStatus >= {int(since)}")
     if not terms:
         return None
-    return f"{ours_constraint()} && ({' || '.join(terms)})"
+    exact = f"{ours_constraint()} && ({' || '.join(f'({t})' for t in terms)})"
+    if len(exact) <= CONSTRAINT_MAX:
+        return exact
+    names = sorted(set(vanished) | set(short))
+    out = ours_constraint()
+    if len(names) <= MEMBER_LIST_MAX:
+        out += f" && {clusters_constraint(names)}"
+    if since is not None:
+        out += f" && EnteredCurrentStatus >= {int(since)}"
+    return out
 
 
 def fetch(schedd, constraint: str, schedd_name: str) -> dict[str, dict[str, str]]:

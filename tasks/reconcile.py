@@ -20,13 +20,13 @@ from typing import Iterable
 from state import Store
 from tasks import ended, worker_logs
 from tasks.options import job_options
+from tasks.removal import Removals
 from tasks.submissions import SubmitPlan, record_failure, submit_plans
 from domain import validation
-from domain.jobspec import (WorkerJobSpec, cluster_constraint, clusters_constraint, members_constraint,
-                            ours_constraint, worker_submit_description)
+from domain.jobspec import (WorkerJobSpec, cluster_constraint, clusters_constraint, ours_constraint,
+                            worker_submit_description)
 from domain.jobstatus import JobStatus
 from domain.workerjobs import LIVE, Job, jobs_of, kept_hold
-from workers import dask_retire
 from workers.runas import UserRefused
 from workers.htcondor.schedd import Schedd, ScheddError
 
@@ -56,8 +56,9 @@ class Outcome:
     desired: int | None = None
     live: int | None = None
     submitted: list[str] = field(default_factory=list)
-    removed: list[int] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # job ids
     released: list[str] = field(default_factory=list)
+    retiring: list[str] = field(default_factory=list)  # job ids handed to a retirement (tasks/removal.py)
     error: str | None = None
     exc: Exception | None = field(default=None, repr=False)
     started: float | None = field(default=None, repr=False)  # time of this reconcile's first submission
@@ -69,12 +70,12 @@ class Outcome:
 
     def brief(self) -> dict:
         """What the round did to the cluster, compactly (counts, not job ids), for a task's result:
-        `did` names `submitted`, `removed`, `released`, `error` — or `nothing`, or `busy` (another
+        `did` names `submitted`, `removed`, `released`, `retiring`, `error` — or `nothing`, or `busy` (another
         round held the cluster's lock) or `gone` (the cluster was deleted meanwhile), joined by `+`.
         Flat on purpose: Celery's result repr, which Flower shows, cuts nesting below three levels."""
         if self.state != "ok":
             return {"did": self.state}
-        did = [k for k in ("submitted", "removed", "released") if getattr(self, k)]
+        did = [k for k in ("submitted", "removed", "released", "retiring") if getattr(self, k)]
         out: dict = {k: len(getattr(self, k)) for k in did}
         if self.error:
             did.append("error")
@@ -82,13 +83,15 @@ class Outcome:
         return {"did": "+".join(did) or "nothing", **out, "desired": self.desired, "live": self.live}
 
 
-class Reconciler:
-    """Reconciles clusters of one schedd. Cheap to build; holds no state between calls."""
+class Reconciler(Removals):
+    """Reconciles clusters of one schedd. Cheap to build; holds no state between calls (the jobs being
+    retired are read with each round's query). Scale-down and held jobs: tasks/removal.py."""
 
     def __init__(self, store: Store, schedd: Schedd, settings):
         self.store = store
         self.schedd = schedd
         self.settings = settings
+        self._retiring: dict[str, set[str]] = {}  # this round's jobs being retired, per cluster (_query)
 
     def submit_user(self, record) -> str | None:
         """The Unix user this cluster's jobs are submitted and removed as; never root."""
@@ -188,6 +191,7 @@ class Reconciler:
         by_cluster: dict[str, list[dict]] = {}
         for ad in self.schedd.query(constraint, PROJECTION):
             by_cluster.setdefault(ad.get("DaskGatewayCluster"), []).append(ad)
+        self._retiring = self.store.retiring([c for c in clusters if c in by_cluster])
         return by_cluster
 
     def _settle(self, clusters: set[str]) -> None:
@@ -220,7 +224,8 @@ class Reconciler:
         True when the cluster needs another round (its change could not reach the desired state by
         itself; a submission that falls short is found by submit_plans)."""
         name = record.name
-        live = [j for j in jobs if j.status in LIVE]
+        leaving = self._retiring.get(name, ())  # being retired: not counted (tasks/removal.py)
+        live = [j for j in jobs if j.status in LIVE and j.job_id not in leaving]
         outcome.desired, outcome.live = record.desired, len(live)
         if hold_policy and self._apply_hold_policy(record, live, outcome):
             return True
@@ -300,81 +305,6 @@ class Reconciler:
         log.info("cluster %s: submitting %d jobs as %s, indexes %d..%d (counter now %d)",
                  name, wanted, owner, first, first + wanted - 1, first + wanted)
         plans.append(SubmitPlan(record, outcome, user, items, description, by_name=names is not None))
-
-    def _remove(self, record, surplus: list[Job], outcome: Outcome) -> bool:
-        """Remove surplus jobs; running workers of a count-based cluster with a scheduler are retired
-        through it first (their results move to the workers that stay), queued ones removed at once."""
-        running = [j for j in surplus if j.status == JobStatus.RUNNING]
-        address = job_options(record.options).get("scheduler_address")
-        if record.names is None and running and address and self.settings.retire_timeout > 0:
-            queued = [j for j in surplus if j.status != JobStatus.RUNNING]
-            if queued:
-                self._remove_jobs(record, queued, outcome)
-            try:
-                retired = dask_retire.retire(address, [j.name for j in running], self.settings.retire_timeout)
-                log.info("cluster %s: scheduler %s retired workers %s", record.name, address, retired)
-            except dask_retire.RetireFailed as err:
-                log.warning("cluster %s: removing %d running workers without retirement: %s", record.name,
-                            len(running), err)
-            return self._remove_jobs(record, running, outcome)
-        return self._remove_jobs(record, surplus, outcome)
-
-    def _remove_jobs(self, record, surplus: list[Job], outcome: Outcome) -> bool:
-        name = record.name
-        indexes = sorted(j.index for j in surplus)
-        user = self.submit_user(record)
-        log.info("cluster %s: removing %d jobs (indexes %s) as %s", name, len(indexes), indexes,
-                 user or getpass.getuser())
-        result = self.schedd.remove(constraint=members_constraint(name, indexes), user=user,
-                                    reason=f"scale down of {name} to {record.desired}")
-        log.info("cluster %s: %s", name, result.message)
-        outcome.removed.extend(indexes)
-        outcome.live = max(0, (outcome.live or 0) - len(indexes))
-        return False
-
-    def _apply_hold_policy(self, record, live: list[Job], outcome: Outcome) -> bool:
-        """Release a held job up to HOLD_RELEASE_LIMIT times; after that remove it (it gets replaced).
-
-        Only holds the system caused: a job a person held (HoldReasonCode 1 = condor_hold, or one of
-        HOLD_KEEP_CODES) is left alone, and still counts toward the cluster's workers.
-        """
-        held = [j for j in live if j.status == JobStatus.HELD and not kept_hold(j, self.settings.hold_keep_codes)]
-        if not held:
-            return False
-        name, limit = record.name, self.settings.hold_release_limit
-        release, replace = [], []
-        for job in held:
-            if job.hold_code in self.settings.hold_no_release_codes or self.store.releases(name, job.name) >= limit:
-                replace.append(job)
-            else:
-                release.append(job)
-        for job in release:
-            count = self.store.count_release(name, job.name)
-            log.info("cluster %s: releasing held job %s (%s), release %d of %d: %s", name, job.job_id,
-                     job.name, count, limit, job.hold_reason)
-        if release:
-            self.schedd.release(ids=[j.job_id for j in release], user=self.submit_user(record),
-                                reason=f"released by the controller of {name}")
-            outcome.released.extend(j.job_id for j in release)
-        if replace and record.replaced + len(replace) > self.settings.hold_replace_limit:
-            reason = replace[0].hold_reason
-            message = (f"{record.replaced} held jobs replaced since the last request and more keep being held "
-                       f"({reason}); not replacing them until the next request")
-            log.error("cluster %s: %s", name, message)
-            self.store.set_error(name, message)
-            outcome.error = message
-            replace = []
-        if replace:
-            self.store.count_replaced(name, len(replace))
-            for job in replace:
-                log.warning("cluster %s: job %s (%s) held again after %d releases, replacing it: %s", name,
-                            job.job_id, job.name, limit, job.hold_reason)
-            self.schedd.remove(constraint=members_constraint(name, [j.index for j in replace]),
-                               user=self.submit_user(record),
-                               reason=f"held too often; replaced by the controller of {name}")
-            self.store.forget_releases(name, [j.name for j in replace])
-            outcome.removed.extend(j.index for j in replace)
-        return bool(release or replace)
 
 
 def submit_user(record, settings) -> str | None:

@@ -5,6 +5,8 @@ Each test counts schedd calls in the pool's calls.log and checks jobs with the p
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -68,6 +70,29 @@ def test_scale_down_removes_surplus_highest_indexes_first(stack):
     jobs = wait_until(lambda: len(live(stack, "beta")) == 2 and live(stack, "beta"), message="2 jobs left")
     assert sorted(j["DaskWorkerIndex"] for j in jobs) == [0, 1]
     assert len(stack.calls("condor_rm")) == 1
+
+
+def test_a_scale_down_removes_jobs_by_id_never_every_job_of_a_shared_index(stack, service_user):
+    """Issue 23 item 1 (its removal part): two live jobs carry worker index 1 (pz-1 twice, as a lease
+    holder that stalled past its lease left them). The surplus one is removed by ClusterId.ProcId; the
+    running pz-1 stays (removing by DaskWorkerIndex took both)."""
+    scale(stack, "pz", 2)
+    running = wait_until(lambda: (lambda j: len(j) == 2 and all(a["JobStatus"] == 2 for a in j) and j)(
+        live(stack, "pz")), message="2 running")
+    keep = sorted(f"{a['ClusterId']}.{a['ProcId']}" for a in running)
+    seeded = subprocess.run([sys.executable, "-m", "localpool", "seed", "1", "--owner", service_user,
+                             "--attr", 'DaskGatewayCluster="pz"', "--attr", "DaskWorkerIndex=1",
+                             "--attr", 'DaskWorkerName="pz-1"'], env=stack.env, cwd=str(REPO),
+                            capture_output=True, text=True, timeout=60)
+    assert seeded.returncode == 0, seeded.stderr
+    assert len(live(stack, "pz")) == 3
+    scale(stack, "pz", 2)  # a request: the round finds 3 live jobs for 2 wanted
+    wait_until(lambda: len(live(stack, "pz")) == 2, message="the surplus job removed")
+    time.sleep(1.0)  # let any further (wrong) removal land
+    assert sorted(f"{a['ClusterId']}.{a['ProcId']}" for a in live(stack, "pz")) == keep
+    [rm] = [json.loads(row[2]) for row in stack.calls("condor_rm")]
+    constraint = rm[rm.index("-constraint") + 1]
+    assert "ClusterId ==" in constraint and "DaskWorkerIndex" not in constraint, constraint
 
 
 @pytest.mark.stack

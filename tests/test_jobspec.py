@@ -6,8 +6,9 @@ import classad2
 import htcondor2
 import pytest
 
-from domain.jobspec import (POLL_PROJECTION, WorkerJobSpec, cluster_constraint, default_worker_command,
-                             members_constraint, ours_constraint, worker_submit_description)
+from domain.jobspec import (CONSTRAINT_MAX, POLL_PROJECTION, WorkerJobSpec, cluster_constraint,
+                             default_worker_command, job_id_terms, jobs_constraints, ours_constraint,
+                             worker_submit_description)
 from domain.pyenv import job_python
 from domain.validation import ValidationError
 
@@ -245,15 +246,42 @@ def test_bad_items_rejected(items):
 def test_constraints():
     assert cluster_constraint("demo") == 'DaskGatewayCluster == "demo"'
     assert ours_constraint() == "DaskGatewayCluster =!= undefined"
-    assert members_constraint("demo", [3, 1, 2, 2]) == \
-        'DaskGatewayCluster == "demo" && member(DaskWorkerIndex, {1,2,3})'
+    assert jobs_constraints("demo", ["12.3", "12.1", "13.0", "12.1"]) == \
+        ['DaskGatewayCluster == "demo" && ((ClusterId == 12 && member(ProcId, {1,3})) || '
+         '(ClusterId == 13 && member(ProcId, {0})))']
+    # runs of three or more ProcIds are one range: a 25,900-job scale-down is one short constraint
+    assert jobs_constraints("big", [f"12.{p}" for p in range(100, 26000)]) == \
+        ['DaskGatewayCluster == "big" && ((ClusterId == 12 && ProcId >= 100 && ProcId <= 25999))']
     for bad in ('de"mo', "Demo", "x\ny"):
         with pytest.raises(ValidationError):
             cluster_constraint(bad)
-    with pytest.raises(ValidationError):
-        members_constraint("demo", [])
-    with pytest.raises(ValidationError):
-        members_constraint("demo", ["1) || true || member(1, {1"])
+    for bad_ids in ([], ["1) || true || member(1, {1"], ["12"], [3]):
+        with pytest.raises(ValidationError):
+            jobs_constraints("demo", bad_ids)
+
+
+def test_job_constraints_are_bounded_and_match_exactly_the_jobs_named():
+    """Issue 23 item 5: any list of jobs (here every other ProcId of 60,000, which no range shortens) is
+    split into constraints of at most CONSTRAINT_MAX characters (one argv word each; Linux refuses a word
+    over 128 KiB), which together match exactly those jobs of that cluster."""
+    ids = [f"7.{p}" for p in range(0, 60000, 2)] + [f"9.{p}" for p in range(50)] + ["8.5", "8.6"]
+    parts = jobs_constraints("demo", ids)
+    assert len(parts) > 1 and all(len(c) <= CONSTRAINT_MAX for c in parts)
+    terms = job_id_terms(ids)
+    assert "ClusterId == 9 && ProcId >= 0 && ProcId <= 49" in terms
+    assert "ClusterId == 8 && member(ProcId, {5,6})" in terms
+
+    def matches(expr, c, p, cluster="demo"):
+        ad = classad2.ClassAd({"DaskGatewayCluster": cluster, "ClusterId": c, "ProcId": p})
+        ad["Q"] = classad2.ExprTree(expr)
+        return ad.eval("Q") is True
+
+    exprs = [classad2.ExprTree(c) for c in parts]  # each parses
+    assert exprs
+    for c, p, want in [(7, 0, True), (7, 1, False), (7, 59998, True), (7, 60000, False), (9, 0, True),
+                       (9, 49, True), (9, 50, False), (8, 5, True), (8, 7, False), (10, 0, False)]:
+        assert sum(matches(e, c, p) for e in parts) == int(want), (c, p)
+        assert not any(matches(e, c, p, "other") for e in parts)
 
 
 def test_constraints_evaluate_in_classads():
@@ -267,8 +295,9 @@ def test_constraints_evaluate_in_classads():
 
     assert matches(ours, cluster_constraint("demo"))
     assert not matches(other, cluster_constraint("demo"))
-    assert matches(ours, members_constraint("demo", [1, 2]))
-    assert not matches(ours, members_constraint("demo", [1, 3]))
+    ours["ClusterId"], ours["ProcId"] = 4, 2
+    assert matches(ours, jobs_constraints("demo", ["4.1", "4.2"])[0])
+    assert not matches(ours, jobs_constraints("demo", ["4.1", "4.3", "5.2"])[0])
     assert matches(ours, ours_constraint()) and not matches(foreign, ours_constraint())
 
 

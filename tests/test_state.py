@@ -181,3 +181,20 @@ def test_the_watch_takes_the_lock_a_dead_holder_left(store):
     lock = store.batch_lock("s")
     assert store.watch_round("s", lock) == (True, None, None) and store.pop_pending("s", 10) == ["x"]
     assert store.release(lock)
+
+
+def test_retiring_marks_are_live_until_their_deadline_and_claimed_once_by_their_token(store):
+    """state/retiring.py: a reconcile does not count marked jobs; only the retirement that marked them
+    removes them, and only while the mark lives (Redis's clock)."""
+    store.mark_retiring("r", "tok1", ["5.0", "5.1"], lifetime=30)
+    store.mark_retiring("r", "tok2", ["5.2"], lifetime=0.2)
+    store.mark_retiring("s", "tok3", [f"6.{p}" for p in range(2500)], lifetime=30)  # many: HSET in parts
+    got = store.retiring(["r", "s", "none"])
+    assert got["r"] == {"5.0", "5.1", "5.2"} and len(got["s"]) == 2500 and "none" not in got
+    time.sleep(0.3)
+    assert store.retiring(["r"]) == {"r": {"5.0", "5.1"}}  # 5.2's mark died: it counts again
+    assert store.claim_retiring("r", "tok2") == []  # dead: not removed by its late retirement
+    assert sorted(store.claim_retiring("r", "tok1")) == ["5.0", "5.1"]
+    assert store.claim_retiring("r", "tok1") == [] and store.retiring(["r"]) == {}
+    store.delete("s")
+    assert store.retiring(["s"]) == {}

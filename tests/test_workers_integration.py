@@ -20,12 +20,14 @@ import pytest
 
 from workers import runas
 from workers.htcondor.cli import CliSchedd
-from domain.jobspec import (POLL_PROJECTION, WorkerJobSpec, cluster_constraint, members_constraint,
+from domain.jobspec import (POLL_PROJECTION, WorkerJobSpec, cluster_constraint, jobs_constraints,
                              ours_constraint, worker_submit_description)
+from workers.htcondor import schedd as schedd_module
 from domain.jobstatus import JobStatus
 from workers.htcondor.schedd import ParseError, ScheddError, ScheddTimeout
 from domain.submitdesc import SubmitDescription
 from domain.summary import summarize
+from domain.validation import ValidationError
 
 REPO = Path(__file__).resolve().parent.parent
 POOL_BIN = REPO / "localpool" / "bin"
@@ -135,7 +137,9 @@ def test_submit_query_summarize_remove_history(schedd, tmp_path):
     assert sorted(j.name for j in s.jobs) == ["itest-0", "itest-1", "itest-2"]
     assert sorted(j.job_id for j in s.jobs) == ids
 
-    res = schedd.remove(constraint=members_constraint("itest", [0, 2]), reason="scale down")
+    by_index = {a["DaskWorkerIndex"]: f"{a['ClusterId']}.{a['ProcId']}" for a in our_ads(schedd)}
+    [first] = jobs_constraints("itest", [by_index[0], by_index[2]])
+    res = schedd.remove(constraint=first, reason="scale down")
     assert res.ok and res.matched, res
 
     def gone():
@@ -154,7 +158,8 @@ def test_submit_query_summarize_remove_history(schedd, tmp_path):
     assert len(list(schedd.history(cluster_constraint("itest"), POLL_PROJECTION, limit=1))) == 1
 
     # nothing matches any more: not an error
-    res = schedd.remove(constraint=members_constraint("itest", [0, 2, 99]))
+    [again] = jobs_constraints("itest", [by_index[0], by_index[2], "999.0"])
+    res = schedd.remove(constraint=again)
     assert res.ok and not res.matched, res
 
 
@@ -197,7 +202,7 @@ def test_worker_gets_its_arguments_and_environment(schedd, tmp_path):
 
 def test_hold_and_release(schedd, tmp_path):
     ids = schedd.submit(worker_submit_description(worker_spec(tmp_path), [(0, "itest-0"), (1, "itest-1")]))
-    res = schedd.hold(constraint=members_constraint("itest", [1]), reason="testing holds")
+    res = schedd.hold(constraint=jobs_constraints("itest", [ids[1]])[0], reason="testing holds")
     assert res.ok and res.matched
     s = summarize(schedd.query(cluster_constraint("itest"), POLL_PROJECTION))["itest"]
     assert s.held == 1
@@ -216,6 +221,33 @@ def test_hold_and_release(schedd, tmp_path):
     res = schedd.remove(ids=ids)
     assert res.ok and res.matched
     assert wait_for(lambda: all(a["JobStatus"] == JobStatus.REMOVED for a in our_ads(schedd)))
+
+
+def test_many_job_ids_are_acted_on_in_bounded_calls(schedd, pool_env, caplog):
+    """Issue 23 item 5: a list of job ids longer than IDS_PER_CALL is acted on in several condor_rm calls
+    (each argv far below ARG_MAX), as one ActResult, and the log lines name counts and a few ids."""
+    n = 2 * schedd_module.IDS_PER_CALL + 500
+    pool_cmd(pool_env, "seed", str(n), "--attr", 'DaskGatewayCluster="many"')
+    ids = [f"{a['ClusterId']}.{a['ProcId']}" for a in schedd.query(cluster_constraint("many"), ["ClusterId", "ProcId"])]
+    assert len(ids) == n
+    before = len(calls(pool_env))
+    with caplog.at_level("INFO", logger="workers.htcondor.cli"):
+        res = schedd.remove(ids=ids, reason="many")
+    assert res.ok and res.matched, res
+    rms = [json.loads(line.split("\t")[2]) for line in calls(pool_env)[before:] if "\tcondor_rm\t" in line]
+    assert len(rms) == 3 and max(len(argv) for argv in rms) <= schedd_module.IDS_PER_CALL + 2, [len(a) for a in rms]
+    assert sorted((x for argv in rms for x in argv if "." in x), key=lambda i: int(i.split(".")[0])) == ids
+    assert wait_for(lambda: not [a for a in schedd.query(cluster_constraint("many"), ["JobStatus"])
+                                 if a["JobStatus"] != JobStatus.REMOVED])
+    assert len(res.message) < 1000, res.message
+    assert max(len(r.getMessage()) for r in caplog.records) < 1000
+
+
+def test_a_constraint_too_long_for_one_argument_is_refused_before_running(schedd, pool_env):
+    before = len(calls(pool_env))
+    with pytest.raises(ValidationError, match="longer than"):
+        schedd.remove(constraint="ClusterId == 1 || " * 10_000 + "false")
+    assert len(calls(pool_env)) == before
 
 
 def test_empty_queue_and_history(schedd):

@@ -169,6 +169,11 @@ def test_interpret_act():
     assert "Can't insert constraint" in str(e.value)
     with pytest.raises(ScheddError):
         interpret_act(done(2, "", "Error: unknown option\n"))
+    # one line per job id: a message about thousands of jobs names a few and counts the rest
+    out = "".join(f"Job 5.{p} marked for removal\n" for p in range(2000))
+    r = interpret_act(done(0, out))
+    assert r.ok and r.matched and r.message.startswith("Job 5.0 marked for removal; Job 5.1")
+    assert r.message.endswith("and 1997 more lines") and len(r.message) < 200
 
 
 def test_get_schedd_by_backend(monkeypatch):

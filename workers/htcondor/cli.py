@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import IO, Iterator, Sequence
 
+from domain import brief
 from domain.submitdesc import CombinedDescription, SubmitDescription
 from domain.submitvalues import validate_projection
 from domain.validation import validate_count, validate_schedd_name
@@ -117,12 +118,17 @@ def _widen_pipe(pipe) -> None:
         pass
 
 
+def _shown(argv: list[str]) -> list[str]:
+    """argv for a log line: each word cut to a few hundred characters (a constraint may be 16 KB)."""
+    return [brief.text(a, 200) for a in argv]
+
+
 def run(argv: list[str], user: runas.RunAs | None = None, timeout: float | None = None,
         stdin: str | None = None) -> Completed:
     """Run a short command to completion; ScheddTimeout (group killed) past the timeout."""
     timeout = command_timeout() if timeout is None else timeout
     prog = os.path.basename(argv[0])
-    log.debug("run %s%s", argv, f" as {user.name}" if user else "")
+    log.debug("run %s%s", _shown(argv), f" as {user.name}" if user else "")
     proc = _popen(argv, user, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -152,7 +158,7 @@ def stream(argv: list[str], user: runas.RunAs | None = None, timeout: float | No
     """
     timeout = command_timeout() if timeout is None else timeout
     prog = os.path.basename(argv[0])
-    log.debug("stream %s", argv)
+    log.debug("stream %s", _shown(argv))
     errfile: IO[bytes] = tempfile.TemporaryFile()
     proc = None
     timer = None
@@ -296,7 +302,7 @@ class CliSchedd(Schedd):
         who = runas.resolve(user)
         res = run(self._argv(prog, *args), who, self.timeout)
         result = interpret_act(res)
-        log.info("%s %s: %s", prog, " ".join(ids) if ids else constraint, result.message)
+        log.info("%s %s: %s", prog, brief.jobs(ids) if ids else brief.text(constraint), result.message)
         return result
 
 
@@ -307,7 +313,7 @@ def interpret_act(res: Completed) -> ActResult:
     if res.returncode == 0:
         if any(_EMPTY_QUEUE in ln for ln in err_lines):
             return ActResult(True, "no jobs matched (the queue is empty)", matched=False)
-        return ActResult(True, "; ".join(out_lines) or "done")
+        return ActResult(True, brief.lines(out_lines) or "done")
     if any(_NOTHING_MATCHED in ln for ln in err_lines):
         # Nothing matched comes with an empty error-stack line; any other text (e.g.
         # "DCSchedd::actOnJobs:1:Can't insert constraint into ClassAd" for a bad constraint, or a
@@ -316,7 +322,7 @@ def interpret_act(res: Completed) -> ActResult:
         if not others:
             return ActResult(True, "no jobs matched", matched=False)
     if err_lines and all(_BENIGN_ID_LINE.match(ln) or ln.startswith("Warning") for ln in err_lines):
-        message = "; ".join(out_lines + err_lines)
+        message = brief.lines(out_lines + err_lines)
         return ActResult(True, message, matched=bool(out_lines))
     raise ScheddError(f"{os.path.basename(res.argv[0])} exited with status {res.returncode}",
                       res.argv, res.returncode, res.stderr)

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
+from domain import brief
 from domain.validation import ValidationError, validate_job_id
 from domain.submitvalues import validate_reason
 
@@ -18,6 +19,14 @@ if TYPE_CHECKING:
     from domain.submitdesc import CombinedDescription, SubmitDescription
 
 log = logging.getLogger(__name__)
+
+#: job ids named in one condor_rm/hold/release (separate argv words of ~12 bytes: far below ARG_MAX);
+#: a longer list is acted on in several calls
+IDS_PER_CALL = 2000
+#: characters of a constraint given to a schedd: it is one argv word, and Linux refuses a word over
+#: 128 KiB (MAX_ARG_STRLEN) with "Argument list too long"; callers split longer ones
+#: (domain.jobspec.jobs_constraints keeps each under CONSTRAINT_MAX)
+CONSTRAINT_LIMIT = 100_000
 
 
 def _meaningful_line(stderr: str) -> str:
@@ -87,18 +96,29 @@ class Schedd(abc.ABC):
 
     def remove(self, ids: Sequence[str] | None = None, constraint: str | None = None,
                user: str | None = None, reason: str | None = None) -> ActResult:
-        """Remove jobs given by ids or by constraint (exactly one of them)."""
-        return self._act("remove", *_selection(ids, constraint), user, _reason(reason))
+        """Remove jobs given by ids or by constraint (exactly one of them); more than IDS_PER_CALL ids
+        take several calls (one ActResult for all)."""
+        return self._act_all("remove", ids, constraint, user, reason)
 
     def hold(self, ids: Sequence[str] | None = None, constraint: str | None = None,
              user: str | None = None, reason: str | None = None) -> ActResult:
         """Hold jobs given by ids or by constraint."""
-        return self._act("hold", *_selection(ids, constraint), user, _reason(reason))
+        return self._act_all("hold", ids, constraint, user, reason)
 
     def release(self, ids: Sequence[str] | None = None, constraint: str | None = None,
                 user: str | None = None, reason: str | None = None) -> ActResult:
         """Release held jobs given by ids or by constraint."""
-        return self._act("release", *_selection(ids, constraint), user, _reason(reason))
+        return self._act_all("release", ids, constraint, user, reason)
+
+    def _act_all(self, action: str, ids, constraint, user, reason) -> ActResult:
+        ids, constraint = _selection(ids, constraint)
+        reason = _reason(reason)
+        if ids is None or len(ids) <= IDS_PER_CALL:
+            return self._act(action, ids, constraint, user, reason)
+        results = [self._act(action, ids[i:i + IDS_PER_CALL], None, user, reason)
+                   for i in range(0, len(ids), IDS_PER_CALL)]
+        return ActResult(all(r.ok for r in results), brief.lines([r.message for r in results], 2),
+                         matched=any(r.matched for r in results))
 
     @abc.abstractmethod
     def _act(self, action: str, ids: list[str] | None, constraint: str | None, user: str | None,
@@ -118,6 +138,9 @@ def check_constraint(constraint: object) -> str:
         raise ValidationError("constraint", constraint, "must be a non-empty ClassAd expression")
     if "\n" in constraint or "\x00" in constraint:
         raise ValidationError("constraint", constraint, "must be one line")
+    if len(constraint.encode()) > CONSTRAINT_LIMIT:
+        raise ValidationError("constraint", constraint,
+                              f"is longer than {CONSTRAINT_LIMIT} bytes (one argument); split it")
     return constraint
 
 
