@@ -8,7 +8,6 @@ Staleness follows the age rule: a cluster's summary is stale when it is older th
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from state import Store
@@ -66,15 +65,20 @@ class Snapshot:
 
 def read(store: Store, poll_interval: float, default_schedds: tuple[str, ...] = (),
          now: float | None = None) -> Snapshot:
-    """Every cluster and schedd known to Redis, as of now. Raises redis errors."""
+    """Every cluster and schedd known to Redis, as of now (Redis' clock, `Store.now()`, the one poll times
+    are written with). Raises redis errors."""
     names = sorted(set(store.cluster_names()) | set(store.summarized_clusters()))
     records = store.get_many(names) if names else {}
     summaries = store.summaries(names) if names else {}
-    now = time.time() if now is None else now
+    now = store.now() if now is None else now
+    polls: dict[str, dict] = {}  # crash-loop backoff is on the schedd's clock (Store.schedd_clock)
     limit = STALE_POLLS * poll_interval
     clusters = []
     for name in names:
         rec, summary = records.get(name), summaries.get(name) or {}
+        if rec and rec.backoff_until and rec.schedd not in polls:
+            polls[rec.schedd] = store.poll_status(rec.schedd)
+        schedd_now = store.schedd_clock(polls.get(rec.schedd) or {}, now) if rec else now
         polled_at = summary.get("polled_at")
         age = max(0.0, now - float(polled_at)) if polled_at else None
         clusters.append(ClusterView(
@@ -92,8 +96,8 @@ def read(store: Store, poll_interval: float, default_schedds: tuple[str, ...] = 
             age=age,
             stale=age is None or age > limit,
             error=rec.error if rec else None,
-            crash_loop=bool(rec.backoff_until and rec.backoff_until > now) if rec else None,
-            crash_note=crash_note(rec, now),
+            crash_loop=bool(rec.backoff_until and rec.backoff_until > schedd_now) if rec else None,
+            crash_note=crash_note(rec, schedd_now),
         ))
     wanted = set(default_schedds) | {c.schedd for c in clusters if c.schedd != "unknown"} | known_schedds(store.r)
     schedds = {name: ScheddView(name, poll, metrics)

@@ -1,5 +1,9 @@
-"""Per-node and per-schedd coordination: the schedd call throttle, queue consumers' heartbeats and the
-e-mail → Unix user cache."""
+"""Per-node and per-schedd coordination: the one clock (Redis `TIME`), the schedd call throttle, queue
+consumers' heartbeats and the e-mail → Unix user cache.
+
+Hosts' clocks may disagree (a submit node 30 s behind the CLI's host): every timestamp that another process
+compares with its own "now" (heartbeats, poll times, errors, `--wait`'s start) is Redis' `TIME`, read by
+`now()` or taken inside a script, never a host's `time.time()`."""
 from __future__ import annotations
 
 import time
@@ -7,10 +11,36 @@ import time
 from state import keys
 
 
-class NodeStore:
-    """The throttle/consumers/identity part of `state.Store` (needs `self.r`)."""
+# Heartbeat: KEYS = the queues' consumer sets, ARGV = worker, max age (s), key TTL (s); scored by Redis' TIME.
+_BEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], now, ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - tonumber(ARGV[2]))
+  redis.call('EXPIRE', KEYS[i], ARGV[3])
+end
+return 1
+"""
 
-    SCRIPTS: dict = {}
+# Workers of KEYS[1] that beat within the last ARGV[1] seconds of Redis' TIME.
+_CONSUMERS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
+"""
+
+
+class NodeStore:
+    """The clock/throttle/consumers/identity part of `state.Store` (needs `self.r`)."""
+
+    SCRIPTS: dict = {"_beat": _BEAT, "_consumers": _CONSUMERS}
+
+    # ---- the one clock --------------------------------------------------------------------------
+    def now(self) -> float:
+        """Redis' clock (`TIME`), epoch seconds: the clock every process compares shared timestamps with."""
+        sec, usec = self.r.time()
+        return sec + usec / 1e6
 
     # ---- throttle -------------------------------------------------------------------------------
     def throttle_wait(self, schedd: str, interval: float, max_wait: float = 60.0) -> float:
@@ -33,14 +63,10 @@ class NodeStore:
 
     # ---- queue consumers (worker heartbeats) ---------------------------------------------------
     def beat_consumer(self, queues: list[str], worker: str, ttl: float) -> None:
-        """Announce that `worker` consumes `queues` now (one round trip); old entries age out after `ttl`."""
-        now = time.time()
-        pipe = self.r.pipeline(transaction=False)
-        for q in queues:
-            pipe.zadd(keys.consumers(q), {worker: now})
-            pipe.zremrangebyscore(keys.consumers(q), "-inf", now - ttl)
-            pipe.expire(keys.consumers(q), int(ttl) + 1)
-        pipe.execute()
+        """Announce that `worker` consumes `queues` now, by Redis' clock (one round trip); old entries age
+        out after `ttl` seconds."""
+        if queues:
+            self._beat(keys=[keys.consumers(q) for q in queues], args=[worker, ttl, int(ttl) + 1])
 
     def drop_consumer(self, queues: list[str], worker: str) -> None:
         pipe = self.r.pipeline(transaction=False)
@@ -49,8 +75,8 @@ class NodeStore:
         pipe.execute()
 
     def consumers(self, queue: str, max_age: float) -> list[str]:
-        """Workers that announced consuming `queue` within the last `max_age` seconds."""
-        return self.r.zrangebyscore(keys.consumers(queue), time.time() - max_age, "+inf")
+        """Workers that announced consuming `queue` within the last `max_age` seconds of Redis' clock."""
+        return self._consumers(keys=[keys.consumers(queue)], args=[max_age])
 
     # ---- identity cache (owners issue) ----------------------------------------------------------
     def cached_identity(self, email: str) -> str | None:

@@ -7,7 +7,6 @@ state is recorded before the task is sent, so no request is lost with a task.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 from state import Store
@@ -105,7 +104,8 @@ def annotate_job(record: dict) -> dict:
 
 def crash_note(record, now: float) -> str | None:
     """'4 workers exited within 2 min (exit code 1), next try in 80 s' while a crash loop delays the
-    cluster's submissions (tasks/ended.py), else None."""
+    cluster's submissions (tasks/ended.py), else None. `now` is on the schedd's clock, as `backoff_until`
+    (`Store.schedd_clock`)."""
     if record is None or not record.backoff_until or record.backoff_until <= now:
         return None
     return f"{record.backoff_reason}, next try in {record.backoff_until - now:.0f} s"
@@ -118,7 +118,7 @@ def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
     names = [cluster] if cluster else sorted(set(store.cluster_names()) | set(store.summarized_clusters()))
     summaries = store.summaries(names)
     managed = managers(store, names)
-    now = time.time()
+    now = store.now()  # Redis' clock: the one poll times and heartbeats are written with
     rows, polls, consumers = [], {}, {}
     for name in names:
         record = store.get(name)
@@ -149,6 +149,6 @@ def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
             "managed_by": (managed.get(name) or {}).get("kind"),
             "user": (managed.get(name) or {}).get("user"),
             "error": record.error if record else None,
-            "note": crash_note(record, now),
+            "note": crash_note(record, store.schedd_clock(poll, now)),
         })
     return rows
