@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from state import Store
+from state.connection import eviction_policy, eviction_problem
 from tasks.api import crash_note
 from state.metrics import known_schedds, read_schedds
 
@@ -61,6 +62,8 @@ class Snapshot:
     poll_interval: float
     clusters: list[ClusterView]
     schedds: dict[str, ScheddView]
+    #: the line naming Redis' maxmemory-policy when it may evict our keys (run anyway: REDIS_ALLOW_EVICTION=1)
+    eviction: str | None = None
 
 
 def read(store: Store, poll_interval: float, default_schedds: tuple[str, ...] = (),
@@ -102,7 +105,7 @@ def read(store: Store, poll_interval: float, default_schedds: tuple[str, ...] = 
     wanted = set(default_schedds) | {c.schedd for c in clusters if c.schedd != "unknown"} | known_schedds(store.r)
     schedds = {name: ScheddView(name, poll, metrics)
                for name, (poll, metrics) in read_schedds(store.r, sorted(wanted)).items()}
-    return Snapshot(now, poll_interval, clusters, schedds)
+    return Snapshot(now, poll_interval, clusters, schedds, eviction_problem(eviction_policy(store.r)))
 
 
 def _counts(value) -> dict[str, int]:
