@@ -11,18 +11,6 @@ import time
 from state import keys
 
 
-# Heartbeat: KEYS = the queues' consumer sets, ARGV = worker, max age (s), key TTL (s); scored by Redis' TIME.
-_BEAT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-for i = 1, #KEYS do
-  redis.call('ZADD', KEYS[i], now, ARGV[1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - tonumber(ARGV[2]))
-  redis.call('EXPIRE', KEYS[i], ARGV[3])
-end
-return 1
-"""
-
 # Workers of KEYS[1] that beat within the last ARGV[1] seconds of Redis' TIME.
 _CONSUMERS = """
 local t = redis.call('TIME')
@@ -34,7 +22,7 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
 class NodeStore:
     """The clock/throttle/consumers/identity part of `state.Store` (needs `self.r`)."""
 
-    SCRIPTS: dict = {"_beat": _BEAT, "_consumers": _CONSUMERS}
+    SCRIPTS: dict = {"_consumers": _CONSUMERS}
 
     # ---- the one clock --------------------------------------------------------------------------
     def now(self) -> float:
@@ -63,10 +51,17 @@ class NodeStore:
 
     # ---- queue consumers (worker heartbeats) ---------------------------------------------------
     def beat_consumer(self, queues: list[str], worker: str, ttl: float) -> None:
-        """Announce that `worker` consumes `queues` now, by Redis' clock (one round trip); old entries age
-        out after `ttl` seconds."""
-        if queues:
-            self._beat(keys=[keys.consumers(q) for q in queues], args=[worker, ttl, int(ttl) + 1])
+        """Announce that `worker` consumes `queues` now, by Redis' clock (`TIME`, then one pipeline); old
+        entries age out after `ttl` seconds."""
+        if not queues:
+            return
+        now = self.now()  # not a script: a worker's background writes stay out of others' EVALSHA counts
+        pipe = self.r.pipeline(transaction=False)
+        for q in queues:
+            pipe.zadd(keys.consumers(q), {worker: now})
+            pipe.zremrangebyscore(keys.consumers(q), "-inf", now - ttl)
+            pipe.expire(keys.consumers(q), int(ttl) + 1)
+        pipe.execute()
 
     def drop_consumer(self, queues: list[str], worker: str) -> None:
         pipe = self.r.pipeline(transaction=False)
