@@ -110,7 +110,7 @@ class Scheduler(RedBeatScheduler):
         lock.lua_extend = get_redis(self.app).register_script(LUA_EXTEND_TO_SCRIPT)  # extend *to* the timeout
         if not lock.acquire(blocking=True, blocking_timeout=self.max_interval):
             return False
-        log.info("beat: acquired the lock %s: this beat sends", self.lock_key)
+        log.info("beat: Acquired lock %s: this beat sends", self.lock_key)
         self.lock, self._installed = lock, False
         return True
 
