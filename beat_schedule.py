@@ -16,8 +16,10 @@ def schedule(settings) -> dict:
             "task": "tasks.poll_queue",
             "schedule": settings.poll_interval,
             "kwargs": {"schedd": schedd},
-            # A poll nobody ran within one period is superseded by the next one.
-            "options": {"queue": poll_queue(schedd), "expires": settings.poll_interval},
+            # No `expires`: a worker judges it by its own clock (one 30 s ahead discarded every poll). Polls that
+            # waited in the queue skip themselves when another ran less than half a period ago, by Redis' clock
+            # (tasks/poll.py).
+            "options": {"queue": poll_queue(schedd)},
         }
         for schedd in settings.schedds
     }

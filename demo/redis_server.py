@@ -13,17 +13,20 @@ class RedisServer:
     `appendonly` turns AOF on (reliability tests restart Redis and expect data back);
     `password` sets requirepass so the password-in-URL path is exercised (and masterauth, so that
     servers of a Sentinel set, `harness.sentinel`, replicate whichever of them is the master);
-    `replica_of` makes it a replica of the server on that loopback port.
+    `replica_of` makes it a replica of the server on that loopback port; `extra` are more redis-server
+    options (e.g. `["--maxmemory", "10mb", "--maxmemory-policy", "volatile-lru"]`).
     """
 
     def __init__(self, workdir: str | Path | None = None, *, port: int | None = None,
-                 appendonly: bool = False, password: str | None = None, replica_of: int | None = None):
+                 appendonly: bool = False, password: str | None = None, replica_of: int | None = None,
+                 extra: list[str] | None = None):
         self.exe = installed_program("redis-server")
         self.workdir = work_directory(workdir, "redis-")
         self.port = port or free_port()
         self.appendonly = appendonly
         self.password = password
         self.replica_of = replica_of  # port of the master on 127.0.0.1 this server replicates
+        self.extra = list(extra or [])
         self.proc: Process | None = None
 
     @property
@@ -44,7 +47,7 @@ class RedisServer:
                 "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always"]
         if self.replica_of:
             argv += ["--replicaof", "127.0.0.1", str(self.replica_of)]
-        return argv
+        return argv + self.extra
 
     def start(self) -> "RedisServer":
         self.proc = Process(self.argv(), log_path=self.workdir / "redis.log", name="redis-server")

@@ -50,10 +50,11 @@ def base_env(workdir: Path, redis_url: str, pool_bin: Path | None = None, **extr
 
 
 def celery_worker(env: dict, logdir: Path, *, queue: str | None = None, concurrency: int = 2,
-                  name: str = "worker", extra_env: dict | None = None) -> Process:
+                  name: str = "worker", extra_env: dict | None = None, prefix: list[str] | None = None) -> Process:
+    """A Celery worker; `prefix` runs it under another program (tests: `faketime -f -30` for a skewed clock)."""
     env = {**env, **(extra_env or {})}
     queue = queue or env.get("SCHEDD_NAME", "local")
-    argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queue, "-c", str(concurrency),
+    argv = [*(prefix or []), sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queue, "-c", str(concurrency),
             "-n", f"{name}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "-E"]
     return Process(argv, env=env, cwd=str(REPO), log_path=logdir / f"{name}.log", name=name)
 
@@ -151,9 +152,10 @@ class Stack(Started):
     def exporter_url(self) -> str | None:
         return f"http://127.0.0.1:{self.exporter_port}/" if self.exporter_port else None
 
-    def start_worker(self, name: str | None = None, **extra_env) -> Process:
+    def start_worker(self, name: str | None = None, prefix: list[str] | None = None, **extra_env) -> Process:
         name = name or f"worker{len(self.workers) + 1}"
-        proc = celery_worker(self.env, self.logdir, concurrency=self.concurrency, name=name, extra_env=extra_env)
+        proc = celery_worker(self.env, self.logdir, concurrency=self.concurrency, name=name, extra_env=extra_env,
+                             prefix=prefix)
         self.workers.append(proc)
         wait_for_worker(self.env, logfile=self.logdir / f"{name}.log")
         return proc

@@ -49,7 +49,7 @@ def render(snap: Snapshot) -> str:
 </head>
 <body>
 <h1>htdask clusters</h1>
-<p><small>From Redis at {escape(_utc(snap.taken_at))}; reloads every {refresh}s. A summary older than
+{_eviction(snap)}<p><small>From Redis at {escape(_utc(snap.taken_at))}; reloads every {refresh}s. A summary older than
 {STALE_POLLS} &times; POLL_INTERVAL ({duration(STALE_POLLS * snap.poll_interval)}) is stale.
 <a href="/metrics">metrics</a></small></p>
 <table id="clusters">
@@ -70,6 +70,13 @@ def render(snap: Snapshot) -> str:
 </body>
 </html>
 """
+
+
+def _eviction(snap: Snapshot) -> str:
+    """A warning while Redis may evict the controller's keys (REDIS_ALLOW_EVICTION=1 let it run)."""
+    if not snap.eviction:
+        return ""
+    return f'<p id="eviction" class="bad">Warning: {escape(snap.eviction)}</p>\n'
 
 
 def _cluster_row(c) -> str:

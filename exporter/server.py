@@ -92,11 +92,13 @@ def serve(address: str = DEFAULT_ADDRESS, port: int = DEFAULT_PORT, *, redis_url
 
     Raises ValueError for a bad setting (naming it) and OSError when the address cannot be bound."""
     from state import connect
+    from state.connection import check_eviction_or_exit
     from tasks.config import settings
     s = settings()
     if (poll_interval if poll_interval is not None else s.poll_interval) <= 0:
         raise ValueError(f"POLL_INTERVAL must be positive, not {s.poll_interval:g}")
     store = Store(connect(redis_url or s.redis_url), settings=s)
+    check_eviction_or_exit("htdask exporter", store.r)  # the status page shows it when allowed
     app = App(store, s.poll_interval if poll_interval is None else poll_interval,
               s.schedds if schedds is None else schedds)
     server = make(address, port, app)

@@ -8,11 +8,11 @@ Staleness follows the age rule: a cluster's summary is stale when it is older th
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from domain.jobstatus import KEYS
 from state import Store
+from state.connection import eviction_policy, eviction_problem
 from state.metrics import known_schedds, read_schedds
 from tasks.status import cluster_row
 
@@ -66,22 +66,29 @@ class Snapshot:
     poll_interval: float
     clusters: list[ClusterView]
     schedds: dict[str, ScheddView]
+    #: the line naming Redis' maxmemory-policy when it may evict our keys (run anyway: REDIS_ALLOW_EVICTION=1)
+    eviction: str | None = None
 
 
 def read(store: Store, poll_interval: float, default_schedds: tuple[str, ...] = (),
          now: float | None = None) -> Snapshot:
-    """Every cluster and schedd known to Redis, as of now. Raises redis errors."""
+    """Every cluster and schedd known to Redis, as of now (Redis' clock, `Store.now()`, the one poll times
+    are written with). Raises redis errors."""
     names = sorted(set(store.cluster_names()) | set(store.summarized_clusters()))
     records = store.get_many(names) if names else {}
     summaries = store.summaries(names) if names else {}
-    now = time.time() if now is None else now
+    now = store.now() if now is None else now
+    polls: dict[str, dict] = {}  # crash-loop backoff is on the schedd's clock (Store.schedd_clock)
     limit = STALE_POLLS * poll_interval
     clusters = []
     for name in names:
         rec, summary = records.get(name), summaries.get(name) or {}
+        if rec and rec.backoff_until and rec.schedd not in polls:
+            polls[rec.schedd] = store.poll_status(rec.schedd)
+        schedd_now = store.schedd_clock(polls.get(rec.schedd) or {}, now) if rec else now
         polled_at = summary.get("polled_at")
         age = max(0.0, now - float(polled_at)) if polled_at else None
-        row = cluster_row(name, rec, summary, now)
+        row = cluster_row(name, rec, summary, schedd_now)
         clusters.append(ClusterView(
             name=name,
             owner=row["owner"] or "",
@@ -105,7 +112,7 @@ def read(store: Store, poll_interval: float, default_schedds: tuple[str, ...] = 
     wanted = set(default_schedds) | {c.schedd for c in clusters if c.schedd != "unknown"} | known_schedds(store.r)
     schedds = {name: ScheddView(name, poll, metrics)
                for name, (poll, metrics) in read_schedds(store.r, sorted(wanted)).items()}
-    return Snapshot(now, poll_interval, clusters, schedds)
+    return Snapshot(now, poll_interval, clusters, schedds, eviction_problem(eviction_policy(store.r)))
 
 
 def _counts(value) -> dict[str, int]:

@@ -12,7 +12,8 @@
 # Every backend option is documented in gateway/backend.py (`dask-gateway-server --help-all`).
 #
 # An unusable setup stops the server at start with one line naming the setting: no password (unless
-# GATEWAY_ALLOW_ANY_PASSWORD=1), no job account we may submit as (root, a system account, unknown).
+# GATEWAY_ALLOW_ANY_PASSWORD=1), no job account we may submit as (root, a system account, unknown), a Redis that
+# may evict keys (maxmemory-policy other than noeviction, unless REDIS_ALLOW_EVICTION=1).
 import getpass
 import os
 import sys
@@ -42,7 +43,7 @@ def _settings():
 
 def _check_setup(s):
     """One line and exit 2 for a setup every request would fail with (or that lets anyone in)."""
-    from state.connection import RedisSettingError, parse
+    from state.connection import RedisSettingError, check_eviction_or_exit, parse
     from workers.runas import check_user
     from domain.validation import ValidationError
     try:
@@ -59,6 +60,7 @@ def _check_setup(s):
         except ValidationError as e:
             _refuse(f"no usable job account: DEFAULT_OWNER={s.default_owner or '(unset)'}: {e}; set "
                     f"DEFAULT_OWNER to the Celery worker's, or GATEWAY_RUN_AS_OWNER=1")
+    check_eviction_or_exit("dask-gateway-server")  # a Redis that may evict our keys (REDIS_ALLOW_EVICTION)
 
 
 _s = _settings()

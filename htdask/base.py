@@ -14,7 +14,7 @@ import click
 import redis
 
 from settings import SettingsError
-from state.connection import RedisSettingError
+from state.connection import RedisSettingError, check_eviction
 from domain import validation
 from workers.runas import UserRefused
 
@@ -96,6 +96,7 @@ def store():
     config = settings()
     s = Store(connect(config.redis_url), settings=config)
     s.r.ping()
+    check_eviction(s.r)  # a Redis that may evict our keys: one line, exit 2 (REDIS_ALLOW_EVICTION=1: a warning)
     return s
 
 

@@ -84,7 +84,7 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
         except identity.IdentityUnavailable as e:
             raise Failure(str(e)) from None
     merged = {**(record.options if record else {}), **options} if options else None
-    since = time.time()
+    since = store.now()  # Redis' clock, as the poll times and errors --wait compares with it
     enqueued = api.enqueue_scale(store, cluster, n, owner=owner, options=merged, schedd=schedd)
     if not as_json:
         click.echo(f"cluster {cluster}: scale to {n} enqueued on queue {enqueued.queue} (task {enqueued.task_id})")
@@ -121,7 +121,10 @@ def delete(cluster, wait, timeout, force, as_json):
     store = _store()
     _known(store, cluster)
     queue = api.queue_of(store, cluster)
-    if not health.consumed(store, queue):
+    if not health.consumed(store, queue) and force and _answers_poll(queue):
+        click.echo(f"cluster {cluster}: a worker answered a poll on queue {queue}: deleting through it, not by "
+                   "force", err=True)
+    elif not health.consumed(store, queue):
         if force:
             lines = health.force_delete(store, cluster, queue).lines()
             if as_json:
@@ -147,6 +150,25 @@ def delete(cluster, wait, timeout, force, as_json):
             click.echo(f"cluster {cluster}: deleted")
     if as_json:
         emit_json(doc)
+
+
+#: seconds `delete --force` waits for a poll of the queue to be answered before it believes nobody consumes it
+PROBE_SECONDS = 10.0
+
+
+def _answers_poll(queue: str) -> bool:
+    """True when a worker runs a poll of `queue` within PROBE_SECONDS: heartbeats say nobody consumes the queue,
+    and this looks before a forced delete forgets a cluster whose worker may be alive."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from tasks import api
+    pending = api.enqueue_poll(queue)
+    try:
+        pending.get(timeout=PROBE_SECONDS)
+        return True
+    except CeleryTimeout:
+        pending.forget()
+        return False
 
 
 def _wait_deleted(store, cluster: str, queue: str, timeout: float) -> None:
@@ -264,7 +286,8 @@ def jobs(cluster, as_json):
     store = _store()
     _known(store, cluster)
     records = sorted(store.job_records(cluster).values(), key=lambda r: (r.get("index") or 0))
-    now = time.time()
+    # job ads' times and crash-loop backoff are the schedd's clock: Redis' now converted to it
+    now = store.schedd_clock(store.poll_status(api.queue_of(store, cluster)), store.now())
     for rec in records:
         cluster_status.annotate_job(rec, now)
     note = cluster_status.crash_note(store.get(cluster), now)

@@ -91,6 +91,8 @@ def operator(kubeconfig, context, instance, api_url, namespace, no_leader_electi
     k8s_operator/README.md."""
     from k8s_operator import config
     from k8s_operator.main import StartError, run
+    from state.connection import check_eviction_or_exit
+    check_eviction_or_exit("htdask operator")  # a Redis that may evict our keys: one line, exit 2
     logging.getLogger().setLevel(log_level.upper())
     try:
         cfg = config.from_env(instance=instance, api_url=api_url, namespace=namespace)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from settings.base import (Codes, Count, Names, NonNegativeSeconds, PositiveSeconds, Seconds, Section,
+from settings.base import (Codes, Count, Flag, Names, NonNegativeSeconds, PositiveSeconds, Seconds, Section,
                            WholeSeconds, setting)
 from settings.sections import GatewaySettings, IdentitySettings, OperatorSettings
 
@@ -36,6 +36,10 @@ class Settings(Section):
                                          meaning="the Redis server's (master's) password when REDIS_URL carries none")
     redis_sentinel_password: str | None = setting(env="REDIS_SENTINEL_PASSWORD",
                                                   meaning="the sentinels' own `requirepass`, when they have one")
+    redis_allow_eviction: Flag = setting(
+        False, env="REDIS_ALLOW_EVICTION",
+        meaning="1: run on a Redis whose `maxmemory-policy` is not `noeviction` (it may evict tombstones, locks, "
+                "heartbeats), with a warning in every process's log and on the status page; 0: refuse to start")
     state_prefix: str = setting("htdask", env="STATE_PREFIX", min_length=1,
                                 meaning="prefix of every Redis key (two controllers may share one Redis)")
     schedd_name: str = setting("local", env="SCHEDD_NAME", min_length=1,

@@ -16,9 +16,14 @@ heartbeats) and `configure_celery(app)` for kombu's broker transport and celery'
 `sentinel://` transport with `master_name` and `sentinel_kwargs` in the transport options). An unusable
 setting raises `RedisSettingError`, whose message starts with the setting's name; entry points print it
 as one line and exit 2 (`check_or_exit`).
+
+Eviction: every process that uses Redis checks at start that the server never evicts keys
+(`maxmemory-policy noeviction`, read with `INFO memory`): `check_eviction` / `check_eviction_or_exit`. A server
+that may evict stops the process with one line, unless REDIS_ALLOW_EVICTION=1 (a warning instead).
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -30,6 +35,8 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from settings import DEFAULT_REDIS_URL, load
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SENTINEL_MASTER = "mymaster"
 SENTINEL_PORT = 26379
@@ -233,3 +240,66 @@ def check_or_exit(program: str, url: str | None = None) -> RedisTarget:
     except RedisSettingError as e:
         print(f"{program}: refusing to start: {e}", file=sys.stderr, flush=True)
         os._exit(2)  # importers (celery's app loader, the gateway's config) would print a traceback
+
+
+# ---- the eviction policy ----------------------------------------------------------------------------------
+#: the one `maxmemory-policy` under which Redis never drops a key to make room
+SAFE_POLICY = "noeviction"
+
+
+class EvictionPolicyError(RedisSettingError):
+    """The Redis server may evict keys (its `maxmemory-policy` is not `noeviction`) and REDIS_ALLOW_EVICTION is off."""
+
+
+def eviction_policy(client: redis.Redis) -> str | None:
+    """The server's `maxmemory_policy`, read with `INFO memory` (managed Redis allows INFO where it may refuse
+    CONFIG GET); None when the server does not say. Raises redis errors."""
+    return client.info("memory").get("maxmemory_policy")
+
+
+def eviction_problem(policy: str | None) -> str | None:
+    """The one line that names an evicting policy, or None for `noeviction` (or a server that does not say)."""
+    if policy is None or policy == SAFE_POLICY:
+        return None
+    return (f"Redis maxmemory-policy is {policy!r}, not {SAFE_POLICY!r}: when its memory fills, Redis evicts keys the "
+            f"controller needs (tombstones of deleted clusters, locks, heartbeats); set `maxmemory-policy "
+            f"{SAFE_POLICY}` on the server, or REDIS_ALLOW_EVICTION=1 to run anyway")
+
+
+def check_eviction(client: redis.Redis, allow: bool | None = None) -> str | None:
+    """Refuse a Redis that may evict our keys: raise EvictionPolicyError (its one line) unless the policy is
+    `noeviction`; with `allow` (default: REDIS_ALLOW_EVICTION) log that line as a warning instead and return it.
+    Returns None when the policy is safe. Raises redis errors when Redis cannot be read."""
+    problem = eviction_problem(eviction_policy(client))
+    if problem is None:
+        return None
+    if load().redis_allow_eviction if allow is None else allow:
+        log.warning("%s (REDIS_ALLOW_EVICTION=1: running anyway)", problem)
+        return problem
+    raise EvictionPolicyError(problem)
+
+
+def check_eviction_or_exit(program: str, client: redis.Redis | None = None) -> bool:
+    """At a process's start: `check_eviction`, printing a refusal as one line `<program>: refusing to start: ...`
+    and exiting 2. Returns False, having checked nothing, when Redis cannot be reached now (a Celery worker and
+    beat check again once it answers; the exporter's status page shows the policy at every request), else True."""
+    try:
+        check_eviction(client or connect())
+    except EvictionPolicyError as e:
+        print(f"{program}: refusing to start: {e}", file=sys.stderr, flush=True)
+        os._exit(2)
+    except redis.RedisError as e:
+        log.info("Redis' maxmemory-policy unread (%s): %s checks it once Redis answers", e, program)
+        return False
+    global _eviction_checked
+    _eviction_checked = True
+    return True
+
+
+_eviction_checked = False
+
+
+def eviction_checked() -> bool:
+    """True once this process's `check_eviction_or_exit` read the policy (processes that start before Redis
+    answers check when it does: the worker's heartbeat, beat's scheduler)."""
+    return _eviction_checked

@@ -1,5 +1,9 @@
-"""Per-node and per-schedd coordination: the schedd call throttle, queue consumers' heartbeats and the
-e-mail → Unix user cache."""
+"""Per-node and per-schedd coordination: the one clock (Redis `TIME`), the schedd call throttle, queue
+consumers' heartbeats and the e-mail → Unix user cache.
+
+Hosts' clocks may disagree (a submit node 30 s behind the CLI's host): every timestamp that another process
+compares with its own "now" (heartbeats, poll times, errors, `--wait`'s start) is Redis' `TIME`, read by
+`now()` or taken inside a script, never a host's `time.time()`."""
 from __future__ import annotations
 
 import time
@@ -7,10 +11,24 @@ import time
 from state import keys
 
 
-class NodeStore:
-    """The throttle/consumers/identity part of `state.Store` (needs `self.r`)."""
+# Workers of KEYS[1] that beat within the last ARGV[1] seconds of Redis' TIME.
+_CONSUMERS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
+"""
 
-    SCRIPTS: dict = {}
+
+class NodeStore:
+    """The clock/throttle/consumers/identity part of `state.Store` (needs `self.r`)."""
+
+    SCRIPTS: dict = {"_consumers": _CONSUMERS}
+
+    # ---- the one clock --------------------------------------------------------------------------
+    def now(self) -> float:
+        """Redis' clock (`TIME`), epoch seconds: the clock every process compares shared timestamps with."""
+        sec, usec = self.r.time()
+        return sec + usec / 1e6
 
     # ---- throttle -------------------------------------------------------------------------------
     def throttle_wait(self, schedd: str, interval: float, max_wait: float = 60.0) -> float:
@@ -33,8 +51,11 @@ class NodeStore:
 
     # ---- queue consumers (worker heartbeats) ---------------------------------------------------
     def beat_consumer(self, queues: list[str], worker: str, ttl: float) -> None:
-        """Announce that `worker` consumes `queues` now (one round trip); old entries age out after `ttl`."""
-        now = time.time()
+        """Announce that `worker` consumes `queues` now, by Redis' clock (`TIME`, then one pipeline); old
+        entries age out after `ttl` seconds."""
+        if not queues:
+            return
+        now = self.now()  # not a script: a worker's background writes stay out of others' EVALSHA counts
         pipe = self.r.pipeline(transaction=False)
         for q in queues:
             pipe.zadd(keys.consumers(q), {worker: now})
@@ -49,8 +70,8 @@ class NodeStore:
         pipe.execute()
 
     def consumers(self, queue: str, max_age: float) -> list[str]:
-        """Workers that announced consuming `queue` within the last `max_age` seconds."""
-        return self.r.zrangebyscore(keys.consumers(queue), time.time() - max_age, "+inf")
+        """Workers that announced consuming `queue` within the last `max_age` seconds of Redis' clock."""
+        return self._consumers(keys=[keys.consumers(queue)], args=[max_age])
 
     # ---- identity cache (owners issue) ----------------------------------------------------------
     def cached_identity(self, email: str) -> str | None:

@@ -23,6 +23,14 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], un
 return 0
 """
 
+# Set a cluster's error and its time by Redis' clock (the one clock, state.nodes), if the cluster exists.
+_SET_ERROR = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'error', ARGV[1], 'error_at', string.format('%d.%06d', tonumber(t[1]), tonumber(t[2])))
+return 1
+"""
+
 # Record a request as the cluster's desired state unless a newer one is recorded, or the cluster was deleted
 # by a request at least as new (its tombstone, KEYS[5]) (atomic, one round trip).
 # ARGV[8] is the request's sequence number, or '' to take a new one. ARGV[3] is the schedd; ARGV[9] says how:
@@ -106,7 +114,7 @@ class RequestStore:
     """The requests part of `state.Store` (needs `self.r`, `self.metrics`, `self.replicated`, `self.settings`)."""
 
     SCRIPTS = {"_record_request": _RECORD_REQUEST, "_delete_cluster": _DELETE_CLUSTER,
-               "_hset_if_exists": _HSET_IF_EXISTS}
+               "_hset_if_exists": _HSET_IF_EXISTS, "_set_error": _SET_ERROR}
 
     def next_seq(self) -> int:
         """A request number, taken when a request is enqueued; newer requests get larger numbers."""
@@ -210,8 +218,8 @@ class RequestStore:
 
 
     def set_error(self, name: str, message: str) -> None:
-        if self.r.exists(keys.cluster(name)):
-            self.r.hset(keys.cluster(name), mapping={"error": message, "error_at": time.time()})
+        """Record the cluster's error, `error_at` by Redis' clock (compared with `--wait`'s start)."""
+        self._set_error(keys=[keys.cluster(name)], args=[message])
 
     def delete_cluster(self, name: str, seq: int | None = None) -> bool:
         """Forget a deleted cluster (after its jobs are gone) and leave its tombstone, atomically.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 from state import keys
 
@@ -14,10 +13,15 @@ class SummaryStore:
     SCRIPTS: dict = {}
 
     def write_poll(self, schedd: str, summaries: dict[str, dict], jobs: dict[str, dict[str, str]],
-                   polled_at: float, unparsed: int = 0, degraded: int = 0, duration: float | None = None) -> None:
+                   polled_at: float, unparsed: int = 0, degraded: int = 0, duration: float | None = None,
+                   local_at: float | None = None) -> None:
         """Write every cluster's summary, the job records of the clusters in `jobs` (the others are
         unchanged), the poll status (with the counts of odd ads skipped / degraded; `duration`: seconds
-        the poll took) and the buffered measurements, in one pipeline."""
+        the poll took) and the buffered measurements, in one pipeline.
+
+        `polled_at` is Redis' clock (`now()`); `local_at` the same moment by the submit node's own clock,
+        which is the schedd's (job ads' and condor_history's times, crash-loop backoff): the poll status
+        keeps both as `ok_at` and `ok_at_local`, so readers convert between them (`schedd_clock`)."""
         pipe = self.r.pipeline(transaction=True)
         for name, summary in summaries.items():
             pipe.delete(keys.summary(name))
@@ -30,12 +34,15 @@ class SummaryStore:
                                               "error": "", "unparsed": unparsed, "degraded": degraded})
         if duration is not None:
             pipe.hset(keys.poll(schedd), "duration", round(duration, 6))
+        if local_at is not None:
+            pipe.hset(keys.poll(schedd), "ok_at_local", local_at)
         self.metrics.drain_into(pipe)
         pipe.execute()
 
     def poll_failed(self, schedd: str, error: str) -> None:
+        at = self.now()  # Redis' clock (state.nodes)
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(keys.poll(schedd), mapping={"error": error, "polled_at": time.time()})
+        pipe.hset(keys.poll(schedd), mapping={"error": error, "polled_at": at})
         pipe.hincrby(keys.poll(schedd), "failures", 1)
         pipe.hincrby(keys.poll(schedd), "failures_total", 1)
         self.metrics.drain_into(pipe)
@@ -43,6 +50,15 @@ class SummaryStore:
 
     def poll_status(self, schedd: str) -> dict:
         return self.r.hgetall(keys.poll(schedd))
+
+    @staticmethod
+    def schedd_clock(poll: dict, now: float) -> float:
+        """`now` (Redis' clock) on the clock of the schedd's submit node, as measured at its last good poll
+        (`poll`: its poll status): for comparing with job ads' times and crash-loop backoff."""
+        try:
+            return now - (float(poll["ok_at"]) - float(poll["ok_at_local"]))
+        except (KeyError, TypeError, ValueError):
+            return now
 
     def summary(self, name: str) -> dict:
         return {k: _decode(v) for k, v in self.r.hgetall(keys.summary(name)).items()}

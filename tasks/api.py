@@ -7,7 +7,6 @@ state is recorded before the task is sent, so no request is lost with a task.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 from state import Store
@@ -103,7 +102,7 @@ def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
     names = [cluster] if cluster else sorted(set(store.cluster_names()) | set(store.summarized_clusters()))
     summaries = store.summaries(names)
     managed = managers(store, names)
-    now = time.time()
+    now = store.now()  # Redis' clock: the one poll times and heartbeats are written with
     rows, polls, consumers = [], {}, {}
     for name in names:
         record = store.get(name)
@@ -115,7 +114,7 @@ def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
         polled_at = summary.get("polled_at")
         stale_reason = health.staleness(store, schedd, polled_at, poll, now, consumers)
         rows.append({
-            **status.cluster_row(name, record, summary, now),
+            **status.cluster_row(name, record, summary, store.schedd_clock(poll, now)),  # job times: the schedd's clock
             "polled_at": polled_at,
             "age": round(now - polled_at, 1) if polled_at else None,
             "stale": stale_reason is not None,

@@ -10,7 +10,7 @@ import sys
 import beat_schedule
 from settings import load_or_exit
 from state import keys
-from state.connection import check_or_exit
+from state.connection import check_eviction_or_exit, check_or_exit
 from tasks import beat
 
 # "htdask worker: bad setting: ..." (or beat, flower): the program that is refusing to start
@@ -19,6 +19,10 @@ _s = load_or_exit(_program)
 # Broker and result backend: one Redis server, or kombu's sentinel:// transport and celery's sentinel result
 # backend following the master across a failover (state.connection); an unusable one stops the process.
 _redis = check_or_exit(_program, _s.redis_url)
+# A Redis that may evict keys (maxmemory-policy other than noeviction) stops a worker, beat or Flower here, one
+# line (REDIS_ALLOW_EVICTION=1: a warning); a Redis down now is checked once it answers (heartbeat, beat).
+if _program != "htdask celery":
+    check_eviction_or_exit(_program)
 
 broker_url = _redis.celery_url()
 result_backend = _redis.celery_url()

@@ -13,7 +13,6 @@ after the last retry the error is kept in the cluster's state, where `status` sh
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 
 import redis
@@ -256,7 +255,7 @@ def poll_queue(self, schedd: str | None = None, force: bool = False) -> dict:
                     s.schedd_name)
     store = context.store()
     result = Poller(store, context.schedd(), s.schedd_name, s).poll(force=force)
-    now = time.time()
+    now = store.now() if result.reconcile else 0.0  # error_at is Redis' clock
     for cluster in result.reconcile:
         record = store.get(cluster)
         if record and record.error and record.error_at and now - record.error_at < s.error_retry_interval:

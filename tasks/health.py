@@ -5,13 +5,14 @@ Rules (README "A cluster's state tells the truth"):
 - a summary is stale when its poll failed, when it is older than STALE_FACTOR x POLL_INTERVAL (beat or
   the worker stopped), or when no worker consumes the cluster's schedd queue (heartbeats,
   tasks.heartbeat); the reason says which;
+- every age here is Redis' clock (`Store.now()`) minus a time Redis' clock wrote (heartbeats, poll times):
+  hosts whose clocks disagree still agree on these;
 - a cluster is unknown when it has neither a record nor a summary nor job records: `status`, `jobs`
   and `delete` refuse it with one line (exit 1).
 """
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 
 from domain.jobstatus import QUEUED
@@ -44,11 +45,13 @@ def no_consumer_message(queue: str) -> str:
 
 def staleness(store: Store, queue: str, polled_at: float | None, poll: dict, now: float | None = None,
               consumers: dict | None = None) -> str | None:
-    """Why a summary of a cluster on `queue`, polled at `polled_at` (epoch s), is stale; None when fresh.
+    """Why a summary of a cluster on `queue`, polled at `polled_at` (epoch s, Redis' clock), is stale; None
+    when fresh.
 
-    `poll` is the schedd's poll status (state key poll:<schedd>); `consumers` caches queue -> consumed.
+    `poll` is the schedd's poll status (state key poll:<schedd>); `now` Redis' clock (default: read it);
+    `consumers` caches queue -> consumed.
     """
-    now = time.time() if now is None else now
+    now = store.now() if now is None else now
     if consumers is None:
         consumers = {}
     if queue not in consumers:
@@ -81,26 +84,41 @@ class ForcedDelete:
     queue: str
     #: jobs the last poll saw in the queue, left there: job id -> worker name
     jobs_left: dict[str, str] = field(default_factory=dict)
+    #: seconds since the last poll that summarized the cluster (Redis' clock); None: no poll ever looked
+    looked_ago: float | None = None
 
     def lines(self) -> list[str]:
         out = [f"cluster {self.cluster}: record removed ({no_consumer_message(self.queue)})"]
-        if self.jobs_left:
+        check = (f"check on the schedd with condor_q -constraint 'DaskGatewayCluster == \"{self.cluster}\"' and "
+                 "remove them with condor_rm and the same constraint")
+        if self.looked_ago is None:
+            out.append(f"cluster {self.cluster}: no poll has read its jobs, so whether any are in the queue is "
+                       f"unknown; none were removed: {check}")
+        elif self.jobs_left:
             ids = ", ".join(f"{j} ({n})" if n else j for j, n in sorted(self.jobs_left.items()))
-            out.append(f"cluster {self.cluster}: {len(self.jobs_left)} jobs were in the queue at the last poll and "
-                       f"were NOT removed: {ids}; remove them on the schedd with condor_rm -constraint "
-                       f"'DaskGatewayCluster == \"{self.cluster}\"'")
+            out.append(f"cluster {self.cluster}: {len(self.jobs_left)} jobs were in the queue at the last poll "
+                       f"({self.looked_ago:.0f}s ago) and were NOT removed: {ids}; jobs submitted since then may "
+                       f"be there too: {check}")
+        else:
+            out.append(f"cluster {self.cluster}: the last poll ({self.looked_ago:.0f}s ago) saw no job of it; jobs "
+                       f"submitted since then may be in the queue: {check}")
         return out
 
 
 def force_delete(store: Store, cluster: str, queue: str) -> ForcedDelete:
     """Forget a cluster whose queue nobody consumes, leaving its tombstone (no older message re-creates
-    it); its jobs seen by the last poll are reported, not removed (only a worker can reach the schedd)."""
+    it); its jobs seen by the last poll are reported with that poll's age, not removed (only a worker can
+    reach the schedd). It never claims the queue holds none: with no poll of the cluster it says so."""
     record = store.get(cluster)
     records = store.job_records(cluster)
+    polled_at = store.summary(cluster).get("polled_at")
+    looked_ago = max(0.0, store.now() - float(polled_at)) if polled_at else None
     left = {jid: rec.get("name") or "" for jid, rec in records.items() if rec.get("status") in QUEUED}
     seq = store.record_new_request(cluster, 0, schedd=queue,
                                    names=[] if record is not None and record.names is not None else None)
     store.delete_cluster(cluster, seq)
-    log.warning("cluster %s: record removed by delete --force (%s); %d jobs left in the queue", cluster,
-                no_consumer_message(queue), len(left))
-    return ForcedDelete(cluster, queue, left)
+    seen = "no poll has read its jobs" if looked_ago is None else \
+        f"the last poll, {looked_ago:.0f}s ago, saw {len(left)} jobs"
+    log.warning("cluster %s: record removed by delete --force (%s); %s, left in the queue", cluster,
+                no_consumer_message(queue), seen)
+    return ForcedDelete(cluster, queue, left, looked_ago)

@@ -12,6 +12,7 @@ import logging
 from celery import bootsteps
 
 from state import Store, connect
+from state.connection import check_eviction_or_exit, eviction_checked
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class QueueHeartbeat(bootsteps.StartStopStep):
 
     def beat(self, worker):
         try:
+            if not eviction_checked():  # Redis was down when the worker started (tasks/celeryconfig.py)
+                check_eviction_or_exit("htdask worker", self.store.r)
             self.store.beat_consumer(self.queues, worker.hostname, MAX_AGE)
         except Exception as exc:  # Redis away: the next beat tries again
             log.warning("worker %s: queue heartbeat failed: %s", worker.hostname, exc)

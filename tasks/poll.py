@@ -124,8 +124,9 @@ class Poller:
             self.store.release(lock)  # expired (Redis away for a whole TTL): the next poll proceeds anyway
 
     def _recently_polled(self) -> bool:
+        """A good poll less than half a period ago, by Redis' clock (whoever wrote it, whatever its clock)."""
         ok_at = self.store.poll_status(self.name).get("ok_at")
-        return bool(ok_at) and time.time() - float(ok_at) < self.settings.poll_interval / 2
+        return bool(ok_at) and self.store.now() - float(ok_at) < self.settings.poll_interval / 2
 
     def _query(self, counts: AdCounts):
         for attempt in retrying(self.settings.poll_query_attempts, 0.5, 30.0, ScheddError, log,
@@ -144,8 +145,10 @@ class Poller:
             self.store.poll_failed(self.name, str(err))
             log.error("schedd %s: poll failed, summaries kept and marked stale: %s", self.name, err)
             return result
-        polled_at = time.time()
-        last_ok = float(self.store.poll_status(self.name).get("ok_at") or 0)
+        # Redis' clock for what others compare with their "now" (status, --wait, the throttle above); this
+        # host's clock, the schedd's, for condor_history's times (the end of the last good poll's window).
+        polled_at, local_at = self.store.now(), time.time()
+        last_ok = float(self.store.poll_status(self.name).get("ok_at_local") or 0)
         known = {n: self.store.get(n) for n in self.store.cluster_names()}
         mine = {n: rec for n, rec in known.items() if rec is not None and rec.schedd == self.name}
         fields, jobs = {}, {}
@@ -164,7 +167,7 @@ class Poller:
         self._add_schedulers(fields, summaries, mine)
         result.unparsed, result.degraded = counts.unparsed, counts.degraded
         self.store.write_poll(self.name, fields, jobs, polled_at, unparsed=counts.unparsed,
-                              degraded=counts.degraded, duration=time.monotonic() - started)
+                              degraded=counts.degraded, duration=time.monotonic() - started, local_at=local_at)
         self._forget_vanished(set(summaries) | set(mine))
         for name, rec in mine.items():
             summary = summaries.get(name)

@@ -63,8 +63,8 @@ def wait_for(store: Store, cluster: str, n: int, timeout: float, queue: str, sin
              sleep: Callable[[float], None] = time.sleep) -> Progress:
     """Wait until `cluster` runs exactly `n` jobs and nothing else is live, as beat's polls report.
 
-    `since` is when the request was made (epoch s): only a summary polled after it counts, and only an
-    error recorded after it ends the wait. `poll` sends the one extra poll request (called once).
+    `since` is when the request was made (epoch s, Redis' clock: `Store.now()`, as poll times and errors are
+    written): only a summary polled after it counts, and only an error recorded after it ends the wait. `poll` sends the one extra poll request (called once).
     Returns the final Progress; raises WaitFailed (no worker consumes the queue, a final error, timeout).
     """
     deadline = time.monotonic() + timeout
