@@ -281,7 +281,7 @@ def format_status(rows: list[dict]) -> str:
 @json_option
 def jobs(cluster, as_json):
     """Each job of CLUSTER: state, time in that state, hold reason (why is my cluster not growing?)."""
-    from tasks import status as cluster_status
+    from tasks import api, status as cluster_status
     validation.validate_cluster_name(cluster)
     store = _store()
     _known(store, cluster)

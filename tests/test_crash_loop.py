@@ -105,7 +105,7 @@ def test_crash_loop_is_shown_while_it_lasts_and_ends_are_split_by_how(service_us
         for _ in range(12):  # the backoff is 1-2 s: the loop goes on, submitting again and again
             row = _row(stack, "loop")
             metric = value(samples(requests.get(stack.exporter_url + "metrics", timeout=10).text),
-                           "htdask_cluster_crash_loop", cluster="loop")
+                           "htdask_cluster_crash_loop", cluster="loop", schedd="local")
             reads.append((row["note"], row["crash_loop"], metric))
             time.sleep(0.7)
         assert len(stack.calls("condor_submit")) > submits, "the loop went on during the reads"
@@ -117,4 +117,4 @@ def test_crash_loop_is_shown_while_it_lasts_and_ends_are_split_by_how(service_us
         text = stack.cli("status", "loop").stdout
         assert "crash loop: " in text and "exit code 1" in text and "completed" not in text.split("\n", 1)[1]
         m = samples(requests.get(stack.exporter_url + "metrics", timeout=10).text)
-        assert value(m, "htdask_jobs_ended_total", cluster="loop", reason="exit_code_1") >= 3
+        assert value(m, "htdask_jobs_ended_total", cluster="loop", schedd="local", reason="exit_code_1") >= 3

@@ -160,7 +160,7 @@ def test_every_state_owner_holds_and_ends_say_what_status_says(served):
         {"idle": 1, "running": 2, "held": 1, "suspended": 1, "transferring_output": 1, "completed": 5, "removed": 0}
     assert value(m, "htdask_cluster_connected_workers", cluster="gamma", schedd="local") == 1
     assert value(m, "htdask_cluster_unmatched_jobs", cluster="gamma", schedd="local") == 1
-    assert value(m, "htdask_jobs_ended_total", cluster="gamma", reason="exit_code_1") == 5
+    assert value(m, "htdask_jobs_ended_total", cluster="gamma", schedd="local", reason="exit_code_1") == 5
     page = requests.get(f"{base}/", timeout=10).text
     row = page[page.index('data-cluster="gamma"'):]
     row = row[:row.index("</tr>")]
