@@ -11,7 +11,8 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 | `htdask:deleted:<name>` | string (int, TTL `TOMBSTONE_TTL`, default 30 days) | the tombstone of a deleted cluster: the newest request number the cluster had when its delete applied (at least the delete's own). It survives the delete so that every later message is judged against it: a scale, reconcile or delete task (retried, re-delivered, an ETA retry) carrying a number ≤ the tombstone never re-creates the cluster; a request enqueued after the delete takes a larger number and creates it anew. The TTL far exceeds any task's life (retries with backoff, the broker's visibility timeout) |
 | `htdask:names:<name>` | set | named-worker clusters (gateway): the worker names wanted; `desired` is its size |
 | `htdask:submitted:<name>` | set | named-worker clusters: every name already submitted once; a name whose job ended is not submitted again (the gateway replaces workers under new names) |
-| `htdask:counter:<name>` | string (int) | next worker index; reserved with one `INCRBY n` per submission |
+| `htdask:counter:<name>` | string (int) | next worker index; reserved with one `INCRBY n` per submission, only by the holder of the cluster's lease (its token checked in the same script: a fencing token) |
+| `htdask:submitting:<name>` | hash | submits in flight: lease token → `first+count` of the indexes reserved, written with the reservation and cleared once that condor_submit has exited; an entry left by a holder that died or stalled mid-submit stays (that submit may still commit), and while any entry is there the counter never restarts at 0 (state/counters.py) |
 | `htdask:lock:<name>` | string (PX TTL `LOCK_TTL`) | redis-py `Lock` held as a lease (state/locks.py) while a reconcile or delete works on the cluster: a random token, renewed every TTL/3 by the holder's watchdog thread, so a holder that died anywhere frees it within `LOCK_TTL` seconds |
 | `htdask:summary:<name>` | hash | written by the poller: `idle`, `running`, `held`, `suspended`, `completed`, `removed`, `held_reasons` (JSON), `held_kept` (JSON: the hold reasons of those held by a person, HoldReasonCode 1 or HOLD_KEEP_CODES, left alone), `held_codes` (JSON: HoldReasonCode → jobs, `unknown` for none), `max_index`, `polled_at`; `completed`/`removed` include `ended_completed`/`ended_removed`, the jobs that left the queue since the cluster was first polled (from the history); `jobs_digest` fingerprints the job records, which are rewritten only when it changes |
 | `htdask:jobs:<name>` | hash | written by the poller: job id `C.P` → JSON job record (name, index, status, since, hold reason, exit code) |
@@ -75,6 +76,7 @@ tombstone = _keyed("deleted", "name")
 names = _keyed("names", "name")
 submitted = _keyed("submitted", "name")
 counter = _keyed("counter", "name")
+submitting = _keyed("submitting", "name")
 lock = _keyed("lock", "name")
 summary = _keyed("summary", "name")
 jobs = _keyed("jobs", "name")
@@ -100,5 +102,5 @@ def identity(email: str) -> str:
 
 def per_cluster(name: str) -> list[str]:
     """Every key that belongs to one cluster (deleted together when the cluster is deleted)."""
-    return [cluster(name), names(name), submitted(name), counter(name), summary(name), jobs(name),
-            holds(name), ended(name), manager(name)]
+    return [cluster(name), names(name), submitted(name), counter(name), submitting(name), summary(name),
+            jobs(name), holds(name), ended(name), manager(name)]
