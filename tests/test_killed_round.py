@@ -36,12 +36,14 @@ MARGIN = 30.0
 
 #: condor_q / condor_submit of the local pool, held at a step of a round while a control file exists:
 #: `hold-q` (its text a part of the argv: the round's read, not the poll's) holds condor_q before it runs;
-#: `hold-submit` holds condor_submit's answer after the real one committed. `held-*` says it is held.
+#: `hold-submit` holds condor_submit's answer after the real one committed. `held-*` says it is held (its pid).
 HOLDING = r'''#!/usr/bin/env python3
 import os, subprocess, sys, time
 ctl, real, prog = {ctl!r}, {real!r}, {prog!r}
 def hold(flag):
-    open(os.path.join(ctl, "held-" + flag), "w").close()
+    with open(os.path.join(ctl, ".held-" + flag), "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(os.path.join(ctl, ".held-" + flag), os.path.join(ctl, "held-" + flag))
     while os.path.exists(os.path.join(ctl, "hold-" + flag)):
         time.sleep(0.05)
 if prog == "condor_q":
