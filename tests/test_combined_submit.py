@@ -262,6 +262,14 @@ def names_of(stack, cluster: str) -> list[str]:
     return sorted(j["DaskWorkerName"] for j in queue_of(stack, cluster) if j["JobStatus"] in (1, 2, 5))
 
 
+def test_of_live_jobs_sharing_a_name_every_one_but_the_oldest_goes():
+    from domain.workerjobs import Job, newer_duplicates
+    jobs = [Job("10.0", 1, 0, "c-0"), Job("9.1", 2, 0, "c-0"), Job("9.0", 2, 1, "c-1"), Job("12.3", 1, 0, "c-0"),
+            Job("11.0", 1, 2, "c-2"), Job("13.0", 1, -1, "")]
+    assert [j.job_id for j in newer_duplicates(jobs)] == ["10.0", "12.3"], "by (ClusterId, ProcId), not as text"
+    assert newer_duplicates(jobs[2:3] + jobs[4:]) == []
+
+
 def test_a_combined_submit_that_committed_but_reported_failure_is_not_submitted_again(service_user,
                                                                                        failing_submit):
     bindir, mode = failing_submit
