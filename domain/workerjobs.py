@@ -49,3 +49,21 @@ def jobs_of(cluster: str, ads: Iterable[dict]) -> list[Job]:
             log.warning("cluster %s: job ad %s.%s without an integer ClusterId/ProcId/JobStatus skipped", cluster,
                         ad.get("ClusterId"), ad.get("ProcId"))
     return jobs
+
+
+def job_order(job_id: str) -> tuple[int, int]:
+    """(ClusterId, ProcId) of a 'C.P' job id: the order the schedd created jobs in."""
+    cluster, _, proc = job_id.partition(".")
+    return int(cluster), int(proc or 0)
+
+
+def newer_duplicates(jobs: Iterable) -> list:
+    """Of jobs that share a worker name (`name`), every one but the oldest (lowest ClusterId.ProcId), in
+    job order: a worker name belongs to one live job, and the one that came first keeps it."""
+    by_name: dict[str, list] = {}
+    for job in jobs:
+        if job.name:
+            by_name.setdefault(job.name, []).append(job)
+    out = [j for group in by_name.values() if len(group) > 1
+           for j in sorted(group, key=lambda j: job_order(j.job_id))[1:]]
+    return sorted(out, key=lambda j: job_order(j.job_id))

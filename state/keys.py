@@ -11,7 +11,8 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 | `htdask:deleted:<name>` | string (int, TTL `TOMBSTONE_TTL`, default 30 days) | the tombstone of a deleted cluster: the newest request number the cluster had when its delete applied (at least the delete's own). It survives the delete so that every later message is judged against it: a scale, reconcile or delete task (retried, re-delivered, an ETA retry) carrying a number ≤ the tombstone never re-creates the cluster; a request enqueued after the delete takes a larger number and creates it anew. The TTL far exceeds any task's life (retries with backoff, the broker's visibility timeout) |
 | `htdask:names:<name>` | set | named-worker clusters (gateway): the worker names wanted; `desired` is its size |
 | `htdask:submitted:<name>` | set | named-worker clusters: every name already submitted once; a name whose job ended is not submitted again (the gateway replaces workers under new names) |
-| `htdask:counter:<name>` | string (int) | next worker index; reserved with one `INCRBY n` per submission |
+| `htdask:counter:<name>` | string (int) | next worker index; reserved with one `INCRBY n` per submission, only by the holder of the cluster's lease (its token checked in the same script: a fencing token) |
+| `htdask:submitting:<name>` | hash | submits in flight: lease token → `first+count` of the indexes reserved, written with the reservation and cleared once that condor_submit has exited; an entry left by a holder that died or stalled mid-submit stays (that submit may still commit), and while any entry is there the counter never restarts at 0 (state/counters.py) |
 | `htdask:lock:<name>` | string (PX TTL `LOCK_TTL`) | redis-py `Lock` held as a lease (state/locks.py) while a reconcile or delete works on the cluster: a random token, renewed every TTL/3 by the holder's watchdog thread, so a holder that died anywhere frees it within `LOCK_TTL` seconds |
 | `htdask:summary:<name>` | hash | written by the poller: a count per JobStatus (`idle`, `running`, `removed`, `completed`, `held`, `transferring_output`, `suspended`: domain/jobstatus.py), `owner` (the Unix user the jobs run as: their Owner), `unmatched` (JSON: LastRejMatchReason → idle jobs no slot matched), `scheduler` (JSON: the cluster's Dask scheduler at the last poll: `address`, `running`, `connected`, `not_connected` [[job id, worker name, since]], `error`), `ended` (JSON: how the jobs that left the queue ended, domain/jobend.py kind → jobs), `held_reasons` (JSON), `held_kept` (JSON: the hold reasons of those held by a person, HoldReasonCode 1 or HOLD_KEEP_CODES, left alone), `held_codes` (JSON: HoldReasonCode → jobs, `unknown` for none), `max_index`, `polled_at`; `completed`/`removed` include `ended_completed`/`ended_removed`, the jobs that left the queue since the cluster was first polled (from the history); `jobs_digest` fingerprints the job records, which are rewritten only when it changes |
 | `htdask:jobs:<name>` | hash | written by the poller: job id `C.P` → JSON job record (name, index, status, since, hold reason, exit code) |
@@ -23,7 +24,7 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 | `htdask:polllock:<schedd>` | string (PX TTL `LOCK_TTL`) | lease (as for cluster locks) so two polls of one schedd never run at once |
 | `htdask:pending:<schedd>` | set | clusters waiting for the schedd's next batched reconcile |
 | `htdask:batchlock:<schedd>` | string (PX TTL `LOCK_TTL`) | lease (as for cluster locks) held by the one task running a round of the schedd's batched reconciles; its token is that task's Celery id (state/rounds.py) |
-| `htdask:roundqueued:<schedd>` | string (PX TTL: the lock timeout, 2 × `CONDOR_TIMEOUT` + 30 s) | the Celery id of the `reconcile_pending` task that runs the schedd's next round: set when a round takes its batch, kept while that task waits in the queue; requests arriving meanwhile leave their cluster to it (`handled_by`). The task clears it and takes the batch lock anew; a lost task lets it expire, and the poll sends another |
+| `htdask:roundqueued:<schedd>` | string (PX TTL) | the Celery id of the `reconcile_pending` task that runs the schedd's next round: `r:<id>` from when a round takes its batch (TTL the lock timeout, 2 × `CONDOR_TIMEOUT` + 30 s), honoured only while the batch lock exists (a dead round's mark counts for nothing); `<id>` once the round ended and sent that task (TTL `LOCK_TTL`, the time it has to start). Requests arriving meanwhile leave their cluster to it (`handled_by`). The task clears it and takes the batch lock anew; a lost task lets it expire, and the next request or poll takes the lock |
 | `htdask:roundwatch:<schedd>` | string (PX TTL: the batch lock's remaining life + 1 s) | set while a watch `reconcile_pending` task is due: armed by the first request that finds the batch lock held and no round queued, due when that lock would expire unrenewed, so a dead holder delays the waiting clusters by at most `LOCK_TTL` (state/locks.py) |
 | `htdask:redbeat:*` | (celery-redbeat) | beat's schedule state and its single-instance lock `htdask:redbeat::lock` (tasks/beat.py) |
 | `htdask:throttle:<schedd>` | string (PX TTL) | present while the schedd's minimum call interval has not passed |
@@ -76,6 +77,7 @@ tombstone = _keyed("deleted", "name")
 names = _keyed("names", "name")
 submitted = _keyed("submitted", "name")
 counter = _keyed("counter", "name")
+submitting = _keyed("submitting", "name")
 lock = _keyed("lock", "name")
 summary = _keyed("summary", "name")
 jobs = _keyed("jobs", "name")
@@ -102,5 +104,5 @@ def identity(email: str) -> str:
 
 def per_cluster(name: str) -> list[str]:
     """Every key that belongs to one cluster (deleted together when the cluster is deleted)."""
-    return [cluster(name), names(name), submitted(name), counter(name), summary(name), jobs(name),
-            holds(name), ended(name), manager(name), retiring(name)]
+    return [cluster(name), names(name), submitted(name), counter(name), submitting(name), summary(name),
+            jobs(name), holds(name), ended(name), manager(name), retiring(name)]

@@ -5,7 +5,8 @@ the only module that builds key names). Values are plain strings and JSON so tha
 (Flower, redis-cli) can read them. The parts:
 
 - `state.requests`: requests and desired state, tombstones, errors, crash-loop backoff;
-- `state.counters`: worker-name counters, submitted names, held-job releases;
+- `state.counters`: worker-name counters (fenced by the lease token), submits in flight, submitted names,
+  held-job releases;
 - `state.locks`: locks as leases renewed by a watchdog;
 - `state.rounds`: batched rounds (pending sets, the batch lock, queued and watch marks);
 - `state.summaries`: poll results, job records, ended jobs;

@@ -89,7 +89,9 @@ def reconcile_batched(cluster: str, task_id: str | None = None) -> dict:
     at the back of the queue (named in the queued mark from the moment the round took its batch): the
     requests in front of it gather meanwhile, so a thousand requests cost a few schedd queries, and no
     task ever waits for another or keeps a worker process while requests arrive. That task takes the
-    lease anew: no token passes between tasks (state/rounds.py).
+    lease anew: no token passes between tasks (state/rounds.py). The mark is honoured only while the
+    round's lease lives, then for LOCK_TTL while its task starts: a round or task that died holds up
+    its clusters until the next request or poll, at most LOCK_TTL + POLL_INTERVAL.
     Returns the cluster's outcome, or {"state": "queued", "handled_by": task id} when its reconcile is
     left to another task's round (Flower traces the request there); raises the cluster's own failure
     (so Celery retries it); others' failures are in their own state. `task_id` is the calling task's id,
@@ -146,7 +148,7 @@ def _finish(s, store, runner, next_id: str) -> str | None:
     """Release the batch lock; send the next round's task `next_id` when clusters are pending (checked
     atomically with the release, so a cluster joining meanwhile is never left behind). Returns the id
     of the task sent, if any."""
-    state = store.finish_round(s.schedd_name, runner, next_id)
+    state = store.finish_round(s.schedd_name, runner, next_id, s.lock_ttl)
     if state == rounds.KEPT:
         reconcile_pending.apply_async(kwargs={"schedd": s.schedd_name}, queue=s.schedd_name, task_id=next_id)
         return next_id
@@ -159,10 +161,11 @@ def _finish(s, store, runner, next_id: str) -> str | None:
 
 
 def _queue_round(s, store) -> str | None:
-    """Send a `reconcile_pending` task for clusters left pending, unless a round is queued already; it may
-    wait in the queue up to the lock timeout before the poll replaces it. Returns its id if sent."""
+    """Send a `reconcile_pending` task for clusters left pending, unless a round runs or is queued already;
+    requests wait for it up to LOCK_TTL (a task lost with a dead worker holds nobody up longer): then
+    the next request or poll takes the lock itself. Returns its id if sent."""
     task_id = str(uuid.uuid4())
-    if not store.queue_round(s.schedd_name, task_id, s.lock_timeout):
+    if not store.queue_round(s.schedd_name, task_id, s.lock_ttl):
         return None
     reconcile_pending.apply_async(kwargs={"schedd": s.schedd_name}, queue=s.schedd_name, task_id=task_id)
     return task_id

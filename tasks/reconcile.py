@@ -7,6 +7,12 @@ the queue and acts: a submission of every missing job (indexes reserved with one
 made with one `condor_submit` per submit user (tasks/submissions.py: each cluster's description with
 its own queue statement, in one file). A burst of requests therefore collapses into a few schedd calls,
 and a duplicated or re-delivered task finds nothing left to do.
+
+Fencing: indexes are reserved under the cluster's lease token, checked atomically in Redis
+(state/counters.py), and the token is checked again right before each schedd change; a holder whose lease
+expired (stalled past LOCK_TTL) leaves the cluster to the new one (outcome `lost`). A stall inside
+condor_submit cannot be fenced, so names make it harmless: counters never go back while a submit may
+commit, and of live jobs sharing a worker name the newer are removed.
 """
 from __future__ import annotations
 
@@ -14,19 +20,20 @@ import getpass
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Iterable
 
 from state import Store
 from tasks import ended, worker_logs
 from tasks.options import job_options
+from tasks.outcome import Outcome
 from tasks.removal import Removals
 from tasks.submissions import SubmitPlan, record_failure, submit_plans
 from domain import validation
 from domain.jobspec import (WorkerJobSpec, cluster_constraint, clusters_constraint, ours_constraint,
                             worker_submit_description)
 from domain.jobstatus import JobStatus
-from domain.workerjobs import LIVE, Job, jobs_of, kept_hold
+from domain.workerjobs import LIVE, Job, jobs_of, kept_hold, newer_duplicates
+from state.counters import LeaseLost
 from workers.runas import UserRefused
 from workers.htcondor.schedd import Schedd, ScheddError
 
@@ -48,41 +55,6 @@ MEMBER_LIST_MAX = 200
 SETTLE_QUIET, SETTLE_MAX = 0.3, 5.0
 
 
-@dataclass
-class Outcome:
-    """What one reconcile did (also the task's JSON result, visible in Flower)."""
-    cluster: str
-    state: str = "ok"  # ok | busy | gone
-    desired: int | None = None
-    live: int | None = None
-    submitted: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)  # job ids
-    released: list[str] = field(default_factory=list)
-    retiring: list[str] = field(default_factory=list)  # job ids handed to a retirement (tasks/removal.py)
-    error: str | None = None
-    exc: Exception | None = field(default=None, repr=False)
-    started: float | None = field(default=None, repr=False)  # time of this reconcile's first submission
-    #: busy: seconds until the cluster's lock expires unless its holder renews it (then ask again)
-    retry_in: float | None = field(default=None, repr=False)
-
-    def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("exc", "started", "retry_in")}
-
-    def brief(self) -> dict:
-        """What the round did to the cluster, compactly (counts, not job ids), for a task's result:
-        `did` names `submitted`, `removed`, `released`, `retiring`, `error` — or `nothing`, or `busy` (another
-        round held the cluster's lock) or `gone` (the cluster was deleted meanwhile), joined by `+`.
-        Flat on purpose: Celery's result repr, which Flower shows, cuts nesting below three levels."""
-        if self.state != "ok":
-            return {"did": self.state}
-        did = [k for k in ("submitted", "removed", "released", "retiring") if getattr(self, k)]
-        out: dict = {k: len(getattr(self, k)) for k in did}
-        if self.error:
-            did.append("error")
-            out["error"] = self.error
-        return {"did": "+".join(did) or "nothing", **out, "desired": self.desired, "live": self.live}
-
-
 class Reconciler(Removals):
     """Reconciles clusters of one schedd. Cheap to build; holds no state between calls (the jobs being
     retired are read with each round's query). Scale-down and held jobs: tasks/removal.py."""
@@ -92,6 +64,7 @@ class Reconciler(Removals):
         self.schedd = schedd
         self.settings = settings
         self._retiring: dict[str, set[str]] = {}  # this round's jobs being retired, per cluster (_query)
+        self._tokens: dict[str, object] = {}  # cluster -> its lease's token, while a round holds it
 
     def submit_user(self, record) -> str | None:
         """The Unix user this cluster's jobs are submitted and removed as; never root."""
@@ -129,6 +102,7 @@ class Reconciler(Removals):
             locks = self._lock_all(pending, outcomes)
             if not locks:
                 break
+            self._tokens = {c: lock.local.token for c, lock in locks.items()}
             gens, acted = {}, set()
             try:
                 gens = self.store.generations(list(locks))
@@ -146,17 +120,19 @@ class Reconciler(Removals):
                     if rec is not None and outcomes[c].exc is None and rec.seq > rec.handled_seq:
                         handled[c] = rec.seq
             finally:
-                self._release_all(locks)
+                self._tokens = {}
+                self._release_all(locks, outcomes)
             # A request that found a lock busy bumped that cluster's generation before we released it.
             after = self.store.generations(list(gens)) if gens else {}
             moved = {c for c in gens if outcomes[c].state == "ok" and after[c] != gens[c]}
             if moved:
                 self._settle(moved)
-            pending = [c for c in locks if (c in acted or c in moved) and outcomes[c].exc is None]
+            pending = [c for c in locks if (c in acted or c in moved) and outcomes[c].exc is None
+                       and outcomes[c].state == "ok"]
             if not pending:
                 break
         self.store.clear_errors([c for c, o in outcomes.items() if o.state == "ok" and o.error is None],
-                                handled=handled)
+                                handled={c: seq for c, seq in handled.items() if outcomes[c].state == "ok"})
         return outcomes
 
     def _lock_all(self, clusters: list[str], outcomes: dict[str, Outcome]) -> dict:
@@ -174,11 +150,27 @@ class Reconciler(Removals):
                 log.info("cluster %s: reconcile already running elsewhere; it will apply the newest request", c)
         return held
 
-    def _release_all(self, locks: dict) -> None:
-        """Release the round's locks (one round trip)."""
+    def _release_all(self, locks: dict, outcomes: dict[str, Outcome]) -> None:
+        """Release the round's locks (one round trip); a cluster whose lease had expired is `lost`: the
+        holder since then owns its records."""
         names = {lock.name: c for c, lock in locks.items()}
         for lock in self.store.release_locks(list(locks.values())):
             log.warning("cluster %s: reconcile lock expired before release", names[lock.name])
+            outcomes[names[lock.name]].state = "lost"
+
+    def _fenced(self, name: str, outcome: Outcome) -> bool:
+        """True while the round's lease on the cluster is still ours (checked right before a schedd change);
+        else the outcome is `lost` and nothing is done."""
+        if self.store.lease_held(name, self._tokens.get(name)):
+            return True
+        return self._lost(name, outcome)
+
+    @staticmethod
+    def _lost(name: str, outcome: Outcome) -> bool:
+        log.warning("cluster %s: lease lost (expired while this round was stalled); leaving the cluster to its "
+                    "new holder", name)
+        outcome.state = "lost"
+        return False
 
     def _query(self, clusters: list[str]) -> dict[str, list[dict]]:
         """One condor_q for the clusters' jobs, grouped by cluster."""
@@ -213,6 +205,8 @@ class Reconciler(Removals):
             return False
         try:
             return self._step(record, jobs_of(record.name, ads), outcome, plans, hold_policy)
+        except LeaseLost:
+            return self._lost(record.name, outcome)
         except (ScheddError, validation.ValidationError) as err:
             record_failure(self.store, record.name, outcome, err)
             return False
@@ -227,6 +221,11 @@ class Reconciler(Removals):
         leaving = self._retiring.get(name, ())  # being retired: not counted (tasks/removal.py)
         live = [j for j in jobs if j.status in LIVE and j.job_id not in leaving]
         outcome.desired, outcome.live = record.desired, len(live)
+        duplicates = newer_duplicates(live)
+        if duplicates:
+            if self._fenced(name, outcome):
+                self._remove_duplicates(record, duplicates, outcome)
+            return outcome.state == "ok"  # read again
         if hold_policy and self._apply_hold_policy(record, live, outcome):
             return True
         if record.names is not None:
@@ -237,7 +236,7 @@ class Reconciler(Removals):
             if missing:
                 self._plan_submit(record, jobs, live, plans, names=missing, outcome=outcome)
                 return bool(surplus)
-            if surplus:
+            if surplus and self._fenced(name, outcome):
                 return self._remove(record, surplus, outcome)
             return False
         diff = record.desired - len(live)
@@ -248,8 +247,17 @@ class Reconciler(Removals):
             keep = self.settings.hold_keep_codes
             surplus = sorted(live, key=lambda j: (REMOVE_ORDER["kept-hold"] if kept_hold(j, keep) else
                                                   REMOVE_ORDER.get(j.status, 9), -j.index))[:-diff]
-            return self._remove(record, surplus, outcome)
+            return self._fenced(name, outcome) and self._remove(record, surplus, outcome)
         return False
+
+    def _remove_duplicates(self, record, duplicates: list[Job], outcome: Outcome) -> None:
+        """Remove the newer of live jobs that share a worker name (by job id: the oldest job of each name
+        stays, whatever it is running). They come from a submit that committed although it reported a
+        failure, or from a stalled holder's submit of a name-based cluster's names."""
+        log.warning("cluster %s: %d jobs carry a worker name an older live job has (%s); removing them",
+                    record.name, len(duplicates), ", ".join(f"{j.job_id} ({j.name})" for j in duplicates[:10]))
+        self._remove_jobs(record, duplicates, outcome,
+                          reason=f"duplicate worker name in {record.name}; the older job stays")
 
     def _crash_backoff(self, record, outcome: Outcome) -> bool:
         """True when a crash loop (tasks/ended.py) delays this cluster's next submission; the reason and
@@ -288,10 +296,10 @@ class Reconciler(Removals):
                 log.info("cluster %s: %d idle jobs reach MAX_IDLE_PER_CLUSTER=%d; submitting later",
                          name, idle, cap)
                 return
-        if not jobs:  # an empty cluster starts again at index 0 (we hold its lease: no other submit runs)
-            self.store.reset_counter(name)
+        # fenced by our lease; an empty cluster starts again at index 0 unless a submit of it may still commit
         floor = max((j.index for j in jobs), default=-1) + 1
-        first = self.store.reserve_indexes(name, wanted, floor=floor)
+        token = self._tokens.get(name)
+        first = self.store.reserve_indexes(name, wanted, token, floor=floor, empty=not jobs)
         labels = names[:wanted] if names is not None else [f"{name}-{first + i}" for i in range(wanted)]
         items = [(first + i, label) for i, label in enumerate(labels)]
         user = self.submit_user(record)
@@ -304,7 +312,7 @@ class Reconciler(Removals):
         description = worker_submit_description(spec, items)
         log.info("cluster %s: submitting %d jobs as %s, indexes %d..%d (counter now %d)",
                  name, wanted, owner, first, first + wanted - 1, first + wanted)
-        plans.append(SubmitPlan(record, outcome, user, items, description, by_name=names is not None))
+        plans.append(SubmitPlan(record, outcome, user, items, description, by_name=names is not None, token=token))
 
 
 def submit_user(record, settings) -> str | None:

@@ -47,7 +47,8 @@ def remove_jobs(schedd, cluster: str, job_ids: list[str], user: str | None, reas
 
 
 class Removals:
-    """The scale-down part of tasks.reconcile.Reconciler (needs `store`, `schedd`, `settings`, `submit_user`)."""
+    """The scale-down part of tasks.reconcile.Reconciler (needs `store`, `schedd`, `settings`, `submit_user`,
+    `_fenced`)."""
 
     def _remove(self, record, surplus: list[Job], outcome) -> bool:
         """Remove surplus jobs; running workers of a count-based cluster with a scheduler are retired
@@ -91,6 +92,8 @@ class Removals:
                 replace.append(job)
             else:
                 release.append(job)
+        if not self._fenced(name, outcome):  # our lease expired while we were stalled: not ours to act on
+            return False
         if release:
             counts = [self.store.count_release(name, job.name) for job in release]
             log.info("cluster %s: releasing held %s (release %s of %d): %s", name,

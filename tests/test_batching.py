@@ -7,6 +7,7 @@ Real redis-server, a real Celery worker and the local pool; schedd calls are cou
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from collections import Counter
 import pytest
 
 from state import Store, connect
-from tests.conftest import needs, wait_until
+from tests.conftest import REPO, needs, wait_until
 from tests.test_core import make_stack
 from workers.htcondor.queue_parser import parse_ads_text
 
@@ -110,23 +111,32 @@ def test_the_poll_takes_clusters_left_pending(stack):
     wait_until(lambda: store.batches_done("local"), timeout=30, message="the pending set drained")
 
 
-def test_a_scale_request_reads_nothing_before_its_one_recording_script(stack):
+def _client(redis_url: str, code: str) -> None:
+    """Run `code` in a process of its own, a client of `redis_url` (and of nothing else)."""
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(REPO),
+           "DASK_SCHEDULER_ADDRESS": "tcp://127.0.0.1:8786"}
+    out = subprocess.run([sys.executable, "-c", "from state import Store, connect; from tasks import api\n"
+                          "store = Store(connect())\n" + code], env=env, cwd=str(REPO), capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_a_scale_request_reads_nothing_before_its_one_recording_script(redis_server):
     """Enqueueing a request is one script on Redis: numbered, recorded and its schedd chosen together
     (tasks/api.enqueue_scale); no read of the cluster's record before it. Counted with Redis's own
-    commandstats; the requests go to a queue no worker consumes, so only the client's commands count."""
+    commandstats on a Redis of this test's own: no worker, no beat, no other client is connected while the
+    requests are made (checked), so every command counted is one the requests caused."""
     n = 20
-    r = Store(connect(stack.redis.url)).r
-    stack.python("from state import Store, connect; from tasks import api\n"
-                 "store = Store(connect())\n"
-                 "api.enqueue_scale(store, 'warm', 0, schedd='nobody')\n", timeout=60)
+    r = connect(redis_server.url)
+    _client(redis_server.url, "api.enqueue_scale(store, 'warm', 0, schedd='nobody')\n")  # scripts loaded
+    assert [c["id"] for c in r.client_list()] == [str(r.client_id())], "nothing else uses this Redis"
     r.config_resetstat()
-    stack.python("from state import Store, connect; from tasks import api\n"
-                 "store = Store(connect())\n"
-                 f"[api.enqueue_scale(store, f'q{{i}}', 2, schedd='nobody') for i in range({n})]\n", timeout=60)
+    _client(redis_server.url, f"[api.enqueue_scale(store, f'q{{i}}', 2, schedd='nobody') for i in range({n})]\n")
     stats = r.info("commandstats")
+    assert [c["id"] for c in r.client_list()] == [str(r.client_id())], "nothing else used this Redis meanwhile"
     scripts = stats.get("cmdstat_evalsha", {}).get("calls", 0) - stats.get("cmdstat_evalsha", {}).get("failed_calls", 0)
     assert scripts == n, stats
     # (commandstats also counts the commands a script runs: the script's own HGETs are expected)
     reads = {k: v["calls"] for k, v in stats.items() if k in ("cmdstat_hgetall", "cmdstat_smembers")}
     assert not reads, reads
-    assert Store(connect(stack.redis.url)).get("q7").schedd == "nobody"
+    assert Store(r).get("q7").schedd == "nobody"

@@ -211,3 +211,103 @@ def test_a_combined_submit_that_timed_out_is_not_submitted_again_in_the_round(se
         result = one_round(stack, wanted)  # the next round reads the queue, then submits
         assert not result["errors"], result
         assert {c: len(queue_of(stack, c)) for c in wanted} == {c: 2 for c in wanted}
+
+
+# ---- issue 23 item 2: a submit that committed but reported a failure -------------------------------
+
+#: condor_submit of the local pool, and then, as a schedd that times out after the commit answers: exit 1 with
+#: "Failed to commit". The mode file says what to do: "fail" (commit once, then fail), "twice" (a schedd that
+#: committed the same transaction twice, then failed: duplicates that slipped through), else pass through.
+FAILING_SUBMIT = r'''#!/usr/bin/env python3
+import os, subprocess, sys
+mode = open({mode!r}).read().strip() if os.path.exists({mode!r}) else ""
+data = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
+for _ in range(2 if mode == "twice" else 1):
+    out = subprocess.run([{real!r}, *sys.argv[1:]], input=data, capture_output=True)
+if mode in ("fail", "twice") and out.returncode == 0:
+    sys.stdout.buffer.write(out.stdout)
+    sys.stderr.write("\nERROR: Failed to commit job submission into the queue.\n")
+    sys.exit(1)
+sys.stdout.buffer.write(out.stdout)
+sys.stderr.buffer.write(out.stderr)
+sys.exit(out.returncode)
+'''
+
+
+@pytest.fixture
+def failing_submit():
+    """(CONDOR_BIN_DIR with condor_submit wrapped as FAILING_SUBMIT, its mode file). Outside pytest's private
+    tmp dir: condor_submit runs as the service user."""
+    import os
+    import shutil
+    import tempfile
+    from demo.services import install_pool
+    base = Path(tempfile.mkdtemp(prefix="htdask-commitfail-"))
+    base.chmod(0o755)
+    pool_bin = install_pool(base / "pool")
+    bindir = base / "condor-bin"
+    bindir.mkdir()
+    mode = base / "mode"
+    mode.write_text("")
+    mode.chmod(0o644)
+    for prog in os.listdir(pool_bin):
+        if prog == "condor_submit":
+            (bindir / prog).write_text(FAILING_SUBMIT.format(mode=str(mode), real=str(pool_bin / prog)))
+            (bindir / prog).chmod(0o755)
+        else:
+            (bindir / prog).symlink_to(pool_bin / prog)
+    yield str(bindir), mode
+    shutil.rmtree(base)
+
+
+def names_of(stack, cluster: str) -> list[str]:
+    return sorted(j["DaskWorkerName"] for j in queue_of(stack, cluster) if j["JobStatus"] in (1, 2, 5))
+
+
+def test_of_live_jobs_sharing_a_name_every_one_but_the_oldest_goes():
+    from domain.workerjobs import Job, newer_duplicates
+    jobs = [Job("10.0", 1, 0, "c-0"), Job("9.1", 2, 0, "c-0"), Job("9.0", 2, 1, "c-1"), Job("12.3", 1, 0, "c-0"),
+            Job("11.0", 1, 2, "c-2"), Job("13.0", 1, -1, "")]
+    assert [j.job_id for j in newer_duplicates(jobs)] == ["10.0", "12.3"], "by (ClusterId, ProcId), not as text"
+    assert newer_duplicates(jobs[2:3] + jobs[4:]) == []
+
+
+def test_a_combined_submit_that_committed_but_reported_failure_is_not_submitted_again(service_user,
+                                                                                       failing_submit):
+    bindir, mode = failing_submit
+    with make_stack(service_user, CONDOR_BIN_DIR=bindir) as stack:
+        mode.write_text("fail")
+        wanted = {"ca": [2, None, {}], "cb": [3, None, {}]}
+        result = one_round(stack, wanted)
+        assert len(stack.calls("condor_submit")) == 1, "the queue was read, not submitted to again"
+        assert not result["errors"], result
+        assert result["clusters"]["ca"]["submitted"] == 2 and result["clusters"]["cb"]["submitted"] == 3
+        assert names_of(stack, "ca") == ["ca-0", "ca-1"] and names_of(stack, "cb") == ["cb-0", "cb-1", "cb-2"]
+        log = (stack.logdir / "worker1.log").read_text()
+        assert "condor_submit reported a failure" in log and "they are kept, not submitted again" in log
+        mode.write_text("")
+        one_round(stack, wanted)  # the next round finds both complete
+        assert len(stack.calls("condor_submit")) == 1 and not stack.calls("condor_rm")
+        assert names_of(stack, "ca") == ["ca-0", "ca-1"] and names_of(stack, "cb") == ["cb-0", "cb-1", "cb-2"]
+
+
+def test_duplicates_that_slip_through_lose_the_newer_job_by_id_never_both(service_user, failing_submit):
+    bindir, mode = failing_submit
+    with make_stack(service_user, CONDOR_BIN_DIR=bindir) as stack:
+        mode.write_text("twice")  # every job queued twice (two HTCondor clusters), then "Failed to commit"
+        result = one_round(stack, {"ca": [2, None, {}], "cb": [1, None, {}]})
+        assert not result["errors"], result
+        assert len(stack.calls("condor_submit")) == 2, "the wrapper's two commits; the controller's one call"
+        jobs = {c: [j for j in queue_of(stack, c) if j["JobStatus"] in (1, 2, 5)] for c in ("ca", "cb")}
+        assert sorted(j["DaskWorkerName"] for j in jobs["ca"]) == ["ca-0", "ca-1"]
+        assert [j["DaskWorkerName"] for j in jobs["cb"]] == ["cb-0"]
+        kept = {f"{j['ClusterId']}.{j['ProcId']}" for js in jobs.values() for j in js}
+        rm = [json.loads(r[2]) for r in stack.calls("condor_rm")]
+        assert rm and not any("-constraint" in argv for argv in rm), "removed by job id"
+        removed = {a for argv in rm for a in argv if re.fullmatch(r"\d+\.\d+", a)}
+        assert len(removed) == 3 and not removed & kept, (removed, kept)
+        # the older job of each name stays: the first commit's HTCondor cluster, the second's removed
+        assert len({k.split(".")[0] for k in kept}) == 1 and len({r.split(".")[0] for r in removed}) == 1
+        assert int(min(kept).split(".")[0]) < int(min(removed).split(".")[0])
+        log = (stack.logdir / "worker1.log").read_text()
+        assert "carry a worker name an older live job has" in log

@@ -67,7 +67,9 @@ def test_worker_killed_during_scale_up_of_50(service_user):
         wait_until(lambda: len(live(stack, "crash")) == 50, timeout=60, message="50 jobs")
         time.sleep(2)
         jobs = assert_exact(stack, "crash", 50)
-        assert sorted(j["DaskWorkerIndex"] for j in jobs) == list(range(50))
+        # the killed round's names (0..49) are never handed out again while its condor_submit may still commit
+        # (issue 23 item 1): either that submit committed them, or the new round used the next 50
+        assert sorted(j["DaskWorkerIndex"] for j in jobs) in (list(range(50)), list(range(50, 100)))
 
 
 def test_worker_killed_during_scale_down(service_user):

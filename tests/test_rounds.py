@@ -3,6 +3,8 @@
 passes between tasks."""
 from __future__ import annotations
 
+import time
+
 from state import Store, connect, keys, rounds
 
 FIRST, LATER = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
@@ -19,14 +21,14 @@ def test_a_round_names_the_next_task_atomically_with_taking_its_batch(redis_serv
     # c joins during the round: the next round's task will take it
     taken, watch, handler = store.join_pending("s", "c", store.batch_lock("s"))
     assert not taken and handler == LATER and watch is None, "the watch was armed once, by b"
-    assert store.finish_round("s", lock, LATER) == rounds.KEPT, "c is pending: the next task is to be sent"
+    assert store.finish_round("s", lock, LATER, 10) == rounds.KEPT, "c is pending: the next task is to be sent"
     assert not store.r.exists(keys.batch_lock("s")), "released: the next task takes the lease anew"
     taken, _, handler = store.join_pending("s", "d", store.batch_lock("s"))
     assert not taken and handler == LATER, "queued behind the next round, not taking the free lock"
     nxt = store.batch_lock("s")
     assert store.start_queued_round("s", nxt, LATER)[0] and nxt.owned()
     assert sorted(store.start_round("s", nxt, FIRST, 10, 60)) == ["c", "d"]
-    assert store.finish_round("s", nxt, FIRST) == rounds.RELEASED
+    assert store.finish_round("s", nxt, FIRST, 10) == rounds.RELEASED
     assert store.batches_done("s")
 
 
@@ -37,6 +39,44 @@ def test_a_lost_lock_is_neither_released_nor_renamed(redis_server):
     store.r.set(keys.batch_lock("s"), "someone-else")  # ours expired and another process took it
     assert store.start_round("s", lock, LATER, 10, 60) == ["x"]
     assert not store.r.exists(keys.round_queued("s")), "a lost lock names no next round"
-    assert store.finish_round("s", lock, LATER) == rounds.LOST
+    assert store.finish_round("s", lock, LATER, 10) == rounds.LOST
     assert store.r.get(keys.batch_lock("s")) == "someone-else"
     assert rounds.holder_task("ab" * 16) is None, "a plain token names no task"
+
+
+def test_a_dead_rounds_mark_holds_nobody_up_once_its_lease_is_gone(redis_server):
+    """Issue 23 item 0: the queued mark of a round that died (SIGKILL with its batch taken) is honoured only
+    while the round's lease lives; the mark of a task sent but lost (prefetched by a dead worker) only for
+    its short TTL. Then the next request takes the lock itself, and the poll may queue a round."""
+    store = Store(connect(redis_server.url))
+    lock = store.batch_lock("s")
+    assert store.join_pending("s", "a", lock, FIRST)[0]
+    assert store.start_round("s", lock, LATER, 10, 600) == ["a"]
+    taken, _, handler = store.join_pending("s", "b", store.batch_lock("s"))
+    assert not taken and handler == LATER, "while the round's lease lives, its mark names the next round"
+    assert store.batch_state("s") == (1, True)
+    store.leases.drop(lock)
+    store.r.delete(keys.batch_lock("s"))  # the round was SIGKILLed: its lease expired unrenewed
+    assert store.batch_state("s") == (1, False), "a dead round's mark is no round: the poll may queue one"
+    nxt = store.batch_lock("s")
+    taken, watch, _ = store.join_pending("s", "c", nxt, FIRST)
+    assert taken and watch is None, "the next request takes the lock at once"
+    assert not store.r.exists(keys.round_queued("s"))
+    assert sorted(store.start_round("s", nxt, LATER, 10, 600)) == ["b", "c"]
+    store.add_pending("s", "d")
+    assert store.finish_round("s", nxt, LATER, 0.3) == rounds.KEPT
+    assert store.join_pending("s", "e", store.batch_lock("s"))[2] == LATER, "the sent task's mark is honoured"
+    assert 0 < store.r.pttl(keys.round_queued("s")) <= 300
+    time.sleep(0.4)  # ... for its TTL only: the task may have been lost with its worker
+    last = store.batch_lock("s")
+    assert store.join_pending("s", "f", last, FIRST)[0]
+    assert sorted(store.start_round("s", last, LATER, 10, 600)) == ["d", "e", "f"]
+    assert store.finish_round("s", last, LATER, 10) == rounds.RELEASED and store.batches_done("s")
+    # a lost lock's own mark is cleared with it
+    lost = store.batch_lock("s")
+    assert store.join_pending("s", "g", lost, FIRST)[0]
+    store.start_round("s", lost, LATER, 10, 600)
+    store.leases.drop(lost)
+    store.r.set(keys.batch_lock("s"), "someone-else")
+    assert store.finish_round("s", lost, LATER, 10) == rounds.LOST
+    assert not store.r.exists(keys.round_queued("s"))

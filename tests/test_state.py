@@ -17,24 +17,57 @@ def store(redis_server):
     return Store(connect(redis_server.url))
 
 
+def leased(store, name: str):
+    """Take the cluster's lease; returns its token (the fencing token reservations carry)."""
+    lock = store.cluster_lock(name)
+    assert store.acquire(lock)
+    return lock.local.token
+
+
 def test_reserve_is_one_incrby_and_respects_the_floor(store):
-    assert store.reserve_indexes("c", 5) == 0
-    assert store.reserve_indexes("c", 3) == 5
+    token = leased(store, "c")
+    assert store.reserve_indexes("c", 5, token) == 0
+    assert store.reserve_indexes("c", 3, token) == 5
     assert store.counter("c") == 8
     # Redis lost the counter but jobs up to index 41 are still in the queue: start at 42.
     store.reset_counter("c")
-    assert store.reserve_indexes("c", 2, floor=42) == 42
+    assert store.reserve_indexes("c", 2, token, floor=42) == 42
     assert store.counter("c") == 44
     # A floor below the counter changes nothing.
-    assert store.reserve_indexes("c", 1, floor=3) == 44
+    assert store.reserve_indexes("c", 1, token, floor=3) == 44
+
+
+def test_only_the_lease_holder_reserves_and_a_submit_in_flight_keeps_the_counter(store):
+    """Issue 23 item 1: the lease's token fences the counter; an empty cluster starts again at 0 only when no
+    submit of it may still commit."""
+    from state.counters import LeaseLost
+    lock = store.cluster_lock("f")
+    assert store.acquire(lock)
+    stale = lock.local.token
+    assert store.reserve_indexes("f", 2, stale, empty=True) == 0
+    assert store.submits_in_flight("f") == {stale.decode(): "0+2"}
+    # the holder stalls past its lease; another takes the lock, finds no job: the stalled submit may commit
+    store.leases.drop(lock)
+    store.r.delete(keys.lock("f"))
+    new = leased(store, "f")
+    with pytest.raises(LeaseLost):
+        store.reserve_indexes("f", 2, stale, empty=True)
+    assert store.counter("f") == 2, "the stale holder changed nothing"
+    assert store.reserve_indexes("f", 2, new, empty=True) == 2, "not reset: a submit of f is in flight"
+    assert store.lease_held("f", new) and not store.lease_held("f", stale)
+    assert store.leases_held([("f", new), ("f", stale), ("nope", new)]) == [True, False, False]
+    store.submit_done([("f", new, None), ("f", stale, ["f-0", "f-1"])])
+    assert store.submits_in_flight("f") == {} and store.submitted_names("f") == {"f-0", "f-1"}
+    assert store.reserve_indexes("f", 1, new, empty=True) == 0, "no submit in flight: an empty cluster restarts"
 
 
 def _reserve_many(url: str, n: int, out) -> None:
     s = Store(connect(url))
-    out.put([s.reserve_indexes("shared", 1) for _ in range(n)])
+    out.put([s.reserve_indexes("shared", 1, b"one-lease") for _ in range(n)])
 
 
 def test_8_processes_x_1000_reservations_never_duplicate(redis_server):
+    connect(redis_server.url).set(keys.lock("shared"), "one-lease")  # a lease all of them hold (no TTL)
     ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
     procs = [ctx.Process(target=_reserve_many, args=(redis_server.url, 1000, q)) for _ in range(8)]
@@ -67,7 +100,11 @@ def test_named_requests_replace_the_wanted_set(store):
 
 def test_delete_forgets_every_key_of_the_cluster(store):
     store.record_request("d", 3, schedd="local", owner="alice", options={"nthreads": 2})
-    store.reserve_indexes("d", 3)
+    lock = store.cluster_lock("d")
+    assert store.acquire(lock)
+    store.reserve_indexes("d", 3, lock.local.token)  # a submit in flight, until...
+    store.submit_done([("d", lock.local.token, ["d-0"])])
+    assert store.release(lock)
     store.write_poll("local", {"d": {"idle": 1, "held_reasons": {}}}, {"d": {"1.0": "{}"}}, time.time())
     store.delete("d")
     assert [k for k in store.r.scan_iter(match="*:d")] == []
