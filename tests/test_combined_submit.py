@@ -303,11 +303,23 @@ def test_duplicates_that_slip_through_lose_the_newer_job_by_id_never_both(servic
         assert [j["DaskWorkerName"] for j in jobs["cb"]] == ["cb-0"]
         kept = {f"{j['ClusterId']}.{j['ProcId']}" for js in jobs.values() for j in js}
         rm = [json.loads(r[2]) for r in stack.calls("condor_rm")]
-        assert rm and not any("-constraint" in argv for argv in rm), "removed by job id"
-        removed = {a for argv in rm for a in argv if re.fullmatch(r"\d+\.\d+", a)}
+        constraints = [argv[argv.index("-constraint") + 1] for argv in rm]
+        assert rm and not any("DaskWorkerIndex" in c or "DaskWorkerName" in c for c in constraints), "by job id"
+        removed = _job_ids_of(constraints)
         assert len(removed) == 3 and not removed & kept, (removed, kept)
         # the older job of each name stays: the first commit's HTCondor cluster, the second's removed
         assert len({k.split(".")[0] for k in kept}) == 1 and len({r.split(".")[0] for r in removed}) == 1
         assert int(min(kept).split(".")[0]) < int(min(removed).split(".")[0])
         log = (stack.logdir / "worker1.log").read_text()
         assert "carry a worker name an older live job has" in log
+
+
+def _job_ids_of(constraints: list[str]) -> set[str]:
+    """The job ids 'C.P' that removal constraints name (domain.jobspec.job_id_terms: ranges and members)."""
+    out = set()
+    for c in constraints:
+        for cid, first, last in re.findall(r"ClusterId == (\d+) && ProcId >= (\d+) && ProcId <= (\d+)", c):
+            out |= {f"{cid}.{p}" for p in range(int(first), int(last) + 1)}
+        for cid, procs in re.findall(r"ClusterId == (\d+) && member\(ProcId, \{([\d,]+)\}\)", c):
+            out |= {f"{cid}.{p}" for p in procs.split(",")}
+    return out

@@ -17,11 +17,13 @@ import pytest
 from demo.procs import Process, free_port, wait_for_port
 from demo.redis_server import RedisServer
 from demo.services import REPO, base_env, wait_for_worker
+from tests.conftest import needs
 
 EVICTING = ["--maxmemory", "10mb", "--maxmemory-policy", "volatile-lru"]
 
 
 @pytest.fixture
+@needs("redis", "stack")  # redis-server; Celery worker, beat and Flower processes
 def evicting(tmp_path):
     server = RedisServer(tmp_path / "redis", extra=EVICTING).start()
     yield server
