@@ -4,7 +4,7 @@ PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo pyth
 # The venv is .venv, except in a checkout other Unix users cannot enter (a clone under /root, 0700)
 # run as root: the jobs' users need its interpreter and packages, so it lives under /var/lib/htdask
 # and .venv links to it (harness/venv_dir.py). Nothing else run as another user reads the checkout:
-# the pool's programs are installed into each pool's directory (localpool/install.py).
+# the pool's programs are installed into each pool's directory (htdask_localpool/install.py).
 VENV   := $(shell $(PYTHON) harness/venv_dir.py)
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed

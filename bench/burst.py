@@ -42,7 +42,7 @@ def live_jobs(stack: BenchStack, cluster: str) -> list[dict]:
 
 
 def one_burst(stack: BenchStack, cluster: str, counts: list[int]) -> dict:
-    from state import Store, connect
+    from htdask.state import Store, connect
     from tasks import api
     store = Store(connect(stack.env["REDIS_URL"]))
     mark = time.time()

@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from demo import procs, services  # noqa: E402
-from demo.procs import Process  # noqa: E402
-from demo.services import POOL_BIN, Stack  # noqa: E402
+from htdask.demo import procs, services  # noqa: E402
+from htdask.demo.procs import Process  # noqa: E402
+from htdask.demo.services import POOL_BIN, Stack  # noqa: E402
 
 BENCH_USER = "htdask-bench"
 SCHEDULER = "tcp://127.0.0.1:8786"  # the fake worker never connects
@@ -39,7 +39,7 @@ def bench_user() -> str:
     """
     if os.geteuid() != 0:
         return pwd.getpwuid(os.getuid()).pw_name
-    from demo.users import ensure_user
+    from htdask.demo.users import ensure_user
     ensure_user(BENCH_USER)
     return BENCH_USER
 
@@ -107,7 +107,7 @@ class BenchStack(Stack):
                 os.environ[key] = self.env[key]
         from tasks import context
         context.reset()
-        from state import configure_celery
+        from htdask.state import configure_celery
         from tasks.app import app
         configure_celery(app, self.env["REDIS_URL"])
 
@@ -123,7 +123,7 @@ class BenchStack(Stack):
 def wait_worker_ready(stack: Stack, proc: Process, timeout: float = 60.0) -> None:
     """Wait until the worker answers a ping (works whatever its log level)."""
     from celery import Celery
-    from state import configure_celery
+    from htdask.state import configure_celery
     probe = Celery("probe")
     configure_celery(probe, stack.env["REDIS_URL"])
     deadline = time.monotonic() + timeout
@@ -195,12 +195,12 @@ def machine() -> str:
 # -- bare HTCondor baselines (what a site's script would run by hand) ---------------------------------------
 def bare_description(cluster: str, owner: str, items: list[tuple[int, str]]) -> str:
     """The submit description our reconcile writes for `items` [(index, name)] of `cluster`, rendered:
-    the same `domain.jobspec.worker_submit_description` with the same site defaults and log directory
+    the same `htdask.domain.jobspec.worker_submit_description` with the same site defaults and log directory
     (tasks/reconcile.py), so a bare `condor_submit` of it does exactly the HTCondor-side work ours does."""
     from tasks import worker_logs
     from tasks.config import settings
     from tasks.options import job_options
-    from domain.jobspec import WorkerJobSpec, worker_submit_description
+    from htdask.domain.jobspec import WorkerJobSpec, worker_submit_description
     options = job_options({})
     options["log_dir"] = worker_logs.cluster_dir(settings().log_dir, cluster)
     worker_logs.ensure_dir(options["log_dir"], owner)
@@ -257,7 +257,7 @@ def calls_in(pool_dir: str | Path, since: float = 0.0, command: str | None = Non
 
 def bare_query(stack: BenchStack) -> float:
     """Seconds of a bare `condor_q -json` of our jobs with the poll's projection, output discarded."""
-    from domain.jobspec import POLL_PROJECTION, ours_constraint
+    from htdask.domain.jobspec import POLL_PROJECTION, ours_constraint
     argv = ["condor_q", "-json", "-allusers", "-constraint", ours_constraint(),
             "-attributes", ",".join(POLL_PROJECTION)]
     t0 = time.perf_counter()

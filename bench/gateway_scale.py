@@ -1,7 +1,7 @@
 """Benchmark `gateway_scale`: from `new_cluster()` + `scale(8)` to 8 workers connected, through a real
 dask-gateway-server, our HTCondor backend against dask-gateway's `UnsafeLocalBackend`, in one run.
 
-ours      `gateway/config.py` (HTCondorBackend): the 8 starts become one Celery request and one
+ours      `htdask/gateway/config.py` (HTCondorBackend): the 8 starts become one Celery request and one
           `condor_submit` to the local pool, whose jobs run `dask worker` as an unprivileged account.
 baseline  dask-gateway's UnsafeLocalBackend: the gateway starts 8 `dask worker` processes itself.
 
@@ -24,9 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import bench_path, bench_user, figure, machine, say  # noqa: E402
-from gateway.pyenv import dask_command, job_environment  # noqa: E402
-from demo.gateway_server import GatewayServer, close_client  # noqa: E402
-from demo.services import Stack  # noqa: E402
+from htdask.gateway.pyenv import dask_command, job_environment  # noqa: E402
+from htdask.demo.gateway_server import GatewayServer, close_client  # noqa: E402
+from htdask.demo.services import Stack  # noqa: E402
 
 GOAL = 1.05  # issue 18 (was 1.3)
 COMMON = {"cluster_heartbeat_period": 2, "cluster_heartbeat_timeout": 60.0}

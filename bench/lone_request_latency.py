@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     burst = None
     with BenchStack() as stack:
         stack.activate()
-        from state import Store, connect
+        from htdask.state import Store, connect
         store = Store(connect(stack.env["REDIS_URL"]))
         stack.condor("condor_q")  # starts the pool's runner outside the measurement
         noop(-1)

@@ -22,7 +22,7 @@ import tracemalloc
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from workers.htcondor.queue_parser import parse_ads  # noqa: E402
-from domain.summary import summarize  # noqa: E402
+from htdask.domain.summary import summarize  # noqa: E402
 
 GOAL_TIME = 1.5
 GOAL_MEM = 0.5

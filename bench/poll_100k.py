@@ -1,7 +1,7 @@
 """Benchmark `poll_100k`: a full poll of a 100,000-job queue against a bare `condor_q -json` of it,
 and the poller's peak memory growth.
 
-setup     `python -m localpool seed` puts 100,000 never-started jobs carrying our ClassAds
+setup     `python -m htdask_localpool seed` puts 100,000 never-started jobs carrying our ClassAds
           (DaskGatewayCluster, DaskWorkerName, DaskWorkerIndex, DaskClusterOwner, JobBatchName) into the
           stack's pool: 200 clusters of 500 jobs, 85% idle, 12% running, 3% held; each cluster is
           recorded in Redis with desired = 500 (so the poll's drift check runs).
@@ -48,7 +48,7 @@ def seed(stack: BenchStack, jobs: int, per: int, owner: str) -> list[str]:
     running = jobs * 12 // 100
     parts = [(jobs - held - running, 1), (running, 2), (held, 5)]
     for count, status in parts:
-        argv = [sys.executable, "-m", "localpool", "seed", str(count), "--procs-per-cluster", str(per),
+        argv = [sys.executable, "-m", "htdask_localpool", "seed", str(count), "--procs-per-cluster", str(per),
                 "--status", str(status), "--owner", owner]
         for a in attrs:
             argv += ["--attr", a]
@@ -64,7 +64,7 @@ def child(polls: int, mode: str) -> None:
 
     import psutil
 
-    from state import Store, connect
+    from htdask.state import Store, connect
     from tasks import context
     from tasks.config import settings
     from tasks.poll import Poller
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     mb = 2**20
     with BenchStack() as stack:
         stack.activate()
-        from state import Store, connect
+        from htdask.state import Store, connect
         owner = stack.env["DEFAULT_OWNER"]
         t0 = time.perf_counter()
         names = seed(stack, a.jobs, a.per_cluster, owner)

@@ -1,7 +1,7 @@
 """Benchmark `poll_1m`: a poll of a 1,000,000-job queue of which 10,000 jobs are ours, against a bare
 `condor_q -json` with the same constraint, in one run; and the poller's peak memory growth.
 
-setup     `python -m localpool seed` (one SQLite transaction; ~1.5 s per 100,000 jobs on a quiet 2-core
+setup     `python -m htdask_localpool seed` (one SQLite transaction; ~1.5 s per 100,000 jobs on a quiet 2-core
           machine, so 1,000,000 seed in well under a minute: no cached pool is needed) puts into the
           stack's pool 990,000 never-started jobs of other users without our ClassAds (clusters of 10) and
           10,000 jobs carrying them (20 clusters of 500: 85% idle, 12% running, 3% held, as poll_100k);
@@ -37,8 +37,8 @@ SEEDED = re.compile(r"clusters (\d+)\.\.(\d+)")
 
 
 def seed(stack: BenchStack, count: int, per: int, owner: str, status: int = 1, attrs: list[str] = ()) -> range:
-    """`python -m localpool seed`; the HTCondor cluster ids it used."""
-    argv = [sys.executable, "-m", "localpool", "seed", str(count), "--procs-per-cluster", str(per),
+    """`python -m htdask_localpool seed`; the HTCondor cluster ids it used."""
+    argv = [sys.executable, "-m", "htdask_localpool", "seed", str(count), "--procs-per-cluster", str(per),
             "--status", str(status), "--owner", owner]
     for a in attrs:
         argv += ["--attr", a]
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     mb = 2**20
     with BenchStack() as stack:
         stack.activate()
-        from state import Store, connect
+        from htdask.state import Store, connect
         owner = stack.env["DEFAULT_OWNER"]
         t0 = time.perf_counter()
         others = a.jobs - a.ours

@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (BenchStack, against_faster_baseline, figure, results_and_rounds, say,  # noqa: E402
                           wait_until)
-from demo import services  # noqa: E402
+from htdask.demo import services  # noqa: E402
 
 SCHEDD_CALLS = ("condor_q", "condor_history", "condor_submit", "condor_rm", "condor_hold", "condor_release")
 
 
 def setup_clusters(stack: BenchStack, clusters: int, per: int) -> list[str]:
-    from state import Store, connect
+    from htdask.state import Store, connect
     from tasks import api
     store = Store(connect(stack.env["REDIS_URL"]))
     names = [f"c{i}" for i in range(clusters)]
@@ -67,7 +67,7 @@ def beat_ticks(stack: BenchStack, ticks: int) -> tuple[int, dict[str, int], list
 
 
 def ours_poll(stack: BenchStack) -> tuple[float, int, int]:
-    from state import Store, connect
+    from htdask.state import Store, connect
     from tasks import context
     from tasks.config import settings
     from tasks.poll import Poller
@@ -91,7 +91,7 @@ async def _one_query(cluster: str, projection: str) -> int:
 
 
 def baseline_poll(stack: BenchStack, names: list[str], concurrent: bool) -> tuple[float, int, int]:
-    from domain.jobspec import POLL_PROJECTION
+    from htdask.domain.jobspec import POLL_PROJECTION
     projection = ",".join(POLL_PROJECTION)
 
     async def run():

@@ -14,7 +14,7 @@ bare      `condor_submit -terse FILE` as the same user, FILE = the description o
           10,000 (index, name) items (bench.common.bare_description), written before the clock starts.
 Rounds run bare, ours, ours, bare, ... (each cluster is new, the queue grows by 10,000 per run, so
 the order alternates); medians are compared.
-Redis: the sum of `MEMORY USAGE ... SAMPLES 0` over the cluster's keys (state.keys.per_cluster) after the
+Redis: the sum of `MEMORY USAGE ... SAMPLES 0` over the cluster's keys (htdask.state.keys.per_cluster) after the
 request, and after one poll (which writes the per-job records and the summary); the latter is the figure.
 
     python bench/scale_10k.py [--workers 10000] [--rounds 2] [--profile]
@@ -68,7 +68,7 @@ def run_bare(stack: BenchStack, cluster: str, n: int, owner: str) -> float:
 
 
 def redis_bytes(store, cluster: str) -> dict[str, int]:
-    from state import keys
+    from htdask.state import keys
     usage = {}
     for key in keys.per_cluster(cluster):
         used = store.r.memory_usage(key, samples=0)  # samples=0: every element of a collection
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     exact = True
     with BenchStack(MAX_WORKERS_PER_CLUSTER=str(max(n, 1000))) as stack:
         stack.activate()
-        from state import Store, connect
+        from htdask.state import Store, connect
         store = Store(connect(stack.env["REDIS_URL"]))
         owner = stack.env["DEFAULT_OWNER"]
         stack.condor("condor_q")  # starts the pool's runner outside the measurement

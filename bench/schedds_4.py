@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (BenchStack, bare_description, bare_submit, calls_in, figure,  # noqa: E402
                           results_and_rounds, say, wait_worker_ready)
-from demo.services import stop_pool  # noqa: E402
+from htdask.demo.services import stop_pool  # noqa: E402
 
 GOAL_RATIO = 0.5
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             for proc in started:
                 wait_worker_ready(stack, proc)
             stack.activate()
-            from state import Store, connect
+            from htdask.state import Store, connect
             from tasks import api
             store = Store(connect(stack.env["REDIS_URL"]))
             owner = stack.env["DEFAULT_OWNER"]

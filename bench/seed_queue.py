@@ -5,7 +5,7 @@ temporary one unless --pool-dir is given), then times (best of R runs) the contr
 
     condor_q -json -allusers -constraint 'DaskGatewayCluster =!= undefined' -attributes <8 attrs>
 
-through the real localpool/bin/condor_q program, and prints the result.
+through the real htdask_localpool/bin/condor_q program, and prints the result.
 
     python bench/seed_queue.py [--jobs 100000] [--per-cluster 50] [--repeat 3] [--pool-dir DIR] [--keep]
 """
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-POOL_BIN = REPO / "localpool" / "bin"
+POOL_BIN = REPO / "htdask_localpool" / "bin"
 ATTRS = "ClusterId,ProcId,JobStatus,Owner,DaskGatewayCluster,DaskWorkerName,DaskWorkerIndex,EnteredCurrentStatus"
 GOAL_S = 3.0
 
@@ -44,7 +44,7 @@ def main() -> int:
     env["PYTHONPATH"] = str(REPO)
     try:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "localpool", "seed", str(a.jobs),
+        subprocess.run([sys.executable, "-m", "htdask_localpool", "seed", str(a.jobs),
                         "--procs-per-cluster", str(a.per_cluster),
                         "--attr", 'DaskGatewayCluster="bench-$(ClusterId)"',
                         "--attr", 'DaskWorkerName="bench-$(ClusterId)-$(ProcId)"',
@@ -68,7 +68,7 @@ def main() -> int:
               f"-- goal < {GOAL_S:.0f}s: {'OK' if best < GOAL_S else 'SLOW'}")
         return 0 if best < GOAL_S else 1
     finally:
-        subprocess.run([sys.executable, "-m", "localpool", "stop"], env=env, cwd=REPO,
+        subprocess.run([sys.executable, "-m", "htdask_localpool", "stop"], env=env, cwd=REPO,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if tmp and not a.keep:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -35,8 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.sentinel import SentinelSet  # noqa: E402
-from demo.services import FAKE_WORKER, REPO, Stack  # noqa: E402
-from demo.users import ensure_user  # noqa: E402
+from htdask.demo.services import FAKE_WORKER, REPO, Stack  # noqa: E402
+from htdask.demo.users import ensure_user  # noqa: E402
 
 SOAK_USER = "htdask-soak"
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     with Stack(beat=True, redis=sentinels, **env) as stack:
         stack.start_worker("worker2")
         os.environ.update(stack.env)
-        from state import Store, connect
+        from htdask.state import Store, connect
         from tasks import api
         store = Store(connect(stack.redis.url))
         names = [f"soak-{i}" for i in range(a.clusters)]
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         failover: list[float] = []
 
         def fault(*args: str) -> None:
-            subprocess.run([sys.executable, "-m", "localpool", "fault", *args], env=stack.env, cwd=REPO,
+            subprocess.run([sys.executable, "-m", "htdask_localpool", "fault", *args], env=stack.env, cwd=REPO,
                            check=True, capture_output=True, timeout=30)
             stats["faults"] += 1
 

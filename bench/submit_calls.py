@@ -115,7 +115,7 @@ def run_baseline(stack: BenchStack, n: int, tag: str, concurrent: bool = True) -
 
 
 def run_ours(stack: BenchStack, n: int, cluster: str) -> tuple[float, int, int]:
-    from state import Store, connect
+    from htdask.state import Store, connect
     from tasks import api
     from tasks.app import app
     store = Store(connect(stack.env["REDIS_URL"]))

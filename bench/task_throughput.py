@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     n = a.tasks
     with BenchStack(concurrency=a.concurrency, SCHEDD_MIN_INTERVAL="0") as stack:
         stack.activate()
-        from state import Store, connect
+        from htdask.state import Store, connect
         from tasks import api
         from tasks.app import app
         store = Store(connect(stack.env["REDIS_URL"]))

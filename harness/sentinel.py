@@ -15,8 +15,8 @@ import signal
 import time
 from pathlib import Path
 
-from demo.procs import Process, Started, free_port, installed_program, wait_for_port, work_directory
-from demo.redis_server import RedisServer
+from htdask.demo.procs import Process, Started, free_port, installed_program, wait_for_port, work_directory
+from htdask.demo.redis_server import RedisServer
 
 MASTER_NAME = "htdaskmaster"
 #: how long a silent master counts as up (ms); short, so a test's failover takes seconds

@@ -13,9 +13,9 @@ import sys
 import click
 import redis
 
-from settings import SettingsError
-from state.connection import RedisSettingError, check_eviction
-from domain import validation
+from htdask.settings import SettingsError
+from htdask.state.connection import RedisSettingError, check_eviction
+from htdask.domain import validation
 from workers.runas import UserRefused
 
 BAD_INPUT = (validation.ValidationError, UserRefused)
@@ -85,13 +85,13 @@ def fail(message: str, code: int):
 
 
 def redacted_url() -> str:
-    from state.connection import redact
+    from htdask.state.connection import redact
     from tasks.config import settings
     return redact(settings().redis_url)
 
 
 def store():
-    from state import Store, connect
+    from htdask.state import Store, connect
     from tasks.config import settings
     config = settings()
     s = Store(connect(config.redis_url), settings=config)

@@ -11,8 +11,8 @@ import click
 
 from htdask.base import (BadInput, Command, Failure, duration, emit_json, examples, json_option, store as _store,
                          table)
-from domain import validation
-from domain.jobstatus import JobStatus
+from htdask.domain import validation
+from htdask.domain.jobstatus import JobStatus
 
 def _known(store, cluster: str) -> None:
     """An unknown cluster is one line and exit 1 (status, jobs, delete alike)."""
@@ -49,7 +49,7 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
 
     Options given now are merged with the ones recorded for the cluster (a later `--memory 4GiB` keeps
     its `--scheduler`)."""
-    from state.managed import managers
+    from htdask.state.managed import managers
     from tasks import api
     from tasks.config import settings
     from workers import identity

@@ -24,7 +24,7 @@ import click
 from htdask import __version__, commands
 from htdask.health import worker_health
 from htdask.base import Failure, Group, examples
-from settings import load
+from htdask.settings import load
 
 
 @click.group(cls=Group, epilog=examples(
@@ -41,7 +41,7 @@ def main(verbose: bool):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Every setting validated before any command runs, the Redis URL parsed (one server or Sentinel):
     # a bad one is one line, exit 2 (Group.main).
-    from state.connection import parse
+    from htdask.state.connection import parse
     parse(load().redis_url)
 
 
@@ -54,7 +54,7 @@ for _command in (commands.scale, commands.delete, commands.status, commands.jobs
 @click.option("--keep", is_flag=True, help="Leave everything running, print its URLs and passwords, until Ctrl-C.")
 def demo(keep):
     """Start Redis, the local pool, a Celery worker, beat and Flower; scale a cluster; stop everything."""
-    from demo.run import run_demo
+    from htdask.demo.run import run_demo
     sys.exit(run_demo(keep=keep))
 
 
@@ -65,7 +65,7 @@ def demo(keep):
 def exporter(address, port):
     """Serve Prometheus metrics (/metrics), a status page (/) and /healthz, read from Redis only."""
     try:
-        from exporter.server import serve  # reads the settings: a bad one is named below
+        from htdask.exporter.server import serve  # reads the settings: a bad one is named below
         serve(address, port, on_ready=lambda url: click.echo(f"exporter: serving {url} (metrics at {url}metrics)",
                                                              err=True))
     except ValueError as e:  # a bad setting, named
@@ -88,10 +88,10 @@ def exporter(address, port):
 def operator(kubeconfig, context, instance, api_url, namespace, no_leader_election, log_level):
     """Run the DaskCluster operator (Kubernetes): dask-gateway's DaskClusters get their scheduler
     pod in Kubernetes and their workers as HTCondor jobs through the Celery tasks.  Settings: see
-    k8s_operator/README.md."""
-    from k8s_operator import config
-    from k8s_operator.main import StartError, run
-    from state.connection import check_eviction_or_exit
+    htdask/k8s_operator/README.md."""
+    from htdask.k8s_operator import config
+    from htdask.k8s_operator.main import StartError, run
+    from htdask.state.connection import check_eviction_or_exit
     check_eviction_or_exit("htdask operator")  # a Redis that may evict our keys: one line, exit 2
     logging.getLogger().setLevel(log_level.upper())
     try:

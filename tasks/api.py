@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from state import Store
-from state.requests import ScheddMismatch
-from state.managed import managers
+from htdask.state import Store
+from htdask.state.requests import ScheddMismatch
+from htdask.state.managed import managers
 from tasks import health, status
 from tasks.app import app
 from tasks.config import poll_queue, settings
-from domain import validation
+from htdask.domain import validation
 from tasks.options import check_job_options
 from workers.runas import check_user
 

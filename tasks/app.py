@@ -10,7 +10,7 @@ import logging
 from celery import Celery
 from celery.signals import after_setup_logger, celeryd_after_setup, task_postrun
 
-from state.connection import configure_celery
+from htdask.state.connection import configure_celery
 from tasks.config import poll_queue, settings
 
 app = Celery("htdask", include=["tasks.cluster_tasks", "tasks.history"])

@@ -1,7 +1,7 @@
 """Beat runs celery-redbeat's scheduler: one active beat, however many are started, through Redis outages.
 
 Two `celery beat` processes started by mistake would otherwise send every periodic task twice
-(celery #2856). RedBeat keeps the schedule's state in Redis (under `state.keys.redbeat_prefix()`) and sends
+(celery #2856). RedBeat keeps the schedule's state in Redis (under `htdask.state.keys.redbeat_prefix()`) and sends
 only while it holds its Redis lock; the schedule itself stays in beat_schedule.py (RedBeat installs the app's
 `beat_schedule` as its static entries, dropping entries no longer there).
 
@@ -33,9 +33,9 @@ from redbeat import RedBeatScheduler
 from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, acquire_distributed_beat_lock, get_redis
 from redis.exceptions import LockError
 
-from settings import load
-from state import connect, redact
-from state.connection import check_eviction_or_exit, eviction_checked
+from htdask.settings import load
+from htdask.state import connect, redact
+from htdask.state.connection import check_eviction_or_exit, eviction_checked
 
 log = logging.getLogger(__name__)
 

@@ -8,16 +8,16 @@ from __future__ import annotations
 import sys
 
 import beat_schedule
-from settings import load_or_exit
-from state import keys
-from state.connection import check_eviction_or_exit, check_or_exit
+from htdask.settings import load_or_exit
+from htdask.state import keys
+from htdask.state.connection import check_eviction_or_exit, check_or_exit
 from tasks import beat
 
 # "htdask worker: bad setting: ..." (or beat, flower): the program that is refusing to start
 _program = "htdask " + next((a for a in sys.argv[1:] if a in ("worker", "beat", "flower")), "celery")
 _s = load_or_exit(_program)
 # Broker and result backend: one Redis server, or kombu's sentinel:// transport and celery's sentinel result
-# backend following the master across a failover (state.connection); an unusable one stops the process.
+# backend following the master across a failover (htdask.state.connection); an unusable one stops the process.
 _redis = check_or_exit(_program, _s.redis_url)
 # A Redis that may evict keys (maxmemory-policy other than noeviction) stops a worker, beat or Flower here, one
 # line (REDIS_ALLOW_EVICTION=1: a warning); a Redis down now is checked once it answers (heartbeat, beat).

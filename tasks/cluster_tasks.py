@@ -18,14 +18,14 @@ import uuid
 import redis
 from celery import Task
 
-from state import rounds
+from htdask.state import rounds
 from tasks import context
 from tasks.app import app
 from tasks.config import settings
 from tasks.poll import Poller
 from tasks.deletion import delete_jobs_and_state
 from tasks.reconcile import Reconciler
-from domain import validation
+from htdask.domain import validation
 from workers.htcondor.schedd import ScheddError
 
 log = logging.getLogger(__name__)
@@ -83,13 +83,13 @@ def reconcile_batched(cluster: str, task_id: str | None = None) -> dict:
     """Reconcile `cluster` together with every other cluster waiting on this schedd.
 
     The cluster joins the schedd's pending set. The task that takes the schedd's batch lock (a lease,
-    state/locks.py) runs one round for every pending cluster (one condor_q for all,
+    htdask/state/locks.py) runs one round for every pending cluster (one condor_q for all,
     `Reconciler.reconcile_many`); a task that finds the lock held, or a round queued, returns at once, its
     cluster left to that round. Clusters that joined during the round go to one `reconcile_pending` task
     at the back of the queue (named in the queued mark from the moment the round took its batch): the
     requests in front of it gather meanwhile, so a thousand requests cost a few schedd queries, and no
     task ever waits for another or keeps a worker process while requests arrive. That task takes the
-    lease anew: no token passes between tasks (state/rounds.py). The mark is honoured only while the
+    lease anew: no token passes between tasks (htdask/state/rounds.py). The mark is honoured only while the
     round's lease lives, then for LOCK_TTL while its task starts: a round or task that died holds up
     its clusters until the next request or poll, at most LOCK_TTL + POLL_INTERVAL.
     Returns the cluster's outcome, or {"state": "queued", "handled_by": task id} when its reconcile is

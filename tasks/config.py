@@ -1,4 +1,4 @@
-"""The settings of the Celery side: the one model of settings/ (every variable, its default and meaning
+"""The settings of the Celery side: the one model of htdask/settings/ (every variable, its default and meaning
 is declared there and listed in the README).
 
 `settings()` is `settings.load()`: built and validated on the first call, the same object afterwards;
@@ -6,7 +6,7 @@ tests that change the environment get a fresh one (`settings.cache_clear()` forg
 """
 from __future__ import annotations
 
-from settings import Settings, load
+from htdask.settings import Settings, load
 
 __all__ = ["Settings", "settings", "poll_queue"]
 

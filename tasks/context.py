@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 
-from state import Store, connect
+from htdask.state import Store, connect
 from tasks.config import settings
 from tasks.throttle import ThrottledSchedd
 from workers.htcondor import get_schedd

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import logging
 
-from domain.jobspec import cluster_constraint
-from domain.workerjobs import LIVE, jobs_of
-from state import Store
+from htdask.domain.jobspec import cluster_constraint
+from htdask.domain.workerjobs import LIVE, jobs_of
+from htdask.state import Store
 from tasks.reconcile import PROJECTION, submit_user
 from workers.htcondor.schedd import Schedd
 

@@ -15,10 +15,10 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-from domain.jobspec import CONSTRAINT_MAX, clusters_constraint, job_id_terms, ours_constraint
-from domain.jobend import HISTORY_ATTRIBUTES, how, record_of
-from domain.jobstatus import JobStatus
-from domain.retry import delay
+from htdask.domain.jobspec import CONSTRAINT_MAX, clusters_constraint, job_id_terms, ours_constraint
+from htdask.domain.jobend import HISTORY_ATTRIBUTES, how, record_of
+from htdask.domain.jobstatus import JobStatus
+from htdask.domain.retry import delay
 from workers.htcondor.schedd import ScheddError
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from domain.jobstatus import QUEUED
-from state import Store
+from htdask.domain.jobstatus import QUEUED
+from htdask.state import Store
 from tasks import heartbeat
 from tasks.config import settings
 
@@ -71,7 +71,7 @@ def staleness(store: Store, queue: str, polled_at: float | None, poll: dict, now
 def require_known(store: Store, cluster: str) -> None:
     """Raise UnknownCluster unless the cluster has a record, a summary or job records."""
     pipe = store.r.pipeline(transaction=False)
-    from state import keys
+    from htdask.state import keys
     for key in (keys.cluster(cluster), keys.summary(cluster), keys.jobs(cluster)):
         pipe.exists(key)
     if not any(pipe.execute()):

@@ -11,8 +11,8 @@ import logging
 
 from celery import bootsteps
 
-from state import Store, connect
-from state.connection import check_eviction_or_exit, eviction_checked
+from htdask.state import Store, connect
+from htdask.state.connection import check_eviction_or_exit, eviction_checked
 
 log = logging.getLogger(__name__)
 

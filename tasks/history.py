@@ -12,8 +12,8 @@ import classad2
 
 from tasks import context
 from tasks.app import app
-from domain import validation
-from domain.jobspec import CONSTRAINT_MAX, cluster_constraint
+from htdask.domain import validation
+from htdask.domain.jobspec import CONSTRAINT_MAX, cluster_constraint
 
 log = logging.getLogger(__name__)
 

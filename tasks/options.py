@@ -1,12 +1,12 @@
-"""A cluster's job options: the fields of `domain.jobspec.WorkerJobSpec` a request may set."""
+"""A cluster's job options: the fields of `htdask.domain.jobspec.WorkerJobSpec` a request may set."""
 from __future__ import annotations
 
 import functools
 import json
 
 from tasks.config import settings
-from domain import validation
-from domain.jobspec import WorkerJobSpec, worker_submit_description
+from htdask.domain import validation
+from htdask.domain.jobspec import WorkerJobSpec, worker_submit_description
 
 
 def job_options(options: dict) -> dict:

@@ -20,15 +20,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from state import Store
-from domain.jobspec import POLL_PROJECTION, ours_constraint
+from htdask.state import Store
+from htdask.domain.jobspec import POLL_PROJECTION, ours_constraint
 from tasks import ended
 from workers.htcondor.schedd import Schedd, ScheddError
-from domain.jobend import end_kind
-from domain.jobstatus import KEYS, JobStatus, kept_hold
-from domain.retry import retrying
+from htdask.domain.jobend import end_kind
+from htdask.domain.jobstatus import KEYS, JobStatus, kept_hold
+from htdask.domain.retry import retrying
 from workers import dask_scheduler
-from domain.summary import AdCounts, ClusterSummary, JobRecord, summarize
+from htdask.domain.summary import AdCounts, ClusterSummary, JobRecord, summarize
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def kept_holds(summary, keep_codes) -> dict[str, int]:
 
 
 def summary_fields(summary, polled_at: float, keep_codes=()) -> dict:
-    """The Redis form of one cluster's summary (see state.keys): a count per JobStatus key, the owner,
+    """The Redis form of one cluster's summary (see htdask.state.keys): a count per JobStatus key, the owner,
     hold reasons and codes, idle jobs no slot matched (LastRejMatchReason -> jobs)."""
     return {
         **{key: getattr(summary, key) for key in KEYS}, "owner": summary.owner,
@@ -210,7 +210,7 @@ class Poller:
             by_kind = dict(before["ended"]) if isinstance(before.get("ended"), dict) else {
                 k: n for k, n in (("unknown", int(before.get("ended_completed") or 0)),  # a summary written
                                   ("removed", int(before.get("ended_removed") or 0))) if n}  # before `ended`
-            for r in new.get(name, []):  # how each ended: domain.jobend
+            for r in new.get(name, []):  # how each ended: htdask.domain.jobend
                 kind = end_kind(r)
                 by_kind[kind] = by_kind.get(kind, 0) + 1
             f["ended"] = by_kind

@@ -9,7 +9,7 @@ its own queue statement, in one file). A burst of requests therefore collapses i
 and a duplicated or re-delivered task finds nothing left to do.
 
 Fencing: indexes are reserved under the cluster's lease token, checked atomically in Redis
-(state/counters.py), and the token is checked again right before each schedd change; a holder whose lease
+(htdask/state/counters.py), and the token is checked again right before each schedd change; a holder whose lease
 expired (stalled past LOCK_TTL) leaves the cluster to the new one (outcome `lost`). A stall inside
 condor_submit cannot be fenced, so names make it harmless: counters never go back while a submit may
 commit, and of live jobs sharing a worker name the newer are removed.
@@ -22,18 +22,18 @@ import os
 import time
 from typing import Iterable
 
-from state import Store
+from htdask.state import Store
 from tasks import ended, worker_logs
 from tasks.options import job_options
 from tasks.outcome import Outcome
 from tasks.removal import Removals
 from tasks.submissions import SubmitPlan, record_failure, submit_plans
-from domain import validation
-from domain.jobspec import (WorkerJobSpec, cluster_constraint, clusters_constraint, ours_constraint,
+from htdask.domain import validation
+from htdask.domain.jobspec import (WorkerJobSpec, cluster_constraint, clusters_constraint, ours_constraint,
                             worker_submit_description)
-from domain.jobstatus import JobStatus
-from domain.workerjobs import LIVE, Job, jobs_of, kept_hold, newer_duplicates
-from state.counters import LeaseLost
+from htdask.domain.jobstatus import JobStatus
+from htdask.domain.workerjobs import LIVE, Job, jobs_of, kept_hold, newer_duplicates
+from htdask.state.counters import LeaseLost
 from workers.runas import UserRefused
 from workers.htcondor.schedd import Schedd, ScheddError
 

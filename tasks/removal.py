@@ -1,11 +1,11 @@
 """The scale-down side of a reconcile: which jobs go, how they are named, and retirement off the round's path.
 
 - Jobs are removed by job id (ClusterId.ProcId), never by a worker index or name two jobs may share, with
-  bounded constraints (domain.jobspec.jobs_constraints: runs of ProcIds as ranges, each constraint under
+  bounded constraints (htdask.domain.jobspec.jobs_constraints: runs of ProcIds as ranges, each constraint under
   CONSTRAINT_MAX characters, so a 26,000-job cluster scales down in one or a few condor_rm calls and never
-  hits "Argument list too long"); log lines name counts and a few ids (domain.brief).
+  hits "Argument list too long"); log lines name counts and a few ids (htdask.domain.brief).
 - Running workers of a count-based cluster with a scheduler are retired through it first
-  (workers/dask_retire.py), but never inside the round: the round marks them (state/retiring.py: a reconcile
+  (workers/dask_retire.py), but never inside the round: the round marks them (htdask/state/retiring.py: a reconcile
   no longer counts them) and hands them to a small pool of threads of this process, which retires them
   (at most RETIRE_TIMEOUT), then takes the cluster's lock and removes the jobs it still holds marks for. A
   scheduler that never answers delays only its own jobs' removal; other clusters' submissions and
@@ -22,10 +22,10 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from domain import brief
-from domain.jobspec import jobs_constraints
-from domain.jobstatus import JobStatus
-from domain.workerjobs import Job, kept_hold
+from htdask.domain import brief
+from htdask.domain.jobspec import jobs_constraints
+from htdask.domain.jobstatus import JobStatus
+from htdask.domain.workerjobs import Job, kept_hold
 from tasks.options import job_options
 from workers import dask_retire
 from workers.htcondor.schedd import ScheddError
@@ -146,7 +146,7 @@ def _executor() -> ThreadPoolExecutor:
 def start_retirement(store, schedd, settings, record, user: str | None, address: str, jobs: list[Job]):
     """Mark `jobs` (running workers of `record`'s cluster) as retiring and hand them to a retirement thread;
     returns at once (the Future, for tests). The thread retires them through `address`, then removes the
-    jobs whose marks are still live (state/retiring.py)."""
+    jobs whose marks are still live (htdask/state/retiring.py)."""
     name, ids = record.name, [j.job_id for j in jobs]
     token = uuid.uuid4().hex
     lifetime = settings.retire_timeout + settings.lock_ttl + RETIRE_GRACE

@@ -27,8 +27,8 @@ def check_worker() -> None:
     from workers.htcondor.cli import find_program
     from workers.runas import check_user
     from workers.htcondor.schedd import ScheddError
-    from domain.validation import ValidationError
-    from settings import freeze
+    from htdask.domain.validation import ValidationError
+    from htdask.settings import freeze
     s = freeze()  # a worker's environment does not change after start: read it once
     owner = (s.default_owner or "").strip()
     if owner:

@@ -4,9 +4,9 @@ status page and metrics. One row per cluster, built from the cluster's record an
 where it should be, in the same words everywhere.
 
 A row holds
-- a count per JobStatus (`domain.jobstatus.KEYS`: idle, running, removed, completed, held,
+- a count per JobStatus (`htdask.domain.jobstatus.KEYS`: idle, running, removed, completed, held,
   transferring_output, suspended); completed/removed include the jobs that left the queue;
-- `ended`: the jobs that left the queue by how they ended (`domain.jobend.end_kind`: `exit_code_N`,
+- `ended`: the jobs that left the queue by how they ended (`htdask.domain.jobend.end_kind`: `exit_code_N`,
   `signal_N`, `removed`);
 - `owner`: the Unix user the jobs run as (the jobs' Owner, else the requested owner, else DEFAULT_OWNER);
 - `unmatched`: idle jobs whose last negotiation found no slot, by LastRejMatchReason;
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import time
 
-from domain.jobend import ended_text
-from domain.jobstatus import KEYS, JobStatus, kept_hold, title
+from htdask.domain.jobend import ended_text
+from htdask.domain.jobstatus import KEYS, JobStatus, kept_hold, title
 from tasks import ended
 from tasks.config import settings
 

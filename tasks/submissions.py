@@ -1,7 +1,7 @@
 """One `condor_submit` per round and submit user: the submissions a batched round planned, made together.
 
 A round of tasks/reconcile.py plans one submission for each cluster short of jobs (`SubmitPlan`: its
-items, already reserved with one INCRBY, and its own description from domain/jobspec.py). `submit_plans`
+items, already reserved with one INCRBY, and its own description from htdask/domain/jobspec.py). `submit_plans`
 groups the plans by the Unix user they are submitted as and by the submit commands their descriptions
 assign, and makes ONE condor_submit per group: the parts one after the other, each ending in its own
 `queue DaskWorkerIndex,DaskWorkerName from (...)` (domain/submitdesc.CombinedDescription). condor_submit
@@ -26,7 +26,7 @@ queue that cannot be read gives every cluster of the group the error; the next r
 before submitting again. Two live jobs that share a name anyway are resolved by the reconciler (the newer
 is removed). Right before each condor_submit the clusters' lease tokens are checked (fencing): a cluster
 whose lease expired is not submitted (outcome `lost`). Once the group's condor_submit calls have exited,
-their submits in flight are cleared (state/counters.py).
+their submits in flight are cleared (htdask/state/counters.py).
 When the schedd created fewer jobs than asked, the shortfall falls on the last parts in order; those
 clusters are reconciled again (another round).
 """
@@ -37,10 +37,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain import validation
-from domain.jobspec import clusters_constraint, ours_constraint
-from domain.submitdesc import CombinedDescription, SubmitDescription
-from domain.workerjobs import job_order
+from htdask.domain import validation
+from htdask.domain.jobspec import clusters_constraint, ours_constraint
+from htdask.domain.submitdesc import CombinedDescription, SubmitDescription
+from htdask.domain.workerjobs import job_order
 from workers.htcondor.schedd import ParseError, Schedd, ScheddError, ScheddTimeout
 
 log = logging.getLogger(__name__)

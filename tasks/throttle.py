@@ -2,7 +2,7 @@
 
 Many submissions at once get "resource temporarily unavailable" from a busy schedd; every worker of
 one submit node shares the interval through Redis (`Store.throttle_wait`). Every call's duration
-(without the wait) and failure is recorded for the exporter (`state.metrics`; a query or history is
+(without the wait) and failure is recorded for the exporter (`htdask.state.metrics`; a query or history is
 timed until its ads are read, since they stream).
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from state import Store
+from htdask.state import Store
 from workers.htcondor.schedd import Schedd
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ period). It ends early, with the cause, when
 - the cluster records an error for good after the request was made (a retrying error is not final);
 and its progress counts toward the target in both directions: jobs running on the way up, live jobs
 gone on the way down. It waits for exactly N running jobs and no other job of the cluster in the queue
-(idle, held, suspended, transferring output: `domain.jobstatus.QUEUED`); every line it prints says
+(idle, held, suspended, transferring output: `htdask.domain.jobstatus.QUEUED`); every line it prints says
 what it waits for and counts every state.
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from domain.jobstatus import QUEUED, counts_text
-from state import Store
+from htdask.domain.jobstatus import QUEUED, counts_text
+from htdask.state import Store
 from tasks import health
 
 log = logging.getLogger(__name__)

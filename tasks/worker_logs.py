@@ -2,7 +2,7 @@
 
 Every worker job of a cluster writes `<LOG_DIR>/<cluster>/<cluster>-<index>.<ClusterId>.<ProcId>.out` and
 `.err` (one pair per job: a replacement that reuses a worker's name keeps the crashed job's error), and the
-cluster's job event log `<cluster>.log` (domain.jobspec, `log_dir`). The directory belongs to the
+cluster's job event log `<cluster>.log` (htdask.domain.jobspec, `log_dir`). The directory belongs to the
 jobs' Unix user (created by the Celery worker before the first submission, as root chowned to that
 user); LOG_DIR itself is created world-writable with the sticky bit, like /tmp.
 """
@@ -14,7 +14,7 @@ import pwd
 import re
 from pathlib import Path
 
-from domain import validation
+from htdask.domain import validation
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from demo import procs, users
-from demo.redis_server import RedisServer
+from htdask.demo import procs, users
+from htdask.demo.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 
 # What a test may need, besides the Python packages of requirements.txt (descriptions: pytest.ini).
 NEEDS = ("redis", "pool", "stack", "root", "k8s", "external", "slow")
-# A stack (Celery worker/beat/Flower, demo.services.Stack, the quick start) runs on a redis-server and the pool.
+# A stack (Celery worker/beat/Flower, htdask.demo.services.Stack, the quick start) runs on a redis-server and the pool.
 IMPLIES = {"stack": ("redis", "pool")}
 
 
@@ -83,8 +83,8 @@ def redis_server(tmp_path):
 @needs("pool")
 def pool_bin():
     """The pool's condor_* programs installed once per session where every user can run them
-    (the checkout may be a private clone: its own localpool/bin is out of reach of the jobs' users)."""
-    from demo.services import install_pool
+    (the checkout may be a private clone: its own htdask_localpool/bin is out of reach of the jobs' users)."""
+    from htdask.demo.services import install_pool
     base = Path(tempfile.mkdtemp(prefix="htdask-pool-code-"))
     os.chmod(base, 0o755)
     yield install_pool(base)
@@ -105,7 +105,7 @@ def pool_env(tmp_path, monkeypatch, pool_bin):
     for k in ("LOCALPOOL_DIR", "PATH", "PYTHONPATH"):
         monkeypatch.setenv(k, env[k])
     yield env
-    subprocess.run([sys.executable, "-m", "localpool", "stop"], env=env, cwd=REPO,
+    subprocess.run([sys.executable, "-m", "htdask_localpool", "stop"], env=env, cwd=REPO,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
 
 
@@ -135,7 +135,7 @@ def unix_user():
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, message: str = "condition"):
-    """demo.procs.wait_until, failing the test (not erroring) on timeout."""
+    """htdask.demo.procs.wait_until, failing the test (not erroring) on timeout."""
     try:
         return procs.wait_until(predicate, timeout, interval, message)
     except TimeoutError as exc:

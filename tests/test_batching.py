@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 
-from state import Store, connect
+from htdask.state import Store, connect
 from tests.conftest import REPO, needs, wait_until
 from tests.test_core import make_stack
 from workers.htcondor.queue_parser import parse_ads_text
@@ -38,8 +38,8 @@ def test_requests_for_many_clusters_share_a_few_queue_reads(stack):
     n = 60
     out = stack.python(
         "import json\n"
-        "from state import Store, connect; from tasks import api; from tasks.app import app\n"
-        "from demo.procs import wait_until\n"
+        "from htdask.state import Store, connect; from tasks import api; from tasks.app import app\n"
+        "from htdask.demo.procs import wait_until\n"
         "store = Store(connect())\n"
         f"ids = [api.enqueue_scale(store, f'm{{i}}', 1).task_id for i in range({n})]\n"
         "results = [app.AsyncResult(t).get(timeout=120) for t in ids]\n"
@@ -61,8 +61,8 @@ LOCK_TTL = 3.0
 # host and a pid that means nothing here, with a cluster pending, until it is SIGKILLed.
 ROUND_ELSEWHERE = """
 import time
-from state import Store, connect
-from settings import load
+from htdask.state import Store, connect
+from htdask.settings import load
 store = Store(connect(), settings=load().model_copy(update={"lock_ttl": %r}))
 store.record_new_request("orphan", 2, schedd="local")
 lock = store.batch_lock("local")
@@ -115,7 +115,7 @@ def _client(redis_url: str, code: str) -> None:
     """Run `code` in a process of its own, a client of `redis_url` (and of nothing else)."""
     env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(REPO),
            "DASK_SCHEDULER_ADDRESS": "tcp://127.0.0.1:8786"}
-    out = subprocess.run([sys.executable, "-c", "from state import Store, connect; from tasks import api\n"
+    out = subprocess.run([sys.executable, "-c", "from htdask.state import Store, connect; from tasks import api\n"
                           "store = Store(connect())\n" + code], env=env, cwd=str(REPO), capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]

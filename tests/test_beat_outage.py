@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
-from demo.services import Stack, celery_beat
-from state import Store, connect
+from htdask.demo.services import Stack, celery_beat
+from htdask.state import Store, connect
 from tests.conftest import wait_until
 
 POLL_INTERVAL = 2

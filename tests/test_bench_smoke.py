@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from demo.services import REPO, have_redis
+from htdask.demo.services import REPO, have_redis
 
 
 FIGURE = re.compile(r"^(?P<name>[\w.-]+): .* \(goal: .*\) (ok|MISSED)$")

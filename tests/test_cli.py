@@ -12,10 +12,10 @@ import sys
 
 import pytest
 
-from demo.services import REPO, base_env
+from htdask.demo.services import REPO, base_env
 from htdask.base import duration
-from state import Store, connect
-from state.managed import set_manager
+from htdask.state import Store, connect
+from htdask.state.managed import set_manager
 
 COMMANDS = ["scale", "delete", "status", "jobs", "logs", "poll", "demo", "operator"]
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from demo.services import REPO, Stack
-from exporter import snapshot
-from state import Store, connect
+from htdask.demo.services import REPO, Stack
+from htdask.exporter import snapshot
+from htdask.state import Store, connect
 from tests.conftest import live, wait_until
 from tests.test_core import FAKE_WORKER
 
@@ -48,7 +48,7 @@ def test_a_worker_30s_off_is_alive_fresh_and_polled(service_user, skew):
         wait_until(lambda: store.poll_status("local").get("ok_at"), message="a first poll by the right-clock worker")
         stack.workers.pop().stop()
         # the schedd lives on the worker's host, with its clock: the pool's runner restarts under the new worker
-        subprocess.run([sys.executable, "-m", "localpool", "stop"], env=stack.env, cwd=REPO, check=True,
+        subprocess.run([sys.executable, "-m", "htdask_localpool", "stop"], env=stack.env, cwd=REPO, check=True,
                        capture_output=True, timeout=60)
         site = stack.workdir / "skewsite"  # time.sleep despite a libfaketime bug (see its docstring)
         shutil.copytree(Path(__file__).parent / "skewsite", site)

@@ -20,9 +20,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from domain.jobspec import WorkerJobSpec, worker_submit_description
-from domain.submitdesc import CombinedDescription
-from domain.validation import ValidationError
+from htdask.domain.jobspec import WorkerJobSpec, worker_submit_description
+from htdask.domain.submitdesc import CombinedDescription
+from htdask.domain.validation import ValidationError
 from tasks.submissions import SubmitPlan, _groups
 from tests.conftest import needs, queue_of, wait_until
 from tests.test_core import make_stack, store_of
@@ -93,9 +93,9 @@ ONE_ROUND = """
 import json
 import subprocess
 import sys
-from state import Store, connect
+from htdask.state import Store, connect
 from tasks.app import app
-from demo.procs import wait_until
+from htdask.demo.procs import wait_until
 store = Store(connect())
 wanted = json.loads(%r)
 for c, (n, owner, options) in wanted.items():
@@ -177,7 +177,7 @@ def test_a_cluster_whose_description_condor_submit_refuses_fails_alone(stack):
 
 
 def pool_fault(stack, *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "localpool", "fault", *args], env=stack.env, cwd=str(REPO), check=True,
+    subprocess.run([sys.executable, "-m", "htdask_localpool", "fault", *args], env=stack.env, cwd=str(REPO), check=True,
                    capture_output=True, timeout=30)
 
 
@@ -241,7 +241,7 @@ def failing_submit():
     import os
     import shutil
     import tempfile
-    from demo.services import install_pool
+    from htdask.demo.services import install_pool
     base = Path(tempfile.mkdtemp(prefix="htdask-commitfail-"))
     base.chmod(0o755)
     pool_bin = install_pool(base / "pool")
@@ -265,7 +265,7 @@ def names_of(stack, cluster: str) -> list[str]:
 
 
 def test_of_live_jobs_sharing_a_name_every_one_but_the_oldest_goes():
-    from domain.workerjobs import Job, newer_duplicates
+    from htdask.domain.workerjobs import Job, newer_duplicates
     jobs = [Job("10.0", 1, 0, "c-0"), Job("9.1", 2, 0, "c-0"), Job("9.0", 2, 1, "c-1"), Job("12.3", 1, 0, "c-0"),
             Job("11.0", 1, 2, "c-2"), Job("13.0", 1, -1, "")]
     assert [j.job_id for j in newer_duplicates(jobs)] == ["10.0", "12.3"], "by (ClusterId, ProcId), not as text"
@@ -315,7 +315,7 @@ def test_duplicates_that_slip_through_lose_the_newer_job_by_id_never_both(servic
 
 
 def _job_ids_of(constraints: list[str]) -> set[str]:
-    """The job ids 'C.P' that removal constraints name (domain.jobspec.job_id_terms: ranges and members)."""
+    """The job ids 'C.P' that removal constraints name (htdask.domain.jobspec.job_id_terms: ranges and members)."""
     out = set()
     for c in constraints:
         for cid, first, last in re.findall(r"ClusterId == (\d+) && ProcId >= (\d+) && ProcId <= (\d+)", c):

@@ -12,9 +12,9 @@ from collections import Counter
 
 import pytest
 
-from demo import services
-from demo.services import REPO, Stack
-from state import Store, connect, keys
+from htdask.demo import services
+from htdask.demo.services import REPO, Stack
+from htdask.state import Store, connect, keys
 from tests.conftest import live, needs, queue_of, wait_until
 from workers.htcondor.queue_parser import parse_ads_text
 
@@ -80,7 +80,7 @@ def test_a_scale_down_removes_jobs_by_id_never_every_job_of_a_shared_index(stack
     running = wait_until(lambda: (lambda j: len(j) == 2 and all(a["JobStatus"] == 2 for a in j) and j)(
         live(stack, "pz")), message="2 running")
     keep = sorted(f"{a['ClusterId']}.{a['ProcId']}" for a in running)
-    seeded = subprocess.run([sys.executable, "-m", "localpool", "seed", "1", "--owner", service_user,
+    seeded = subprocess.run([sys.executable, "-m", "htdask_localpool", "seed", "1", "--owner", service_user,
                              "--attr", 'DaskGatewayCluster="pz"', "--attr", "DaskWorkerIndex=1",
                              "--attr", 'DaskWorkerName="pz-1"'], env=stack.env, cwd=str(REPO),
                             capture_output=True, text=True, timeout=60)
@@ -110,7 +110,7 @@ def test_idle_jobs_are_removed_before_running_ones(service_user):
 def test_burst_collapses_into_few_schedd_calls(stack):
     counts = [(i % 7) + (3 if i % 2 else 0) for i in range(49)] + [6]
     # 50 requests from one client within a fraction of a second.
-    stack.python("from state import Store, connect; from tasks import api; store = Store(connect())\n"
+    stack.python("from htdask.state import Store, connect; from tasks import api; store = Store(connect())\n"
                  f"for n in {counts!r}: api.enqueue_scale(store, 'burst', n)")
     wait_until(lambda: len(live(stack, "burst")) == 6, timeout=60, message="the last request's count")
     time.sleep(1.5)
@@ -168,7 +168,7 @@ def test_poll_summary_matches_condor_q(service_user):
 @pytest.mark.stack
 def test_beat_triggers_the_poll(service_user):
     with make_stack(service_user, POLL_INTERVAL="1") as stack:
-        stack.others.append(__import__("demo.services", fromlist=["celery_beat"]).celery_beat(
+        stack.others.append(__import__("htdask.demo.services", fromlist=["celery_beat"]).celery_beat(
             stack.env, stack.logdir))
         scale(stack, "zeta", 2)
         wait_until(lambda: len(live(stack, "zeta")) == 2, message="2 jobs")
@@ -276,10 +276,10 @@ def test_bad_input_is_one_line_exit_2_and_nothing_enqueued(stack, args, needle):
 
 
 def test_redis_down_is_one_line_exit_1(tmp_path):
-    from demo.services import base_env
+    from htdask.demo.services import base_env
     import subprocess
     import sys
-    from demo.procs import free_port
+    from htdask.demo.procs import free_port
     env = base_env(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
     out = subprocess.run([sys.executable, str(REPO / "cli.py"), "status"], env=env, capture_output=True,
                          text=True, timeout=60)
@@ -302,7 +302,7 @@ def test_summary_counts_jobs_that_left_the_queue(stack):
 
 def test_named_workers_are_submitted_once_each(stack):
     """Gateway clusters name their workers; a worker whose job ended is replaced by the gateway, not us."""
-    stack.python("from state import Store, connect; from tasks import api; store = Store(connect())\n"
+    stack.python("from htdask.state import Store, connect; from tasks import api; store = Store(connect())\n"
                  "api.enqueue_scale(store, 'named', 2, names=['w-a', 'w-b'])")
     jobs = wait_until(lambda: len(live(stack, "named")) == 2 and live(stack, "named"), message="2 named jobs")
     assert sorted(j["DaskWorkerName"] for j in jobs) == ["w-a", "w-b"]
@@ -313,7 +313,7 @@ def test_named_workers_are_submitted_once_each(stack):
     assert stack.cli("poll").returncode == 0  # drift: the poller asks for a reconcile...
     time.sleep(2)
     assert [j["DaskWorkerName"] for j in live(stack, "named")] == ["w-b"]  # ...which resubmits nothing
-    stack.python("from state import Store, connect; from tasks import api; store = Store(connect())\n"
+    stack.python("from htdask.state import Store, connect; from tasks import api; store = Store(connect())\n"
                  "api.enqueue_scale(store, 'named', 2, names=['w-b', 'w-c'])")
     jobs = wait_until(lambda: len(live(stack, "named")) == 2 and live(stack, "named"), message="w-c")
     assert sorted(j["DaskWorkerName"] for j in jobs) == ["w-b", "w-c"]
@@ -322,7 +322,7 @@ def test_named_workers_are_submitted_once_each(stack):
 
 @pytest.mark.stack
 def test_two_beats_never_double_the_poll(service_user):
-    from demo.services import celery_beat
+    from htdask.demo.services import celery_beat
     with make_stack(service_user, POLL_INTERVAL="1", BEAT_LOCK_TIMEOUT="10") as stack:
         first = celery_beat(stack.env, stack.logdir, name="beat1")
         second = celery_beat(stack.env, stack.logdir, name="beat2")

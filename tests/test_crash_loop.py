@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from demo.services import Stack
-from state import Store, connect
+from htdask.demo.services import Stack
+from htdask.state import Store, connect
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.stack

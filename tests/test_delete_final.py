@@ -1,6 +1,6 @@
 """Issue 12 item 2: a delete is final against every older request.
 
-The delete leaves a tombstone holding the cluster's newest request number (state/keys.py); every
+The delete leaves a tombstone holding the cluster's newest request number (htdask/state/keys.py); every
 message (scale, delete, reconcile, a retried or re-delivered task) is judged against it.
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from demo.gateway_server import GatewayServer, close_client
-from demo.services import Stack, have_redis
-from state import Store, connect, keys
+from htdask.demo.gateway_server import GatewayServer, close_client
+from htdask.demo.services import Stack, have_redis
+from htdask.state import Store, connect, keys
 from tests.conftest import live, queue_of, wait_until
 from tests.test_core import FAKE_WORKER, scale
 from tests.test_reliability import fault

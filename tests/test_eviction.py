@@ -14,9 +14,9 @@ import urllib.request
 
 import pytest
 
-from demo.procs import Process, free_port, wait_for_port
-from demo.redis_server import RedisServer
-from demo.services import REPO, base_env, wait_for_worker
+from htdask.demo.procs import Process, free_port, wait_for_port
+from htdask.demo.redis_server import RedisServer
+from htdask.demo.services import REPO, base_env, wait_for_worker
 from tests.conftest import needs
 
 EVICTING = ["--maxmemory", "10mb", "--maxmemory-policy", "volatile-lru"]
@@ -74,7 +74,7 @@ def test_every_process_refuses_a_redis_that_evicts(env, program):
                     reason="dask-gateway-server is not installed")
 def test_the_gateway_refuses_a_redis_that_evicts(env, service_user):
     exe = shutil.which("dask-gateway-server") or str(REPO / ".venv/bin/dask-gateway-server")
-    res = run([exe, "-f", str(REPO / "gateway" / "config.py")],
+    res = run([exe, "-f", str(REPO / "htdask" / "gateway" / "config.py")],
               {**env, "GATEWAY_PASSWORD": "pw", "DEFAULT_OWNER": service_user})
     line = refusal(res, "dask-gateway-server")
     assert "'volatile-lru'" in line

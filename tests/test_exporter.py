@@ -15,13 +15,13 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.server import App, make
-from demo.services import REPO
-from settings import load
-from state import Store, connect
-from state.metrics import Recorder
+from htdask.exporter.server import App, make
+from htdask.demo.services import REPO
+from htdask.settings import load
+from htdask.state import Store, connect
+from htdask.state.metrics import Recorder
 from tasks.poll import summary_fields
-from domain.summary import summarize
+from htdask.domain.summary import summarize
 
 
 def samples(text: str) -> dict[tuple, float]:
@@ -66,7 +66,7 @@ def write_state(store: Store, polled_at: float) -> None:
     ads += [held_ad(2, 13, "Transfer input files failure: réseau"), held_ad(3, 13, "another 13 with text"),
             held_ad(4, None, "no code at all")]
     fields = {n: summary_fields(s, polled_at) for n, s in summarize(ads).items()}
-    # as Poller._add_ended does: how the jobs that left the queue ended (domain.jobend kinds)
+    # as Poller._add_ended does: how the jobs that left the queue ended (htdask.domain.jobend kinds)
     fields["alpha"]["ended"] = {"exit_code_0": 1, "exit_code_1": 2, "signal_9": 1, "removed": 1}
     fields["alpha"]["ended_completed"], fields["alpha"]["ended_removed"] = 4, 1
     fields["alpha"]["completed"] += 4

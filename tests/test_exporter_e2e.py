@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from demo.procs import Process, free_port, wait_for_port
-from demo.services import FAKE_WORKER, Stack
+from htdask.demo.procs import Process, free_port, wait_for_port
+from htdask.demo.services import FAKE_WORKER, Stack
 from tests.conftest import SERVICE_USER, needs, wait_until
 from tests.test_exporter import samples, value
 from tests.test_grafana_dashboard import dashboard, for_prometheus, queries

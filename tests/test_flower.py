@@ -12,7 +12,7 @@ import requests
 from tests.conftest import needs, wait_until
 from tests.conftest import live
 from tests.test_core import FAKE_WORKER
-from demo.services import REPO, Stack
+from htdask.demo.services import REPO, Stack
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_flower_api_lists_our_tasks_with_arguments(stack):
 def test_demo_keep_prints_what_answers_and_how_to_stop(stack, capsys):
     """`make demo KEEP=1` prints URLs and passwords that work, the shell lines to use it, how to stop; its
     Dask scheduler keeps running, and the scheduler's address and dashboard URL are printed (and answer)."""
-    from demo.run import _print_keep, start_scheduler
+    from htdask.demo.run import _print_keep, start_scheduler
     scheduler, address, dashboard = start_scheduler(stack)
     try:
         _print_keep(stack, "s3cret-pw", address, dashboard)
@@ -59,7 +59,7 @@ def test_demo_keep_prints_what_answers_and_how_to_stop(stack, capsys):
     finally:
         scheduler.stop()
     import inspect
-    from demo.run import run_demo
+    from htdask.demo.run import run_demo
     source = inspect.getsource(run_demo)  # the demo's own scheduler is stopped at the end only, not before KEEP
     assert source.count("scheduler.stop()") == 1 and source.index("finally:") < source.index("scheduler.stop()")
     flower = next(w for line in out.splitlines() if "Flower" in line for w in line.split() if w.startswith("http"))
@@ -85,10 +85,10 @@ def test_flower_traces_every_request_to_the_round_that_handled_it(stack):
     import subprocess
     import sys
 
-    from demo.services import REPO
+    from htdask.demo.services import REPO
 
     base, auth = f"http://127.0.0.1:{stack.flower_port}", ("admin", "s3cret-pw")
-    subprocess.run([sys.executable, "-m", "localpool", "fault", "submit-delay", "1.5"], env=stack.env, cwd=str(REPO),
+    subprocess.run([sys.executable, "-m", "htdask_localpool", "fault", "submit-delay", "1.5"], env=stack.env, cwd=str(REPO),
                    check=True, capture_output=True, timeout=60)
     clusters = ["trace-a", "trace-b", "trace-c", "trace-d"]
     out = stack.python("import json\nfrom state import Store, connect\nfrom tasks import api\nstore = Store(connect())\n"
@@ -137,7 +137,7 @@ def test_polls_run_on_their_own_queue(stack):
 def test_flower_takes_its_password_from_a_config_file_out_of_ps(stack, tmp_path):
     """The README's second way: `--conf` names a Python file (mode 0600) holding basic_auth; the
     password is then on no command line."""
-    from demo.procs import Process, free_port, wait_for_port
+    from htdask.demo.procs import Process, free_port, wait_for_port
     conf = tmp_path / "flowerconfig.py"
     conf.touch(mode=0o600)
     conf.write_text('basic_auth = ["admin:from-a-file"]\n')

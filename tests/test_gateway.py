@@ -1,4 +1,4 @@
-"""The Dask Gateway backend end to end: a real dask-gateway-server (gateway/config.py), a real Celery
+"""The Dask Gateway backend end to end: a real dask-gateway-server (htdask/gateway/config.py), a real Celery
 worker and beat, Redis and the local pool; Dask workers are HTCondor jobs of the pool.
 
 Kept lean for a 2-core machine: 1-thread workers of 512 MB, small computations, short periods.
@@ -11,14 +11,14 @@ import urllib.request
 
 import pytest
 
-from demo.gateway_server import GatewayServer, close_client
-from demo.services import Stack, have_redis
+from htdask.demo.gateway_server import GatewayServer, close_client
+from htdask.demo.services import Stack, have_redis
 from tests.conftest import live, needs, queue_of, wait_until
 
 pytestmark = [pytest.mark.skipif(not have_redis(), reason="redis-server is not installed"),
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
-#: short periods for tests (every value documented in gateway/backend.py)
+#: short periods for tests (every value documented in htdask/gateway/backend.py)
 FAST = {
     "HTCondorBackend.cluster_heartbeat_period": 2,
     "HTCondorBackend.cluster_heartbeat_timeout": 60.0,  # a busy 2-core machine may delay a heartbeat

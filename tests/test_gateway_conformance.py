@@ -16,10 +16,10 @@ import time
 
 import pytest
 
-from gateway.inprocess import PASSWORD, ThreadGateway, gateway_config
-from demo.gateway_server import close_client
-from demo.services import Stack, have_redis
-from demo.procs import wait_until as procs_wait_until
+from htdask.gateway.inprocess import PASSWORD, ThreadGateway, gateway_config
+from htdask.demo.gateway_server import close_client
+from htdask.demo.services import Stack, have_redis
+from htdask.demo.procs import wait_until as procs_wait_until
 from tests.conftest import live, needs, queue_of, wait_until
 
 pytestmark = [pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
@@ -250,7 +250,7 @@ def test_cluster_options_client_config(gateway, monkeypatch):
 def test_cluster_config_resource_limits():
     """Mirrors test_db_backend.py::test_cluster_config_resource_limits and
     ::test_cluster_config_resource_limits_less_than_scheduler_usage on our cluster config class."""
-    from gateway.backend import HTCondorClusterConfig as C
+    from htdask.gateway.backend import HTCondorClusterConfig as C
     assert C().cluster_max_workers is None
     assert C(cluster_max_cores=6, worker_cores=2, scheduler_cores=1).cluster_max_workers == 2
     assert C(cluster_max_memory="6G", worker_memory="2G", scheduler_memory="1G").cluster_max_workers == 2
@@ -372,7 +372,7 @@ def test_idle_timeout(fast_gateway, stack):
 def _copy_fake_worker(stack) -> str:
     import os
     import shutil
-    from demo.services import FAKE_WORKER
+    from htdask.demo.services import FAKE_WORKER
     fake = stack.workdir / "fake_worker"
     if not fake.exists():
         shutil.copy(FAKE_WORKER, fake)
@@ -437,8 +437,8 @@ def test_a_failed_condor_submit_is_retried_not_a_failed_start(fast_server, fast_
     that fails once (a schedd hiccup) is retried by the Celery task, and the worker connects."""
     import subprocess
     import sys
-    from demo.services import REPO
-    subprocess.run([sys.executable, "-m", "localpool", "fault", "submit-fail", "1"], env=stack.env, cwd=REPO,
+    from htdask.demo.services import REPO
+    subprocess.run([sys.executable, "-m", "htdask_localpool", "fault", "submit-fail", "1"], env=stack.env, cwd=REPO,
                    check=True, capture_output=True, timeout=30)
     submits = len(stack.calls("condor_submit"))
     with fast_gateway.new_cluster() as cluster:
@@ -515,7 +515,7 @@ def test_gateway_resume_clusters_after_shutdown(stack, service_user, tmp_path):
     import os
     import signal
     from cryptography.fernet import Fernet
-    from demo.procs import free_port
+    from htdask.demo.procs import free_port
     extra = dict(db_url=f"sqlite:///{tmp_path / 'gateway.sqlite'}", db_encrypt_keys=[Fernet.generate_key()],
                  stop_clusters_on_shutdown=False, cluster_heartbeat_timeout=10.0)  # cluster 2's scheduler is killed
     ports = (free_port(), free_port())  # as upstream: the restarted gateway is where the schedulers look

@@ -1,7 +1,7 @@
 """Issue 19: an ended worker job is known to the gateway from the cluster's job event log, at the next
-check, not at the next queue poll (gateway/eventlog.py).
+check, not at the next queue poll (htdask/gateway/eventlog.py).
 
-The units write event logs with the local pool's writer (localpool.userlog, HTCondor's format) and read
+The units write event logs with the local pool's writer (htdask_localpool.userlog, HTCondor's format) and read
 them with gateway.eventlog (htcondor2.JobEventLog); the end-to-end test runs the real stack with the
 default-ish POLL_INTERVAL of 15 s, where the start-failure limit used to wait for polls.
 """
@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from gateway import jobcheck
-from gateway.eventlog import ClusterLog, EventLogs
-from demo.services import Stack, have_redis
-from localpool import userlog
+from htdask.gateway import jobcheck
+from htdask.gateway.eventlog import ClusterLog, EventLogs
+from htdask.demo.services import Stack, have_redis
+from htdask_localpool import userlog
 from tests.conftest import live, needs, wait_until
 
 
@@ -88,8 +88,8 @@ def test_start_failure_limit_with_a_15s_poll(slow_poll_stack, service_user):
     """dask-gateway's test_worker_start_failure_limit (3 failed starts fail the cluster within 10 s) with
     POLL_INTERVAL 15 s: only the job event log can make it (the first poll after the request may be 15 s
     away, and each failed start used to wait for one)."""
-    from gateway.inprocess import ThreadGateway, gateway_config
-    from demo.gateway_server import close_client
+    from htdask.gateway.inprocess import ThreadGateway, gateway_config
+    from htdask.demo.gateway_server import close_client
     from tests.test_gateway_conformance import _failure_options
 
     config = gateway_config(slow_poll_stack, service_user, worker_status_period=1.0, worker_connect_timeout=8.0,

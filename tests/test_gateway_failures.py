@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from demo.gateway_server import GatewayServer, close_client
-from demo.services import FAKE_WORKER, have_redis
+from htdask.demo.gateway_server import GatewayServer, close_client
+from htdask.demo.services import FAKE_WORKER, have_redis
 from tests.conftest import wait_until
 from tests.test_gateway import FAST, live, make_stack, no_processes_left, queue_of, worker_names
 

@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from gateway import jobcheck
-from gateway.namesync import NameSync
-from gateway.scheduler_job import build
-from demo.services import REPO
-from domain.jobstatus import JobStatus
+from htdask.gateway import jobcheck
+from htdask.gateway.namesync import NameSync
+from htdask.gateway.scheduler_job import build
+from htdask.demo.services import REPO
+from htdask.domain.jobstatus import JobStatus
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -90,12 +90,12 @@ def test_a_connected_worker_is_gone_once_a_newer_poll_lacks_its_job_and_only_the
 
 
 def _describe_ended(ad: dict) -> str:
-    from domain import jobend
+    from htdask.domain import jobend
     return jobend.describe(jobend.record_of(ad))
 
 
 def test_describe_ended_reports_exit_code_signal_and_removal():
-    """One description of how a job ended (domain.jobend), from a history ad as from a record."""
+    """One description of how a job ended (htdask.domain.jobend), from a history ad as from a record."""
     assert _describe_ended({"ClusterId": 7, "ProcId": 1, "JobStatus": 4, "ExitCode": 3}) == \
         "job 7.1 ended before its worker connected: exit code 3"
     assert _describe_ended({"ClusterId": 7, "ProcId": 1, "JobStatus": 4, "ExitBySignal": True, "ExitSignal": 9,
@@ -156,7 +156,7 @@ def _run_config(env: dict) -> subprocess.CompletedProcess:
     code = (
         "import json, sys\n"
         "from traitlets.config.loader import PyFileConfigLoader\n"
-        f"c = PyFileConfigLoader('config.py', path={str(REPO / 'gateway')!r}).load_config()\n"
+        f"c = PyFileConfigLoader('config.py', path={str(REPO / 'htdask' / 'gateway')!r}).load_config()\n"
         "out = {k: dict(v) for k, v in c.items()}\n"
         "print(json.dumps(out, default=str))\n")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "DEFAULT_OWNER"))}
@@ -175,7 +175,7 @@ def test_config_uses_our_backend_addresses_password_and_dask_2026_commands(servi
     cfg = _load_config({"GATEWAY_ADDRESS": "10.1.2.3:9000", "GATEWAY_PASSWORD": "s3cret", "DEFAULT_OWNER": service_user,
                         "REDIS_URL": "redis://127.0.0.1:1234/0", "GATEWAY_WORKER_PORTS": "40000:40100",
                         "GATEWAY_RUN_AS_OWNER": ""})
-    assert cfg["DaskGateway"]["backend_class"] == "gateway.backend.HTCondorBackend"
+    assert cfg["DaskGateway"]["backend_class"] == "htdask.gateway.backend.HTCondorBackend"
     assert cfg["Proxy"]["address"] == "10.1.2.3:9000"
     assert cfg["DaskGateway"]["address"] == "127.0.0.1:0", "the private API address is separate"
     assert cfg["SimpleAuthenticator"]["password"] == "s3cret"
@@ -219,13 +219,13 @@ def test_gateway_as_root_without_a_job_account_refuses():
 
 
 def test_commands_given_as_strings_are_split():
-    from gateway.backend import HTCondorClusterConfig
+    from htdask.gateway.backend import HTCondorClusterConfig
     c = HTCondorClusterConfig(worker_cmd="/opt/env/bin/dask worker --lifetime 1h")
     assert c.worker_cmd == ["/opt/env/bin/dask", "worker", "--lifetime", "1h"]
 
 
 def test_port_ranges_are_validated():
-    from gateway.backend import HTCondorBackend
+    from htdask.gateway.backend import HTCondorBackend
     from traitlets import TraitError
     with pytest.raises(TraitError):
         HTCondorBackend(worker_port_range="9000-9100")
@@ -252,7 +252,7 @@ def test_scheduler_job_drops_worker_args_and_maps_tls():
 
 def _cluster(tmp_path, **cfg):
     from dask_gateway_server.backends.db_base import JobStatus as G
-    from gateway.backend import HTCondorClusterConfig
+    from htdask.gateway.backend import HTCondorClusterConfig
     config = HTCondorClusterConfig(worker_cores=2, worker_memory="1 G", **cfg).to_dict()
     from dask_gateway_server.utils import FrozenAttrDict
     cluster = SimpleNamespace(name="c0ffee", username="alice", token="tok", config=FrozenAttrDict(config),
@@ -266,14 +266,14 @@ def _cluster(tmp_path, **cfg):
 
 
 def test_wanted_names_are_submitted_running_and_starting_workers(tmp_path):
-    from gateway.backend import HTCondorBackend
+    from htdask.gateway.backend import HTCondorBackend
     backend = HTCondorBackend()
     backend._starting = {"c"}
     assert backend.wanted_names(_cluster(tmp_path)) == ["a", "b", "c"]
 
 
 def test_job_options_carry_network_settings_tls_files_and_pass_validation(tmp_path):
-    from gateway.backend import HTCondorBackend
+    from htdask.gateway.backend import HTCondorBackend
     from tasks.options import check_job_options
     backend = HTCondorBackend(worker_port_range="40000:40100", nanny_port_range="41000:41100",
                               scheduler_contact_host="submit.example.org", api_url="http://gw:8000/api")

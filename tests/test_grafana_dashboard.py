@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from demo.services import REPO
+from htdask.demo.services import REPO
 from tests.test_exporter import served, write_state  # noqa: F401  (fixture)
 
 DASHBOARD = REPO / "deploy" / "grafana" / "htdask-dashboard.json"

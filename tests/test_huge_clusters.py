@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import time
 
-from demo import services
-from demo.services import Stack
-from domain.jobspec import CONSTRAINT_MAX
-from state import Store, connect
+from htdask.demo import services
+from htdask.demo.services import Stack
+from htdask.domain.jobspec import CONSTRAINT_MAX
+from htdask.state import Store, connect
 from tasks import ended
 from tests.conftest import wait_until
 

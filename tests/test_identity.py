@@ -17,15 +17,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from demo.procs import free_port
-from settings import SettingsError
-from state import Store, connect, keys
+from htdask.demo.procs import free_port
+from htdask.settings import SettingsError
+from htdask.state import Store, connect, keys
 from workers import identity
 from workers.identity import (AmbiguousEmail, CIConnectBadAnswer, CIConnectTokenRefused, CIConnectUnreachable,
                               IdentityConfigError, IdentityError, IdentityNotConfigured, IdentityUnavailable,
                               UnknownEmail, resolve_owner)
 from workers.runas import UserRefused
-from domain.validation import ValidationError
+from htdask.domain.validation import ValidationError
 
 TOKEN = "tok-3c9f1e2a-SECRET-b7d4"
 

@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from demo.procs import free_port
-from demo.services import REPO, base_env
-from state import connect, keys
+from htdask.demo.procs import free_port
+from htdask.demo.services import REPO, base_env
+from htdask.state import connect, keys
 from tests.test_identity import TOKEN, FakeCIConnect, user
 
 

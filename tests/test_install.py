@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from demo.services import REPO
+from htdask.demo.services import REPO
 from htdask import __version__
-from domain.pyenv import job_python, reachable_by_all, runnable_by_all
+from htdask.domain.pyenv import job_python, reachable_by_all, runnable_by_all
 
 IGNORE = shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache",
                                 ".localpool", ".demo")
@@ -45,7 +45,7 @@ def test_pip_install_gives_the_htdask_command(tmp_path):
     out = subprocess.run([str(exe)], env={**env, "_HTDASK_COMPLETE": "bash_source"}, cwd=str(tmp_path),
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "_htdask_completion" in out.stdout, (out.stdout[:300], out.stderr[-500:])
-    assert (target / "localpool" / "bin" / "condor_submit").exists(), "the pool's launchers are package data"
+    assert (target / "htdask_localpool" / "bin" / "condor_submit").exists(), "the pool's launchers are package data"
 
 
 def test_the_jobs_interpreter_is_runnable_by_every_user():
@@ -61,13 +61,13 @@ def test_pool_programs_from_a_private_checkout_run_as_another_user(unix_user):
     public = Path(tempfile.mkdtemp(prefix="htdask-install-"))
     os.chmod(public, 0o1777)
     try:
-        shutil.copytree(REPO / "localpool", private / "checkout" / "localpool", ignore=IGNORE)
-        res = subprocess.run([sys.executable, "-m", "localpool", "install", str(public / "code"),
+        shutil.copytree(REPO / "htdask_localpool", private / "checkout" / "htdask_localpool", ignore=IGNORE)
+        res = subprocess.run([sys.executable, "-m", "htdask_localpool", "install", str(public / "code"),
                               "--python", job_python()[0]], cwd=str(private / "checkout"), capture_output=True,
                              text=True, timeout=120)
         assert res.returncode == 0, res.stderr
         bindir = Path(res.stdout.strip())
-        assert bindir == public / "code" / "localpool" / "bin"
+        assert bindir == public / "code" / "htdask_localpool" / "bin"
         env = {"PATH": "/usr/bin:/bin", "LOCALPOOL_DIR": str(public / "pool"), "HOME": unix_user.pw_dir}
         out = subprocess.run([str(bindir / "condor_q"), "-json", "-allusers"], env=env, cwd="/",
                              capture_output=True, text=True, timeout=60, user=unix_user.pw_uid,
@@ -76,7 +76,7 @@ def test_pool_programs_from_a_private_checkout_run_as_another_user(unix_user):
         # the source copy is out of the user's reach: the launcher must not have needed it
         assert not os.access(private, os.X_OK) or os.geteuid() == 0
     finally:
-        subprocess.run([sys.executable, "-m", "localpool", "stop"], cwd=str(REPO), timeout=60,
+        subprocess.run([sys.executable, "-m", "htdask_localpool", "stop"], cwd=str(REPO), timeout=60,
                        env={**os.environ, "LOCALPOOL_DIR": str(public / "pool")}, capture_output=True)
         shutil.rmtree(private, ignore_errors=True)
         shutil.rmtree(public, ignore_errors=True)

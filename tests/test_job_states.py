@@ -14,8 +14,8 @@ import time
 import pytest
 import requests
 
-from demo.procs import free_port, wait_for_port
-from demo.services import REPO, Stack
+from htdask.demo.procs import free_port, wait_for_port
+from htdask.demo.services import REPO, Stack
 from tests.conftest import live, queue_of, wait_until
 from tests.test_core import FAKE_WORKER
 from tests.test_exporter import samples, value
@@ -103,7 +103,7 @@ def test_every_job_state_owner_connections_and_unmatched_jobs_are_shown(service_
         assert out.returncode == 0, out.stderr
 
         # a job transferring its output (JobStatus 6), put there by the pool's seed command
-        seeded = subprocess.run([sys.executable, "-m", "localpool", "seed", "1", "--status", "6",
+        seeded = subprocess.run([sys.executable, "-m", "htdask_localpool", "seed", "1", "--status", "6",
                                  "--attr", 'DaskGatewayCluster="xfer"', "--attr", 'DaskWorkerName="xfer-0"',
                                  "--attr", "DaskWorkerIndex=0"], env=stack.env, cwd=str(REPO),
                                 capture_output=True, text=True, timeout=60)

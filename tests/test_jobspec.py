@@ -1,4 +1,4 @@
-"""domain.jobspec: the worker submit description (pinned text), quoting round trips, refusals."""
+"""htdask.domain.jobspec: the worker submit description (pinned text), quoting round trips, refusals."""
 from __future__ import annotations
 
 
@@ -6,11 +6,11 @@ import classad2
 import htcondor2
 import pytest
 
-from domain.jobspec import (CONSTRAINT_MAX, POLL_PROJECTION, WorkerJobSpec, cluster_constraint,
+from htdask.domain.jobspec import (CONSTRAINT_MAX, POLL_PROJECTION, WorkerJobSpec, cluster_constraint,
                              default_worker_command, job_id_terms, jobs_constraints, ours_constraint,
                              worker_submit_description)
-from domain.pyenv import job_python
-from domain.validation import ValidationError
+from htdask.domain.pyenv import job_python
+from htdask.domain.validation import ValidationError
 
 
 def parse_new_syntax(value: str) -> list[str]:

@@ -10,7 +10,7 @@ import json
 import kubernetes.client as k8s
 import yaml
 
-from demo.services import REPO
+from htdask.demo.services import REPO
 
 MANIFEST = REPO / "deploy" / "k8s" / "exporter.yaml"
 MODELS = {"Deployment": "V1Deployment", "Service": "V1Service"}

@@ -1,5 +1,5 @@
 """deploy/k8s: the manifests parse, the CRD is dask-gateway's, and the RBAC grants exactly the API
-calls the operator makes (derived from k8s_operator.client.API_CALLS, whose rows
+calls the operator makes (derived from htdask.k8s_operator.client.API_CALLS, whose rows
 tests/test_operator_apply.py and tests/test_operator_e2e.py check against the requests the API
 server emulator receives)."""
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from k8s_operator import bodies
-from k8s_operator.client import API_CALLS, NAMESPACED_OPS, rbac_requirements
-from k8s_operator.config import OperatorConfig
+from htdask.k8s_operator import bodies
+from htdask.k8s_operator.client import API_CALLS, NAMESPACED_OPS, rbac_requirements
+from htdask.k8s_operator.config import OperatorConfig
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
 FILES = ("crd.yaml", "rbac.yaml", "operator.yaml")

@@ -7,7 +7,7 @@ holds condor_submit's answer after the real one queued the jobs); with one clust
 one round. Once the dead round's lease has expired, a new worker is started and the clusters must reach
 exactly their desired counts, with unique worker names, within LOCK_TTL + one POLL_INTERVAL (+ a margin
 for starting processes) of the kill: the
-dead round is detected by its lease alone (state/rounds.py), far below the old lock timeout (2 ×
+dead round is detected by its lease alone (htdask/state/rounds.py), far below the old lock timeout (2 ×
 CONDOR_TIMEOUT + 30 = 150 s) during which its "round queued" mark answered every request and poll.
 
 Real redis-server, Celery worker and beat, the local pool; condor_q / condor_submit wrapped through
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from demo.services import install_pool
-from state import connect, keys
+from htdask.demo.services import install_pool
+from htdask.state import connect, keys
 from tests.conftest import live, wait_until
 from tests.test_reliability import fault, kill_worker, make_stack
 
@@ -86,7 +86,7 @@ def holding_bin():
 
 
 START_ROUND = """
-from state import Store, connect
+from htdask.state import Store, connect
 from tasks.app import app
 store = Store(connect())
 wanted = %r

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: shipped top-level packages and modules (pyproject.toml) -> the project layers each may import.
 #: Arrows point down: an entry point enqueues through tasks/, tasks/ call workers/, everyone may use
-#: domain/ (pure values and rules) and state/ (the Redis keys); localpool/ stands apart. Of workers/,
+#: htdask/domain/ (pure values and rules) and htdask/state/ (the Redis keys); htdask_localpool/ stands apart. Of workers/,
 #: entry points use only the owner checks at their boundary (identity, and runas' user policy).
 OWNER_CHECKS = {"workers.identity", "workers.runas"}
 ALLOWED: dict[str, set[str]] = {
@@ -27,8 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "exporter": {"tasks", "domain", "state"},
     "htdask": {"tasks", "domain", "state", *OWNER_CHECKS, "k8s_operator", "exporter", "demo"},  # its commands
     "cli": {"htdask"},
-    "localpool": set(),
-    "demo": {"htdask", "gateway", "k8s_operator", "tasks", "workers", "domain", "state", "localpool"},
+    "htdask_localpool": set(),
+    "demo": {"htdask", "gateway", "k8s_operator", "tasks", "workers", "domain", "state", "htdask_localpool"},
 }
 #: inside workers/: the HTCondor adapter knows nothing of identity (and nothing above it)
 ALLOWED_INSIDE = {
@@ -95,7 +95,7 @@ def _allowed(importer: str, imported: str) -> bool:
 
 
 def test_every_shipped_package_is_found():
-    assert {"domain.validation", "workers.htcondor.schedd", "gateway.backend", "tasks.api", "cli"} <= set(MODULES)
+    assert {"htdask.domain.validation", "workers.htcondor.schedd", "htdask.gateway.backend", "tasks.api", "cli"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
@@ -127,14 +127,14 @@ def test_no_import_cycle():
 
 def test_the_checker_sees_a_violation_and_a_cycle(tmp_path):
     """The rules above can fail: a forbidden import and a two-module cycle are reported."""
-    assert not _allowed("domain.validation", "state")
-    assert not _allowed("gateway.backend", "workers.htcondor.cli")
+    assert not _allowed("htdask.domain.validation", "state")
+    assert not _allowed("htdask.gateway.backend", "workers.htcondor.cli")
     assert not _allowed("workers.htcondor.cli", "workers.identity")
     assert not _allowed("tasks.api", "harness.venv_dir")
-    assert _allowed("gateway.backend", "tasks.api") and _allowed("tasks.poll", "workers.htcondor.schedd")
+    assert _allowed("htdask.gateway.backend", "tasks.api") and _allowed("tasks.poll", "workers.htcondor.schedd")
     f = tmp_path / "x.py"
-    f.write_text("from domain import validation\nimport tasks.api\ndef f():\n    from harness import venv_dir\n")
-    assert {"domain.validation", "tasks.api", "harness"} <= _imports("domain.x", f)
+    f.write_text("from htdask.domain import validation\nimport tasks.api\ndef f():\n    from harness import venv_dir\n")
+    assert {"htdask.domain.validation", "tasks.api", "harness"} <= _imports("domain.x", f)
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

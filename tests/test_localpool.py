@@ -1,6 +1,6 @@
 """The embedded local pool behaves like HTCondor from the outside: programs, formats, jobs.
 
-Every test uses the ``pool_env`` fixture (fresh LOCALPOOL_DIR, localpool/bin first on PATH);
+Every test uses the ``pool_env`` fixture (fresh LOCALPOOL_DIR, htdask_localpool/bin first on PATH);
 its teardown stops the runner and kills every job process of the pool.
 """
 from __future__ import annotations

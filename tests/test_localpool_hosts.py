@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="requires root: networ
 def _remove_by_name(pool_dir: Path) -> None:
     """Finalizer: whatever `stop` left, by the names derived from this pool's directory."""
     sys.path.insert(0, str(REPO))
-    from localpool import hosts
+    from htdask_localpool import hosts
     h = hosts.pool_hash(pool_dir)
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split("\n")
     for line in names:
@@ -55,7 +55,7 @@ def hosts_pool(pool_env, monkeypatch):
 
 def _netns_of(pool_dir) -> list[str]:
     sys.path.insert(0, str(REPO))
-    from localpool import hosts
+    from htdask_localpool import hosts
     h = hosts.pool_hash(pool_dir)
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return sorted(line.split(" ")[0] for line in out.splitlines() if line.startswith(f"lp{h}-"))

@@ -13,7 +13,7 @@ import classad2
 import pytest
 
 from tests.test_localpool_lib import dry_run, me
-from domain.jobspec import WorkerJobSpec, worker_submit_description
+from htdask.domain.jobspec import WorkerJobSpec, worker_submit_description
 
 ITEMS = [(3, "demo-3"), (4, "demo-4"), (7, "demo-7")]
 
@@ -74,7 +74,7 @@ def test_gateway_description_with_extra_submit(pool_env, work, tmp_path):
     from dask_gateway_server.backends.db_base import JobStatus as G
     from dask_gateway_server.utils import FrozenAttrDict
 
-    from gateway.backend import HTCondorBackend, HTCondorClusterConfig
+    from htdask.gateway.backend import HTCondorBackend, HTCondorClusterConfig
 
     extra = {"+ProjectName": '"physics"', "requirements": "(TARGET.HasCVMFS =?= true)", "request_gpus": "1",
              "periodic_remove": "NumJobStarts > 3", "max_retries": "5", "accounting_group": "group_physics",
@@ -103,8 +103,8 @@ def test_gateway_description_with_extra_submit(pool_env, work, tmp_path):
 
 
 def test_operator_docker_universe_description(pool_env, work):
-    from k8s_operator.config import OperatorConfig
-    from k8s_operator.handlers import worker_options
+    from htdask.k8s_operator.config import OperatorConfig
+    from htdask.k8s_operator.handlers import worker_options
 
     body = {"metadata": {"name": "demo", "namespace": "science", "uid": "u1"},
             "spec": {"config": {"worker_cores": 1.5, "worker_memory": 2 * 2**30, "worker_threads": 2,

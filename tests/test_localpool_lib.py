@@ -22,8 +22,8 @@ def run(env: dict, *argv: str, cwd=None, input: str | None = None, user=None,
 
 
 def pool(env: dict, *args: str, check: bool = True, user=None) -> subprocess.CompletedProcess:
-    """python -m localpool ..."""
-    res = run(env, sys.executable, "-m", "localpool", *args, cwd=REPO, user=user)
+    """python -m htdask_localpool ..."""
+    res = run(env, sys.executable, "-m", "htdask_localpool", *args, cwd=REPO, user=user)
     if check:
         assert res.returncode == 0, res.stderr
     return res

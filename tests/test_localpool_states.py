@@ -25,7 +25,7 @@ def _state(pid: int) -> str:
 
 
 def _pid(env, job: str) -> int:
-    from localpool import store
+    from htdask_localpool import store
     con = store.connect()
     try:
         return con.execute("SELECT pid FROM jobs WHERE cluster=? AND proc=?", tuple(map(int, job.split(".")))

@@ -16,12 +16,12 @@ from pathlib import Path
 import classad2
 import pytest
 
-from demo.services import install_pool
+from htdask.demo.services import install_pool
 from tests.conftest import live, queue_of, wait_until
 from tests.test_core import make_stack, scale
 from workers.htcondor.bindings import ad_to_dict
 from workers.htcondor.queue_parser import DEGRADED, parse_ads_text
-from domain.summary import AdCounts, summarize
+from htdask.domain.summary import AdCounts, summarize
 
 #: issue 12's input, verbatim (printf of a held job whose hold reason is Latin-1)
 LATIN1_HELD = (b'{\n  "ClusterId": 3,\n  "ProcId": 0,\n  "DaskGatewayCluster": "cafe",\n  "JobStatus": 5,\n'

@@ -13,10 +13,10 @@ import stat
 import pytest
 from kubernetes import client as k8s
 
-from k8s_operator import bodies
-from k8s_operator.client import API_CALLS, JSON_PATCH, CredentialsFiles, KubeClient, TaskBackend, apply
-from k8s_operator.handlers import DELETE_TASK, FINALIZER, SCALE_TASK, Ref, reconcile
-from k8s_operator.naming import htcondor_cluster_name
+from htdask.k8s_operator import bodies
+from htdask.k8s_operator.client import API_CALLS, JSON_PATCH, CredentialsFiles, KubeClient, TaskBackend, apply
+from htdask.k8s_operator.handlers import DELETE_TASK, FINALIZER, SCALE_TASK, Ref, reconcile
+from htdask.k8s_operator.naming import htcondor_cluster_name
 from tests.conftest import needs
 from tests.k8s_emulator import Emulator
 from tests.test_operator_handlers import (EXPECTED_OPTIONS, EXPECTED_POD, EXPECTED_SECRET,
@@ -268,7 +268,7 @@ def test_credentials_are_written_for_the_jobs_from_the_secret(kube, broker, tmp_
 # ---- owners --------------------------------------------------------------------------------------------------
 
 def test_owner_from_username_and_email(broker, tmp_path, monkeypatch, service_user):
-    from domain.validation import ValidationError
+    from htdask.domain.validation import ValidationError
     backend = TaskBackend(broker)
     assert backend.resolve_owner(service_user) == service_user
     users = tmp_path / "users.yaml"

@@ -15,13 +15,13 @@ import time
 import pytest
 from kubernetes import client as k8s
 
-from demo import services
-from demo.procs import Process
-from demo.services import REPO, Stack
-from k8s_operator import bodies
-from k8s_operator.client import API_CALLS, NAMESPACED_OPS, rbac_requirements
-from k8s_operator.handlers import FINALIZER
-from k8s_operator.naming import htcondor_cluster_name
+from htdask.demo import services
+from htdask.demo.procs import Process
+from htdask.demo.services import REPO, Stack
+from htdask.k8s_operator import bodies
+from htdask.k8s_operator.client import API_CALLS, NAMESPACED_OPS, rbac_requirements
+from htdask.k8s_operator.handlers import FINALIZER
+from htdask.k8s_operator.naming import htcondor_cluster_name
 from tests.conftest import live, needs, wait_until
 from tests.k8s_emulator import Emulator
 from tests.test_operator_objects import daskcluster
@@ -117,7 +117,7 @@ def operators():
 def workers_named(stack: Stack, cluster: str) -> int:
     """How many worker names the cluster ever reserved (the per-cluster Redis counter): every job
     submitted twice would show here."""
-    from state import Store, connect
+    from htdask.state import Store, connect
     return Store(connect(stack.redis.url)).counter(cluster)
 
 

@@ -6,13 +6,13 @@ import copy
 
 import pytest
 
-from k8s_operator import bodies
-from k8s_operator.handlers import (DELETE_TASK, FINALIZER, REQUEST_GRACE, SCALE_TASK, Credentials, Ref, TaskRequest,
+from htdask.k8s_operator import bodies
+from htdask.k8s_operator.handlers import (DELETE_TASK, FINALIZER, REQUEST_GRACE, SCALE_TASK, Credentials, Ref, TaskRequest,
                                    reconcile, scheduler_ready, scheduler_state, worker_options)
-from k8s_operator.naming import htcondor_cluster_name
+from htdask.k8s_operator.naming import htcondor_cluster_name
 from tests.test_operator_objects import (API_URL, CLUSTER_LABELS, CONFIG, INSTANCE, NAME, NAMESPACE, POD_UID, T0,
                                          UID, b64, daskcluster, fixed_credentials, operator_config, scheduler_pod)
-from domain.validation import validate_cluster_name
+from htdask.domain.validation import validate_cluster_name
 
 OURS = htcondor_cluster_name(NAMESPACE, NAME)
 CLUSTER_OWNER_REF = {"apiVersion": "gateway.dask.org/v1alpha1", "kind": "DaskCluster", "name": NAME, "uid": UID}
@@ -407,7 +407,7 @@ def test_worker_options_carry_address_ports_tls_files_and_gateway_variables():
 
 def test_worker_options_make_a_valid_submit_description():
     """The options are WorkerJobSpec fields the job layer accepts as they are."""
-    from domain.jobspec import WorkerJobSpec, worker_submit_description
+    from htdask.domain.jobspec import WorkerJobSpec, worker_submit_description
     cfg = operator_config(credentials_dir="/shared/dask")
     spec = WorkerJobSpec(cluster=OURS, owner="alice", **worker_options(daskcluster(), cfg))
     text = str(worker_submit_description(spec, [(0, f"{OURS}-0")]))

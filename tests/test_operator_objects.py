@@ -18,7 +18,7 @@ import threading
 
 import pytest
 
-from k8s_operator.config import OperatorConfig
+from htdask.k8s_operator.config import OperatorConfig
 
 NAMESPACE = "dask-users"
 NAME = "b75241596d2541abaf558ef67ccd2bab"
@@ -148,7 +148,7 @@ def broker(redis_server, monkeypatch):
     monkeypatch.delenv("SCHEDDS", raising=False)
     from tasks import context
     context.reset()
-    from state import Store, connect
+    from htdask.state import Store, connect
     from tasks.app import app
     saved = (app.conf.broker_url, app.conf.result_backend)
     _point_celery_at(app, redis_server.url)

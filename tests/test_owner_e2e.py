@@ -13,12 +13,12 @@ import sys
 
 import pytest
 
-from demo.services import REPO, Stack
-from state import connect, keys
+from htdask.demo.services import REPO, Stack
+from htdask.state import connect, keys
 from tests.conftest import needs, wait_until
 from workers.htcondor.queue_parser import parse_ads_text
 
-FAKE_WORKER = str(REPO / "demo" / "fake_dask_worker")
+FAKE_WORKER = str(REPO / "htdask" / "demo" / "fake_dask_worker")
 OWNER = f"htdask-e2e-{os.getpid()}"  # unique: concurrent sessions never share or delete it
 EMAIL = "Dana.Owner@Example.org"
 
@@ -94,7 +94,7 @@ def test_scale_by_email_submits_and_removes_as_that_user(stack, owner_user, serv
     # Jobs the controller must never touch: another cluster of the same user, and a job of the same
     # user without our marker.
     for attrs in (["--attr", 'DaskGatewayCluster="c2"', "--attr", "DaskWorkerIndex=0"], []):
-        seeded = subprocess.run([sys.executable, "-m", "localpool", "seed", "1", "--owner", owner_user, *attrs],
+        seeded = subprocess.run([sys.executable, "-m", "htdask_localpool", "seed", "1", "--owner", owner_user, *attrs],
                                 env=stack.env, cwd=str(REPO), capture_output=True, text=True, timeout=60)
         assert seeded.returncode == 0, seeded.stderr
     others = [a for a in ads(stack) if a.get("DaskGatewayCluster") != "c1"]

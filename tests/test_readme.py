@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from demo.procs import free_port
-from demo.services import REPO, have_redis
+from htdask.demo.procs import free_port
+from htdask.demo.services import REPO, have_redis
 
 
 def quick_start_blocks() -> list[str]:

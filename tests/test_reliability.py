@@ -14,8 +14,8 @@ from collections import Counter
 
 import pytest
 
-from demo.services import REPO, Stack
-from state import Store, connect
+from htdask.demo.services import REPO, Stack
+from htdask.state import Store, connect
 from tests.conftest import wait_until
 from tests.conftest import live, queue_of
 from tests.test_core import FAKE_WORKER, scale
@@ -32,7 +32,7 @@ def make_stack(service_user, **env) -> Stack:
 
 
 def fault(stack: Stack, *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "localpool", "fault", *args], env=stack.env, cwd=REPO, check=True,
+    subprocess.run([sys.executable, "-m", "htdask_localpool", "fault", *args], env=stack.env, cwd=REPO, check=True,
                    capture_output=True, timeout=30)
 
 
@@ -230,7 +230,7 @@ def _job_pid(stack: Stack, job: dict) -> int:
     pool's id and the job id; another test's job of the same worker name is not ours)."""
     from pathlib import Path
 
-    from localpool import paths, procs, store
+    from htdask_localpool import paths, procs, store
     con = store.connect(paths.PoolFiles(Path(stack.env["LOCALPOOL_DIR"])))
     try:
         pool = store.pool_id(con)

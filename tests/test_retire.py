@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from demo.procs import Process, free_port, wait_for_port
-from demo.services import FAKE_WORKER, Stack
+from htdask.demo.procs import Process, free_port, wait_for_port
+from htdask.demo.services import FAKE_WORKER, Stack
 from tests.conftest import live, wait_until
 
 pytestmark = pytest.mark.stack

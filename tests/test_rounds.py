@@ -1,11 +1,11 @@
-"""state/rounds.py against a real redis-server: a queued request names the task that will handle its cluster
+"""htdask/state/rounds.py against a real redis-server: a queued request names the task that will handle its cluster
 (the running round's, then — from the moment that round took its batch — the next round's), and no token
 passes between tasks."""
 from __future__ import annotations
 
 import time
 
-from state import Store, connect, keys, rounds
+from htdask.state import Store, connect, keys, rounds
 
 FIRST, LATER = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
 

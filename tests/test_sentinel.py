@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from demo import services
+from htdask.demo import services
 from harness.sentinel import SentinelSet
-from demo.services import REPO, Stack
-from state import Store, connect, connection
+from htdask.demo.services import REPO, Stack
+from htdask.state import Store, connect, connection
 from tests.conftest import queue_of
 
 # on the stack test only: the others need no server and run in the unit tier
@@ -40,7 +40,7 @@ KILL_AFTER = 30  # taken requests before the master is killed
 # retried until taken; prints {"cluster", "n", "seq"} per taken request.
 CLIENT = f"""
 import json, random, sys, time
-from state import Store, connect
+from htdask.state import Store, connect
 from tasks.api import enqueue_scale
 random.seed(18)
 store = Store(connect())
@@ -171,7 +171,7 @@ GATEWAY_SERVER = Path(sys.executable).parent / "dask-gateway-server"
     [sys.executable, "cli.py", "status"],
     [sys.executable, "-m", "celery", "-A", "tasks", "worker"],
     [sys.executable, "cli.py", "operator", "--instance", "x", "--api-url", "http://gw:8000/api"],
-    [str(GATEWAY_SERVER), "-f", "gateway/config.py"],
+    [str(GATEWAY_SERVER), "-f", "htdask/gateway/config.py"],
 ], ids=["cli", "celery-worker", "operator", "gateway"])
 def test_a_bad_redis_setting_stops_the_process_at_start_with_one_line(argv):
     if not Path(argv[0]).exists():

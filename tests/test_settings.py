@@ -1,4 +1,4 @@
-"""The one settings model (settings/): every setting defined once with its variable, type, default, unit and
+"""The one settings model (htdask/settings/): every setting defined once with its variable, type, default, unit and
 meaning; validated at start (a bad value stops each process with one line naming it); no setting read at
 import time or outside the model; the README's tables generated from it."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import settings
-from demo.services import REPO, base_env
-from settings import Settings, SettingsError, env_names, load
-from settings.doc import README, replaced
+from htdask import settings
+from htdask.demo.services import REPO, base_env
+from htdask.settings import Settings, SettingsError, env_names, load
+from htdask.settings.doc import README, replaced
 
 #: product code (the local pool, test harness and benchmarks are apart from it)
 PRODUCT = ("cli.py", "beat_schedule.py", "htdask", "tasks", "workers", "state", "gateway", "k8s_operator",
@@ -125,7 +125,7 @@ def test_a_frozen_process_reads_its_environment_no_more_until_forgotten(clean_en
 def test_keyword_overrides_win_over_the_environment(clean_env):
     clean_env.setenv("SCHEDD_NAME", "from-env")
     assert settings.build(schedd_name="flag").schedd_name == "flag"
-    from k8s_operator.config import from_env
+    from htdask.k8s_operator.config import from_env
     clean_env.setenv("DASK_GATEWAY_INSTANCE", "env-instance")
     clean_env.setenv("DASK_GATEWAY_API_URL", "http://gw/api")
     cfg = from_env(instance="flag-instance", namespace="ns", api_url=None)
@@ -159,7 +159,7 @@ def test_no_setting_of_the_model_is_read_outside_it():
         base = REPO / top
         files = [base] if base.suffix == ".py" else sorted(base.rglob("*.py")) if base.is_dir() else []
         for path in files:
-            if path.parts[-2:-1] == ("settings",) and path.parent == REPO / "settings":
+            if path.parts[-2:-1] == ("settings",) and path.parent == REPO / "htdask" / "settings":
                 continue
             offenders += [f"{path.relative_to(REPO)}: {n}" for n in _environment_reads(path) if n in names]
     assert not offenders, offenders
@@ -167,7 +167,7 @@ def test_no_setting_of_the_model_is_read_outside_it():
 
 def test_importing_the_app_and_the_state_keys_reads_no_setting():
     """A bad value does not break an import (only a process's start reads the settings)."""
-    code = "import tasks.app, tasks.cluster_tasks, state.keys, state.store, gateway.backend, k8s_operator.config"
+    code = "import tasks.app, tasks.cluster_tasks, htdask.state.keys, htdask.state.store, htdask.gateway.backend, htdask.k8s_operator.config"
     res = subprocess.run([sys.executable, "-c", code], cwd=str(REPO), capture_output=True, text=True, timeout=120,
                          env={**base_env(Path("/tmp"), "redis://127.0.0.1:1/0"), "POLL_INTERVAL": "abc"})
     assert res.returncode == 0, res.stderr
@@ -222,7 +222,7 @@ def test_cli_and_operator_stop_at_start(tmp_path, argv, env, prefix, variable):
 
 def test_gateway_stops_at_start(tmp_path):
     code = ("from traitlets.config.loader import PyFileConfigLoader\n"
-            f"PyFileConfigLoader('config.py', path={str(REPO / 'gateway')!r}).load_config()\n")
+            f"PyFileConfigLoader('config.py', path={str(REPO / 'htdask' / 'gateway')!r}).load_config()\n")
     res = _run([sys.executable, "-c", code], {"GATEWAY_PASSWORD": "pw", "GATEWAY_SCHEDULER_MODE": "pod"}, tmp_path)
     _one_line(res, "dask-gateway-server: refusing to start: bad setting: ", "GATEWAY_SCHEDULER_MODE='pod'")
 
@@ -231,7 +231,7 @@ def test_gateway_stops_at_start(tmp_path):
 
 def test_readme_configuration_tables_are_the_model():
     text = README.read_text()
-    assert replaced(text) == text, "README.md differs from settings/: run python -m settings.doc --write"
+    assert replaced(text) == text, "README.md differs from htdask/settings/: run python -m htdask.settings.doc --write"
     for name in env_names():
         assert f"| `{name}` |" in text, name
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from demo.services import Stack
-from state import Store, connect
+from htdask.demo.services import Stack
+from htdask.state import Store, connect
 from tests.conftest import live, wait_until
 from tests.test_core import FAKE_WORKER, scale
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from demo.services import REPO, base_env
+from htdask.demo.services import REPO, base_env
 
 
 def start_worker(env: dict) -> subprocess.CompletedProcess:

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from settings import load
-from state import Store, connect, keys
+from htdask.settings import load
+from htdask.state import Store, connect, keys
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_reserve_is_one_incrby_and_respects_the_floor(store):
 def test_only_the_lease_holder_reserves_and_a_submit_in_flight_keeps_the_counter(store):
     """Issue 23 item 1: the lease's token fences the counter; an empty cluster starts again at 0 only when no
     submit of it may still commit."""
-    from state.counters import LeaseLost
+    from htdask.state.counters import LeaseLost
     lock = store.cluster_lock("f")
     assert store.acquire(lock)
     stale = lock.local.token
@@ -113,8 +113,8 @@ def test_delete_forgets_every_key_of_the_cluster(store):
 
 HOLDER = """
 import sys, time
-from settings import load
-from state import Store, connect
+from htdask.settings import load
+from htdask.state import Store, connect
 store = Store(connect(sys.argv[1]), settings=load().model_copy(update={"lock_ttl": float(sys.argv[2])}))
 lock = store.cluster_lock("c")
 # a token naming another host and a pid that means nothing here: liveness must not depend on it
@@ -221,7 +221,7 @@ def test_the_watch_takes_the_lock_a_dead_holder_left(store):
 
 
 def test_retiring_marks_are_live_until_their_deadline_and_claimed_once_by_their_token(store):
-    """state/retiring.py: a reconcile does not count marked jobs; only the retirement that marked them
+    """htdask/state/retiring.py: a reconcile does not count marked jobs; only the retirement that marked them
     removes them, and only while the mark lives (Redis's clock)."""
     store.mark_retiring("r", "tok1", ["5.0", "5.1"], lifetime=30)
     store.mark_retiring("r", "tok2", ["5.2"], lifetime=0.2)

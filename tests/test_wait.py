@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from demo.services import Stack
+from htdask.demo.services import Stack
 from tests.conftest import live, wait_until
 from tests.test_core import FAKE_WORKER
 from tests.test_reliability import fault

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from demo.procs import Process
-from demo.services import REPO
+from htdask.demo.procs import Process
+from htdask.demo.services import REPO
 from tests.test_core import make_stack
 
 pytestmark = pytest.mark.stack

@@ -13,11 +13,11 @@ import pytest
 
 from workers import runas
 from workers.htcondor.bindings import BindingsSchedd, act_result, ad_to_dict, to_submit
-from domain.jobspec import WorkerJobSpec, worker_submit_description
+from htdask.domain.jobspec import WorkerJobSpec, worker_submit_description
 from workers.htcondor.queue_parser import parse_ads_text
 from workers.htcondor import get_schedd
 from workers.htcondor.schedd import ScheddError
-from domain.submitdesc import SubmitDescription
+from htdask.domain.submitdesc import SubmitDescription
 
 
 def worker_desc():

@@ -1,4 +1,4 @@
-"""workers through the real subprocess path into the local pool (localpool/bin/condor_*).
+"""workers through the real subprocess path into the local pool (htdask_localpool/bin/condor_*).
 
 Nothing above the subprocess line is mocked: CliSchedd runs the pool's condor_submit / condor_q /
 condor_rm / condor_hold / condor_release / condor_history programs, whose output formats are
@@ -20,20 +20,20 @@ import pytest
 
 from workers import runas
 from workers.htcondor.cli import CliSchedd
-from domain.jobspec import (POLL_PROJECTION, WorkerJobSpec, cluster_constraint, jobs_constraints,
+from htdask.domain.jobspec import (POLL_PROJECTION, WorkerJobSpec, cluster_constraint, jobs_constraints,
                              ours_constraint, worker_submit_description)
 from workers.htcondor import schedd as schedd_module
-from domain.jobstatus import JobStatus
+from htdask.domain.jobstatus import JobStatus
 from workers.htcondor.schedd import ParseError, ScheddError, ScheddTimeout
-from domain.submitdesc import SubmitDescription
-from domain.summary import summarize
-from domain.validation import ValidationError
+from htdask.domain.submitdesc import SubmitDescription
+from htdask.domain.summary import summarize
+from htdask.domain.validation import ValidationError
 
 REPO = Path(__file__).resolve().parent.parent
-POOL_BIN = REPO / "localpool" / "bin"
+POOL_BIN = REPO / "htdask_localpool" / "bin"
 
 pytestmark = pytest.mark.skipif(not (POOL_BIN / "condor_q").exists(),
-                                reason="localpool/bin/condor_q does not exist yet (localpool not built)")
+                                reason="htdask_localpool/bin/condor_q does not exist yet (localpool not built)")
 
 # A cheap "worker": sh records its argv and environment, then sleeps; the dask arguments that
 # follow become $1.. and are ignored.
@@ -64,7 +64,7 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):
 
 
 def pool_cmd(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "localpool", *args], env=env, cwd=REPO, check=check,
+    return subprocess.run([sys.executable, "-m", "htdask_localpool", *args], env=env, cwd=REPO, check=check,
                           capture_output=True, text=True, timeout=60)
 
 

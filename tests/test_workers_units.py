@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from workers.htcondor.cli import Completed, CliSchedd, interpret_act
-from domain.jobstatus import JobStatus
+from htdask.domain.jobstatus import JobStatus
 from workers.htcondor import get_schedd
 from workers.htcondor.schedd import ActResult, ParseError, ScheddError, ScheddTimeout
-from domain.submitdesc import SubmitDescription
-from domain.summary import AdCounts, JobRecord, summarize
-from domain.validation import ValidationError
+from htdask.domain.submitdesc import SubmitDescription
+from htdask.domain.summary import AdCounts, JobRecord, summarize
+from htdask.domain.validation import ValidationError
 
 
 # --- SubmitDescription -------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def test_get_schedd_by_backend(monkeypatch):
     from workers.htcondor.bindings import BindingsSchedd
     assert isinstance(get_schedd(), BindingsSchedd)
     monkeypatch.setenv("CONDOR_BACKEND", "slurm")
-    from settings import SettingsError
+    from htdask.settings import SettingsError
     with pytest.raises(SettingsError, match="^CONDOR_BACKEND='slurm' must be 'cli' or 'bindings'"):
         get_schedd()
 

@@ -1,15 +1,15 @@
-"""domain.validation: a table of hostile inputs, each refused with one clear line; good inputs pass."""
+"""htdask.domain.validation: a table of hostile inputs, each refused with one clear line; good inputs pass."""
 from __future__ import annotations
 
 import classad2
 import pytest
 
 from workers import runas
-from domain.validation import (ValidationError, validate_address, validate_cluster_name, validate_count,
+from htdask.domain.validation import (ValidationError, validate_address, validate_cluster_name, validate_count,
                                validate_docker_image, validate_email, validate_job_id, validate_memory,
                                validate_port_range, validate_schedd_name, validate_unix_user_name,
                                validate_worker_name)
-from domain.submitvalues import (quote_arguments, quote_environment, validate_classad_string, validate_constraint,
+from htdask.domain.submitvalues import (quote_arguments, quote_environment, validate_classad_string, validate_constraint,
                                  validate_env, validate_path, validate_submit_key, validate_submit_value)
 
 BAD = [

@@ -12,8 +12,8 @@ import os
 import pwd
 from dataclasses import dataclass
 
-from settings import Settings, load
-from domain.validation import ValidationError, validate_unix_user_name
+from htdask.settings import Settings, load
+from htdask.domain.validation import ValidationError, validate_unix_user_name
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class RunAs:
 
 
 def min_submit_uid(settings: Settings | None = None) -> int:
-    """MIN_SUBMIT_UID, at least 1: root is never allowed, whatever the setting (settings/model.py)."""
+    """MIN_SUBMIT_UID, at least 1: root is never allowed, whatever the setting (htdask/settings/model.py)."""
     return (settings or load()).min_submit_uid
 
 

@@ -5,7 +5,7 @@ Callers use `get_schedd()` and the interface's exceptions; they never import an 
 """
 from __future__ import annotations
 
-from settings import Settings, load
+from htdask.settings import Settings, load
 from workers.htcondor.schedd import ActResult, ParseError, Schedd, ScheddError, ScheddTimeout
 
 __all__ = ["ActResult", "ParseError", "Schedd", "ScheddError", "ScheddTimeout", "get_schedd"]

@@ -15,9 +15,9 @@ import pwd
 from typing import Any, Iterator, Sequence
 
 from workers import runas
-from domain.submitdesc import SubmitDescription
-from domain.submitvalues import validate_projection
-from domain.validation import ValidationError, validate_count, validate_schedd_name
+from htdask.domain.submitdesc import SubmitDescription
+from htdask.domain.submitvalues import validate_projection
+from htdask.domain.validation import ValidationError, validate_count, validate_schedd_name
 from workers.htcondor.queue_parser import DEGRADED
 from workers.htcondor.schedd import ActResult, Schedd, ScheddError
 

@@ -21,11 +21,11 @@ import threading
 from dataclasses import dataclass
 from typing import IO, Iterator, Sequence
 
-from domain import brief
-from domain.submitdesc import CombinedDescription, SubmitDescription
-from domain.submitvalues import validate_projection
-from domain.validation import validate_count, validate_schedd_name
-from settings import Settings, load
+from htdask.domain import brief
+from htdask.domain.submitdesc import CombinedDescription, SubmitDescription
+from htdask.domain.submitvalues import validate_projection
+from htdask.domain.validation import validate_count, validate_schedd_name
+from htdask.settings import Settings, load
 from workers import runas
 from workers.htcondor.queue_parser import parse_ads, parse_terse_submit
 from workers.htcondor.schedd import (ActResult, ParseError, Schedd, ScheddError, ScheddTimeout,
@@ -42,7 +42,7 @@ _NOTHING_MATCHED = "Couldn't find/"
 
 
 def command_timeout(settings: Settings | None = None) -> float:
-    """CONDOR_TIMEOUT in seconds (settings/model.py; validated when the settings are loaded)."""
+    """CONDOR_TIMEOUT in seconds (htdask/settings/model.py; validated when the settings are loaded)."""
     return (settings or load()).condor_timeout
 
 

@@ -20,7 +20,7 @@ import logging
 import re
 from typing import IO, Any, Iterator
 
-from domain.summary import DEGRADED  # the key of an ad whose non-UTF-8 bytes were repaired
+from htdask.domain.summary import DEGRADED  # the key of an ad whose non-UTF-8 bytes were repaired
 from workers.htcondor.schedd import ParseError
 
 log = logging.getLogger(__name__)

@@ -11,12 +11,12 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-from domain import brief
-from domain.validation import ValidationError, validate_job_id
-from domain.submitvalues import validate_reason
+from htdask.domain import brief
+from htdask.domain.validation import ValidationError, validate_job_id
+from htdask.domain.submitvalues import validate_reason
 
 if TYPE_CHECKING:
-    from domain.submitdesc import CombinedDescription, SubmitDescription
+    from htdask.domain.submitdesc import CombinedDescription, SubmitDescription
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 IDS_PER_CALL = 2000
 #: characters of a constraint given to a schedd: it is one argv word, and Linux refuses a word over
 #: 128 KiB (MAX_ARG_STRLEN) with "Argument list too long"; callers split longer ones
-#: (domain.jobspec.jobs_constraints keeps each under CONSTRAINT_MAX)
+#: (htdask.domain.jobspec.jobs_constraints keeps each under CONSTRAINT_MAX)
 CONSTRAINT_LIMIT = 100_000
 
 

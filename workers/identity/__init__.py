@@ -1,7 +1,7 @@
 """Who owns a cluster: an owner given as a Unix user name or as an e-mail address, resolved to a Unix user.
 
 Sites know people by e-mail (CI Connect) and run their jobs as their Unix user.  Every entry point
-(cli.py, gateway/, k8s_operator/) turns an owner from outside into a checked Unix user name with::
+(cli.py, htdask/gateway/, htdask/k8s_operator/) turns an owner from outside into a checked Unix user name with::
 
     from workers.identity import resolve_owner, IdentityError, IdentityUnavailable
 
@@ -60,8 +60,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from domain.validation import ValidationError, validate_email, validate_unix_user_name
-from settings import IdentitySettings
+from htdask.domain.validation import ValidationError, validate_email, validate_unix_user_name
+from htdask.settings import IdentitySettings
 from workers.identity.ciconnect import _section, cache_ttl, ciconnect_config, fetch_users, match_email, redact
 from workers.identity.errors import (AmbiguousEmail, CIConnectBadAnswer, CIConnectTokenRefused, CIConnectUnreachable,
                                      IdentityConfigError, IdentityError, IdentityNotConfigured, IdentityUnavailable,
@@ -80,7 +80,7 @@ __all__ = [
 
 
 def _default_store():
-    from state import Store, connect
+    from htdask.state import Store, connect
     return Store(connect())
 
 

@@ -1,5 +1,5 @@
 """The CI Connect users API (``GET {CICONNECT_URL}/v1alpha1/users?token=T``): settings, the request with
-timeouts and retries (`domain.retry`), matching an e-mail, and keeping the token out of every log line."""
+timeouts and retries (`htdask.domain.retry`), matching an e-mail, and keeping the token out of every log line."""
 from __future__ import annotations
 
 import logging
@@ -10,8 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from domain import retry
-from settings import IdentitySettings, load
+from htdask.domain import retry
+from htdask.settings import IdentitySettings, load
 from workers.identity.errors import (CIConnectBadAnswer, CIConnectTokenRefused, CIConnectUnreachable,
                                      IdentityConfigError)
 
@@ -68,7 +68,7 @@ for _name in ("urllib3", "urllib3.connectionpool", "urllib3.util.retry", "reques
 # ---------------------------------------------------------------------------------------------
 # settings
 
-# The identity section of the settings model (settings/sections.py) holds every variable read here, typed
+# The identity section of the settings model (htdask/settings/sections.py) holds every variable read here, typed
 # and range-checked when the settings are loaded; what is checked here is what needs the file system or
 # several variables together (a token or a token file).
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.validation import ValidationError
+from htdask.domain.validation import ValidationError
 
 
 class IdentityError(Exception):

@@ -7,7 +7,7 @@ import threading
 
 import yaml
 
-from domain.validation import ValidationError, validate_email, validate_unix_user_name
+from htdask.domain.validation import ValidationError, validate_email, validate_unix_user_name
 from workers.identity.errors import IdentityConfigError
 
 log = logging.getLogger(__name__)

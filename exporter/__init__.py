@@ -1,4 +1,0 @@
-"""The Prometheus exporter and status page of htdask: reads Redis through `state`, never a schedd.
-
-`python cli.py exporter` serves `/metrics`, `/` and `/healthz` (exporter/server.py).
-"""

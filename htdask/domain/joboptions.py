@@ -1,0 +1,62 @@
+"""The one mapping from a dask-gateway cluster config to the options of its worker jobs.
+
+Both entry points that run Dask Gateway clusters call it: the gateway backend
+(`htdask.gateway.backend.HTCondorBackend.job_options`, with its `ClusterConfig` as a mapping) and the
+DaskCluster operator (`htdask.k8s_operator.handlers.worker_options`, with the resource's ``spec.config``).
+The result is a dict of `htdask.domain.jobspec.WorkerJobSpec` fields; `tasks.api` validates it before
+anything is enqueued.
+
+Config keys read (dask-gateway's names): ``worker_threads`` -> ``nthreads``; ``worker_memory_limit``
+(else ``worker_memory``, bytes) -> ``memory_limit``; ``worker_memory`` -> ``request_memory`` when a
+limit is given apart (Kubernetes' request and limit; else the job requests its ``memory_limit``);
+``worker_cores`` -> ``request_cpus`` (rounded up, at least 1); ``image`` -> ``docker_image`` in the
+docker universe; ``worker_extra_submit`` -> ``extra_submit``; ``worker_job_options`` -> any further
+fields, applied last.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+
+def worker_job_options(config: Mapping[str, Any], *, scheduler_address: str, api_url: str | None = None,
+                       environment: Mapping[str, str] | None = None,
+                       credentials: Mapping[str, str] | None = None,
+                       worker_command: Sequence[str] | None = None, universe: str | None = None,
+                       worker_port_range: str = "", nanny_port_range: str = "",
+                       extra_submit: Mapping[str, str] | None = None) -> dict:
+    """`WorkerJobSpec` fields for the workers of a cluster with this config.
+
+    `credentials`: paths on the execute hosts (``tls_cert``, ``tls_key``, ``api_token``, optionally
+    ``log_dir``); `extra_submit`: submit commands the entry point adds to the config's own.
+    """
+    opts: dict[str, Any] = {"scheduler_address": scheduler_address}
+    if api_url:
+        opts["api_url"] = api_url
+    if worker_command:
+        opts["worker_command"] = list(worker_command)
+    if config.get("worker_threads"):
+        opts["nthreads"] = int(config["worker_threads"])
+    memory_limit = config.get("worker_memory_limit") or config.get("worker_memory")
+    if memory_limit:
+        opts["memory_limit"] = int(memory_limit)
+    if config.get("worker_cores"):
+        opts["request_cpus"] = max(1, math.ceil(float(config["worker_cores"])))
+    if config.get("worker_memory_limit") and config.get("worker_memory"):  # request apart from the limit
+        opts["request_memory"] = int(config["worker_memory"])
+    if environment is not None:
+        opts["environment"] = dict(environment)
+    if universe:
+        opts["universe"] = universe
+        if universe == "docker" and config.get("image"):
+            opts["docker_image"] = config["image"]
+    if worker_port_range:
+        opts["worker_port_range"] = worker_port_range
+    if nanny_port_range:
+        opts["nanny_port_range"] = nanny_port_range
+    opts.update(credentials or {})
+    extra = {**(config.get("worker_extra_submit") or {}), **(extra_submit or {})}
+    if extra:
+        opts["extra_submit"] = extra
+    opts.update(config.get("worker_job_options") or {})
+    return opts

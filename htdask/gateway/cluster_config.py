@@ -1,0 +1,96 @@
+"""The per-cluster configuration of the HTCondor backend: dask-gateway's `LocalClusterConfig` plus
+what worker jobs need (extra submit commands, further `WorkerJobSpec` fields)."""
+from __future__ import annotations
+
+import shlex
+
+from dask_gateway_server.backends.local import LocalClusterConfig
+from dask_gateway_server.traitlets import Command
+from traitlets import Dict, TraitError, default
+
+from htdask.domain.validation import ValidationError, validate_port_range
+from htdask.gateway.pyenv import dask_command, job_environment
+
+
+class ShellCommand(Command):
+    """A command as a list of words; a string is split with shell rules (upstream wraps it whole)."""
+
+    def validate(self, obj, value):
+        if isinstance(value, str):
+            value = shlex.split(value)
+        return super().validate(obj, value)
+
+    def set(self, obj, value):
+        if isinstance(value, str):  # traitlets' List.set would wrap it whole
+            value = shlex.split(value)
+        super().set(obj, value)
+
+
+def port_range(value: str, what: str) -> str:
+    """A ``LOW:HIGH`` port range trait value (empty: any port); TraitError naming the trait otherwise."""
+    if not value:
+        return value
+    try:
+        return validate_port_range(value, what)
+    except ValidationError as e:
+        raise TraitError(str(e)) from None
+
+
+class HTCondorClusterConfig(LocalClusterConfig):
+    """Dask cluster configuration options when workers are HTCondor jobs."""
+
+    scheduler_cmd = ShellCommand(
+        dask_command("scheduler"),
+        help="""
+        Command to start a dask scheduler, as a list (distributed 2026: ``dask scheduler``).
+
+        A string is split with shell rules. Defaults to the ``dask`` program next to the gateway's
+        Python.
+        """,
+        config=True,
+    )
+
+    worker_cmd = ShellCommand(
+        dask_command("worker"),
+        help="""
+        Command to start a dask worker, as a list (distributed 2026: ``dask worker``).
+
+        The first word must be an absolute path or on the submitting Celery worker's PATH. A string
+        is split with shell rules. Defaults to the ``dask`` program next to the gateway's Python.
+        """,
+        config=True,
+    )
+
+    environment = Dict(
+        help="""
+        Environment variables to set for both the worker and scheduler processes.
+
+        Defaults to what the default commands need (PYTHONPATH when jobs run the venv's packages
+        with a system interpreter, see ``htdask.gateway.pyenv``).
+        """,
+        config=True,
+    )
+
+    @default("environment")
+    def _default_environment(self):
+        return job_environment()
+
+    worker_extra_submit = Dict(
+        help="""
+        Extra submit-description commands for every worker job of the cluster, e.g.
+        ``{"requirements": 'OpSysMajorVer == 9', "+ProjectName": '"physics"'}``.
+
+        Commands the controller sets itself (executable, arguments, environment, request_*, ...)
+        are refused.
+        """,
+        config=True,
+    )
+
+    worker_job_options = Dict(
+        help="""
+        Further fields of the worker job (``htdask.domain.jobspec.WorkerJobSpec``), e.g.
+        ``{"request_disk": "4GiB", "death_timeout": 120, "universe": "docker",
+        "docker_image": "ghcr.io/dask/dask:latest", "extra_args": ["--lifetime", "4h"]}``.
+        """,
+        config=True,
+    )

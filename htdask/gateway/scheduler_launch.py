@@ -1,0 +1,73 @@
+"""Where and how a cluster's Dask scheduler starts: its command line (TLS, the gateway preload and
+`htdask/gateway/scheduler_hooks.py`), a port in the site's range, the address workers use to reach it,
+and, with ``scheduler_mode = "job"``, the options of the HTCondor job that runs it
+(`htdask/gateway/scheduler_job.py`, controller cluster ``<cluster>-scheduler``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from htdask.gateway.pyenv import job_python, shared_copy
+from htdask.gateway.scheduler_job import free_port
+
+HERE = Path(__file__).resolve().parent
+HOOKS = str(HERE / "scheduler_hooks.py")
+SCHEDULER_JOB = str(HERE / "scheduler_job.py")
+SCHEDULER_SUFFIX = "-scheduler"
+
+
+def scheduler_args(config, host: str, port: str, heartbeat_period: float) -> list[str]:
+    """`dask scheduler` arguments after the command, for a cluster `config` (dask-gateway's names)."""
+    return [
+        "--protocol", "tls", "--port", port, "--host", host,
+        "--dashboard-address", f"{host}:0",
+        "--preload", "dask_gateway.scheduler_preload", "--preload", shared_copy(HOOKS),
+        "--dg-api-address", f"{host}:0",
+        "--dg-heartbeat-period", str(heartbeat_period),
+        "--dg-adaptive-period", str(config.adaptive_period),
+        "--dg-idle-timeout", str(config.idle_timeout),
+    ]
+
+
+def pick_port(port_range: str, host: str) -> int:
+    """A free port of ``LOW:HIGH`` on `host`, tried in random order (0: any, when no range is set)."""
+    if not port_range:
+        return 0
+    low, _, high = port_range.partition(":")
+    try:
+        return free_port(int(low), int(high or low), host)  # the scheduler job's own rule
+    except SystemExit as e:
+        raise RuntimeError(str(e)) from None
+
+
+def contact_address(address: str, contact_host: str) -> str:
+    """`address` (scheme://host:port) with its host replaced by `contact_host` (empty: unchanged)."""
+    if not contact_host:
+        return address
+    scheme, _, rest = address.partition("://")
+    port = rest.rsplit(":", 1)[-1]
+    host = contact_host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+def scheduler_job_options(config, args: list[str], port_range: str, environment: dict[str, str],
+                          credentials: dict[str, str], cluster_name: str) -> dict:
+    """`WorkerJobSpec` fields of the job that runs the scheduler (`htdask/gateway/scheduler_job.py` wraps
+    the scheduler command `args`, picking a port of `port_range` on its execute host)."""
+    extra = ["--dg-port-range", port_range] if port_range else []
+    extra += ["--dg-exec", *config.scheduler_cmd, *args]
+    options = {
+        "scheduler_address": "tcp://127.0.0.1:1",  # unused: the wrapper drops the worker arguments
+        "worker_command": [job_python()[0], shared_copy(SCHEDULER_JOB)],
+        "extra_args": extra,
+        "nthreads": int(config.scheduler_cores),
+        "memory_limit": int(config.scheduler_memory),
+        "environment": {**environment, "DG_GATEWAY_CLUSTER": cluster_name},
+        **credentials,
+        "death_timeout": None,
+    }
+    if config.get("worker_extra_submit"):
+        options["extra_submit"] = dict(config.worker_extra_submit)
+    return options

@@ -1,0 +1,282 @@
+"""Requests and desired state: what was asked of each cluster, its tombstone once deleted, its errors and
+crash-loop backoff (the `htdask:cluster:*`, `htdask:clusters`, `htdask:seq`, `htdask:deleted:*` keys)."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+from htdask.state import keys
+
+log = logging.getLogger(__name__)
+
+#: milliseconds a request waits for a replica to hold it under Sentinel
+REPLICA_WAIT_MS = 1000
+#: seconds requests stop waiting after a wait no replica answered (none is connected, e.g. after a failover
+#: until the old master returns as a replica): nothing could be promoted over them meanwhile
+NO_REPLICA_PAUSE = 10.0
+
+# Set hash fields only if the hash exists (never re-create a deleted cluster's record).
+_HSET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], unpack(ARGV)) end
+return 0
+"""
+
+# Set a cluster's error and its time by Redis' clock (the one clock, htdask.state.nodes), if the cluster exists.
+_SET_ERROR = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'error', ARGV[1], 'error_at', string.format('%d.%06d', tonumber(t[1]), tonumber(t[2])))
+return 1
+"""
+
+# Record a request as the cluster's desired state unless a newer one is recorded, or the cluster was deleted
+# by a request at least as new (its tombstone, KEYS[5]) (atomic, one round trip).
+# ARGV[8] is the request's sequence number, or '' to take a new one. ARGV[3] is the schedd; ARGV[9] says how:
+# 'set' it, 'keep' the recorded one (ARGV[3] is the default for a new cluster), or 'check' that a recorded
+# one is ARGV[3] (else nothing is written and the reply is {-1, 0, recorded schedd}). Names from ARGV[10].
+# Returns {seq, 1 if recorded now or before, the cluster's schedd}.
+_RECORD_REQUEST = """
+local recorded = redis.call('HGET', KEYS[2], 'schedd')
+if recorded and ARGV[9] == 'check' and recorded ~= ARGV[3] then return {-1, 0, recorded} end
+if recorded and ARGV[9] == 'keep' then ARGV[3] = recorded end
+local seq
+if ARGV[8] == '' then seq = redis.call('INCR', KEYS[1]) else seq = tonumber(ARGV[8]) end
+local tomb = tonumber(redis.call('GET', KEYS[5]) or '0')
+if seq <= tomb then return {seq, 0, ARGV[3]} end
+local stored = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
+if stored >= seq then
+  if stored == seq then return {seq, 1, ARGV[3]} end
+  return {seq, 0, ARGV[3]}
+end
+redis.call('HSETNX', KEYS[2], 'created_at', ARGV[4])
+redis.call('HSET', KEYS[2], 'desired', ARGV[2], 'schedd', ARGV[3], 'updated_at', ARGV[4], 'seq', seq, 'replaced', 0)
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'owner', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'options', ARGV[6]) end
+redis.call('HINCRBY', KEYS[2], 'generation', 1)
+redis.call('SADD', KEYS[3], ARGV[1])
+if ARGV[7] == '1' then
+  redis.call('DEL', KEYS[4])
+  for i = 10, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
+end
+return {seq, 1, ARGV[3]}
+"""
+
+# Forget a deleted cluster unless a request newer than the delete (ARGV[1]) is recorded; leave its tombstone:
+# the newest request number it had (at least the delete's), so no older message re-creates it. KEYS[1] is the
+# cluster's hash, KEYS[2] its tombstone, KEYS[3] the set of clusters, KEYS[4..] its other keys; returns 1 if
+# forgotten, 0 if a newer request keeps it.
+_DELETE_CLUSTER = """
+local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local seq = tonumber(ARGV[1])
+if seq == nil then seq = stored end
+if stored > seq then return 0 end
+local tomb = math.max(stored, seq, tonumber(redis.call('GET', KEYS[2]) or '0'))
+redis.call('SET', KEYS[2], string.format('%d', tomb), 'EX', ARGV[2])
+for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[3], ARGV[3])
+return 1
+"""
+
+class ScheddMismatch(Exception):
+    """A request named a schedd other than the one its cluster runs on (`recorded`); nothing was written."""
+
+    def __init__(self, cluster: str, asked: str, recorded: str):
+        super().__init__(f"cluster {cluster!r} runs on schedd {recorded!r}; delete it before moving it")
+        self.cluster, self.asked, self.recorded = cluster, asked, recorded
+
+
+@dataclass
+class ClusterRecord:
+    """What was asked of a cluster: the desired count (or names), its owner, schedd and job options."""
+    name: str
+    desired: int
+    owner: str | None
+    schedd: str
+    generation: int
+    seq: int = 0
+    replaced: int = 0
+    options: dict = field(default_factory=dict)
+    names: set[str] | None = None
+    error: str | None = None
+    error_at: float | None = None
+    created_at: float | None = None
+    updated_at: float | None = None
+    backoff_until: float | None = None  # a crash loop delays submissions until then (tasks/ended.py)
+    backoff_reason: str | None = None
+    crash_loop_until: float | None = None  # the crash loop lasts until then unless more workers exit
+    handled_seq: int = 0
+
+
+class RequestStore:
+    """The requests part of `state.Store` (needs `self.r`, `self.metrics`, `self.replicated`, `self.settings`)."""
+
+    SCRIPTS = {"_record_request": _RECORD_REQUEST, "_delete_cluster": _DELETE_CLUSTER,
+               "_hset_if_exists": _HSET_IF_EXISTS, "_set_error": _SET_ERROR}
+
+    def next_seq(self) -> int:
+        """A request number, taken when a request is enqueued; newer requests get larger numbers."""
+        return int(self.r.incr(keys.seq()))
+
+    def record_new_request(self, name: str, desired: int, *, schedd: str, owner: str | None = None,
+                           options: dict | None = None, names: list[str] | None = None) -> int:
+        """Number a new request and record it as the cluster's desired state, atomically; returns its seq.
+
+        Same fields as `record_request`; used where requests enter (tasks.api), so the task that
+        follows finds its request already recorded. A cluster recorded on another schedd raises
+        ScheddMismatch, and nothing is written.
+        """
+        return self.record_scale_request(name, desired, schedd=schedd, owner=owner, options=options,
+                                         names=names, keep_schedd=False)[0]
+
+    def record_scale_request(self, name: str, desired: int, *, schedd: str, keep_schedd: bool,
+                             owner: str | None = None, options: dict | None = None,
+                             names: list[str] | None = None) -> tuple[int, str]:
+        """Number and record a new request in one round trip, choosing its schedd there too: returns
+        (seq, the cluster's schedd).
+
+        `keep_schedd`: a cluster already recorded keeps its schedd (`schedd` is the new cluster's); else a
+        recorded cluster must run on `schedd` (ScheddMismatch, nothing written, if not).
+        """
+        wait = self.replicated and time.monotonic() >= self._no_replica_until
+        seq, _, where = self._record(name, desired, schedd, owner, options, names, None, wait=wait,
+                                     mode="keep" if keep_schedd else "check")
+        if seq < 0:
+            raise ScheddMismatch(name, schedd, where)
+        return seq, where
+
+    def record_request(self, name: str, desired: int, *, schedd: str, owner: str | None = None,
+                       options: dict | None = None, names: list[str] | None = None,
+                       seq: int | None = None) -> bool:
+        """Record the newest desired state of a cluster; False when a newer request is already there.
+
+        Recording the same request twice (at enqueue and in the task) writes it once.
+
+        A re-delivered or retried task carries its original `seq`, so it can never move a cluster
+        back to an older request's count. Without `seq` the request counts as the newest.
+        """
+        return self._record(name, desired, schedd, owner, options, names, seq)[1]
+
+    def _record_call(self, name, desired, schedd, owner, options, names, seq, mode="set") -> dict:
+        """The keys and args of one call of the record script (for a pipeline of several calls)."""
+        args = [name, desired, schedd, time.time(), owner or "",
+                json.dumps(options, sort_keys=True) if options is not None else "",
+                "1" if names is not None else "0", "" if seq is None else int(seq), mode, *(names or [])]
+        return {"keys": [keys.seq(), keys.cluster(name), keys.clusters(), keys.names(name), keys.tombstone(name)],
+                "args": args}
+
+    def _record(self, name, desired, schedd, owner, options, names, seq, wait=False,
+                mode="set") -> tuple[int, bool, str]:
+        call = self._record_call(name, desired, schedd, owner, options, names, seq, mode)
+        if not wait:
+            got, applied, where = self._record_request(**call)
+            return int(got), bool(applied), where
+        pipe = self.r.pipeline(transaction=False)  # one connection: WAIT covers this write
+        self._record_request(**call, client=pipe)
+        pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
+        (got, applied, where), replicas = pipe.execute()
+        if not int(replicas):
+            self._no_replica_until = time.monotonic() + NO_REPLICA_PAUSE
+            log.warning("cluster %s: request %s recorded, but no replica confirmed it within %d ms (a failover "
+                        "now could lose it); not waiting for replicas for %.0f s", name, got, REPLICA_WAIT_MS,
+                        NO_REPLICA_PAUSE)
+        return int(got), bool(applied), where
+
+    def get(self, name: str) -> ClusterRecord | None:
+        return self.get_many([name])[name]
+
+    def get_many(self, names: list[str]) -> dict[str, ClusterRecord | None]:
+        """Several clusters' records in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(keys.cluster(name))
+            pipe.smembers(keys.names(name))
+        out = pipe.execute()
+        return {name: _record(name, out[2 * i], out[2 * i + 1]) for i, name in enumerate(names)}
+
+    def generations(self, names: list[str]) -> dict[str, int]:
+        pipe = self.r.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(keys.cluster(name), "generation")
+        return {name: int(g or 0) for name, g in zip(names, pipe.execute())}
+
+    def clear_errors(self, names: list[str], handled: dict[str, int] | None = None) -> None:
+        """Clear the errors of `names`, and record `handled` ({cluster: seq}: the newest request a round
+        acted on) of clusters that still exist; one round trip, which also writes buffered measurements."""
+        pipe = self.r.pipeline(transaction=False)
+        for name in names:
+            pipe.hdel(keys.cluster(name), "error", "error_at")
+        for name, seq in (handled or {}).items():
+            self._hset_if_exists(keys=[keys.cluster(name)], args=["handled_seq", int(seq)], client=pipe)
+        self.metrics.drain_into(pipe)
+        pipe.execute()
+
+    def cluster_names(self) -> list[str]:
+        return sorted(self.r.smembers(keys.clusters()))
+
+
+    def set_error(self, name: str, message: str) -> None:
+        """Record the cluster's error, `error_at` by Redis' clock (compared with `--wait`'s start)."""
+        self._set_error(keys=[keys.cluster(name)], args=[message])
+
+    def delete_cluster(self, name: str, seq: int | None = None) -> bool:
+        """Forget a deleted cluster (after its jobs are gone) and leave its tombstone, atomically.
+
+        `seq` is the delete request's number (None: the cluster's newest). False, and nothing
+        changed, when a request newer than the delete is recorded (that request keeps the cluster).
+        The tombstone (htdask.state.keys) makes every message numbered at or below it a no-op.
+        """
+        others = [k for k in keys.per_cluster(name) if k != keys.cluster(name)]
+        return bool(self._delete_cluster(
+            keys=[keys.cluster(name), keys.tombstone(name), keys.clusters(), *others],
+            args=["" if seq is None else int(seq), self.settings.tombstone_ttl, name]))
+
+    def tombstone(self, name: str) -> int:
+        """The request number a deleted cluster's tombstone holds (0: none)."""
+        return int(self.r.get(keys.tombstone(name)) or 0)
+
+    def delete(self, name: str) -> None:
+        """Forget the keys of a cluster nobody requested (summaries of foreign jobs); no tombstone."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(*keys.per_cluster(name))
+        pipe.srem(keys.clusters(), name)
+        self.metrics.drain_into(pipe)
+        pipe.execute()
+
+    def set_backoff(self, name: str, until: float | None, reason: str = "", lasts_until: float | None = None) -> None:
+        """A crash loop delays the cluster's submissions until `until` and lasts until `lasts_until`
+        (epoch s; None: no crash loop any more)."""
+        if until is None:
+            self.r.hdel(keys.cluster(name), "backoff_until", "backoff_reason", "crash_loop_until")
+        elif self.r.exists(keys.cluster(name)):
+            self.r.hset(keys.cluster(name), mapping={"backoff_until": until, "backoff_reason": reason,
+                                                     "crash_loop_until": lasts_until or until})
+
+    def backoff(self, name: str) -> tuple[float, str] | None:
+        until, reason = self.r.hmget(keys.cluster(name), "backoff_until", "backoff_reason")
+        return (float(until), reason or "") if until else None
+
+
+    def count_replaced(self, name: str, n: int) -> int:
+        """Held jobs replaced since the cluster's last request (reset by `record_request`)."""
+        return int(self.r.hincrby(keys.cluster(name), "replaced", n))
+
+
+def _record(name: str, h: dict, names: set) -> ClusterRecord | None:
+    if not h:
+        return None
+    return ClusterRecord(
+        name=name, desired=int(h.get("desired", 0)), owner=h.get("owner") or None,
+        schedd=h.get("schedd", "local"), generation=int(h.get("generation", 0)),
+        seq=int(h.get("seq", 0)), replaced=int(h.get("replaced", 0)),
+        options=json.loads(h["options"]) if h.get("options") else {},
+        names=set(names) if names else None, error=h.get("error") or None,
+        error_at=float(h["error_at"]) if h.get("error_at") else None,
+        created_at=float(h["created_at"]) if h.get("created_at") else None,
+        updated_at=float(h["updated_at"]) if h.get("updated_at") else None,
+        backoff_until=float(h["backoff_until"]) if h.get("backoff_until") else None,
+        backoff_reason=h.get("backoff_reason") or None,
+        crash_loop_until=float(h["crash_loop_until"]) if h.get("crash_loop_until") else None,
+        handled_seq=int(h.get("handled_seq") or 0))

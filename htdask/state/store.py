@@ -1,0 +1,93 @@
+"""Cluster state in Redis: one `Store` made of one part per concern.
+
+The store is the only code that reads or writes our keys (their layout is documented in `htdask.state.keys`,
+the only module that builds key names). Values are plain strings and JSON so that any Redis client
+(Flower, redis-cli) can read them. The parts:
+
+- `htdask.state.requests`: requests and desired state, tombstones, errors, crash-loop backoff;
+- `htdask.state.counters`: worker-name counters (fenced by the lease token), submits in flight, submitted names,
+  held-job releases;
+- `htdask.state.locks`: locks as leases renewed by a watchdog;
+- `htdask.state.rounds`: batched rounds (pending sets, the batch lock, queued and watch marks);
+- `htdask.state.summaries`: poll results, job records, ended jobs;
+- `htdask.state.nodes`: schedd throttle, queue consumers, identity cache;
+- `htdask.state.retiring`: running workers being retired before their jobs are removed.
+"""
+from __future__ import annotations
+
+import logging
+
+import redis
+from redis.sentinel import SentinelConnectionPool
+
+from htdask.settings import Settings, load
+from htdask.state.connection import connect
+from htdask.state.counters import CounterStore
+from htdask.state.locks import LeaseKeeper, LockStore, new_token
+from htdask.state.metrics import RECORDER, Recorder
+from htdask.state.nodes import NodeStore
+from htdask.state.requests import _RECORD_REQUEST, ClusterRecord, RequestStore
+from htdask.state.retiring import RetiringStore
+from htdask.state.rounds import _JOIN, RoundStore
+from htdask.state.summaries import SummaryStore
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ClusterRecord", "Store", "redis_url"]
+
+
+def redis_url() -> str:
+    """REDIS_URL of this process's settings."""
+    return load().redis_url
+
+
+# One script, not a pipeline of two: redis-py sends SCRIPT EXISTS before every pipeline that holds scripts.
+_RECORD_AND_JOIN = f"""
+local function record(KEYS, ARGV)
+{_RECORD_REQUEST}
+end
+local function join(KEYS, ARGV)
+{_JOIN}
+end
+local rest = {{}}
+for i = 4, #ARGV do rest[#rest + 1] = ARGV[i] end
+return {{record({{KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}}, rest),
+        join({{KEYS[6], KEYS[7], KEYS[8], KEYS[9]}}, {{ARGV[1], ARGV[2], ARGV[3]}})}}
+"""
+
+
+class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, NodeStore, RetiringStore):
+    """Operations on our Redis keys. One instance per process is enough (redis-py pools connections).
+
+    `settings` (default: this process's) give REDIS_URL when no client is given, TOMBSTONE_TTL, and LOCK_TTL:
+    how long a lock outlives a holder that died (htdask.state.locks); `recorder` buffers this process's schedd
+    measurements, written with the store's next pipeline (htdask.state.metrics).
+    """
+
+    SCRIPTS = {"_record_and_join": _RECORD_AND_JOIN}
+
+    def __init__(self, client: redis.Redis | None = None, recorder: Recorder | None = None,
+                 settings: Settings | None = None):
+        self.settings = settings or load()
+        self.r = client or connect(self.settings.redis_url)
+        self.metrics = recorder or RECORDER
+        self.leases = LeaseKeeper(self.r, self.settings.lock_ttl)
+        for part in type(self).__mro__:
+            for attr, script in vars(part).get("SCRIPTS", {}).items():
+                setattr(self, attr, self.r.register_script(script))
+        # Under Sentinel a replica may be promoted after the master dies: a request waits until a replica
+        # holds it before its caller is told it was taken (WAIT on the connection that wrote it).
+        self.replicated = isinstance(self.r.connection_pool, SentinelConnectionPool)
+        self._no_replica_until = 0.0
+
+    def record_and_join(self, name: str, desired: int, *, schedd: str, lock, task_id: str | None = None,
+                        owner: str | None = None, options: dict | None = None, names: list[str] | None = None,
+                        seq: int | None = None) -> tuple[bool, tuple[bool, float | None, str | None]]:
+        """A scale task's two writes in one script call: `record_request` (same arguments) and then
+        `join_pending(schedd, name, lock, task_id)`. Returns (recorded, join_pending's reply)."""
+        token = task_id or new_token()
+        record = self._record_call(name, desired, schedd, owner, options, names, seq)
+        join = self._join_call(schedd, name, lock, token)
+        (_, applied, _), joined = self._record_and_join(keys=record["keys"] + join["keys"],
+                                                        args=join["args"] + record["args"])
+        return bool(applied), self._taken(lock, token, joined)
