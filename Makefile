@@ -38,7 +38,7 @@ deps:
 # Byte-compiled once: the local pool's condor_* programs start a Python process per call, and with
 # PYTHONDONTWRITEBYTECODE set (as on some machines) each would otherwise compile its modules every time.
 bytecode: venv
-	$(PY) -m compileall -q localpool workers domain state tasks >/dev/null
+	$(PY) -m compileall -q htdask_localpool workers htdask tasks >/dev/null
 
 test: deps bytecode
 	$(PY) -m pytest -q tests

@@ -1,12 +1,12 @@
 """Install the pool's programs where every Unix user can run them.
 
 The condor_* programs run as the jobs' owners (the controller switches to them), who often cannot
-enter the checkout (a clone under /root is mode 0700). `install(dest)` copies the `localpool`
-package into `dest/localpool/` (directories 0755, files 0644, bytecode compiled) and writes
-`dest/localpool/bin/condor_*` launchers whose first line names `python` (an interpreter with
+enter the checkout (a clone under /root is mode 0700). `install(dest)` copies the `htdask_localpool`
+package into `dest/htdask_localpool/` (directories 0755, files 0644, bytecode compiled) and writes
+`dest/htdask_localpool/bin/condor_*` launchers whose first line names `python` (an interpreter with
 classad2 that every user can run). Stdlib only.
 
-    python -m htdask_localpool install DIR [--python PATH]    # prints DIR/localpool/bin: put it on PATH
+    python -m htdask_localpool install DIR [--python PATH]    # prints DIR/htdask_localpool/bin: put it on PATH
 """
 from __future__ import annotations
 
