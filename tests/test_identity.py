@@ -150,7 +150,7 @@ def all_logs():
     root, handler = logging.getLogger(), Collect()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     # pytest resets the root level for each phase; levels set on these loggers stay
-    loggers = [logging.getLogger(n) for n in ("urllib3", "requests", "workers", "state")]
+    loggers = [logging.getLogger(n) for n in ("urllib3", "requests", "workers", "htdask")]
     old_levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.DEBUG)
