@@ -1,6 +1,10 @@
 # One image for every long-running part of the controller: the Celery worker of a submit node
-# (`celery -A tasks worker -Q <schedd>`), beat, Flower and the DaskCluster operator
-# (`python cli.py operator`).  compose/docker-compose.yml and deploy/k8s/operator.yaml use it.
+# (`celery -A tasks worker -Q <schedd>`), beat, Flower, the exporter (`htdask exporter`) and the DaskCluster
+# operator (`htdask operator`).  compose/docker-compose.yml and deploy/k8s/*.yaml use it.
+#
+# What it runs is the wheel, installed as a site installs it (`pip wheel --no-deps .`, then `pip install` of
+# that wheel with its pinned runtime dependencies from pyproject.toml): no checkout on PYTHONPATH, no test
+# tooling; tests/test_wheel.py runs the quick start from the same wheel.
 #
 #   docker build -t htdask:latest .
 #   docker build --build-arg INSTALL_HTCONDOR=0 -t htdask-operator:latest .   # operator/beat/Flower only
@@ -9,6 +13,11 @@
 # from the HTCondor project's Debian repository (the HTCondor series matching the htcondor Python
 # bindings pinned in requirements.txt).  Their configuration is the submit host's /etc/condor,
 # mounted read-only at run time.
+FROM python:3.11-slim-bookworm AS wheel
+WORKDIR /src
+COPY . ./
+RUN pip wheel --no-cache-dir --no-deps -w /dist .
+
 FROM python:3.11-slim-bookworm
 
 ARG INSTALL_HTCONDOR=1
@@ -28,14 +37,12 @@ RUN set -eux; \
     apt-get purge -y --auto-remove gnupg; \
     rm -rf /var/lib/apt/lists/*
 
-WORKDIR /opt/htdask
-# requirements.txt is the runtime only: no test or benchmark tool in the image (requirements-dev.txt)
-COPY requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt
-COPY . ./
+COPY --from=wheel /dist/ /tmp/dist/
+RUN pip install --no-cache-dir /tmp/dist/htdask-*.whl && rm -rf /tmp/dist
 
+# An empty working directory: `celery -A tasks` imports the installed package, never a copy of the sources.
+WORKDIR /var/lib/htdask
 ENV PYTHONUNBUFFERED=1 \
-    PYTHONPATH=/opt/htdask \
     CONDOR_CONFIG=/etc/condor/condor_config
 
 # The worker switches to each cluster's owner to submit, so the image runs as root by default;

@@ -83,7 +83,7 @@ def test_beat_and_flower(config):
 
 def test_exporter_serves_metrics_on_loopback_with_scrape_labels(config):
     exporter = config["services"]["exporter"]
-    assert exporter["command"][:3] == ["python", "cli.py", "exporter"]
+    assert exporter["command"][:2] == ["htdask", "exporter"]  # the installed program (Dockerfile)
     assert exporter["command"][exporter["command"].index("--port") + 1] == "9808"
     assert exporter["ports"] == ["127.0.0.1:9808:9808/tcp"]
     assert exporter["labels"]["prometheus.io/scrape"] == "true" and exporter["labels"]["prometheus.io/port"] == "9808"
@@ -92,7 +92,7 @@ def test_exporter_serves_metrics_on_loopback_with_scrape_labels(config):
 
 def test_operator_runs_the_cli_command_with_a_kubeconfig(config):
     op = config["services"]["operator"]
-    assert op["command"][:3] == ["python", "cli.py", "operator"]
+    assert op["command"][:2] == ["htdask", "operator"]
     assert "/etc/htdask/kubeconfig:/etc/htdask/kubeconfig:ro" in op["volumes"]
     assert op["environment"]["DASK_GATEWAY_INSTANCE"] == "dask-gateway"
     assert op["environment"]["DASK_GATEWAY_API_URL"].startswith("http")
@@ -127,7 +127,7 @@ def test_worker_is_restarted_when_it_stops_answering_a_ping(config):
     assert cmd[cmd.index("-n") + 1] == "worker@%h"
     pidfile = cmd[cmd.index("--pidfile") + 1]
     test = worker["healthcheck"]["test"]
-    assert test[0] == "CMD-SHELL" and "python cli.py worker-health" in test[1]
+    assert test[0] == "CMD-SHELL" and "htdask worker-health" in test[1]
     assert f"kill -KILL $(cat {pidfile})" in test[1].replace("$$", "$")  # `config` prints the file's escape
     assert worker["init"] is True and worker["restart"] == "unless-stopped"
     assert worker["environment"]["REDIS_SENTINEL_MASTER"] == "mymaster"

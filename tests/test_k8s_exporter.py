@@ -33,7 +33,7 @@ def test_exporter_is_scraped_on_the_port_named_metrics():
     deployment, service = objects()["Deployment"], objects()["Service"]
     pod = deployment["spec"]["template"]
     container = pod["spec"]["containers"][0]
-    assert container["command"][:3] == ["python", "cli.py", "exporter"]
+    assert container["command"][:2] == ["htdask", "exporter"]  # the installed program (Dockerfile)
     port = container["command"][container["command"].index("--port") + 1]
     assert container["ports"] == [{"name": "metrics", "containerPort": int(port), "protocol": "TCP"}]
     for annotations in (pod["metadata"]["annotations"], service["metadata"]["annotations"]):

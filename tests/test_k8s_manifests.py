@@ -116,7 +116,7 @@ def test_operator_deployment_runs_one_replica_of_the_operator():
     spec = deployment["spec"]
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
     container = spec["template"]["spec"]["containers"][0]
-    assert container["command"] == ["python", "cli.py", "operator"]
+    assert container["command"] == ["htdask", "operator"]  # the installed program (Dockerfile)
     env = {e["name"] for e in container["env"]}
     assert {"DASK_GATEWAY_INSTANCE", "DASK_GATEWAY_API_URL", "REDIS_URL", "SCHEDD_NAME"} <= env
     redis = [e for e in container["env"] if e["name"] == "REDIS_URL"][0]
@@ -135,7 +135,7 @@ def test_worker_deployment_has_the_liveness_probe_of_the_kombu_wedge():
     cmd = container["command"]
     assert cmd[:4] == ["celery", "-A", "tasks", "worker"] and cmd[cmd.index("-n") + 1] == "worker@%h"
     probe = container["livenessProbe"]
-    assert probe["exec"]["command"][:3] == ["python", "cli.py", "worker-health"]
+    assert probe["exec"]["command"][:2] == ["htdask", "worker-health"]
     assert probe["failureThreshold"] >= 2 and probe["timeoutSeconds"] > 10
     from htdask.health import default_nodes
     import socket

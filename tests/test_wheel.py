@@ -155,6 +155,23 @@ def test_every_module_of_the_wheel_imports_from_the_installed_copy(built, venv, 
         assert Path(path).is_relative_to(venv) and not Path(path).is_relative_to(REPO), path
 
 
+def test_the_image_installs_the_wheel_the_same_way():
+    """The Dockerfile builds the wheel and pip-installs it (its pinned runtime dependencies with it): no
+    checkout on PYTHONPATH, no requirements.txt (tests and profilers) in the image, and what compose and the
+    Kubernetes manifests run are the installed programs."""
+    text = (REPO / "Dockerfile").read_text()
+    steps = [line.split("#")[0] for line in re.sub(r"\\\n", " ", text).splitlines() if not line.startswith("#")]
+    runs = " ".join(steps)
+    assert re.search(r"pip wheel [^&]*--no-deps [^&]*\.", runs) and re.search(r"pip install [^&]*htdask-\*\.whl", runs)
+    assert "PYTHONPATH" not in runs and "requirements.txt" not in runs, "the image runs the checkout's files"
+    assert not re.search(r"^COPY \. ", "\n".join(steps[steps.index(next(s for s in steps if s.startswith(
+        "FROM python") and " AS " not in s)):]), flags=re.M), "the runtime stage copies the sources"
+    commands = re.findall(r"(?:command|test): \[([^\]]*)\]", "\n".join(
+        (REPO / p).read_text() for p in ("compose/docker-compose.yml", "deploy/k8s/exporter.yaml",
+                                         "deploy/k8s/operator.yaml", "deploy/k8s/worker.yaml")))
+    assert commands and not [c for c in commands if "cli.py" in c], "the image has no cli.py: run `htdask ...`"
+
+
 #: run after the quick start's own steps (before its stop block): the rest of what a site runs
 AFTER_QUICK_START = r"""
 python -c 'import htdask, tasks; print("installed at", htdask.__file__, tasks.__file__)'
