@@ -102,6 +102,7 @@ def test_allowed_eviction_warns_and_the_status_page_shows_it(env, tmp_path, serv
         exporter.stop()
 
 
+@pytest.mark.redis
 def test_noeviction_with_maxmemory_passes(tmp_path):
     server = RedisServer(tmp_path / "redis", extra=["--maxmemory", "10mb", "--maxmemory-policy", "noeviction"])
     with server:
