@@ -55,8 +55,8 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
     from workers import identity
     if owner is not None and email is not None:
         raise click.UsageError("--owner and --email are mutually exclusive")
-    validation.validate_cluster_name(cluster)
-    n = validation.validate_count(count, settings().max_workers_per_cluster)
+    req = api.scale_request(cluster, count, schedd=schedd)  # the request's one check (tasks.api)
+    cluster, n = req.cluster, req.n
     if email is not None:
         validation.validate_email(email, "--email")
     options = {}
@@ -85,7 +85,8 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
             raise Failure(str(e)) from None
     merged = {**(record.options if record else {}), **options} if options else None
     since = store.now()  # Redis' clock, as the poll times and errors --wait compares with it
-    enqueued = api.enqueue_scale(store, cluster, n, owner=owner, options=merged, schedd=schedd)
+    # the owner (resolved) and the merged options are checked where the request is recorded (tasks.api)
+    enqueued = api.enqueue_scale(store, req.model_copy(update={"owner": owner, "options": merged}))
     if not as_json:
         click.echo(f"cluster {cluster}: scale to {n} enqueued on queue {enqueued.queue} (task {enqueued.task_id})")
     row = _wait_for(store, cluster, n, timeout, enqueued.queue, since) if wait else None
@@ -117,7 +118,9 @@ def _wait_for(store, cluster: str, n: int, timeout: float, schedd: str, since: f
 def delete(cluster, wait, timeout, force, as_json):
     """Remove every job of CLUSTER and forget its state."""
     from tasks import api, health
-    validation.validate_cluster_name(cluster)
+    from htdask.domain.request import DeleteRequest
+    req = DeleteRequest.build(cluster=cluster)  # the request's one check
+    cluster = req.cluster
     store = _store()
     _known(store, cluster)
     queue = api.queue_of(store, cluster)
@@ -136,7 +139,7 @@ def delete(cluster, wait, timeout, force, as_json):
         if wait:
             raise Failure(f"{health.no_consumer_message(queue)}: cluster {cluster} cannot be deleted now "
                           "(delete --force removes its record)")
-    enqueued = api.enqueue_delete(store, cluster)
+    enqueued = api.enqueue_delete(store, req)
     doc = {"cluster": cluster, "queue": enqueued.queue, "task_id": enqueued.task_id, "deleted": None}
     if not as_json:
         click.echo(f"cluster {cluster}: delete enqueued on queue {enqueued.queue} (task {enqueued.task_id})")

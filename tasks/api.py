@@ -1,7 +1,7 @@
 """What entry points (CLI, gateway backend, operator) call: validate, enqueue, read status.
 
-Requests are validated here first, so bad input never reaches a queue; each request takes a sequence
-number from Redis so that a stale or re-delivered task never overrides a newer request, and its desired
+A request is one typed value (`htdask.domain.request`), checked here once (so bad input never reaches a
+queue) and carried in its task's message as its JSON. Each request takes a sequence number from Redis so that a stale or re-delivered task never overrides a newer request, and its desired
 state is recorded before the task is sent, so no request is lost with a task.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from tasks import health, status
 from tasks.app import app
 from tasks.config import poll_queue, settings
 from htdask.domain import validation
+from htdask.domain.request import DeleteRequest, ScaleRequest
 from tasks.options import check_job_options
 from workers.runas import check_user
 
@@ -29,39 +30,46 @@ class Enqueued:
     seq: int
 
 
-def enqueue_scale(store: Store, cluster: str, n, *, owner: str | None = None, options: dict | None = None,
-                  schedd: str | None = None, names: list[str] | None = None, celery=None) -> Enqueued:
-    """Validate a scale request and put it on its schedd's queue (through `celery`, a Celery app, default
-    tasks.app's).
+def scale_request(cluster, n, *, owner=None, options: dict | None = None, schedd=None,
+                  names: list[str] | None = None) -> ScaleRequest:
+    """The typed scale request from an entry point's values (the count: an int or a digit string), checked
+    here once; raises ValidationError (one line) for a bad value."""
+    return ScaleRequest.build(settings().max_workers_per_cluster, cluster=cluster, n=n, owner=owner,
+                              options=options, schedd=schedd, names=names)
 
-    The request is numbered and recorded, and its schedd chosen (the cluster's recorded one, else
-    `schedd`, else SCHEDD_NAME), in one round trip to Redis. A request without options keeps the
-    cluster's recorded ones, which were checked when they were recorded. Raises ValidationError (and
-    records nothing) for bad input or a `schedd` other than the cluster's.
+
+def enqueue_scale(store: Store, cluster, n=None, *, owner: str | None = None, options: dict | None = None,
+                  schedd: str | None = None, names: list[str] | None = None, celery=None) -> Enqueued:
+    """Check a scale request and put it on its schedd's queue (through `celery`, a Celery app, default
+    tasks.app's). `cluster` is a `ScaleRequest` (`scale_request`), or the request's fields are given.
+
+    The request is numbered and recorded as the cluster's desired state, and its schedd chosen (the
+    cluster's recorded one, else `schedd`, else SCHEDD_NAME), in one round trip to Redis: the only write
+    of it (its task joins the schedd's round). A request without options keeps the cluster's recorded
+    ones, which were checked when they were recorded. Raises ValidationError (and records nothing) for
+    bad input or a `schedd` other than the cluster's.
     """
-    validation.validate_cluster_name(cluster)
-    n = validation.validate_count(n, settings().max_workers_per_cluster)
-    if owner is not None:
-        check_user(owner)
-    if options is not None or settings().dask_scheduler_address:
-        check_job_options(cluster, options or {})  # the site's defaults, for a cluster without options
+    req = cluster if isinstance(cluster, ScaleRequest) else scale_request(
+        cluster, n, owner=owner, options=options, schedd=schedd, names=names)
+    if req.owner is not None:
+        check_user(req.owner)
+    if req.options is not None or settings().dask_scheduler_address:
+        check_job_options(req.options)  # the site's defaults, for a cluster without options
     else:  # no site scheduler address: the cluster's recorded options must name one (a new cluster has none)
-        record = store.get(cluster)
-        check_job_options(cluster, record.options if record else {})
-    if schedd is not None:
-        validation.validate_schedd_name(schedd)
-    # Recorded now as well as by the task: a task lost with a killed worker (Redis re-delivers only after
+        record = store.get(req.cluster)
+        check_job_options(record.options if record else None)
+    # Recorded here, before the task is sent: a task lost with a killed worker (Redis re-delivers only after
     # the visibility timeout) still leaves the newest desired state for the poller to reconcile.
     try:
-        seq, queue = store.record_scale_request(cluster, n, schedd=schedd or settings().schedd_name,
-                                                keep_schedd=schedd is None, owner=owner, options=options,
-                                                names=names)
+        seq, queue = store.record_scale_request(req.cluster, req.n, schedd=req.schedd or settings().schedd_name,
+                                                keep_schedd=req.schedd is None, owner=req.owner,
+                                                options=req.options, names=req.names)
     except ScheddMismatch as e:
-        raise validation.ValidationError("schedd", schedd, str(e)) from None
-    result = (celery or app).send_task("tasks.scale_cluster", kwargs={
-        "cluster": cluster, "n": n, "owner": owner, "options": options, "names": names, "seq": seq},
-        queue=queue)
-    log.info("cluster %s: scale to %d (owner %s) enqueued on %s as %s", cluster, n, owner or "-", queue, result.id)
+        raise validation.ValidationError("schedd", req.schedd, str(e)) from None
+    req = req.model_copy(update={"seq": seq, "schedd": queue})
+    result = (celery or app).send_task("tasks.scale_cluster", kwargs=req.as_message(), queue=queue)
+    log.info("cluster %s: scale to %d (owner %s) enqueued on %s as %s", req.cluster, req.n, req.owner or "-",
+             queue, result.id)
     return Enqueued(result.id, queue, seq)
 
 
@@ -74,18 +82,20 @@ def _queue_of_record(record) -> str:
     return record.schedd if record else settings().schedd_name
 
 
-def enqueue_delete(store: Store, cluster: str, celery=None) -> Enqueued:
+def enqueue_delete(store: Store, cluster, celery=None) -> Enqueued:
     """Put a delete on the cluster's queue; its desired count drops to 0 at once (a lost task still
-    leaves the poller a cluster to empty)."""
-    validation.validate_cluster_name(cluster)
-    record = store.get(cluster)
+    leaves the poller a cluster to empty). `cluster`: a name or a `DeleteRequest`; raises ValidationError
+    (nothing recorded) for a bad name."""
+    req = cluster if isinstance(cluster, DeleteRequest) else DeleteRequest.build(cluster=cluster)
+    record = store.get(req.cluster)
     queue = _queue_of_record(record)
     if record is not None:
-        seq = store.record_new_request(cluster, 0, schedd=queue, names=[] if record.names is not None else None)
+        seq = store.record_new_request(req.cluster, 0, schedd=queue, names=[] if record.names is not None else None)
     else:
         seq = store.next_seq()
-    result = (celery or app).send_task("tasks.delete_cluster", kwargs={"cluster": cluster, "seq": seq}, queue=queue)
-    log.info("cluster %s: delete enqueued on %s as %s", cluster, queue, result.id)
+    req = req.model_copy(update={"seq": seq})
+    result = (celery or app).send_task("tasks.delete_cluster", kwargs=req.as_message(), queue=queue)
+    log.info("cluster %s: delete enqueued on %s as %s", req.cluster, queue, result.id)
     return Enqueued(result.id, queue, seq)
 
 

@@ -1,7 +1,7 @@
 """The Celery tasks: thin, idempotent and retriable; none waits for another task's result.
 
-- `scale_cluster` records the newest desired count (guarded by the request's sequence number), then
-  reconciles. `reconcile_cluster` only reconciles (asked for by the poller on drift or held jobs).
+- `scale_cluster` joins the round for its request, whose desired state the enqueue recorded (guarded by
+  the request's sequence number). `reconcile_cluster` only reconciles (asked for by the poller on drift or held jobs).
 - `delete_cluster` removes every job of a cluster and forgets it.
 - `reconcile_pending` runs one batched round for the clusters waiting on this schedd (see
   `reconcile_batched`).
@@ -12,6 +12,7 @@ after the last retry the error is kept in the cluster's state, where `status` sh
 """
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 
@@ -26,6 +27,7 @@ from tasks.poll import Poller
 from tasks.deletion import delete_jobs_and_state
 from tasks.reconcile import Reconciler
 from htdask.domain import validation
+from htdask.domain.request import DeleteRequest, ScaleRequest
 from workers.htcondor.schedd import ScheddError
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ class ClusterTask(Task):
     """Keeps the last error of a task about a cluster in that cluster's state."""
 
     def _record(self, args, kwargs, message: str) -> None:
-        cluster = kwargs.get("cluster") or (args[0] if args else None)
+        cluster = _cluster_of(args, kwargs)
         if not cluster:
             return
         try:
@@ -49,9 +51,19 @@ class ClusterTask(Task):
         self._record(args, kwargs, f"retrying after error: {exc}")
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        cluster = kwargs.get("cluster") or (args[0] if args else "?")
+        cluster = _cluster_of(args, kwargs) or "?"
         log.error("cluster %s: %s failed for good: %s", cluster, self.name, exc)
         self._record(args, kwargs, str(exc))
+
+
+def _cluster_of(args, kwargs) -> str | None:
+    """The cluster a task is about (its request's, or its first argument), None when it has no valid one."""
+    if "request" in kwargs:  # (on errors only) the request was parsed by the task, which trusts it from then on
+        try:
+            return validation.validate_cluster_name(json.loads(kwargs["request"]).get("cluster"))
+        except (ValueError, TypeError, AttributeError):
+            return None
+    return kwargs.get("cluster") or (args[0] if args else None)
 
 
 TASK_OPTIONS = dict(
@@ -181,24 +193,41 @@ def _send_watch(s, due_in: float | None) -> None:
 
 
 @app.task(name="tasks.scale_cluster", **TASK_OPTIONS)
-def scale_cluster(self, cluster: str, n: int, owner: str | None = None, options: dict | None = None,
-                  names: list[str] | None = None, seq: int | None = None) -> dict:
-    """Record that `cluster` should have `n` workers (or exactly `names`), then reconcile."""
+def scale_cluster(self, request: str | None = None, **legacy) -> dict:
+    """Join the round that brings the cluster to `request` (a `ScaleRequest`'s JSON; older versions sent its
+    fields as kwargs), recorded as its desired state when it was enqueued.
+
+    The message is parsed once (`ScaleRequest.parse_message`); a malformed one is refused: logged, nothing
+    written, nothing retried. A request whose record is missing (the enqueue's write was lost: a failover
+    before a replica held it; or a message without a number) is recorded here from the message, guarded by
+    its number and the cluster's tombstone like at enqueue, so a stale or re-delivered message never moves
+    a cluster back nor re-creates a deleted one.
+    """
     s, store = settings(), context.store()
-    validation.validate_cluster_name(cluster)
-    validation.validate_count(n, s.max_workers_per_cluster)
-    if owner is not None:
-        validation.validate_unix_user_name(owner)
+    try:
+        req = ScaleRequest.parse_message(request, legacy, s.max_workers_per_cluster)
+    except validation.ValidationError as e:
+        log.error("task %s: scale request refused: %s", self.request.id, e)
+        return {"state": "refused", "error": str(e)}
     runner = store.batch_lock(s.schedd_name)
-    # Recording the request and joining the schedd's pending set share one round trip (reconcile_batched).
-    applied, joined = store.record_and_join(cluster, n, schedd=s.schedd_name, lock=runner, task_id=self.request.id,
-                                            owner=owner, options=options, names=names, seq=seq)
-    if not applied:
+    found = None
+    if req.seq is not None:
+        found = store.join_recorded(req.cluster, req.seq, schedd=s.schedd_name, lock=runner, task_id=self.request.id)
+    if found is None:  # not recorded: record it from the message and join, in one script call
+        if req.seq is not None:
+            log.warning("cluster %s: request %s was not recorded (lost with a failed-over Redis?); recording it "
+                        "from its task", req.cluster, req.seq)
+        found = store.record_and_join(req.cluster, req.n, schedd=s.schedd_name, lock=runner,
+                                      task_id=self.request.id, owner=req.owner, options=req.options,
+                                      names=req.names, seq=req.seq)
+    current, joined = found
+    if not current:
         log.info("cluster %s: request %s superseded by a newer one or by the cluster's delete; reconciling "
-                 "toward the newest state", cluster, seq)
+                 "toward the newest state", req.cluster, req.seq)
     else:
-        log.info("cluster %s: desired %d workers (owner %s, request %s)", cluster, n, owner or "-", seq)
-    return _after_join(s, store, runner, cluster, joined)
+        log.info("cluster %s: desired %d workers (owner %s, request %s)", req.cluster, req.n, req.owner or "-",
+                 req.seq)
+    return _after_join(s, store, runner, req.cluster, joined)
 
 
 @app.task(name="tasks.reconcile_cluster", **TASK_OPTIONS)
@@ -234,9 +263,16 @@ def reconcile_pending(self, schedd: str, token: str | None = None, watch: bool =
 
 
 @app.task(name="tasks.delete_cluster", **TASK_OPTIONS)
-def delete_cluster(self, cluster: str, seq: int | None = None) -> dict:
-    """Remove every job of the cluster, then clear its state (a newer request keeps the cluster)."""
-    validation.validate_cluster_name(cluster)
+def delete_cluster(self, request: str | None = None, **legacy) -> dict:
+    """Remove every job of the cluster, then clear its state (a newer request keeps the cluster).
+    `request`: a `DeleteRequest`'s JSON (older versions sent `cluster` and `seq` as kwargs); a malformed
+    one is refused: logged, nothing done."""
+    try:
+        req = DeleteRequest.parse_message(request, legacy)
+    except validation.ValidationError as e:
+        log.error("task %s: delete request refused: %s", self.request.id, e)
+        return {"state": "refused", "error": str(e)}
+    cluster, seq = req.cluster, req.seq
     store = context.store()
     record = store.get(cluster)
     if record is not None and seq is not None and record.seq > seq:

@@ -285,7 +285,7 @@ def test_job_options_carry_network_settings_tls_files_and_pass_validation(tmp_pa
     assert (opts["nthreads"], opts["request_cpus"], opts["memory_limit"]) == (2, 2, 2**30)
     assert opts["tls_cert"].startswith(str(tmp_path)) and opts["api_token"].startswith(str(tmp_path))
     assert opts["extra_submit"] == {"+ProjectName": '"physics"'} and opts["request_disk"] == "1GiB"
-    check_job_options("c0ffee", opts)  # what tasks.api runs before anything is enqueued
+    check_job_options(opts)  # what tasks.api runs before anything is enqueued
 
 
 def test_a_job_held_by_a_person_is_not_a_failed_start():

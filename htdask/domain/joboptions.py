@@ -60,3 +60,31 @@ def worker_job_options(config: Mapping[str, Any], *, scheduler_address: str, api
         opts["extra_submit"] = extra
     opts.update(config.get("worker_job_options") or {})
     return opts
+
+
+def option_fields() -> frozenset[str]:
+    """The `WorkerJobSpec` fields a request's job options may set (all but the cluster and the owner)."""
+    from htdask.domain.jobspec import WorkerJobSpec
+    return frozenset(WorkerJobSpec.__dataclass_fields__) - {"cluster", "owner"}
+
+
+def check_option_names(options: Mapping[str, Any]) -> None:
+    """Raise ValidationError for a job option that is no `WorkerJobSpec` field."""
+    from htdask.domain.validation import ValidationError
+    unknown = sorted(set(options) - option_fields())
+    if unknown:
+        raise ValidationError("job option", unknown[0], f"is not one of {sorted(option_fields())}")
+
+
+def job_spec_inputs(options: Mapping[str, Any] | None, *, scheduler_address: str) -> dict:
+    """The one assembly of a worker job's inputs: the `WorkerJobSpec` keyword arguments (all but `cluster`
+    and `owner`) for a cluster's job options (a request's, or the recorded ones; None: none) over the
+    site's defaults (`scheduler_address`: DASK_SCHEDULER_ADDRESS, '' when unset).
+
+    Used where a request enters (`tasks.options.check_job_options`, which renders one job with them: the
+    CLI's, the gateway's and the operator's requests alike) and by the reconciler and the retirement
+    (`tasks.options.job_options`). Raises ValidationError for an unknown option.
+    """
+    options = dict(options or {})
+    check_option_names(options)
+    return {"scheduler_address": scheduler_address, **options}

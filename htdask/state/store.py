@@ -21,6 +21,7 @@ import redis
 from redis.sentinel import SentinelConnectionPool
 
 from htdask.settings import Settings, load
+from htdask.state import keys
 from htdask.state.connection import connect
 from htdask.state.counters import CounterStore
 from htdask.state.locks import LeaseKeeper, LockStore, new_token
@@ -55,6 +56,24 @@ return {{record({{KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}}, rest),
         join({{KEYS[6], KEYS[7], KEYS[8], KEYS[9]}}, {{ARGV[1], ARGV[2], ARGV[3]}})}}
 """
 
+# A scale task joins the round for a request the enqueue recorded: KEYS[1] the cluster's hash, KEYS[2] its
+# tombstone, KEYS[3..6] the join's (_JOIN); ARGV[1] the request's seq, ARGV[2..4] the join's. Writes no
+# desired state: returns {-1} (nothing done) when neither the request nor a newer one nor a delete at least as
+# new is recorded (the enqueue's write was lost: the caller records it with _RECORD_AND_JOIN); else joins,
+# returning {1 if the request is the recorded one (0: superseded), join's reply}.
+_JOIN_RECORDED = f"""
+local function join(KEYS, ARGV)
+{_JOIN}
+end
+local seq = tonumber(ARGV[1])
+local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local tomb = tonumber(redis.call('GET', KEYS[2]) or '0')
+if seq > stored and seq > tomb then return {{-1}} end
+local current = 0
+if stored == seq then current = 1 end
+return {{current, join({{KEYS[3], KEYS[4], KEYS[5], KEYS[6]}}, {{ARGV[2], ARGV[3], ARGV[4]}})}}
+"""
+
 
 class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, NodeStore, RetiringStore):
     """Operations on our Redis keys. One instance per process is enough (redis-py pools connections).
@@ -64,7 +83,7 @@ class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, Nod
     measurements, written with the store's next pipeline (htdask.state.metrics).
     """
 
-    SCRIPTS = {"_record_and_join": _RECORD_AND_JOIN}
+    SCRIPTS = {"_record_and_join": _RECORD_AND_JOIN, "_join_recorded": _JOIN_RECORDED}
 
     def __init__(self, client: redis.Redis | None = None, recorder: Recorder | None = None,
                  settings: Settings | None = None):
@@ -91,3 +110,18 @@ class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, Nod
         (_, applied, _), joined = self._record_and_join(keys=record["keys"] + join["keys"],
                                                         args=join["args"] + record["args"])
         return bool(applied), self._taken(lock, token, joined)
+
+    def join_recorded(self, name: str, seq: int, *, schedd: str, lock, task_id: str | None = None):
+        """A scale task's one write: join the schedd's round for request `seq`, which its enqueue recorded
+        (`record_scale_request`); the desired state is not written again. Returns None, and does nothing,
+        when the record is missing (neither this request, nor a newer one, nor a delete at least as new is
+        recorded: the enqueue's write was lost, e.g. with a master that failed over before a replica held
+        it; the caller then records the request from its message with `record_and_join`); else (whether
+        request `seq` is the recorded one (False: superseded), join_pending's reply)."""
+        token = task_id or new_token()
+        join = self._join_call(schedd, name, lock, token)
+        out = self._join_recorded(keys=[keys.cluster(name), keys.tombstone(name), *join["keys"]],
+                                  args=[int(seq), *join["args"]])
+        if int(out[0]) < 0:
+            return None
+        return bool(int(out[0])), self._taken(lock, token, out[1])
