@@ -1,4 +1,6 @@
-"""The one mapping from a dask-gateway cluster config to the options of its worker jobs.
+"""A cluster's worker job options: the one mapping from a dask-gateway cluster config to them
+(`worker_job_options`), and the one assembly of a worker job's inputs from them and the site's defaults
+(`job_spec_inputs`, with `check_option_names`).
 
 Both entry points that run Dask Gateway clusters call it: the gateway backend
 (`htdask.gateway.backend.HTCondorBackend.job_options`, with its `ClusterConfig` as a mapping) and the
