@@ -71,6 +71,9 @@ def write_state(store: Store, polled_at: float) -> None:
     fields["alpha"]["ended_completed"], fields["alpha"]["ended_removed"] = 4, 1
     fields["alpha"]["completed"] += 4
     fields["alpha"]["removed"] += 1
+    # as the poller's scheduler probe does (workers.dask_scheduler): 1 of the 2 running workers connected
+    fields["alpha"]["scheduler"] = {"address": "tcp://10.0.0.1:8786", "running": 2, "error": None, "connected": 1,
+                                    "not_connected": [["7.1", "alpha-1", polled_at - 30]]}
     store.metrics.command("local", "submit", 0.3, ok=True)
     store.metrics.command("local", "submit", 70.0, ok=False)
     store.metrics.command("local", "query", 0.02, ok=True)

@@ -38,7 +38,7 @@ def test_flower_api_lists_our_tasks_with_arguments(stack):
 
     found = wait_until(scale_task, timeout=30, message="the scale task in Flower")
     task = found[0]
-    assert "flowery" in task["kwargs"] and "'n': 2" in task["kwargs"]
+    assert '"cluster":"flowery"' in task["kwargs"] and '"n":2' in task["kwargs"]  # the typed request, as JSON
     assert "submitted" in (task.get("result") or "")
     workers = requests.get(f"{base}/api/workers", auth=("admin", "s3cret-pw"), timeout=10,
                            params={"refresh": "true"}).json()
@@ -91,7 +91,7 @@ def test_flower_traces_every_request_to_the_round_that_handled_it(stack):
     subprocess.run([sys.executable, "-m", "htdask_localpool", "fault", "submit-delay", "1.5"], env=stack.env, cwd=str(REPO),
                    check=True, capture_output=True, timeout=60)
     clusters = ["trace-a", "trace-b", "trace-c", "trace-d"]
-    out = stack.python("import json\nfrom state import Store, connect\nfrom tasks import api\nstore = Store(connect())\n"
+    out = stack.python("import json\nfrom htdask.state import Store, connect\nfrom tasks import api\nstore = Store(connect())\n"
                        f"print(json.dumps({{c: api.enqueue_scale(store, c, 1).task_id for c in {clusters!r}}}))")
     ids = json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -233,6 +233,7 @@ def _installed_quick_start(venv: Path) -> tuple[list[str], str]:
     return out[:-1], out[-1]
 
 
+@pytest.mark.stack  # redis-server, Celery worker and beat, the pool
 @pytest.mark.skipif(not have_redis(), reason="redis-server is not installed")
 def test_the_quick_start_runs_from_the_installed_wheel(venv):
     steps, stop = _installed_quick_start(venv)
