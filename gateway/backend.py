@@ -19,8 +19,9 @@ machine, timeouts and database, and this module only implements the hooks.
   the others) and they close; only then does the gateway stop them, and the name leaves the wanted set.
 - Cluster stop: one `tasks.delete_cluster` (removes every job), then the scheduler is stopped.
 
-Jobs read the cluster's TLS files (and the gateway API token) from a per-cluster staging directory
-owned by the Unix account the jobs run as; it must be visible from the execute hosts.
+Jobs get the cluster's TLS files (and the gateway API token) by HTCondor's file transfer from a
+per-cluster staging directory on the submit node, readable only by the Unix account the jobs run as
+(`gateway/staging.py`, `domain/jobfiles.py`); the execute hosts need not see it.
 """
 from __future__ import annotations
 
@@ -241,7 +242,8 @@ class HTCondorBackend(HTCondorBackendTraits):
     async def _submit_scheduler_job(self, cluster) -> dict:
         name = cluster.name + scheduler_launch.SCHEDULER_SUFFIX
         cfg = cluster.config
-        args = scheduler_launch.scheduler_args(cfg, "0.0.0.0", "{port}", self.cluster_heartbeat_period)
+        args = scheduler_launch.scheduler_args(cfg, scheduler_launch.HOST_PLACEHOLDER, "{port}",
+                                               self.cluster_heartbeat_period, hooks=scheduler_launch.JOB_HOOKS)
         options = scheduler_launch.scheduler_job_options(
             cfg, args, self.scheduler_port_range, self.job_environment(cfg), self.job_credentials(cluster),
             cluster.name)

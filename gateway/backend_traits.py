@@ -83,7 +83,8 @@ class HTCondorBackendTraits(LocalBackend):
         - ``local``: a process on the gateway host, started as the local backend does (TLS and the
           gateway preload).
         - ``job``: an HTCondor job of its own (controller cluster ``<cluster>-scheduler``), submitted
-          through the same Celery tasks; it needs the staging directory on a shared filesystem.
+          through the same Celery tasks; it gets the TLS files and the token by file transfer and
+          listens on its execute host's address.
         """,
         config=True,
     )
