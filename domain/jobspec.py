@@ -184,7 +184,7 @@ def _environment(spec: WorkerJobSpec, transfer: jobfiles.Transfer) -> dict[str, 
 _RESERVED = {k.lower() for k in (
     "universe", "executable", "transfer_executable", "arguments", "environment", "docker_image",
     "request_cpus", "request_memory", "request_disk", "batch_name", "LogDir", "output", "error", "log",
-    "submit_event_notes", "DaskWorkerIndex", "DaskWorkerName", "MY.DaskGatewayCluster", "MY.DaskClusterOwner",
+    "submit_event_notes", "stream_output", "stream_error", "DaskWorkerIndex", "DaskWorkerName", "MY.DaskGatewayCluster", "MY.DaskClusterOwner",
     "MY.DaskWorkerName", "MY.DaskWorkerIndex", "getenv", "should_transfer_files", "when_to_transfer_output",
     "transfer_input_files", "encrypt_input_files", "container_image", "MY.SingularityImage",
     "container_service_names", f"{jobfiles.SERVICE}_container_port", "docker_network_type", "on_exit_hold", "on_exit_hold_reason", "on_exit_hold_subcode")}
@@ -270,6 +270,9 @@ def worker_submit_description(spec: WorkerJobSpec, items: Sequence[tuple[int, st
         # a replacement job that reuses a worker's name must not truncate the error of the one that crashed.
         d["output"] = f"$(LogDir)/{cluster}-$(DaskWorkerIndex).$(Cluster).$(Process).out"
         d["error"] = f"$(LogDir)/{cluster}-$(DaskWorkerIndex).$(Cluster).$(Process).err"
+        # streamed back while the worker runs (a removed job's output is never transferred): `htdask logs`
+        d["stream_output"] = "true"
+        d["stream_error"] = "true"
         d["log"] = f"$(LogDir)/{cluster}.log"
         # the job's 000 event names its worker (LogNotes): gateway/eventlog.py maps job ids to workers with it
         d["submit_event_notes"] = "DaskWorkerName=$(DaskWorkerName)"

@@ -86,6 +86,8 @@ batch_name = demo
 LogDir = /var/log/htdask
 output = $(LogDir)/demo-$(DaskWorkerIndex).$(Cluster).$(Process).out
 error = $(LogDir)/demo-$(DaskWorkerIndex).$(Cluster).$(Process).err
+stream_output = true
+stream_error = true
 log = $(LogDir)/demo.log
 submit_event_notes = DaskWorkerName=$(DaskWorkerName)
 MY.DaskGatewayCluster = "demo"

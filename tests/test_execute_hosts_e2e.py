@@ -1,0 +1,194 @@
+"""The product on a pool as pools really are (issue 25): two execute hosts in their own network
+namespaces that cannot see the submit host's files, HTCondor's file transfer, a scheduler on the
+address the execute hosts reach (the pool's bridge), real `dask worker` jobs.
+
+Each test computes a rechunked array sum that moves data between workers (hosts_stack.compute_across_workers).
+Root only (ip netns, jobs as another Unix user); the namespaces are removed by name at teardown.
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from demo.procs import free_port
+from demo.services import REPO, have_redis
+from tests import hosts_stack as hs
+from tests.conftest import needs
+
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="requires root: network namespaces"),
+              pytest.mark.skipif(not have_redis(), reason="redis-server is not installed"),
+              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
+
+
+@pytest.fixture(scope="module")
+@needs("stack", "root")
+def stack(service_user):
+    s = hs.start(service_user, exporter=True)
+    try:
+        yield s
+    finally:
+        s.stop()
+        hs.remove_hosts(s)
+
+
+def _cli(stack, *args, timeout=240):
+    res = stack.cli(*args, timeout=timeout)
+    assert res.returncode == 0, f"htdask {' '.join(args)}: {res.stdout}{res.stderr}\n{stack.logs()}"
+    return res
+
+
+def _queue(stack, cluster: str) -> list[dict]:
+    out = stack.condor("condor_q", "-allusers", "-json", "-constraint", f'DaskGatewayCluster == "{cluster}"')
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout or "[]")
+
+
+def _host_addresses(stack) -> set[str]:
+    from localpool import hosts
+    return {h.addr for h in hosts.Plan.load(stack.env["LOCALPOOL_DIR"]).hosts}
+
+
+def test_cli_cluster_tcp_on_execute_hosts(stack):
+    bridge = hs.bridge_address(stack)
+    sched = hs.Scheduler(stack, bridge)
+    try:
+        _cli(stack, "scale", "xh-tcp", "2", "--scheduler", sched.address, "--wait", "--timeout", "200")
+        with sched.client() as client:
+            hs.compute_across_workers(client)
+            hosts = hs.worker_hosts(client)
+            assert hosts == _host_addresses(stack), "one worker on each execute host, at the host's address"
+            # the submit side's directories are not there: LOG_DIR, SPOOL_DIR, the checkout, the stack's files
+            # (the checkout by one of its files: a virtualenv inside it stays, as software the hosts have)
+            paths = [stack.env["LOG_DIR"], stack.env["SPOOL_DIR"], str(REPO / "README.md"), str(stack.workdir), "/root"]
+            seen = hs.seen_by_workers(client, paths)
+            assert all(not any(v.values()) for v in seen.values()), seen
+        _cli(stack, "scale", "xh-tcp", "0", "--wait", "--timeout", "120")
+        # stdout/stderr came back to LOG_DIR by output transfer when the jobs ended: `htdask logs` reads them
+        logs = hs.wait(lambda: (r := stack.cli("logs", "xh-tcp")).returncode == 0 and "Starting Worker" in r.stdout
+                       and r.stdout, timeout=60, what="the workers' logs")
+        assert "xh-tcp-0" in logs and "xh-tcp-1" in logs
+    finally:
+        sched.stop()
+
+
+def _secret_marker(pem: bytes) -> str:
+    """A line of the key's base64 body (what any copy of it would contain)."""
+    lines = [ln for ln in pem.decode().splitlines() if ln and not ln.startswith("-----")]
+    return lines[len(lines) // 2]
+
+
+def scan_for(stack, needles: list[str], skip: tuple[Path, ...]) -> list[str]:
+    """Where any of `needles` appears: job ads (queue and history), every file of the stack but `skip`
+    (logs, LOG_DIR, the pool's database and calls.log, Celery's), every Redis value (task arguments
+    and results, records) and the exporter's metrics."""
+    found = []
+    for prog in ("condor_q", "condor_history"):
+        out = stack.condor(prog, "-allusers" if prog == "condor_q" else "-limit", *([] if prog == "condor_q" else ["1000"]),
+                           "-long").stdout
+        found += [f"{prog} -long" for n in needles if n in out]
+    for path, data in hs.text_files(stack.workdir, skip).items():
+        found += [path for n in needles if n.encode() in data]
+    import redis
+    r = redis.Redis.from_url(stack.env["REDIS_URL"])
+    for key in r.scan_iter(count=1000):
+        kind = r.type(key)
+        if kind == b"string":
+            values = [r.get(key)]
+        elif kind == b"hash":
+            values = list(r.hgetall(key).values()) + list(r.hkeys(key))
+        elif kind == b"list":
+            values = r.lrange(key, 0, -1)
+        elif kind in (b"set",):
+            values = list(r.smembers(key))
+        elif kind == b"zset":
+            values = [m for m, _ in r.zrange(key, 0, -1, withscores=True)]
+        else:
+            values = []
+        found += [f"redis {key!r}" for v in values for n in needles if v and n.encode() in v]
+    with urllib.request.urlopen(stack.exporter_url + "metrics", timeout=10) as resp:
+        metrics = resp.read().decode()
+    found += ["metrics" for n in needles if n in metrics]
+    return found
+
+
+def test_cli_cluster_tls_with_a_generated_keypair(stack, service_user):
+    bridge = hs.bridge_address(stack)
+    port = free_port(bridge)
+    address = f"tls://{bridge}:{port}"
+    res = _cli(stack, "scale", "xh-tls", "2", "--scheduler", address, "--tls")
+    spool = Path(stack.env["SPOOL_DIR"]) / "xh-tls"
+    assert str(spool / "dask.crt") in res.stderr, res.stderr
+    # the spool directory: the owner's alone (the Celery worker submits as the owner, who reads it for the transfer)
+    import pwd
+    uid = pwd.getpwnam(service_user).pw_uid
+    st = spool.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (uid, 0o700)
+    for name in ("dask.crt", "dask.pem"):
+        st = (spool / name).stat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (uid, 0o600)
+    tls = {"ca": str(spool / "dask.crt"), "cert": str(spool / "dask.crt"), "key": str(spool / "dask.pem")}
+    sched = hs.Scheduler(stack, bridge, tls=tls, port=port)
+    try:
+        with sched.client() as client:
+            hs.compute_across_workers(client)
+            assert all(a.startswith("tls://") for a in client.scheduler_info()["workers"])
+            assert hs.worker_hosts(client) == _host_addresses(stack)
+        marker = _secret_marker((spool / "dask.pem").read_bytes())
+        _cli(stack, "scale", "xh-tls", "0", "--wait", "--timeout", "120")
+        found = scan_for(stack, [marker], skip=(Path(stack.env["SPOOL_DIR"]),))
+        assert found == [], f"the key is kept outside the spool: {found}"
+        assert str(spool / "dask.pem") in scan_for(stack, [marker], skip=()), "the scan reads the files"
+    finally:
+        sched.stop()
+
+
+def test_missing_input_file_and_missing_interpreter_hold_with_their_reasons(stack):
+    bridge = hs.bridge_address(stack)
+    address = f"tls://{bridge}:1"
+    from dask_gateway_server.tls import new_keypair
+    cert, key = new_keypair("xh-miss")
+    tmp = Path(stack.workdir) / "user-tls"
+    tmp.mkdir(exist_ok=True)
+    (tmp / "w.crt").write_bytes(cert)
+    (tmp / "w.pem").write_bytes(key)
+    _cli(stack, "scale", "xh-miss", "0", "--scheduler", address, "--tls-cert", str(tmp / "w.crt"),
+         "--tls-key", str(tmp / "w.pem"))
+    os.unlink(Path(stack.env["SPOOL_DIR"]) / "xh-miss" / "dask.pem")  # lost before the job starts
+    _cli(stack, "scale", "xh-miss", "1")
+    _cli(stack, "scale", "xh-nopy", "1", "--scheduler", f"tcp://{bridge}:1", "--python", "/opt/nowhere/bin/python3")
+    held = hs.wait(lambda: [a for a in _queue(stack, "xh-miss") if a.get("JobStatus") == 5], what="xh-miss held")
+    assert held[0]["HoldReasonCode"] == 13 and held[0]["HoldReasonSubCode"] == 2
+    assert "Transfer input files failure" in held[0]["HoldReason"] and "dask.pem" in held[0]["HoldReason"]
+    held = hs.wait(lambda: [a for a in _queue(stack, "xh-nopy") if a.get("JobStatus") == 5], what="xh-nopy held")
+    assert (held[0]["HoldReasonCode"], held[0]["HoldReasonSubCode"]) == (3, 86), held[0]["HoldReason"]
+    assert "missing on the execute host" in held[0]["HoldReason"]
+    for cluster, words in (("xh-miss", "Transfer input files failure"), ("xh-nopy", "missing on the execute host")):
+        out = hs.wait(lambda: (r := stack.cli("status", cluster)).returncode == 0 and words in r.stdout and r.stdout,
+                      timeout=60, what=f"status of {cluster} to show its hold reason")
+        assert "held" in out
+    for cluster in ("xh-miss", "xh-nopy"):
+        _cli(stack, "delete", cluster, "--wait", "--timeout", "120")
+
+
+def test_dry_run_prints_the_description_and_records_nothing(stack):
+    import redis
+    r = redis.Redis.from_url(stack.env["REDIS_URL"])
+    bridge = hs.bridge_address(stack)
+    res = _cli(stack, "scale", "xh-dry", "3", "--scheduler", f"tls://{bridge}:8786", "--tls", "--universe", "docker",
+               "--image", "ghcr.io/dask/dask:2026.8.0", "--dry-run")
+    text = res.stdout
+    spool = Path(stack.env["SPOOL_DIR"])
+    assert f"transfer_input_files = {spool}/xh-dry/dask.crt,{spool}/xh-dry/dask.pem" in text
+    assert "container_service_names = dask" in text and "universe = docker" in text
+    assert "queue DaskWorkerIndex,DaskWorkerName from (\n0,xh-dry-0\n1,xh-dry-1\n2,xh-dry-2\n)" in text
+    import htcondor2
+    assert htcondor2.Submit(text).getQArgs().startswith("DaskWorkerIndex,DaskWorkerName from")
+    assert [k for k in r.keys("*") if b"xh-dry" in k] == [], "a dry run records nothing"
+    assert not (spool / "xh-dry").exists() and stack.cli("status", "xh-dry").returncode != 0
