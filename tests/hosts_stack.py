@@ -33,9 +33,19 @@ def start(service_user: str, **env) -> Stack:
 
 def bridge_address(stack: Stack) -> str:
     """The submit host's address on the pool's bridge (what execute hosts reach it at)."""
+    import socket
     from localpool import hosts
     plan = hosts.Plan.load(stack.env["LOCALPOOL_DIR"])
     assert plan is not None, "the pool has no execute hosts"
+
+    def up():  # the plan is written before the runner makes the bridge
+        with socket.socket() as s:
+            try:
+                s.bind((plan.submit_addr, 0))
+                return True
+            except OSError:
+                return False
+    wait(up, timeout=60, what=f"the bridge address {plan.submit_addr}")
     return plan.submit_addr
 
 
