@@ -101,7 +101,7 @@ def plan(spec, scheme: str) -> Transfer:
         t.add(path, "input file")
     if bridged(spec):
         t.env["HTDASK_SERVICE"] = f"{SERVICE}:{CONTAINER_PORT}"
-        t.env["HTDASK_PROTOCOL"] = "tls" if scheme == "tls" else "tcp"
+        t.env["HTDASK_PROTOCOL"] = "tls" if scheme in ("tls", "gateway") else "tcp"
     return t
 
 

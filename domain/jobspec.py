@@ -136,6 +136,10 @@ def _arguments(spec: WorkerJobSpec, memory: int) -> tuple[str, list[str]]:
     args += [spec.scheduler_address, "--name", "$(DaskWorkerName)",
              "--nthreads", str(_positive(spec.nthreads, "nthreads")),
              "--memory-limit", format_memory(memory)]
+    if spec.scheduler_address.startswith("gateway://"):
+        # through dask-gateway's SNI proxy: its comm (dask_gateway.comm) in nanny and worker, which listen on
+        # TLS (the nanny would take the scheduler's protocol, which has no listener)
+        args += ["--preload-nanny", "dask_gateway.comm", "--preload", "dask_gateway.comm", "--protocol", "tls"]
     if spec.worker_port_range is not None and not jobfiles.bridged(spec):  # bridged: the container's port
         args += ["--worker-port", validate_port_range(spec.worker_port_range, "worker port range")]
     if spec.nanny_port_range is not None:

@@ -169,7 +169,10 @@ class HTCondorBackend(HTCondorBackendTraits):
             cluster.config, self.scheduler_host, str(port), self.cluster_heartbeat_period)
 
     def worker_scheduler_address(self, cluster) -> str:
-        """The address worker jobs connect to: the reported one, with `scheduler_contact_host` if set."""
+        """The address worker jobs connect to: through the proxy (`worker_proxy_address`), else the
+        reported one, with `scheduler_contact_host` if set."""
+        if self.worker_proxy_address:
+            return f"gateway://{self.worker_proxy_address}/{cluster.name}"
         if self.scheduler_mode != "local":  # a job's host is not known in advance
             return cluster.scheduler_address
         return scheduler_launch.contact_address(cluster.scheduler_address, self.scheduler_contact_host)

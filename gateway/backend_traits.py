@@ -120,6 +120,17 @@ class HTCondorBackendTraits(LocalBackend):
         config=True,
     )
 
+    worker_proxy_address = Unicode(
+        "",
+        help="""
+        ``host:port`` of dask-gateway's proxy as the execute hosts reach it. When set, workers reach
+        their scheduler through it, ``gateway://<this>/<cluster>`` (TLS, routed by SNI: one proxied port
+        serves every cluster, as htcdaskgateway does); the proxy must listen there (GATEWAY_ADDRESS).
+        Empty: workers connect to the scheduler's own address.
+        """,
+        config=True,
+    )
+
     # ---- worker jobs -----------------------------------------------------------------------------
     worker_port_range = Unicode(
         "",

@@ -50,7 +50,7 @@ def stack(service_user):
         hs.remove_hosts(s)
 
 
-def _cluster(srv, network: str, stack, expect_hosts: set[str]):
+def _cluster(srv, network: str, stack, expect_hosts: set[str], check=None):
     gw = srv.client("alice")
     try:
         options = gw.cluster_options()
@@ -69,6 +69,8 @@ def _cluster(srv, network: str, stack, expect_hosts: set[str]):
                 token = Path(cluster_workdir(srv, cluster.name), "api-token").read_text().strip()
                 seen = hs.seen_by_workers(client, [cluster_workdir(srv, cluster.name)])
                 assert not any(any(v.values()) for v in seen.values()), seen
+                if check:
+                    check(client, cluster)
             return cluster.name, token
         finally:
             cluster.shutdown()
@@ -80,7 +82,7 @@ def cluster_workdir(srv, name: str) -> str:
     return str(srv.workdir / "clusters" / name)
 
 
-def _server(stack, name: str, **overrides) -> GatewayServer:
+def _server(stack, name: str, proxy_on_bridge: bool = False, **overrides) -> GatewayServer:
     bridge = hs.bridge_address(stack)
     api = f"{bridge}:{free_port(bridge)}"  # the private API, where execute hosts reach it
     srv = GatewayServer(stack.env, stack.workdir / name, code=OPTIONS,
@@ -88,6 +90,9 @@ def _server(stack, name: str, **overrides) -> GatewayServer:
                                    "HTCondorBackend.api_url": f"http://{api}/api",  # a scheduler job reports there
                                    **overrides})
     srv.env["GATEWAY_API_ADDRESS"] = api
+    if proxy_on_bridge:  # the proxy where execute hosts reach it too; workers go through it
+        srv.env["GATEWAY_ADDRESS"] = f"0.0.0.0:{srv.port}"
+        srv.overrides["HTCondorBackend.worker_proxy_address"] = f"{bridge}:{srv.port}"
     return srv.start()
 
 
@@ -126,5 +131,23 @@ def test_gateway_scheduler_as_a_job_on_an_execute_host(stack):
                 cluster.shutdown()
         finally:
             close_client(gw)
+    finally:
+        srv.stop()
+
+
+def test_gateway_workers_reach_a_loopback_scheduler_through_the_sni_proxy(stack):
+    """The scheduler listens on 127.0.0.1 only: workers on execute hosts reach it through the gateway's
+    proxy (gateway://proxy:port/<cluster>, routed by SNI), one proxied port for every cluster."""
+    srv = _server(stack, "gw-proxy", proxy_on_bridge=True)
+    try:
+        hosts = {h.addr for h in __import__("localpool.hosts", fromlist=["Plan"]).Plan.load(
+            stack.env["LOCALPOOL_DIR"]).hosts}
+
+        def through_proxy(client, cluster):
+            assert client.scheduler_info()["address"].startswith("tls://127.0.0.1:")
+            out = stack.condor("condor_q", "-allusers", "-af", "Arguments", "-constraint",
+                               f'DaskGatewayCluster == "{cluster.name}"').stdout
+            assert f"gateway://{hs.bridge_address(stack)}:{srv.port}/{cluster.name}" in out, out
+        _cluster(srv, "bridge", stack, hosts, check=through_proxy)
     finally:
         srv.stop()

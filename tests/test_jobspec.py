@@ -334,3 +334,15 @@ def test_apptainer_image_gpus_host_network_and_packed_env(monkeypatch):
     desc = worker_submit_description(spec(worker_command=None, worker_python="/cvmfs/sft.cern.ch/bin/python3"),
                                      [(0, "w0")])
     assert parse_new_syntax(desc["arguments"])[0] == "/cvmfs/sft.cern.ch/bin/python3"
+
+
+def test_workers_reach_a_scheduler_through_the_gateway_proxy():
+    """gateway://proxy:port/<cluster>: dask-gateway's comm in nanny and worker, which listen on TLS."""
+    desc = worker_submit_description(spec(scheduler_address="gateway://10.0.0.1:8000/c0ffee", universe="docker",
+                                          tls_cert="/s/dask.crt", tls_key="/s/dask.pem"), [(0, "w0")])
+    argv = parse_new_syntax(desc["arguments"])
+    assert argv[argv.index("--protocol") + 1] == "tls" and argv.count("dask_gateway.comm") == 2
+    assert parse_new_env(desc["environment"])["HTDASK_PROTOCOL"] == "tls"
+    for bad in ("gateway://10.0.0.1:8000", "gateway://10.0.0.1:8000/Bad_Name", "udp://x:1"):
+        with pytest.raises(ValidationError):
+            worker_submit_description(spec(scheduler_address=bad), [(0, "w0")])
