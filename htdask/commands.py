@@ -88,12 +88,17 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
             owner = identity.resolve_owner(email if email is not None else owner, store)
         except identity.IdentityUnavailable as e:
             raise Failure(str(e)) from None
-    options.update(scaleopts.tls_options(cluster, owner, more, settings(), dry_run=dry_run))
+    tls = scaleopts.tls_options(cluster, owner, more, settings(), dry_run=True)  # the paths, nothing written
+    options.update(tls)
     merged = {**(record.options if record else {}), **options} if options else None
     if dry_run:
         click.echo(scaleopts.dry_run(store, cluster, n, owner, merged if merged is not None else
                                      (record.options if record else {}), settings()), nl=False)
         return
+    if tls:  # bad input changes nothing: check the whole request before the files are staged
+        from tasks.options import check_job_options
+        check_job_options(cluster, merged)
+        scaleopts.tls_options(cluster, owner, more, settings(), dry_run=False)
     since = time.time()
     enqueued = api.enqueue_scale(store, cluster, n, owner=owner, options=merged, schedd=schedd)
     if not as_json:
