@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import urllib.request
 import sys
 import time
 from pathlib import Path
@@ -47,6 +48,12 @@ def bridge_address(stack: Stack) -> str:
                 return False
     wait(up, timeout=60, what=f"the bridge address {plan.submit_addr}")
     return plan.submit_addr
+
+
+def host_addresses(stack: Stack) -> set[str]:
+    """The execute hosts' addresses."""
+    from localpool import hosts
+    return {h.addr for h in hosts.Plan.load(stack.env["LOCALPOOL_DIR"]).hosts}
 
 
 def remove_hosts(stack: Stack) -> None:
@@ -149,3 +156,37 @@ def text_files(root: Path, skip: tuple[Path, ...] = ()) -> dict[str, bytes]:
             except OSError:
                 pass
     return out
+
+
+def scan_for(stack, needles: list[str], skip: tuple[Path, ...]) -> list[str]:
+    """Where any of `needles` appears: job ads (queue and history), every file of the stack but `skip`
+    (logs, LOG_DIR, the pool's database and calls.log, Celery's), every Redis value (task arguments
+    and results, records) and the exporter's metrics."""
+    found = []
+    for prog in ("condor_q", "condor_history"):
+        out = stack.condor(prog, "-allusers" if prog == "condor_q" else "-limit", *([] if prog == "condor_q" else ["1000"]),
+                           "-long").stdout
+        found += [f"{prog} -long" for n in needles if n in out]
+    for path, data in text_files(stack.workdir, skip).items():
+        found += [path for n in needles if n.encode() in data]
+    import redis
+    r = redis.Redis.from_url(stack.env["REDIS_URL"])
+    for key in r.scan_iter(count=1000):
+        kind = r.type(key)
+        if kind == b"string":
+            values = [r.get(key)]
+        elif kind == b"hash":
+            values = list(r.hgetall(key).values()) + list(r.hkeys(key))
+        elif kind == b"list":
+            values = r.lrange(key, 0, -1)
+        elif kind in (b"set",):
+            values = list(r.smembers(key))
+        elif kind == b"zset":
+            values = [m for m, _ in r.zrange(key, 0, -1, withscores=True)]
+        else:
+            values = []
+        found += [f"redis {key!r}" for v in values for n in needles if v and n.encode() in v]
+    with urllib.request.urlopen(stack.exporter_url + "metrics", timeout=10) as resp:
+        metrics = resp.read().decode()
+    found += ["metrics" for n in needles if n in metrics]
+    return found

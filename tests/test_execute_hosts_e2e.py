@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -50,11 +47,6 @@ def _queue(stack, cluster: str) -> list[dict]:
     return json.loads(out.stdout or "[]")
 
 
-def _host_addresses(stack) -> set[str]:
-    from localpool import hosts
-    return {h.addr for h in hosts.Plan.load(stack.env["LOCALPOOL_DIR"]).hosts}
-
-
 def test_cli_cluster_tcp_on_execute_hosts(stack):
     bridge = hs.bridge_address(stack)
     sched = hs.Scheduler(stack, bridge)
@@ -63,7 +55,7 @@ def test_cli_cluster_tcp_on_execute_hosts(stack):
         with sched.client() as client:
             hs.compute_across_workers(client)
             hosts = hs.worker_hosts(client)
-            assert hosts == _host_addresses(stack), "one worker on each execute host, at the host's address"
+            assert hosts == hs.host_addresses(stack), "one worker on each execute host, at the host's address"
             # the submit side's directories are not there: LOG_DIR, SPOOL_DIR, the checkout, the stack's files
             # (the checkout by one of its files: a virtualenv inside it stays, as software the hosts have)
             paths = [stack.env["LOG_DIR"], stack.env["SPOOL_DIR"], str(REPO / "README.md"), str(stack.workdir), "/root"]
@@ -82,40 +74,6 @@ def _secret_marker(pem: bytes) -> str:
     """A line of the key's base64 body (what any copy of it would contain)."""
     lines = [ln for ln in pem.decode().splitlines() if ln and not ln.startswith("-----")]
     return lines[len(lines) // 2]
-
-
-def scan_for(stack, needles: list[str], skip: tuple[Path, ...]) -> list[str]:
-    """Where any of `needles` appears: job ads (queue and history), every file of the stack but `skip`
-    (logs, LOG_DIR, the pool's database and calls.log, Celery's), every Redis value (task arguments
-    and results, records) and the exporter's metrics."""
-    found = []
-    for prog in ("condor_q", "condor_history"):
-        out = stack.condor(prog, "-allusers" if prog == "condor_q" else "-limit", *([] if prog == "condor_q" else ["1000"]),
-                           "-long").stdout
-        found += [f"{prog} -long" for n in needles if n in out]
-    for path, data in hs.text_files(stack.workdir, skip).items():
-        found += [path for n in needles if n.encode() in data]
-    import redis
-    r = redis.Redis.from_url(stack.env["REDIS_URL"])
-    for key in r.scan_iter(count=1000):
-        kind = r.type(key)
-        if kind == b"string":
-            values = [r.get(key)]
-        elif kind == b"hash":
-            values = list(r.hgetall(key).values()) + list(r.hkeys(key))
-        elif kind == b"list":
-            values = r.lrange(key, 0, -1)
-        elif kind in (b"set",):
-            values = list(r.smembers(key))
-        elif kind == b"zset":
-            values = [m for m, _ in r.zrange(key, 0, -1, withscores=True)]
-        else:
-            values = []
-        found += [f"redis {key!r}" for v in values for n in needles if v and n.encode() in v]
-    with urllib.request.urlopen(stack.exporter_url + "metrics", timeout=10) as resp:
-        metrics = resp.read().decode()
-    found += ["metrics" for n in needles if n in metrics]
-    return found
 
 
 def test_cli_cluster_tls_with_a_generated_keypair(stack, service_user):
@@ -139,12 +97,12 @@ def test_cli_cluster_tls_with_a_generated_keypair(stack, service_user):
         with sched.client() as client:
             hs.compute_across_workers(client)
             assert all(a.startswith("tls://") for a in client.scheduler_info()["workers"])
-            assert hs.worker_hosts(client) == _host_addresses(stack)
+            assert hs.worker_hosts(client) == hs.host_addresses(stack)
         marker = _secret_marker((spool / "dask.pem").read_bytes())
         _cli(stack, "scale", "xh-tls", "0", "--wait", "--timeout", "120")
-        found = scan_for(stack, [marker], skip=(Path(stack.env["SPOOL_DIR"]),))
+        found = hs.scan_for(stack, [marker], skip=(Path(stack.env["SPOOL_DIR"]),))
         assert found == [], f"the key is kept outside the spool: {found}"
-        assert str(spool / "dask.pem") in scan_for(stack, [marker], skip=()), "the scan reads the files"
+        assert str(spool / "dask.pem") in hs.scan_for(stack, [marker], skip=()), "the scan reads the files"
     finally:
         sched.stop()
 

@@ -100,13 +100,11 @@ def test_gateway_workers_on_bridge_and_host_networks_with_a_local_scheduler(stac
     bridge = hs.bridge_address(stack)
     srv = _server(stack, "gw-local", **{"HTCondorBackend.scheduler_host": bridge})
     try:
-        hosts = {h.addr for h in __import__("localpool.hosts", fromlist=["Plan"]).Plan.load(
-            stack.env["LOCALPOOL_DIR"]).hosts}
+        hosts = hs.host_addresses(stack)
         name, token = _cluster(srv, "bridge", stack, hosts)
         _cluster(srv, "host", stack, hosts)
         # neither the API token nor the key is anywhere but the staging directories
-        from tests.test_execute_hosts_e2e import scan_for
-        found = scan_for(stack, [token], skip=(srv.workdir / "clusters",))
+        found = hs.scan_for(stack, [token], skip=(srv.workdir / "clusters",))
         assert found == [], f"the gateway API token is kept outside its staging directory: {found}"
     finally:
         srv.stop()
@@ -115,8 +113,7 @@ def test_gateway_workers_on_bridge_and_host_networks_with_a_local_scheduler(stac
 def test_gateway_scheduler_as_a_job_on_an_execute_host(stack):
     srv = _server(stack, "gw-job", **{"HTCondorBackend.scheduler_mode": "job"})
     try:
-        hosts = {h.addr for h in __import__("localpool.hosts", fromlist=["Plan"]).Plan.load(
-            stack.env["LOCALPOOL_DIR"]).hosts}
+        hosts = hs.host_addresses(stack)
         gw = srv.client("alice")
         try:
             cluster = gw.new_cluster()
@@ -140,8 +137,7 @@ def test_gateway_workers_reach_a_loopback_scheduler_through_the_sni_proxy(stack)
     proxy (gateway://proxy:port/<cluster>, routed by SNI), one proxied port for every cluster."""
     srv = _server(stack, "gw-proxy", proxy_on_bridge=True)
     try:
-        hosts = {h.addr for h in __import__("localpool.hosts", fromlist=["Plan"]).Plan.load(
-            stack.env["LOCALPOOL_DIR"]).hosts}
+        hosts = hs.host_addresses(stack)
 
         def through_proxy(client, cluster):
             assert client.scheduler_info()["address"].startswith("tls://127.0.0.1:")

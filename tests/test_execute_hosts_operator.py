@@ -16,7 +16,6 @@ from demo.services import have_redis
 from tests import hosts_stack as hs
 from tests.conftest import needs
 from tests.k8s_emulator import Emulator
-from tests.test_execute_hosts_e2e import scan_for
 from tests.test_operator_e2e import Gateway, start_operator
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="requires root: network namespaces"),
@@ -43,7 +42,6 @@ def api():
 
 def test_operator_cluster_on_execute_hosts(stack, api, tmp_path, service_user):
     from k8s_operator import bodies
-    from localpool import hosts
     bridge = hs.bridge_address(stack)
     port = free_port(bridge)
     creds = stack.workdir / "operator-credentials"  # on the submit node, under the hidden /tmp
@@ -69,7 +67,7 @@ def test_operator_cluster_on_execute_hosts(stack, api, tmp_path, service_user):
         gw.patch(name, "/spec/replicas", 2)
         with sched.client() as client:
             hs.compute_across_workers(client, timeout=240)
-            assert hs.worker_hosts(client) == {h.addr for h in hosts.Plan.load(stack.env["LOCALPOOL_DIR"]).hosts}
+            assert hs.worker_hosts(client) == hs.host_addresses(stack)
             seen = hs.seen_by_workers(client, [str(creds), str(creds / ours / "dask.pem")])
             assert not any(any(v.values()) for v in seen.values()), seen
         token = data["api-token"].decode().strip()
@@ -78,7 +76,7 @@ def test_operator_cluster_on_execute_hosts(stack, api, tmp_path, service_user):
         gw.wait_phase(name, "Stopped", timeout=90)
         from tests.conftest import live
         hs.wait(lambda: not live(stack, ours), what="the jobs to leave (their sandboxes go with them)")
-        found = scan_for(stack, [token, key_line], skip=(creds, stack.workdir / "spool"))
+        found = hs.scan_for(stack, [token, key_line], skip=(creds, stack.workdir / "spool"))
         assert found == [], f"the operator's secrets outside the credentials directory: {found}"
     finally:
         if sched is not None:
