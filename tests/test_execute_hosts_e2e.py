@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,32 @@ def test_dry_run_prints_the_description_and_records_nothing(stack):
     assert htcondor2.Submit(text).getQArgs().startswith("DaskWorkerIndex,DaskWorkerName from")
     assert [k for k in r.keys("*") if b"xh-dry" in k] == [], "a dry run records nothing"
     assert not (spool / "xh-dry").exists() and stack.cli("status", "xh-dry").returncode != 0
+
+
+def test_a_packed_environment_shipped_by_file_transfer(stack):
+    """--packed-env: the tarball comes with every job and the start script unpacks it into the sandbox
+    (here an environment whose bin/python hands over to the interpreter the execute hosts have)."""
+    import io
+    import tarfile
+    bridge = hs.bridge_address(stack)
+    sched = hs.Scheduler(stack, bridge)
+    pack = stack.workdir / "packs" / "env.tar.gz"
+    pack.parent.mkdir(exist_ok=True)
+    script = f"#!/bin/sh\nexport HTDASK_FROM_PACK=1\nexec {sys.executable} \"$@\"\n".encode()
+    with tarfile.open(pack, "w:gz") as tar:
+        info = tarfile.TarInfo("bin/python")
+        info.size, info.mode = len(script), 0o755
+        tar.addfile(info, io.BytesIO(script))
+    os.chmod(pack.parent, 0o755)
+    os.chmod(pack, 0o644)
+    try:
+        _cli(stack, "scale", "xh-pack", "2", "--scheduler", sched.address, "--packed-env", str(pack),
+             "--wait", "--timeout", "200")
+        with sched.client() as client:
+            hs.compute_across_workers(client)
+            assert set(client.run(lambda: os.environ.get("HTDASK_FROM_PACK")).values()) == {"1"}
+            cwd = client.run(lambda: os.path.exists("env/bin/python") and os.path.exists("env.tar.gz"))
+            assert set(cwd.values()) == {True}, cwd
+        _cli(stack, "delete", "xh-pack", "--wait", "--timeout", "120")
+    finally:
+        sched.stop()
