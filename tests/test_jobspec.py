@@ -346,3 +346,23 @@ def test_workers_reach_a_scheduler_through_the_gateway_proxy():
     for bad in ("gateway://10.0.0.1:8000", "gateway://10.0.0.1:8000/Bad_Name", "udp://x:1"):
         with pytest.raises(ValidationError):
             worker_submit_description(spec(scheduler_address=bad), [(0, "w0")])
+
+
+def test_dry_run_masks_secret_looking_environment_values(monkeypatch, tmp_path):
+    """`htdask scale --dry-run`: the reconciler's own rendering; values of secret-looking variables masked."""
+    from htdask import scaleopts
+    from settings import load
+
+    class NoRecords:
+        def get(self, cluster):
+            return None
+    monkeypatch.setenv("SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
+    text = scaleopts.dry_run(NoRecords(), "demo", 2, "alice",
+                             {"scheduler_address": "tcp://10.0.0.1:8786",
+                              "environment": {"S3_SECRET_KEY": "hunter2", "MY_TOKEN": "t0k", "OMP_NUM_THREADS": "1"}},
+                             load())
+    assert "hunter2" not in text and "t0k" not in text
+    assert "S3_SECRET_KEY=***" in text and "MY_TOKEN=***" in text and "OMP_NUM_THREADS=1" in text
+    assert "queue DaskWorkerIndex,DaskWorkerName from (\n0,demo-0\n1,demo-1\n)" in text
+    assert not (tmp_path / "spool").exists() and not (tmp_path / "logs").exists(), "a dry run creates nothing"
