@@ -39,9 +39,18 @@ done
 prog="${1:-}"
 if [ -z "$prog" ]; then say "no program to run"; exit $MISSING; fi
 case "$prog" in
-    */*) [ -x "$prog" ] || { say "the worker's program $prog does not exist on this execute host"; exit $MISSING; } ;;
+    */*) [ -f "$prog" ] && [ -x "$prog" ] || { say "the worker's program $prog does not exist on this execute host"; exit $MISSING; } ;;
     *) command -v "$prog" >/dev/null 2>&1 || { say "the worker's program $prog is not on this execute host's PATH"; exit $MISSING; } ;;
 esac
+# a program is a binary or a script with #! (sh would run anything else as shell commands)
+path=$(command -v "$prog" 2>/dev/null || echo "$prog")
+if [ -f "$path" ] && command -v od >/dev/null 2>&1; then
+    magic=$(head -c 4 "$path" 2>/dev/null | od -An -c | tr -d ' \n')
+    case "$magic" in
+        '#!'*|177ELF) ;;
+        *) say "the worker's program $path is not a program (neither a binary nor a #! script)"; exit $MISSING ;;
+    esac
+fi
 
 if [ -n "${HTDASK_SERVICE:-}" ]; then
     name="${HTDASK_SERVICE%%:*}"
