@@ -9,6 +9,7 @@ import time
 
 import click
 
+from htdask import scaleopts
 from htdask.base import (BadInput, Command, Failure, duration, emit_json, examples, json_option, store as _store,
                          table)
 from htdask.domain import validation
@@ -30,7 +31,9 @@ _BARE_NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
     "htdask scale mycluster 4 --scheduler tcp://10.0.0.5:8786 --owner alice --wait",
     "htdask scale mycluster 4 --email alice@example.org   # owner from USER_MAP_FILE or CI Connect",
     "htdask scale mycluster 8 --memory 4GiB               # other options stay as recorded",
-    "htdask scale mycluster 0 --json"))
+    "htdask scale mycluster 0 --json",
+    "htdask scale mycluster 4 --scheduler tls://10.0.0.5:8786 --tls-cert w.crt --tls-key w.pem",
+    "htdask scale mycluster 4 --universe docker --image ghcr.io/dask/dask:2026.8.0 --dry-run"))
 @click.argument("cluster")
 @click.argument("count", metavar="N")
 @click.option("--owner", help="Unix user the jobs run as (default: the Celery worker's DEFAULT_OWNER).")
@@ -42,9 +45,10 @@ _BARE_NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
 @click.option("--wait", is_flag=True, help="Wait until the cluster runs N jobs.")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds --wait waits.")
 @click.option("--force", is_flag=True, help="Scale even a cluster that a Dask Gateway or the operator manages.")
+@scaleopts.options
 @json_option
 def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, memory_limit, wait, timeout, force,
-          as_json):
+          as_json, dry_run, **more):
     """Scale CLUSTER to N workers (HTCondor jobs).
 
     Options given now are merged with the ones recorded for the cluster (a later `--memory 4GiB` keeps
@@ -69,6 +73,7 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
             raise BadInput(f"--memory {memory_limit}: give a unit, e.g. {memory_limit.strip()}GiB or "
                            f"{memory_limit.strip()}MiB")
         options["memory_limit"] = validation.validate_memory(memory_limit, "--memory")
+    options.update(scaleopts.job_options(more))
     store = _store()
     record = store.get(cluster)
     manager = managers(store, [cluster])[cluster]
@@ -83,7 +88,17 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
             owner = identity.resolve_owner(email if email is not None else owner, store)
         except identity.IdentityUnavailable as e:
             raise Failure(str(e)) from None
+    tls = scaleopts.tls_options(cluster, owner, more, settings(), dry_run=True)  # the paths, nothing written
+    options.update(tls)
     merged = {**(record.options if record else {}), **options} if options else None
+    if dry_run:
+        click.echo(scaleopts.dry_run(store, cluster, n, owner, merged if merged is not None else
+                                     (record.options if record else {}), settings()), nl=False)
+        return
+    if tls:  # bad input changes nothing: check the whole request before the files are staged
+        from tasks.options import check_job_options
+        check_job_options(merged)
+        scaleopts.tls_options(cluster, owner, more, settings(), dry_run=False)
     since = store.now()  # Redis' clock, as the poll times and errors --wait compares with it
     # the owner (resolved) and the merged options are checked where the request is recorded (tasks.api)
     enqueued = api.enqueue_scale(store, req.model_copy(update={"owner": owner, "options": merged}))

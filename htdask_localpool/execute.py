@@ -121,8 +121,10 @@ class ExecuteSide:
             fds = [os.open(os.path.join(scratch, transfer.STDIN) if has_in else os.devnull,
                            os.O_RDONLY | os.O_CLOEXEC)]
             for n in (transfer.STDOUT, transfer.STDERR):
-                fds.append(os.open(os.path.join(scratch, n), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                                   0o644))
+                # stream_output/stream_error: written to the submit side while the job runs (the shadow's
+                # streaming), else to the sandbox and transferred at exit
+                dest = transfer.streamed(ad, n) or os.path.join(scratch, n)
+                fds.append(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644))
             return fds
 
         fds = userlog.as_owner(pw, std)

@@ -271,6 +271,10 @@ class AdBuilder:
         ad["In"] = v.get("input", "stdin") or "/dev/null"
         ad["Out"] = v.get("output", "stdout") or "/dev/null"
         ad["Err"] = v.get("error", "stderr") or "/dev/null"
+        for key, attr in (("stream_output", "StreamOut"), ("stream_error", "StreamErr")):
+            text = v.get(key)  # SetStdFile: a boolean, default false (set here only when given)
+            if text is not None:
+                ad[attr] = text.strip().lower() in ("true", "yes", "1", "t", "y")
         user_log = v.get("log")
         if user_log:
             ad["UserLog"] = user_log if os.path.isabs(user_log) else os.path.normpath(os.path.join(iwd, user_log))

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import time
 
-from htdask_localpool import ads, envargs, paths, procs, userlog
+from htdask_localpool import ads, envargs, paths, procs, transfer, userlog
 
 RUNNABLE_UNIVERSES = (5, 7, 12)  # vanilla (and docker/container), scheduler, local: see jobad.UNIVERSES
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -56,6 +56,17 @@ def start_job(ad: dict, *, slot_name: str, pool_id: str, scratch_root) -> Runnin
                                              f"initial working directory '{iwd}': No such file or directory")
     tag = procs.job_tag(pool_id, c, p)
     scratch = _make_scratch(scratch_root, pool_id, c, p, pw, ad)
+    cwd = iwd
+    if str(ad.get("ShouldTransferFiles") or "").upper() == "YES":
+        # YES: the job runs in its sandbox with its input files, as HTCondor always does then (the
+        # executable and stdout/stderr stay where they are on this one host; no output files come back)
+        cwd = scratch
+        try:
+            transfer.transfer_input({**ad, "TransferExecutable": False, "In": None}, scratch, pw,
+                                    access=paths.hostname(), slot=slot_name)
+        except transfer.TransferFailure as exc:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise StartFailure(exc.code, exc.subcode, exc.reason) from None
     env = {"PATH": DEFAULT_PATH, "HOME": pw.pw_dir}
     env.update(envargs.environment_from_ad(ad))
     cpus = ad.get("RequestCpus")
@@ -78,13 +89,13 @@ def start_job(ad: dict, *, slot_name: str, pool_id: str, scratch_root) -> Runnin
                           extra_groups=os.getgrouplist(pw.pw_name, pw.pw_gid))
         argv = [cmd] + envargs.argv_from_ad(ad)
         try:
-            popen = subprocess.Popen(argv, executable=cmd or "/nonexistent", cwd=iwd, env=env,
+            popen = subprocess.Popen(argv, executable=cmd or "/nonexistent", cwd=cwd, env=env,
                                      stdin=fds[0], stdout=fds[1], stderr=fds[2],
                                      start_new_session=True, close_fds=True, **kwargs)
         except OSError as exc:
             shutil.rmtree(scratch, ignore_errors=True)
             why = exc.strerror or str(exc)
-            if exc.filename == iwd and iwd != cmd:  # the child could not chdir (as the owner)
+            if exc.filename == cwd and cwd != cmd:  # the child could not chdir (as the owner)
                 raise StartFailure(14, exc.errno or 0,
                                    f"Error from {slot_name}: Failed to change to initial working "
                                    f"directory '{iwd}': {why}")

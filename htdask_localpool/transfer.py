@@ -6,7 +6,7 @@ matches a separate execute host, so the job stays idle), the executable (unless
 ``transfer_executable = false``) as ``condor_exec.exe``, ``transfer_input_files`` (a file by its
 base name; ``dir`` copies the directory, ``dir/`` its contents) and the input file, read on the
 submit side as the job's Owner as the shadow does; at exit ``_condor_stdout``/``_condor_stderr``
-to ``output``/``error`` and ``transfer_output_files`` (default: every file of the sandbox's top
+to ``output``/``error`` (with ``stream_output``/``stream_error`` written there while the job runs) and ``transfer_output_files`` (default: every file of the sandbox's top
 level the job created or changed) back to the job's Iwd, renamed by ``transfer_output_remaps``,
 written as the Owner.  ``encrypt_input_files`` is accepted (the copy never leaves the machine).
 
@@ -125,6 +125,16 @@ def remaps(text) -> dict[str, str]:
     return out
 
 
+def streamed(ad: dict, name: str) -> str | None:
+    """The submit-side file `name` (STDOUT/STDERR) is streamed to (stream_output/stream_error), or None."""
+    attr, flag = ("Out", "StreamOut") if name == STDOUT else ("Err", "StreamErr")
+    dest = ad.get(attr)
+    if ad.get(flag) is True and isinstance(dest, str) and dest and dest != "/dev/null":
+        iwd = ad.get("Iwd") if isinstance(ad.get("Iwd"), str) else "/"
+        return _submit_path(iwd, dest)
+    return None
+
+
 def transfer_output(ad: dict, sandbox: str, pw, before: dict, *, access: str, slot: str) -> None:
     """Copy stdout/stderr and the output files back to the submit side as the Owner;
     TransferFailure(12, errno, reason) for a listed output file the job did not make."""
@@ -132,7 +142,7 @@ def transfer_output(ad: dict, sandbox: str, pw, before: dict, *, access: str, sl
     items: list[tuple[str, str, bool]] = []  # (sandbox name, submit path, must exist)
     for attr, name in (("Out", STDOUT), ("Err", STDERR)):
         dest = ad.get(attr)
-        if isinstance(dest, str) and dest and dest != "/dev/null":
+        if isinstance(dest, str) and dest and dest != "/dev/null" and not streamed(ad, name):
             items.append((name, _submit_path(iwd, dest), False))
     listed = split_list(ad.get("TransferOutput"))
     if not listed and "TransferOutput" not in ad:

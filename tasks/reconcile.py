@@ -23,14 +23,13 @@ import time
 from typing import Iterable
 
 from htdask.state import Store
-from tasks import ended, worker_logs
-from tasks.options import job_options
+from tasks import ended
+from tasks.options import describe, job_options
 from tasks.outcome import Outcome
 from tasks.removal import Removals
 from tasks.submissions import SubmitPlan, record_failure, submit_plans
 from htdask.domain import validation
-from htdask.domain.jobspec import (WorkerJobSpec, cluster_constraint, clusters_constraint, ours_constraint,
-                            worker_submit_description)
+from htdask.domain.jobspec import cluster_constraint, clusters_constraint, ours_constraint
 from htdask.domain.jobstatus import JobStatus
 from htdask.domain.workerjobs import LIVE, Job, jobs_of, kept_hold, newer_duplicates
 from htdask.state.counters import LeaseLost
@@ -304,12 +303,7 @@ class Reconciler(Removals):
         items = [(first + i, label) for i, label in enumerate(labels)]
         user = self.submit_user(record)
         owner = user or getpass.getuser()
-        options = job_options(record.options)
-        if not options.get("log_dir"):  # the gateway gives its own (its staging directory)
-            options["log_dir"] = worker_logs.cluster_dir(self.settings.log_dir, name)
-        worker_logs.ensure_dir(options["log_dir"], owner)
-        spec = WorkerJobSpec(cluster=name, owner=owner, **options)
-        description = worker_submit_description(spec, items)
+        description = describe(name, owner, record.options, items, self.settings, create=True)
         log.info("cluster %s: submitting %d jobs as %s, indexes %d..%d (counter now %d)",
                  name, wanted, owner, first, first + wanted - 1, first + wanted)
         plans.append(SubmitPlan(record, outcome, user, items, description, by_name=names is not None, token=token))

@@ -46,6 +46,7 @@ def test_pip_install_gives_the_htdask_command(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "_htdask_completion" in out.stdout, (out.stdout[:300], out.stderr[-500:])
     assert (target / "htdask_localpool" / "bin" / "condor_submit").exists(), "the pool's launchers are package data"
+    assert (target / "htdask" / "domain" / "worker_start.sh").exists(), "the worker jobs' start script is package data"
 
 
 def test_the_jobs_interpreter_is_runnable_by_every_user():

@@ -72,16 +72,23 @@ def spec(**kw) -> WorkerJobSpec:
 
 PINNED = """\
 universe = vanilla
-executable = /opt/venv/bin/python
-transfer_executable = false
-arguments = "-m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name $(DaskWorkerName) --nthreads 2 --memory-limit 4GiB --no-dashboard --death-timeout 60"
+executable = /var/spool/htdask/worker-start-{digest}.sh
+transfer_executable = true
+arguments = "/opt/venv/bin/python -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name $(DaskWorkerName) --nthreads 2 --memory-limit 4GiB --no-dashboard --death-timeout 60"
 environment = "DASK_GATEWAY_CLUSTER_NAME=demo DASK_GATEWAY_SCHEDULER_ADDRESS=tcp://10.0.0.1:8786 DASK_GATEWAY_SCHEDULER_PORT=8786 DASK_GATEWAY_WORKER_NAME=$(DaskWorkerName)"
+should_transfer_files = YES
+when_to_transfer_output = ON_EXIT
+on_exit_hold = ExitCode =?= 86
+on_exit_hold_reason = "{reason}"
+on_exit_hold_subcode = 86
 request_cpus = 2
 request_memory = 4096
 batch_name = demo
 LogDir = /var/log/htdask
 output = $(LogDir)/demo-$(DaskWorkerIndex).$(Cluster).$(Process).out
 error = $(LogDir)/demo-$(DaskWorkerIndex).$(Cluster).$(Process).err
+stream_output = true
+stream_error = true
 log = $(LogDir)/demo.log
 submit_event_notes = DaskWorkerName=$(DaskWorkerName)
 MY.DaskGatewayCluster = "demo"
@@ -95,9 +102,13 @@ queue DaskWorkerIndex,DaskWorkerName from (
 """
 
 
-def test_two_items_pinned_text():
+def test_two_items_pinned_text(monkeypatch):
+    """The executable is the start script from the spool; nothing is read from a submit-side path on the
+    execute host (the worker command is the script's argument, looked up there)."""
+    from htdask.domain import jobfiles, spool
+    monkeypatch.setenv("SPOOL_DIR", "/var/spool/htdask")
     desc = worker_submit_description(spec(), [(5, "demo-5"), (6, "demo-6")])
-    assert desc.render() == PINNED
+    assert desc.render() == PINNED.replace("{digest}", spool._digest()).replace("{reason}", jobfiles.MISSING_REASON)
     assert desc.num_jobs == 2
 
 
@@ -122,19 +133,26 @@ def test_full_spec_with_tls_ports_dashboard_docker_and_extras(monkeypatch):
     desc = worker_submit_description(s, [(0, "w0")])
     assert desc["universe"] == "docker"
     assert desc["docker_image"] == "ghcr.io/dask/dask:2026.8.0"
-    assert desc["executable"] == "dask"
+    assert desc["executable"].endswith(".sh") and desc["transfer_executable"] == "true"
+    # on the bridge network: no --worker-port (the container port, published by HTCondor, see below)
     assert parse_new_syntax(desc["arguments"]) == [
-        "worker", "tls://sched.example.org:8786", "--name", "$(DaskWorkerName)", "--nthreads", "2",
-        "--memory-limit", "4GiB", "--worker-port", "40000:40100", "--nanny-port", "40200:40300",
+        "dask", "worker", "tls://sched.example.org:8786", "--name", "$(DaskWorkerName)", "--nthreads", "2",
+        "--memory-limit", "4GiB", "--nanny-port", "40200:40300",
         "--dashboard-address", ":8787", "--death-timeout", "30.5", "--resources", "GPU=1 MEM=2"]
+    assert (desc["container_service_names"], desc["dask_container_port"]) == ("dask", "8788")
+    # the secrets come by file transfer, encrypted, named by their sandbox names
+    files = "/etc/dask/api-token,/etc/dask/dask.crt,/etc/dask/dask.pem"
+    assert desc["should_transfer_files"] == "YES"
+    assert desc["transfer_input_files"] == files and desc["encrypt_input_files"] == files
     env = parse_new_env(desc["environment"])
     assert env["DASK_GATEWAY_API_URL"] == "https://gw.example.org/api"
-    assert env["DASK_GATEWAY_API_TOKEN"] == "/etc/dask/api-token"
+    assert env["DASK_GATEWAY_API_TOKEN"] == "./api-token"
     assert env["DASK_GATEWAY_DASHBOARD_PORT"] == "8787"
     assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
-    assert env["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"] == "/etc/dask/dask.crt"
-    assert env["DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT"] == "/etc/dask/dask.crt"
-    assert env["DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY"] == "/etc/dask/dask.pem"
+    assert env["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"] == "dask.crt"
+    assert env["DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT"] == "dask.crt"
+    assert env["DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY"] == "dask.pem"
+    assert (env["HTDASK_SERVICE"], env["HTDASK_PROTOCOL"]) == ("dask:8788", "tls")
     assert env["NOTE"] == "it's \"fine\"" and env["OMP_NUM_THREADS"] == "1"
     assert desc["request_cpus"] == "4"
     assert desc["request_memory"] == "6144"
@@ -201,7 +219,7 @@ BAD_SPECS = [
     (dict(extra_args=["tab\there"]), "control character"),
     (dict(extra_args="--oops"), "list of words"),
     (dict(worker_command=["/bin/py thon"]), "worker command"),
-    (dict(worker_command=["no-such-program-xyz"]), "worker command"),
+    (dict(worker_command=["-c"]), "worker command"),
     (dict(worker_command=[]), "worker command"),
     (dict(nthreads=0), "nthreads"),
     (dict(nthreads=True), "nthreads"),
@@ -218,6 +236,14 @@ BAD_SPECS = [
     (dict(tls_cert="/etc/c.crt"), "TLS"),
     (dict(api_url="ftp://x"), "API URL"),
     (dict(api_token="tok\nqueue"), "API token"),
+    (dict(api_token="a-token-value"), "API token"),
+    (dict(tls_cert="rel.crt", tls_key="/k.pem"), "TLS certificate"),
+    (dict(tls_cert="/a/x.pem", tls_key="/b/x.pem"), "same file name"),
+    (dict(universe="container", container_image="/cvmfs/x.sif"), "allowed prefix"),
+    (dict(container_image="/cvmfs/x.sif"), "universe 'container'"),
+    (dict(docker_network="none"), "docker network"),
+    (dict(request_gpus=0, gpu_capability=7.0), "need request_gpus"),
+    (dict(request_gpus=1, gpu_capability="high"), "GPU capability"),
     (dict(extra_submit={"executable": "/bin/evil"}), "set by the controller"),
     (dict(extra_submit={"+DaskGatewayCluster": '"other"'}), "set by the controller"),
     (dict(extra_submit={"queue": "5"}), "queue"),
@@ -306,3 +332,66 @@ def test_poll_projection():
               "DaskClusterOwner", "EnteredCurrentStatus", "HoldReason", "HoldReasonCode", "ExitCode",
               "NumJobStarts", "QDate", "Owner"):
         assert a in POLL_PROJECTION
+
+
+def test_a_token_value_is_refused_without_echoing_it():
+    with pytest.raises(ValidationError) as e:
+        worker_submit_description(spec(api_token="s3cr3t-token-value"), [(0, "w0")])
+    assert "s3cr3t" not in str(e.value) and "file on the submit node" in str(e.value)
+
+
+def test_apptainer_image_gpus_host_network_and_packed_env(monkeypatch):
+    monkeypatch.setenv("ALLOWED_IMAGE_PREFIXES", "/cvmfs/unpacked.cern.ch/")
+    image = "/cvmfs/unpacked.cern.ch/registry.hub.docker.com/coffeateam/coffea-dask:latest"
+    desc = worker_submit_description(spec(universe="container", container_image=image, worker_command=None,
+                                          request_gpus=2, gpu_capability=7.5, gpu_memory="16GiB"), [(0, "w0")])
+    assert (desc["universe"], desc["container_image"]) == ("container", image)
+    assert parse_new_syntax(desc["arguments"])[:2] == ["dask", "worker"]
+    assert desc["request_gpus"] == "2" and desc["require_gpus"] == "Capability >= 7.5 && GlobalMemoryMb >= 16384"
+    assert htcondor2.Submit(desc.render())["require_gpus"] == desc["require_gpus"]
+    monkeypatch.setenv("APPTAINER_AS_ATTRIBUTE", "1")  # OSG style: vanilla + SingularityImage
+    desc = worker_submit_description(spec(universe="container", container_image=image), [(0, "w0")])
+    assert desc["universe"] == "vanilla" and desc["MY.SingularityImage"] == f'"{image}"'
+    desc = worker_submit_description(spec(universe="docker", docker_network="host", worker_port_range="40000:40100"),
+                                     [(0, "w0")])
+    assert desc["docker_network_type"] == "host" and desc.get("container_service_names") is None
+    assert "--worker-port" in parse_new_syntax(desc["arguments"])  # port ranges stay on the host's network
+    desc = worker_submit_description(spec(worker_command=None, packed_env="/srv/envs/dask.tar.gz"), [(0, "w0")])
+    assert parse_new_syntax(desc["arguments"])[0] == "env/bin/python"
+    assert desc["transfer_input_files"] == "/srv/envs/dask.tar.gz"
+    assert parse_new_env(desc["environment"])["HTDASK_PACKED_ENV"] == "dask.tar.gz"
+    desc = worker_submit_description(spec(worker_command=None, worker_python="/cvmfs/sft.cern.ch/bin/python3"),
+                                     [(0, "w0")])
+    assert parse_new_syntax(desc["arguments"])[0] == "/cvmfs/sft.cern.ch/bin/python3"
+
+
+def test_workers_reach_a_scheduler_through_the_gateway_proxy():
+    """gateway://proxy:port/<cluster>: dask-gateway's comm in nanny and worker, which listen on TLS."""
+    desc = worker_submit_description(spec(scheduler_address="gateway://10.0.0.1:8000/c0ffee", universe="docker",
+                                          tls_cert="/s/dask.crt", tls_key="/s/dask.pem"), [(0, "w0")])
+    argv = parse_new_syntax(desc["arguments"])
+    assert argv[argv.index("--protocol") + 1] == "tls" and argv.count("dask_gateway.comm") == 2
+    assert parse_new_env(desc["environment"])["HTDASK_PROTOCOL"] == "tls"
+    for bad in ("gateway://10.0.0.1:8000", "gateway://10.0.0.1:8000/Bad_Name", "udp://x:1"):
+        with pytest.raises(ValidationError):
+            worker_submit_description(spec(scheduler_address=bad), [(0, "w0")])
+
+
+def test_dry_run_masks_secret_looking_environment_values(monkeypatch, tmp_path):
+    """`htdask scale --dry-run`: the reconciler's own rendering; values of secret-looking variables masked."""
+    from htdask import scaleopts
+    from htdask.settings import load
+
+    class NoRecords:
+        def get(self, cluster):
+            return None
+    monkeypatch.setenv("SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
+    text = scaleopts.dry_run(NoRecords(), "demo", 2, "alice",
+                             {"scheduler_address": "tcp://10.0.0.1:8786",
+                              "environment": {"S3_SECRET_KEY": "hunter2", "MY_TOKEN": "t0k", "OMP_NUM_THREADS": "1"}},
+                             load())
+    assert "hunter2" not in text and "t0k" not in text
+    assert "S3_SECRET_KEY=***" in text and "MY_TOKEN=***" in text and "OMP_NUM_THREADS=1" in text
+    assert "queue DaskWorkerIndex,DaskWorkerName from (\n0,demo-0\n1,demo-1\n)" in text
+    assert not (tmp_path / "spool").exists() and not (tmp_path / "logs").exists(), "a dry run creates nothing"

@@ -50,7 +50,9 @@ def common_checks(ads: list[dict], cluster: str, owner: str, items=ITEMS) -> Non
         assert argv[argv.index("--name") + 1] == name
         env = env_of(ad)
         assert env["DASK_GATEWAY_WORKER_NAME"] == name and env["DASK_GATEWAY_CLUSTER_NAME"] == cluster
-        assert ad["TransferExecutable"] is False
+        # the start script is the executable, shipped with the job (nothing read from a submit-side path)
+        assert ad.get("TransferExecutable", True) is True and ad["Cmd"].endswith(".sh")
+        assert ad["ShouldTransferFiles"] == "YES" and ad["WhenToTransferOutput"] == "ON_EXIT"
     assert [ad["ProcId"] for ad in ads] == list(range(len(items)))
 
 
@@ -62,9 +64,9 @@ def test_cli_scale_description(pool_env, work, monkeypatch):
     ads = roundtrip(pool_env, work, "demo", options)
     common_checks(ads, "demo", "alice")
     ad = ads[0]
-    assert ad["Cmd"] == sys.executable and ad["JobUniverse"] == 5 and "WantDocker" not in ad
+    assert ad["JobUniverse"] == 5 and "WantDocker" not in ad
     argv = argv_of(ad)
-    assert argv[:3] == ["-m", "distributed.cli.dask_worker", "tcp://10.0.0.5:8786"]
+    assert argv[:4] == [sys.executable, "-m", "distributed.cli.dask_worker", "tcp://10.0.0.5:8786"]
     assert argv[argv.index("--nthreads") + 1] == "2" and argv[argv.index("--memory-limit") + 1] == "4GiB"
     assert (ad["RequestCpus"], ad["RequestMemory"]) == (2, 4096)
     assert "(TARGET.Cpus >= RequestCpus)" in str(ad["Requirements"])
@@ -90,7 +92,8 @@ def test_gateway_description_with_extra_submit(pool_env, work, tmp_path):
     ad = ads[1]
     env = env_of(ad)
     assert env["DASK_GATEWAY_API_URL"] == "http://gw:8000/api"
-    assert env["DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT"].startswith(str(tmp_path))
+    assert env["DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT"] == "dask.crt"
+    assert ad["TransferInput"].startswith(str(tmp_path)) and ad["EncryptInputFiles"] == ad["TransferInput"]
     argv = argv_of(ad)
     assert argv[argv.index("--worker-port") + 1] == "40000:40100"
     assert re.search(r"/c0ffee-4\.\d+\.\d+\.out$", ad["Out"]) and ad["UserLog"].endswith("/c0ffee.log")
@@ -116,12 +119,14 @@ def test_operator_docker_universe_description(pool_env, work):
     common_checks(ads, "science-demo", "bob@example.org")
     ad = ads[2]
     assert ad["WantDocker"] is True and ad["DockerImage"] == "ghcr.io/dask/dask:2026.8.0"
-    assert ad["Cmd"] == "dask" and argv_of(ad)[0] == "worker"  # resolved inside the image
+    assert argv_of(ad)[:2] == ["dask", "worker"]  # resolved inside the image
+    assert ad["ContainerServiceNames"] == "dask" and ad["dask_ContainerPort"] == 8788
     assert "TARGET.HasDocker" in str(ad["Requirements"]) and "TARGET.OpSys" not in str(ad["Requirements"])
     assert (ad["RequestCpus"], ad["RequestMemory"]) == (2, 2048)
     assert ad["DaskGatewayClusterName"] == options["extra_submit"]["+DaskGatewayClusterName"].strip('"')
     env = env_of(ad)
-    assert env["EXTRA"] == "1" and env["DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY"].startswith("/srv/creds/")
+    assert env["EXTRA"] == "1" and env["DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY"] == "dask.pem"
+    assert ad["TransferInput"].startswith("/srv/creds/") and ad["TransferInput"].endswith("/dask.pem")
 
 
 def test_expressions_are_classad2_canonical(pool_env, work, monkeypatch):

@@ -413,7 +413,10 @@ def test_worker_options_make_a_valid_submit_description():
     text = str(worker_submit_description(spec, [(0, f"{OURS}-0")]))
     assert f"tls://dask-{NAME}.{NAMESPACE}:8786" in text
     assert f"DASK_GATEWAY_API_URL={API_URL}" in text
-    assert f"DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT=/shared/dask/{OURS}/dask.crt" in text
+    # the credentials reach the execute host by file transfer: named in the sandbox, shipped from the directory
+    assert "DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT=dask.crt" in text
+    assert (f"transfer_input_files = /shared/dask/{OURS}/api-token,/shared/dask/{OURS}/dask.crt,"
+            f"/shared/dask/{OURS}/dask.pem") in text
     assert f'DaskGatewayClusterName = "{NAMESPACE}.{NAME}"' in text
 
 

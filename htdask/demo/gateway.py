@@ -35,7 +35,9 @@ def _wait(predicate, timeout: float, what: str):
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def run_gateway_demo(stack: Stack, log: Callable[[str], None] = print, workers: int = 4) -> None:
+def run_gateway_demo(stack: Stack, log: Callable[[str], None] = print, workers: int = 4,
+                     host: str = "127.0.0.1") -> None:
+    """`host`: where the cluster's scheduler listens (the pool's bridge address with execute hosts)."""
     import dask.array as da
     import numpy as np
 
@@ -45,6 +47,7 @@ def run_gateway_demo(stack: Stack, log: Callable[[str], None] = print, workers: 
         "HTCondorBackend.cluster_heartbeat_timeout": 60.0,
         "HTCondorBackend.worker_status_period": 3.0,
         "HTCondorClusterConfig.worker_memory": "1 G",
+        "HTCondorBackend.scheduler_host": host,
     })
     log(f"dask-gateway-server -f htdask/gateway/config.py   (GATEWAY_ADDRESS=127.0.0.1:{srv.port}, "
         f"log {srv.log_path})")

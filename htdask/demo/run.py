@@ -3,6 +3,9 @@
 Starts a private redis-server, the local pool, a Celery worker on the schedd queue, beat, Flower
 (behind basic auth), the exporter (status page and Prometheus metrics; its URL is printed) and a Dask
 scheduler with its dashboard (its URL too).
+As root (with iproute2 and nftables), the pool has two separate execute hosts (network namespaces whose
+jobs cannot see this host's files; HTCondor's file transfer; htdask_localpool/README.md) and the schedulers
+listen on the pool's bridge address, which the execute hosts reach; otherwise jobs run on this host.
 Part 1, the CLI: with a Dask scheduler of its own, scales a cluster of real Dask workers (HTCondor
 jobs of the local pool) to 4, runs a computation on them, scales to 1, deletes the cluster and
 prints the summaries. Part 2, Dask Gateway: starts the gateway with our backend, and as a
@@ -36,6 +39,43 @@ def demo_user() -> str | None:
     return DEMO_USER
 
 
+def execute_hosts() -> bool:
+    """Root with `ip` and `nft`: the demo's pool gets separate execute hosts."""
+    import shutil
+    return os.geteuid() == 0 and bool(shutil.which("ip")) and bool(shutil.which("nft"))
+
+
+def host_settings(workdir) -> dict:
+    """Pool and spool settings of a demo with execute hosts (jobs must not see the checkout or the demo's files)."""
+    from htdask.demo.services import REPO
+    return {"LOCALPOOL_EXECUTE_HOSTS": "2", "SPOOL_DIR": str(workdir / "spool"),
+            "LOCALPOOL_SUBMIT_DIRS": f"{REPO}:{workdir}"}
+
+
+def start_execute_hosts(stack: Stack) -> str:
+    """Start root's runner (it makes the execute hosts); the submit host's address on the pool's bridge."""
+    import socket
+    import subprocess
+    from htdask.demo.procs import wait_until
+    from htdask.demo.services import REPO
+    from htdask_localpool import hosts
+    res = subprocess.run([sys.executable, "-m", "htdask_localpool", "start"], env=stack.env, cwd=str(REPO),
+                         capture_output=True, text=True, timeout=120)
+    if res.returncode != 0:
+        raise RuntimeError(f"localpool start: {res.stderr.strip()}")
+    plan = hosts.Plan.load(stack.env["LOCALPOOL_DIR"])
+
+    def up():
+        with socket.socket() as sock:
+            try:
+                sock.bind((plan.submit_addr, 0))
+                return True
+            except OSError:
+                return False
+    wait_until(up, 60, 0.2, "the pool's bridge")
+    return plan.submit_addr
+
+
 def _cli(stack: Stack, *args: str, timeout: float = 300.0) -> str:
     out = stack.cli(*args, timeout=timeout)
     if out.returncode != 0:
@@ -54,6 +94,9 @@ def run_demo(keep: bool = False) -> int:
     stack = Stack(beat=True, flower_auth=f"admin:{password}", redis_password=secrets.token_urlsafe(16),
                   appendonly=True, exporter=True, POLL_INTERVAL="2", SCHEDD_MIN_INTERVAL="0.1",
                   **({"DEFAULT_OWNER": user} if user else {}))
+    if execute_hosts():
+        stack.env_extra.update(host_settings(stack.workdir))
+    host = "127.0.0.1"
     scheduler = None
     kept = False
     try:
@@ -67,7 +110,11 @@ def run_demo(keep: bool = False) -> int:
         _say(f"Flower    http://127.0.0.1:{stack.flower_port}/  (user admin, password in {secret})")
         _say(f"status    {stack.exporter_url}  (status page; Prometheus metrics at {stack.exporter_url}metrics)")
         _say(f"pool      LOCALPOOL_DIR={stack.env['LOCALPOOL_DIR']}")
-        scheduler, address, dashboard = start_scheduler(stack)
+        if execute_hosts():
+            host = start_execute_hosts(stack)
+            _say(f"execute   2 execute hosts (network namespaces, no view of this host's files); this host is "
+                 f"{host} on their network, where the schedulers listen")
+        scheduler, address, dashboard = start_scheduler(stack, host)
         _say(f"Dask scheduler {address}  (dashboard {dashboard})")
 
         _say("part 1: the CLI. htdask scale demo 4 --wait   (one condor_submit, queue 4)")
@@ -87,7 +134,7 @@ def run_demo(keep: bool = False) -> int:
 
         _say("part 2: Dask Gateway, workers as HTCondor jobs through the same Celery tasks")
         from htdask.demo.gateway import run_gateway_demo
-        run_gateway_demo(stack, _say)
+        run_gateway_demo(stack, _say, host=host)
         print(_cli(stack, "poll"))
         _calls(stack)
         if keep:
@@ -111,15 +158,16 @@ def run_demo(keep: bool = False) -> int:
         stack.stop()
 
 
-def start_scheduler(stack: Stack) -> tuple[Process, str, str]:
-    """A Dask scheduler for the demo's workers, on loopback: (process, its address, its dashboard's URL)."""
-    port, dashboard_port = free_port(), free_port()
-    scheduler = Process([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                         "--port", str(port), "--dashboard-address", f"127.0.0.1:{dashboard_port}"],
+def start_scheduler(stack: Stack, host: str = "127.0.0.1") -> tuple[Process, str, str]:
+    """A Dask scheduler for the demo's workers on `host` (loopback, or the pool's bridge address the
+    execute hosts reach): (process, its address, its dashboard's URL)."""
+    port, dashboard_port = free_port(host), free_port(host)
+    scheduler = Process([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", host,
+                         "--port", str(port), "--dashboard-address", f"{host}:{dashboard_port}"],
                         env=stack.env, log_path=stack.logdir / "scheduler.log", name="dask-scheduler")
-    wait_for_port(port, timeout=60)
-    wait_for_port(dashboard_port, timeout=60)
-    return scheduler, f"tcp://127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}/status"
+    wait_for_port(port, host=host, timeout=60)
+    wait_for_port(dashboard_port, host=host, timeout=60)
+    return scheduler, f"tcp://{host}:{port}", f"http://{host}:{dashboard_port}/status"
 
 
 def _print_keep(stack: Stack, flower_password: str, scheduler: str, dashboard: str) -> None:
@@ -137,7 +185,8 @@ def _print_keep(stack: Stack, flower_password: str, scheduler: str, dashboard: s
     print("    from another shell, at the top of the checkout:")
     print("      . .venv/bin/activate")
     print(f"      export REDIS_URL='{stack.redis.url}' LOCALPOOL_DIR='{env['LOCALPOOL_DIR']}' LOG_DIR='{env['LOG_DIR']}'"
-          + (f" DEFAULT_OWNER={env['DEFAULT_OWNER']}" if env.get("DEFAULT_OWNER") else ""))
+          + (f" DEFAULT_OWNER={env['DEFAULT_OWNER']}" if env.get("DEFAULT_OWNER") else "")
+          + (f" SPOOL_DIR='{env['SPOOL_DIR']}'" if env.get("SPOOL_DIR") else ""))
     print(f"      export PATH='{stack.pool_bin}':\"$PATH\"")
     print(f"      htdask scale mine 2 --scheduler {scheduler} --wait   # its workers show on the dashboard")
     print("      htdask status; htdask logs mine --tail 5")

@@ -39,6 +39,7 @@ def base_env(workdir: Path, redis_url: str, pool_bin: Path | None = None, **extr
         "REDIS_URL": redis_url,
         "LOCALPOOL_DIR": str(workdir / "pool"),
         "LOG_DIR": str(workdir / "joblogs"),  # the worker jobs' output, error and event logs
+        "SPOOL_DIR": str(workdir / "spool"),  # what jobs get by file transfer (start script, TLS files)
         "PYTHONPATH": str(REPO),
         "SCHEDD_NAME": env.get("SCHEDD_NAME", "local"),
         "PYTHONUNBUFFERED": "1",

@@ -12,8 +12,10 @@ Config keys read (dask-gateway's names): ``worker_threads`` -> ``nthreads``; ``w
 (else ``worker_memory``, bytes) -> ``memory_limit``; ``worker_memory`` -> ``request_memory`` when a
 limit is given apart (Kubernetes' request and limit; else the job requests its ``memory_limit``);
 ``worker_cores`` -> ``request_cpus`` (rounded up, at least 1); ``image`` -> ``docker_image`` in the
-docker universe; ``worker_extra_submit`` -> ``extra_submit``; ``worker_job_options`` -> any further
-fields, applied last.
+docker universe; ``docker_network`` -> ``docker_network``; ``apptainer_image`` -> universe ``container``
+with ``container_image``; ``worker_gpus`` / ``worker_gpu_capability`` / ``worker_gpu_memory`` ->
+``request_gpus`` / ``gpu_capability`` / ``gpu_memory``; ``worker_extra_submit`` -> ``extra_submit``;
+``worker_job_options`` -> any further fields, applied last.
 """
 from __future__ import annotations
 
@@ -52,6 +54,17 @@ def worker_job_options(config: Mapping[str, Any], *, scheduler_address: str, api
         opts["universe"] = universe
         if universe == "docker" and config.get("image"):
             opts["docker_image"] = config["image"]
+    if config.get("docker_network"):
+        opts["docker_network"] = str(config["docker_network"]).lower()
+    if config.get("apptainer_image"):
+        opts["universe"] = "container"
+        opts["container_image"] = config["apptainer_image"]
+    if config.get("worker_gpus"):
+        opts["request_gpus"] = int(config["worker_gpus"])
+        if config.get("worker_gpu_capability"):
+            opts["gpu_capability"] = float(config["worker_gpu_capability"])
+        if config.get("worker_gpu_memory"):
+            opts["gpu_memory"] = int(config["worker_gpu_memory"])
     if worker_port_range:
         opts["worker_port_range"] = worker_port_range
     if nanny_port_range:

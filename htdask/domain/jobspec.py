@@ -9,9 +9,10 @@ submitted as one file (domain/submitdesc.CombinedDescription, tasks/submissions.
 of this module assigns the same commands for the same kind of options, which is what lets them share
 a file without one cluster's value reaching another's jobs.
 
-Security note: DASK_GATEWAY_API_TOKEN travels in the job's Environment, which anyone who may run
-`condor_q -l` on this schedd can read (dask-gateway's jobqueue backends pass it the same way); give a
-file path instead (dask-gateway reads the token from a file when the value contains '/').
+Execute hosts share nothing with the submit node: every job's executable is htdask's worker start
+script (htdask/domain/worker_start.sh, from the spool), which runs the worker command given as its arguments;
+TLS files, the gateway API token and any further input come by HTCondor's file transfer
+(htdask/domain/jobfiles.py). A secret is only ever named by its path: the token's value is refused.
 """
 from __future__ import annotations
 
@@ -19,19 +20,19 @@ import logging
 import math
 import re
 import shlex
-import shutil
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import classad2
 
 from htdask.settings import load
+from htdask.domain import jobfiles, spool
 from htdask.domain.pyenv import job_python  # an interpreter the job's user can run (not under /root)
 from htdask.domain.submitdesc import SubmitDescription
 from htdask.domain.validation import (ValidationError, format_memory, split_address, validate_cluster_name,
-                               validate_count, validate_docker_image, validate_index, validate_job_id,
-                               validate_memory, validate_port, validate_port_range, validate_timeout,
-                               validate_worker_name)
+                                      validate_count, validate_docker_image, validate_index, validate_job_id,
+                                      validate_memory, validate_port, validate_port_range, validate_timeout,
+                                      validate_worker_name)
 from htdask.domain.submitvalues import (check_env, check_submit_safe, quote_arguments, quote_environment,
                                  validate_argument, validate_classad_string, validate_path, validate_submit_key,
                                  validate_submit_value)
@@ -48,9 +49,11 @@ POLL_PROJECTION = (
 )
 
 
-def default_worker_command(universe: str = "vanilla") -> list[str]:
-    """DASK_WORKER_COMMAND (shell words) if set, else this Python's dask worker (vanilla) or
-    `dask worker` from the image's PATH (docker)."""
+def default_worker_command(universe: str = "vanilla", python: str | None = None,
+                           packed_env: str | None = None) -> list[str]:
+    """DASK_WORKER_COMMAND (shell words) if set; else `dask worker` from the image's PATH (docker,
+    container); else (vanilla) the packed environment's Python, or `python` (WORKER_PYTHON: a path the
+    execute hosts have), or the submit node's own interpreter (htdask/domain/pyenv.py)."""
     raw = (load().dask_worker_command or "").strip()
     if raw:
         try:
@@ -59,9 +62,11 @@ def default_worker_command(universe: str = "vanilla") -> list[str]:
             raise ValidationError("DASK_WORKER_COMMAND", raw, f"is not valid shell words ({e})") from None
         if words:
             return words
-    if universe == "docker":
+    if universe in ("docker", "container"):
         return ["dask", "worker"]
-    return [job_python()[0], "-m", "distributed.cli.dask_worker"]
+    if packed_env:
+        return [f"{jobfiles.PACKED_DIR}/bin/python", "-m", "distributed.cli.dask_worker"]
+    return [python or job_python()[0], "-m", "distributed.cli.dask_worker"]
 
 
 def default_image() -> str:
@@ -78,13 +83,22 @@ class WorkerJobSpec:
     worker_command: list[str] | None = None  # None -> default_worker_command(universe)
     nthreads: int = 1
     memory_limit: int | str = "2GiB"
-    universe: str = "vanilla"  # "vanilla" | "docker"
+    universe: str = "vanilla"  # "vanilla" | "docker" | "container" (an Apptainer image)
     docker_image: str = field(default_factory=default_image)
+    docker_network: str = "bridge"  # docker universe: "bridge" (a published port) | "host"
+    container_image: str | None = None  # Apptainer image (ALLOWED_IMAGE_PREFIXES); universe "container"
+    worker_python: str | None = field(default_factory=lambda: load().worker_python)  # on the execute hosts
+    packed_env: str | None = field(default_factory=lambda: load().worker_packed_env)  # submit-side .tar.gz
+    input_files: list[str] = field(default_factory=list)  # further submit-side files shipped to the sandbox
+    request_gpus: int | None = None
+    gpu_capability: float | None = None  # require_gpus: Capability >= x
+    gpu_memory: int | str | None = None  # require_gpus: GlobalMemoryMb >= x
     environment: dict[str, str] = field(default_factory=dict)  # extra variables for the worker
     api_url: str | None = None  # DASK_GATEWAY_API_URL
-    api_token: str | None = None  # DASK_GATEWAY_API_TOKEN (a token, or a file path on the node)
-    tls_cert: str | None = None  # paths on the execute node
+    api_token: str | None = None  # a file on the submit node holding DASK_GATEWAY_API_TOKEN (shipped)
+    tls_cert: str | None = None  # files on the submit node (the spool), shipped by file transfer
     tls_key: str | None = None
+    tls_ca: str | None = None  # default: the certificate (self-signed, as dask-gateway's)
     worker_port_range: str | None = None  # "40000:40100" -> --worker-port
     nanny_port_range: str | None = None  # -> --nanny-port
     dashboard: bool = False
@@ -99,7 +113,7 @@ class WorkerJobSpec:
 
     def __post_init__(self):
         if self.worker_command is None:
-            self.worker_command = default_worker_command(self.universe)
+            self.worker_command = default_worker_command(self.universe, self.worker_python, self.packed_env)
 
 
 def _positive(n: object, field: str, maximum: int = 4096) -> int:
@@ -114,21 +128,20 @@ def _arguments(spec: WorkerJobSpec, memory: int) -> tuple[str, list[str]]:
     cmd = spec.worker_command
     if not isinstance(cmd, (list, tuple)) or not cmd:
         raise ValidationError("worker command", cmd, "must be a non-empty list of words")
+    # looked up on the execute host by the start script (an absolute path, a path in the sandbox such as
+    # a packed environment's env/bin/python, or a name on the execute host's PATH)
     exe = check_submit_safe(cmd[0], "worker command", allow_empty=False)
-    if spec.universe == "vanilla":
-        if not exe.startswith("/"):
-            found = shutil.which(exe)
-            if not found:
-                raise ValidationError("worker command", exe, "is not an absolute path and not on PATH")
-            exe = found
-        exe = validate_path(exe, "worker command")
-    elif not re.match(r"^[A-Za-z0-9_./+-]+\Z", exe):
+    if not re.match(r"^[A-Za-z0-9_./+-]+\Z", exe) or exe.startswith("-"):
         raise ValidationError("worker command", exe, "must be a program name or path")
     args = [validate_argument(a, "worker command argument") for a in cmd[1:]]
     args += [spec.scheduler_address, "--name", "$(DaskWorkerName)",
              "--nthreads", str(_positive(spec.nthreads, "nthreads")),
              "--memory-limit", format_memory(memory)]
-    if spec.worker_port_range is not None:
+    if spec.scheduler_address.startswith("gateway://"):
+        # through dask-gateway's SNI proxy: its comm (dask_gateway.comm) in nanny and worker, which listen on
+        # TLS (the nanny would take the scheduler's protocol, which has no listener)
+        args += ["--preload-nanny", "dask_gateway.comm", "--preload", "dask_gateway.comm", "--protocol", "tls"]
+    if spec.worker_port_range is not None and not jobfiles.bridged(spec):  # bridged: the container's port
         args += ["--worker-port", validate_port_range(spec.worker_port_range, "worker port range")]
     if spec.nanny_port_range is not None:
         args += ["--nanny-port", validate_port_range(spec.nanny_port_range, "nanny port range")]
@@ -147,7 +160,7 @@ def _arguments(spec: WorkerJobSpec, memory: int) -> tuple[str, list[str]]:
     return exe, args
 
 
-def _environment(spec: WorkerJobSpec) -> dict[str, str]:
+def _environment(spec: WorkerJobSpec, transfer: jobfiles.Transfer) -> dict[str, str]:
     """The worker's environment: our DASK_GATEWAY_* / TLS variables, then the spec's extra ones."""
     scheme, _host, port = split_address(spec.scheduler_address)
     ours = {
@@ -163,21 +176,8 @@ def _environment(spec: WorkerJobSpec) -> dict[str, str]:
         if not re.match(r"^https?://[^\s'\"]+\Z", url):
             raise ValidationError("gateway API URL", spec.api_url, "must be an http(s):// URL")
         ours["DASK_GATEWAY_API_URL"] = url
-    if spec.api_token is not None:
-        ours["DASK_GATEWAY_API_TOKEN"] = check_submit_safe(spec.api_token, "gateway API token",
-                                                           allow_empty=False, max_len=1024)
-    if (spec.tls_cert is None) != (spec.tls_key is None):
-        raise ValidationError("TLS files", (spec.tls_cert, spec.tls_key), "give both the certificate and the key")
-    if spec.tls_cert is not None:
-        cert = validate_path(spec.tls_cert, "TLS certificate path")
-        key = validate_path(spec.tls_key, "TLS key path")
-        ours.update({
-            "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
-            "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": cert,
-            "DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT": cert,
-            "DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY": key,
-        })
-    elif scheme == "tls":
+    ours.update(transfer.env)
+    if spec.tls_cert is None and scheme == "tls":
         log.warning("cluster %s: tls:// scheduler address but no TLS files for the workers", spec.cluster)
     extra = check_env(spec.environment, "worker environment")
     clash = sorted(set(extra) & set(ours))
@@ -189,8 +189,10 @@ def _environment(spec: WorkerJobSpec) -> dict[str, str]:
 _RESERVED = {k.lower() for k in (
     "universe", "executable", "transfer_executable", "arguments", "environment", "docker_image",
     "request_cpus", "request_memory", "request_disk", "batch_name", "LogDir", "output", "error", "log",
-    "submit_event_notes", "DaskWorkerIndex", "DaskWorkerName", "MY.DaskGatewayCluster", "MY.DaskClusterOwner",
-    "MY.DaskWorkerName", "MY.DaskWorkerIndex", "getenv")}
+    "submit_event_notes", "stream_output", "stream_error", "DaskWorkerIndex", "DaskWorkerName", "MY.DaskGatewayCluster", "MY.DaskClusterOwner",
+    "MY.DaskWorkerName", "MY.DaskWorkerIndex", "getenv", "should_transfer_files", "when_to_transfer_output",
+    "transfer_input_files", "encrypt_input_files", "container_image", "MY.SingularityImage",
+    "container_service_names", f"{jobfiles.SERVICE}_container_port", "docker_network_type", "on_exit_hold", "on_exit_hold_reason", "on_exit_hold_subcode")}
 
 
 def worker_submit_description(spec: WorkerJobSpec, items: Sequence[tuple[int, str]]) -> SubmitDescription:
@@ -202,12 +204,13 @@ def worker_submit_description(spec: WorkerJobSpec, items: Sequence[tuple[int, st
     cluster = validate_cluster_name(spec.cluster)
     check_submit_safe(spec.owner, "cluster owner", allow_empty=False, max_len=256)
     owner_q = validate_classad_string(spec.owner, "cluster owner", max_len=256)
-    if spec.universe not in ("vanilla", "docker"):
-        raise ValidationError("universe", spec.universe, "must be 'vanilla' or 'docker'")
-    split_address(spec.scheduler_address)
+    if spec.universe not in ("vanilla", "docker", "container"):
+        raise ValidationError("universe", spec.universe, "must be 'vanilla', 'docker' or 'container'")
+    scheme = split_address(spec.scheduler_address)[0]
     memory = validate_memory(spec.memory_limit, "memory limit", minimum=2**20)
+    transfer = jobfiles.plan(spec, scheme)
     exe, args = _arguments(spec, memory)
-    env = _environment(spec)
+    env = _environment(spec, transfer)
 
     rows = []
     seen_idx, seen_name = set(), set()
@@ -224,14 +227,41 @@ def worker_submit_description(spec: WorkerJobSpec, items: Sequence[tuple[int, st
     if not rows:
         raise ValidationError("worker items", list(items), "need at least one worker")
 
+    settings = load()
     d = SubmitDescription()
-    d["universe"] = spec.universe
+    image = None
+    if spec.universe == "container":
+        image = jobfiles.image_allowed(spec.container_image, settings.allowed_image_prefixes)
+    elif spec.container_image is not None:
+        raise ValidationError("container image", spec.container_image, "needs universe 'container'")
+    d["universe"] = "vanilla" if image and settings.apptainer_attribute else spec.universe
     if spec.universe == "docker":
         d["docker_image"] = validate_docker_image(spec.docker_image)
-    d["executable"] = exe
-    d["transfer_executable"] = "false"
-    d["arguments"] = quote_arguments(args)
+        if spec.docker_network == "host":
+            d["docker_network_type"] = "host"
+    elif image and settings.apptainer_attribute:
+        d["MY.SingularityImage"] = classad2.quote(image)
+    elif image:
+        d["container_image"] = image
+    # the start script (htdask/domain/worker_start.sh) runs the worker command on the execute host
+    d["executable"] = spool.start_script_path(settings.spool_dir)
+    d["transfer_executable"] = "true"
+    d["arguments"] = quote_arguments([exe] + args)
     d["environment"] = quote_environment(env)
+    d["should_transfer_files"] = "YES"
+    d["when_to_transfer_output"] = "ON_EXIT"
+    if transfer.inputs:
+        d["transfer_input_files"] = ",".join(transfer.inputs)
+    if transfer.encrypted:
+        d["encrypt_input_files"] = ",".join(transfer.encrypted)
+    if jobfiles.bridged(spec):
+        d["container_service_names"] = jobfiles.SERVICE
+        d[f"{jobfiles.SERVICE}_container_port"] = str(jobfiles.CONTAINER_PORT)
+    for key, value in jobfiles.gpu_commands(spec).items():
+        d[key] = value
+    d["on_exit_hold"] = f"ExitCode =?= {jobfiles.MISSING_EXIT}"
+    d["on_exit_hold_reason"] = classad2.quote(jobfiles.MISSING_REASON)
+    d["on_exit_hold_subcode"] = str(jobfiles.MISSING_EXIT)
     cpus = spec.request_cpus if spec.request_cpus is not None else spec.nthreads
     d["request_cpus"] = str(_positive(cpus, "request_cpus"))
     req_mem = memory if spec.request_memory is None else validate_memory(spec.request_memory, "request_memory")
@@ -245,6 +275,9 @@ def worker_submit_description(spec: WorkerJobSpec, items: Sequence[tuple[int, st
         # a replacement job that reuses a worker's name must not truncate the error of the one that crashed.
         d["output"] = f"$(LogDir)/{cluster}-$(DaskWorkerIndex).$(Cluster).$(Process).out"
         d["error"] = f"$(LogDir)/{cluster}-$(DaskWorkerIndex).$(Cluster).$(Process).err"
+        # streamed back while the worker runs (a removed job's output is never transferred): `htdask logs`
+        d["stream_output"] = "true"
+        d["stream_error"] = "true"
         d["log"] = f"$(LogDir)/{cluster}.log"
         # the job's 000 event names its worker (LogNotes): htdask/gateway/eventlog.py maps job ids to workers with it
         d["submit_event_notes"] = "DaskWorkerName=$(DaskWorkerName)"

@@ -194,11 +194,14 @@ def validate_port(value: Any, field: str = "port", *, allow_zero: bool = False) 
 
 
 def split_address(value: Any, field: str = "scheduler address") -> tuple[str, str, int]:
-    """('tcp'|'tls', host, port) of a Dask comm address."""
+    """('tcp'|'tls'|'gateway', host, port) of a Dask comm address; ``gateway://proxy:port/<cluster>`` is
+    dask-gateway's SNI proxy (TLS to the cluster's scheduler through one proxied port)."""
     s = require_str(value, field)
-    m = re.match(r"^(tcp|tls)://(.+):([0-9]{1,5})\Z", s)
+    m = re.match(r"^(tcp|tls)://(.+):([0-9]{1,5})\Z", s) or re.match(
+        r"^(gateway)://(.+):([0-9]{1,5})/[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z", s)
     if not m:
-        raise ValidationError(field, value, "must be tcp://host:port or tls://host:port")
+        raise ValidationError(field, value, "must be tcp://host:port, tls://host:port or "
+                                            "gateway://proxy:port/<cluster>")
     scheme, host, port = m.group(1), m.group(2), m.group(3)
     if len(host) > 253 or not _HOST.match(host):
         raise ValidationError(field, value, "the host must be a DNS name, an IPv4 address or [IPv6]")

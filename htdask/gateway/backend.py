@@ -19,8 +19,9 @@ machine, timeouts and database, and this module only implements the hooks.
   the others) and they close; only then does the gateway stop them, and the name leaves the wanted set.
 - Cluster stop: one `tasks.delete_cluster` (removes every job), then the scheduler is stopped.
 
-Jobs read the cluster's TLS files (and the gateway API token) from a per-cluster staging directory
-owned by the Unix account the jobs run as; it must be visible from the execute hosts.
+Jobs get the cluster's TLS files (and the gateway API token) by HTCondor's file transfer from a
+per-cluster staging directory on the submit node, readable only by the Unix account the jobs run as
+(`htdask/gateway/staging.py`, `htdask/domain/jobfiles.py`); the execute hosts need not see it.
 """
 from __future__ import annotations
 
@@ -168,7 +169,10 @@ class HTCondorBackend(HTCondorBackendTraits):
             cluster.config, self.scheduler_host, str(port), self.cluster_heartbeat_period)
 
     def worker_scheduler_address(self, cluster) -> str:
-        """The address worker jobs connect to: the reported one, with `scheduler_contact_host` if set."""
+        """The address worker jobs connect to: through the proxy (`worker_proxy_address`), else the
+        reported one, with `scheduler_contact_host` if set."""
+        if self.worker_proxy_address:
+            return f"gateway://{self.worker_proxy_address}/{cluster.name}"
         if self.scheduler_mode != "local":  # a job's host is not known in advance
             return cluster.scheduler_address
         return scheduler_launch.contact_address(cluster.scheduler_address, self.scheduler_contact_host)
@@ -241,7 +245,8 @@ class HTCondorBackend(HTCondorBackendTraits):
     async def _submit_scheduler_job(self, cluster) -> dict:
         name = cluster.name + scheduler_launch.SCHEDULER_SUFFIX
         cfg = cluster.config
-        args = scheduler_launch.scheduler_args(cfg, "0.0.0.0", "{port}", self.cluster_heartbeat_period)
+        args = scheduler_launch.scheduler_args(cfg, scheduler_launch.HOST_PLACEHOLDER, "{port}",
+                                               self.cluster_heartbeat_period, hooks=scheduler_launch.JOB_HOOKS)
         options = scheduler_launch.scheduler_job_options(
             cfg, args, self.scheduler_port_range, self.job_environment(cfg), self.job_credentials(cluster),
             cluster.name)

@@ -83,7 +83,8 @@ class HTCondorBackendTraits(LocalBackend):
         - ``local``: a process on the gateway host, started as the local backend does (TLS and the
           gateway preload).
         - ``job``: an HTCondor job of its own (controller cluster ``<cluster>-scheduler``), submitted
-          through the same Celery tasks; it needs the staging directory on a shared filesystem.
+          through the same Celery tasks; it gets the TLS files and the token by file transfer and
+          listens on its execute host's address.
         """,
         config=True,
     )
@@ -115,6 +116,17 @@ class HTCondorBackendTraits(LocalBackend):
         address the scheduler reports (e.g. the submit host's public name when it listens on
         ``0.0.0.0`` or sits behind NAT). Empty: use the reported address as is. Not used with
         ``scheduler_mode = "job"`` (the scheduler job reports the address of its execute host).
+        """,
+        config=True,
+    )
+
+    worker_proxy_address = Unicode(
+        "",
+        help="""
+        ``host:port`` of dask-gateway's proxy as the execute hosts reach it. When set, workers reach
+        their scheduler through it, ``gateway://<this>/<cluster>`` (TLS, routed by SNI: one proxied port
+        serves every cluster, as htcdaskgateway does); the proxy must listen there (GATEWAY_ADDRESS).
+        Empty: workers connect to the scheduler's own address.
         """,
         config=True,
     )

@@ -6,7 +6,8 @@ import shlex
 
 from dask_gateway_server.backends.local import LocalClusterConfig
 from dask_gateway_server.traitlets import Command
-from traitlets import Dict, TraitError, default
+from dask_gateway_server.traitlets import MemoryLimit
+from traitlets import CaselessStrEnum, Dict, Float, Integer, TraitError, Unicode, default
 
 from htdask.domain.validation import ValidationError, validate_port_range
 from htdask.gateway.pyenv import dask_command, job_environment
@@ -94,3 +95,27 @@ class HTCondorClusterConfig(LocalClusterConfig):
         """,
         config=True,
     )
+
+    # ---- images, networks, devices (htdask/domain/joboptions.py maps them; expose them in cluster_options) ----
+    docker_network = CaselessStrEnum(
+        ["bridge", "host"], "bridge",
+        help="""Docker-universe workers: ``bridge`` (their own network; the worker advertises its execute
+        host's address and the port HTCondor publishes) or ``host`` (the execute host's network).""",
+        config=True,
+    )
+
+    apptainer_image = Unicode(
+        "",
+        help="""An Apptainer image the workers run in (container universe ``container_image``, or
+        ``+SingularityImage`` with APPTAINER_AS_ATTRIBUTE); refused unless it starts with one of
+        ALLOWED_IMAGE_PREFIXES (e.g. ``/cvmfs/unpacked.cern.ch/``). Empty: none.""",
+        config=True,
+    )
+
+    worker_gpus = Integer(0, min=0, max=64, help="GPUs per worker job (``request_gpus``); 0: none.", config=True)
+
+    worker_gpu_capability = Float(
+        0.0, min=0.0, help="Least CUDA capability of those GPUs (``require_gpus``); 0: any.", config=True)
+
+    worker_gpu_memory = MemoryLimit(
+        0, help="Least memory of those GPUs (``require_gpus``, e.g. ``'16 G'``); 0: any.", config=True)

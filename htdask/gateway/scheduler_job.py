@@ -2,8 +2,9 @@
 
 The controller describes every job as a Dask worker (`htdask.domain.jobspec`): it appends the worker's
 arguments (`<address> --name ... --nthreads ...`) and sets the worker's TLS variables. This small
-program is that job's executable: it drops the worker arguments, turns the worker TLS variables into
-the scheduler's, picks a free port from `--dg-port-range` when one is given, and execs the scheduler
+program is that job's worker command: it drops the worker arguments, turns the worker TLS variables into
+the scheduler's, picks a free port from `--dg-port-range` when one is given, puts its execute host's address for
+`{host}`, and execs the scheduler
 command that follows `--dg-exec`. It imports nothing of ours, so execute hosts need only Python.
 
     scheduler_job.py <worker args ...> [--dg-port-range LOW:HIGH] --dg-exec dask scheduler ... --port {port}
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import socket
 import sys
 
@@ -29,6 +31,21 @@ def free_port(low: int, high: int, host: str = "0.0.0.0") -> int:
     raise SystemExit(f"scheduler job: no free port in {low}:{high}")
 
 
+def execute_host_address(environ) -> str:
+    """This execute host's address as HTCondor's starter publishes it (StartdIpAddr in the job or machine
+    ad: on a host with no default route Dask could not find it), else 0.0.0.0 (every interface)."""
+    for var in ("_CONDOR_JOB_AD", "_CONDOR_MACHINE_AD"):
+        try:
+            with open(environ.get(var) or "/nonexistent") as f:
+                for line in f:
+                    m = re.match(r'^StartdIpAddr\s*=\s*"<([0-9.]+):', line)
+                    if m:
+                        return m.group(1)
+        except OSError:
+            continue
+    return "0.0.0.0"
+
+
 def build(argv: list[str], environ: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     if "--dg-exec" not in argv:
         raise SystemExit("scheduler job: --dg-exec <scheduler command> is missing")
@@ -40,7 +57,8 @@ def build(argv: list[str], environ: dict[str, str]) -> tuple[list[str], dict[str
     if "--dg-port-range" in head:
         low, _, high = head[head.index("--dg-port-range") + 1].partition(":")
         port = free_port(int(low), int(high or low))
-    cmd = [a.replace("{port}", str(port)) for a in cmd]
+    host = execute_host_address(environ)
+    cmd = [a.replace("{port}", str(port)).replace("{host}", host) for a in cmd]
     env = dict(environ)
     tls = "DASK_DISTRIBUTED__COMM__TLS__"
     for kind in ("CERT", "KEY"):

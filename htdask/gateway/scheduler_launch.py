@@ -14,14 +14,19 @@ HERE = Path(__file__).resolve().parent
 HOOKS = str(HERE / "scheduler_hooks.py")
 SCHEDULER_JOB = str(HERE / "scheduler_job.py")
 SCHEDULER_SUFFIX = "-scheduler"
+#: the wrapper and the hooks by their names in the scheduler job's sandbox (its cwd)
+JOB_WRAPPER, JOB_HOOKS = "./scheduler_job.py", "./scheduler_hooks.py"
+#: replaced by the scheduler job with its execute host's address (htdask/gateway/scheduler_job.py)
+HOST_PLACEHOLDER = "{host}"
 
 
-def scheduler_args(config, host: str, port: str, heartbeat_period: float) -> list[str]:
-    """`dask scheduler` arguments after the command, for a cluster `config` (dask-gateway's names)."""
+def scheduler_args(config, host: str, port: str, heartbeat_period: float, hooks: str | None = None) -> list[str]:
+    """`dask scheduler` arguments after the command, for a cluster `config` (dask-gateway's names);
+    `hooks`: the path of htdask/gateway/scheduler_hooks.py where the scheduler runs (default: a copy here)."""
     return [
         "--protocol", "tls", "--port", port, "--host", host,
         "--dashboard-address", f"{host}:0",
-        "--preload", "dask_gateway.scheduler_preload", "--preload", shared_copy(HOOKS),
+        "--preload", "dask_gateway.scheduler_preload", "--preload", hooks or shared_copy(HOOKS),
         "--dg-api-address", f"{host}:0",
         "--dg-heartbeat-period", str(heartbeat_period),
         "--dg-adaptive-period", str(config.adaptive_period),
@@ -55,12 +60,15 @@ def contact_address(address: str, contact_host: str) -> str:
 def scheduler_job_options(config, args: list[str], port_range: str, environment: dict[str, str],
                           credentials: dict[str, str], cluster_name: str) -> dict:
     """`WorkerJobSpec` fields of the job that runs the scheduler (`htdask/gateway/scheduler_job.py` wraps
-    the scheduler command `args`, picking a port of `port_range` on its execute host)."""
+    the scheduler command `args`, picking a port of `port_range` on its execute host). The wrapper and
+    the hooks reach the execute host by file transfer (`input_files`), as the TLS files and the token do
+    (`credentials`: their paths on the submit node)."""
     extra = ["--dg-port-range", port_range] if port_range else []
     extra += ["--dg-exec", *config.scheduler_cmd, *args]
     options = {
         "scheduler_address": "tcp://127.0.0.1:1",  # unused: the wrapper drops the worker arguments
-        "worker_command": [job_python()[0], shared_copy(SCHEDULER_JOB)],
+        "worker_command": [job_python()[0], JOB_WRAPPER],
+        "input_files": [shared_copy(SCHEDULER_JOB), shared_copy(HOOKS)],
         "extra_args": extra,
         "nthreads": int(config.scheduler_cores),
         "memory_limit": int(config.scheduler_memory),

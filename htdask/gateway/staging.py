@@ -1,5 +1,6 @@
 """A cluster's staging directory: the TLS files, the gateway API token and the job logs its jobs read,
-owned by the Unix account the jobs run as (it must be visible from the execute hosts).
+owned by the Unix account the jobs run as, on the submit node: jobs get the files by HTCondor's file
+transfer (htdask/domain/jobfiles.py); execute hosts need not see the directory.
 
 Layout as dask-gateway's local backend (``.certs/dask.crt``, ``.certs/dask.pem``, ``logs/``) plus
 ``api-token``; directories 0700, files 0600. As root the gateway gives them to the jobs' account;

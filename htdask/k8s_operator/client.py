@@ -230,8 +230,9 @@ class TaskBackend:
 # ---- credentials for the worker jobs ---------------------------------------------------------------
 
 class CredentialsFiles:
-    """``<dir>/<cluster>/{dask.crt,dask.pem,api-token}``: the cluster's Secret, for jobs on execute
-    nodes that see ``<dir>`` at the same path (a shared filesystem).  Mode 0600 (directory 0700),
+    """``<dir>/<cluster>/{dask.crt,dask.pem,api-token}``: the cluster's Secret on the submit node, which
+    its jobs get by HTCondor's file transfer (htdask/domain/jobfiles.py; execute hosts need not see ``<dir>``).
+    Mode 0600 (directory 0700),
     owned by the cluster's owner when this process may chown and the owner exists here."""
 
     FILES = ("dask.crt", "dask.pem", "api-token")

@@ -56,6 +56,11 @@ class Settings(Section):
                            meaning="directory of the worker jobs' output, error and event logs (one subdirectory "
                                    "per cluster)")
 
+    spool_dir: str = setting("/var/tmp/htdask-spool", env="SPOOL_DIR",
+                             meaning="submit-node directory of what jobs get by HTCondor's file transfer: one "
+                                     "subdirectory per cluster only its jobs' owner (and root) can read (TLS "
+                                     "files, the gateway API token), and the worker start script")
+
     # --- whose jobs -----------------------------------------------------------------------------------------
     default_owner: str | None = setting(env="DEFAULT_OWNER", shown_default="the worker's own user",
                                         meaning="Unix user jobs of clusters without an owner run as (never root)")
@@ -72,6 +77,22 @@ class Settings(Section):
         meaning="the worker command (shell words)")
     dask_worker_image: str = setting(DEFAULT_IMAGE, env="DASK_WORKER_IMAGE",
                                      meaning="image of docker-universe workers")
+    worker_python: str | None = setting(
+        env="WORKER_PYTHON", shown_default="the submit node's interpreter (`htdask/domain/pyenv.py`)",
+        meaning="interpreter vanilla-universe workers run on the execute hosts (a path they have, e.g. on "
+                "CVMFS); ignored with DASK_WORKER_COMMAND or a packed environment")
+    worker_packed_env: str | None = setting(
+        env="WORKER_PACKED_ENV",
+        meaning="a packed Python environment (`.tar.gz` of conda-pack / venv-pack, on the submit node) shipped "
+                "to every vanilla-universe worker by file transfer and run from there")
+    allowed_image_prefixes: Names = setting(
+        (), env="ALLOWED_IMAGE_PREFIXES", shown_default="none: no Apptainer image allowed",
+        meaning="comma-separated prefixes an Apptainer image (`container_image`) must start with, e.g. "
+                "`/cvmfs/unpacked.cern.ch/`")
+    apptainer_attribute: bool = setting(
+        False, env="APPTAINER_AS_ATTRIBUTE",
+        meaning="give Apptainer images as `+SingularityImage` in the vanilla universe (as OSG sites do) "
+                "instead of the container universe's `container_image`")
     max_workers_per_cluster: int = setting(1000, env="MAX_WORKERS_PER_CLUSTER", ge=0, le=10**9,
                                            meaning="largest worker count a cluster may ask for")
     max_idle_per_cluster: Count = setting(0, env="MAX_IDLE_PER_CLUSTER",
@@ -138,7 +159,7 @@ class Settings(Section):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
 
-    @field_validator("redis_url", "log_dir", "dask_worker_image", mode="before")
+    @field_validator("redis_url", "log_dir", "spool_dir", "dask_worker_image", mode="before")
     @classmethod
     def _stripped(cls, value: Any) -> Any:
         return value.strip() if isinstance(value, str) else value

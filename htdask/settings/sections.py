@@ -63,8 +63,8 @@ class GatewaySettings(Section):
                                  meaning="the gateway's database; a file database (with "
                                          "DASK_GATEWAY_ENCRYPT_KEYS) keeps clusters across restarts")
     clusters_dir: str | None = setting(env="GATEWAY_CLUSTERS_DIR", shown_default="a temporary directory per cluster",
-                                       meaning="parent of the per-cluster staging directories; visible from the "
-                                               "execute hosts")
+                                       meaning="parent of the per-cluster staging directories (on the submit "
+                                               "node; jobs get their files by file transfer)")
     scheduler_mode: Literal["local", "job"] = setting("local", env="GATEWAY_SCHEDULER_MODE",
                                                       meaning="`local` (a process on the gateway host) or `job` "
                                                               "(an HTCondor job)")
@@ -117,8 +117,9 @@ class OperatorSettings(Section):
                                              "are filled in")
     credentials_dir: str | None = setting(
         env="OPERATOR_CREDENTIALS_DIR",
-        meaning="shared directory (same path on execute nodes) for each cluster's `dask.crt`, `dask.pem`, "
-                "`api-token`; unset = workers get no TLS files")
+        meaning="directory on the submit node (the Celery worker's host) for each cluster's `dask.crt`, "
+                "`dask.pem`, `api-token` (0700, the owner's); jobs get them by file transfer; unset = workers "
+                "get no TLS files")
     worker_universe: Literal["vanilla", "docker"] = setting("vanilla", env="OPERATOR_WORKER_UNIVERSE",
                                                             meaning="`vanilla`, or `docker` (the cluster's "
                                                                     "`image` then runs the worker)")

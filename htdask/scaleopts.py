@@ -1,0 +1,140 @@
+"""`htdask scale`'s job options beyond counts: TLS (files staged into the spool at this boundary, only
+their paths go on), the worker's environment (image, interpreter, packed environment), GPUs, and
+`--dry-run` (the submit description the controller would send, secrets masked, nothing recorded)."""
+from __future__ import annotations
+
+import getpass
+import os
+import re
+
+import click
+
+from htdask.base import BadInput
+from htdask.domain import spool, validation
+
+#: environment variable names whose values --dry-run masks (a site may pass secrets in a cluster's environment)
+_SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET|PASSWD|CREDENTIAL|(^|_)KEY($|_)", re.I)
+
+
+def options(f):
+    """The click options of this module, on `scale`."""
+    opts = [
+        click.option("--tls", "tls_generate", is_flag=True,
+                     help="Workers speak TLS with a keypair generated now (its files are printed: give them "
+                          "to the scheduler)."),
+        click.option("--tls-cert", type=click.Path(dir_okay=False), help="Workers' TLS certificate (PEM)."),
+        click.option("--tls-key", type=click.Path(dir_okay=False), help="Workers' TLS key (PEM)."),
+        click.option("--tls-ca", type=click.Path(dir_okay=False),
+                     help="CA certificate the workers trust (default: --tls-cert, self-signed)."),
+        click.option("--universe", type=click.Choice(["vanilla", "docker", "container"]),
+                     help="HTCondor universe of the workers."),
+        click.option("--image", help="Docker image (docker universe) or Apptainer image (container universe; "
+                                     "must match ALLOWED_IMAGE_PREFIXES)."),
+        click.option("--network", "docker_network", type=click.Choice(["bridge", "host"]),
+                     help="Docker universe: a bridge network with a published port (default) or the host's."),
+        click.option("--python", "worker_python", help="Interpreter the execute hosts have (e.g. on CVMFS)."),
+        click.option("--packed-env", type=click.Path(dir_okay=False),
+                     help="A packed environment (.tar.gz, conda-pack/venv-pack) shipped to every worker."),
+        click.option("--gpus", "request_gpus", type=click.IntRange(1, 64), help="GPUs per worker."),
+        click.option("--gpu-capability", type=float, help="Least CUDA capability of those GPUs, e.g. 7.5."),
+        click.option("--gpu-memory", help="Least memory of those GPUs with its unit, e.g. 16GiB."),
+        click.option("--dry-run", is_flag=True, help="Print the submit description the controller would send "
+                                                     "(secrets masked) and record nothing."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def job_options(kw: dict) -> dict:
+    """WorkerJobSpec fields from the non-TLS options of this module (validated when enqueued)."""
+    out = {}
+    if kw.get("universe"):
+        out["universe"] = kw["universe"]
+    if kw.get("image"):
+        key = "container_image" if kw.get("universe") == "container" else "docker_image"
+        if key == "docker_image":
+            out["docker_image"] = validation.validate_docker_image(kw["image"], "--image")
+        else:
+            out[key] = kw["image"]
+    for key in ("docker_network", "worker_python", "request_gpus", "gpu_capability"):
+        if kw.get(key) is not None:
+            out[key] = kw[key]
+    if kw.get("gpu_memory"):
+        out["gpu_memory"] = validation.validate_memory(kw["gpu_memory"], "--gpu-memory")
+    if kw.get("packed_env"):
+        out["packed_env"] = _readable(kw["packed_env"], "--packed-env")
+    return out
+
+
+def _readable(path: str, flag: str) -> str:
+    path = os.path.abspath(path)
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise BadInput(f"{flag} {path}: not a readable file")
+    return path
+
+
+def tls_options(cluster: str, owner: str | None, kw: dict, site, *, dry_run: bool) -> dict:
+    """Stage the TLS files into the cluster's spool directory (owner-only); the options naming them.
+
+    --tls-cert/--tls-key (and --tls-ca) are read here; --tls generates a self-signed keypair
+    (dask-gateway's). With `dry_run` nothing is written: the options name where they would be."""
+    cert, key, ca, generate = kw.get("tls_cert"), kw.get("tls_key"), kw.get("tls_ca"), kw.get("tls_generate")
+    if not (cert or key or ca or generate):
+        return {}
+    if generate and (cert or key):
+        raise BadInput("--tls generates a keypair: give it alone, or --tls-cert and --tls-key")
+    if not generate and not (cert and key):
+        raise BadInput("--tls-cert and --tls-key go together (or --tls to generate a keypair)")
+    d = spool.cluster_dir(site.spool_dir, cluster)
+    out = {"tls_cert": os.path.join(d, spool.CERT), "tls_key": os.path.join(d, spool.KEY)}
+    if ca:
+        out["tls_ca"] = os.path.join(d, spool.CA)
+    if dry_run:
+        return out
+    if generate:
+        from dask_gateway_server.tls import new_keypair
+        cert_pem, key_pem = new_keypair(cluster)
+        files = {spool.CERT: cert_pem, spool.KEY: key_pem}
+    else:
+        files = {spool.CERT: _read(cert, "--tls-cert"), spool.KEY: _read(key, "--tls-key")}
+        if ca:
+            files[spool.CA] = _read(ca, "--tls-ca")
+    try:
+        spool.stage(site.spool_dir, cluster, owner or site.default_owner, files)
+    except (spool.SpoolError, KeyError) as e:
+        raise BadInput(str(e)) from None
+    if generate:
+        click.echo(f"cluster {cluster}: generated a TLS keypair for its workers: {out['tls_cert']} and "
+                   f"{out['tls_key']} (readable by {owner or site.default_owner or getpass.getuser()} and root); "
+                   f"start the scheduler with --tls-ca-file/--tls-cert {out['tls_cert']} --tls-key {out['tls_key']}",
+                   err=True)
+    return out
+
+
+def _read(path: str, flag: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 20)
+    except OSError as e:
+        raise BadInput(f"{flag} {path}: {e.strerror}") from None
+    if b"-----BEGIN " not in data:
+        raise BadInput(f"{flag} {path}: not a PEM file")
+    return data
+
+
+def dry_run(store, cluster: str, n: int, owner: str | None, options: dict, site) -> str:
+    """The submit description the controller would send to bring a cluster of no jobs to `n` workers
+    (the reconciler's own rendering, tasks.options.describe), with secret-looking environment values
+    masked. Nothing is created or recorded."""
+    from tasks.options import check_job_options, describe
+    check_job_options(cluster, options)
+    record = store.get(cluster)
+    first = record and store.counter(cluster) or 0
+    items = [(first + i, f"{cluster}-{first + i}") for i in range(max(n, 1))]
+    masked = dict(options)
+    env = masked.get("environment") or {}
+    masked["environment"] = {k: ("***" if _SECRET_NAME.search(k) else v) for k, v in env.items()}
+    who = owner or site.default_owner or getpass.getuser()
+    return describe(cluster, who, masked, items, site, create=False).render()
+
