@@ -128,7 +128,7 @@ def dry_run(store, cluster: str, n: int, owner: str | None, options: dict, site)
     (the reconciler's own rendering, tasks.options.describe), with secret-looking environment values
     masked. Nothing is created or recorded."""
     from tasks.options import check_job_options, describe
-    check_job_options(cluster, options)
+    check_job_options(options)
     record = store.get(cluster)
     first = record and store.counter(cluster) or 0
     items = [(first + i, f"{cluster}-{first + i}") for i in range(max(n, 1))]
