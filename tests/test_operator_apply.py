@@ -180,7 +180,7 @@ def test_new_cluster_to_running_creates_objects_then_enqueues_the_scale(kube, br
     msgs = queued(broker, "local")
     assert [(m["task"], m["routing_key"], m["args"]) for m in msgs] == [(SCALE_TASK, "local", [])]
     assert msgs[0]["kwargs"] == {"cluster": OURS, "n": 3, "owner": service_user, "options": EXPECTED_OPTIONS,
-                                 "names": None, "seq": 1}
+                                 "seq": 1}
 
 
 def test_replicas_from_a_heartbeat_reach_the_schedd_queue_of_the_cluster(kube, broker, service_user):

@@ -159,12 +159,22 @@ def broker(redis_server, monkeypatch):
     context.reset()
 
 
+def request_fields(kwargs: dict) -> dict:
+    """A task message's typed request (`{"request": <JSON>}`, htdask.domain.request) as its fields, less its
+    kind, schedd (the queue tells it) and unset ones; other kwargs as they are."""
+    if set(kwargs) != {"request"}:
+        return kwargs
+    fields = json.loads(kwargs["request"])
+    return {k: v for k, v in fields.items() if k not in ("kind", "schedd") and v is not None}
+
+
 def queued(store, queue: str) -> list[dict]:
     """The kombu messages waiting in a Redis queue list, oldest first: task name and [args, kwargs]."""
     out = []
     for raw in reversed(store.r.lrange(queue, 0, -1)):
         msg = json.loads(raw)
         args, kwargs, _embed = json.loads(base64.b64decode(msg["body"]))
+        kwargs = request_fields(kwargs)
         out.append({"task": msg["headers"]["task"], "args": args, "kwargs": kwargs, "id": msg["headers"]["id"],
                     "routing_key": msg["properties"]["delivery_info"]["routing_key"]})
     return out
