@@ -6,6 +6,7 @@ workers, checked against NumPy.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import urllib.request
@@ -54,6 +55,18 @@ def host_addresses(stack: Stack) -> set[str]:
     """The execute hosts' addresses."""
     from htdask_localpool import hosts
     return {h.addr for h in hosts.Plan.load(stack.env["LOCALPOOL_DIR"]).hosts}
+
+
+@contextlib.contextmanager
+def running(service_user: str, **env):
+    """A stack on execute hosts (`start`) for a `with` block (a module fixture's body); stopped, and its
+    hosts removed, at the end."""
+    s = start(service_user, **env)
+    try:
+        yield s
+    finally:
+        s.stop()
+        remove_hosts(s)
 
 
 def remove_hosts(stack: Stack) -> None:

@@ -28,12 +28,8 @@ pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="requires root: netwo
 @pytest.fixture(scope="module")
 @needs("stack", "root")
 def stack(service_user):
-    s = hs.start(service_user, exporter=True)
-    try:
+    with hs.running(service_user, exporter=True) as s:
         yield s
-    finally:
-        s.stop()
-        hs.remove_hosts(s)
 
 
 def _cli(stack, *args, timeout=240):

@@ -45,12 +45,8 @@ c.HTCondorBackend.cluster_options = Options(Select("network", ["bridge", "host"]
 @pytest.fixture(scope="module")
 @needs("stack", "root")
 def stack(service_user):
-    s = hs.start(service_user, exporter=True)
-    try:
+    with hs.running(service_user, exporter=True) as s:
         yield s
-    finally:
-        s.stop()
-        hs.remove_hosts(s)
 
 
 def _cluster(srv, network: str, stack, expect_hosts: set[str], check=None):
