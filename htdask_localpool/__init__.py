@@ -3,7 +3,7 @@
 Programs named like HTCondor's (htdask_localpool/bin/condor_*) keep a job queue in a SQLite
 database under ``$LOCALPOOL_DIR`` and a background runner starts each job's executable
 as a local process.  Output formats, attribute names and JobStatus codes follow HTCondor
-(see /work/shared/reference/htcondor-cli.md), so the HTCondor layer that drives them through
+(see the HTCondor manual's command reference pages), so the HTCondor layer that drives them through
 subprocess works unchanged against a real submit node.
 
 Only the stdlib is imported at package level: the runner and the launchers must start

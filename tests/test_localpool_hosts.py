@@ -75,7 +75,7 @@ def test_job_runs_on_an_execute_host_that_cannot_see_the_submit_host(hosts_pool,
     (work / "data" / "a.txt").write_text("a\n")
     (work / "job.sh").write_text(
         "#!/bin/sh\n"
-        f"for p in {secret} {REPO}/localpool/__init__.py {work}/in.txt /root /home; do\n"
+        f"for p in {secret} {REPO}/htdask_localpool/__init__.py {work}/in.txt /root /home; do\n"
         "  if [ -e \"$p\" ] && [ -n \"$(ls -A \"$p\" 2>/dev/null || echo file)\" ]; then echo \"SEEN $p\"; fi\n"
         "done\n"
         "echo \"cwd=$(pwd) scratch=$_CONDOR_SCRATCH_DIR host=$(hostname)\"\n"

@@ -1,4 +1,4 @@
-"""Jobs whose workers a scale-down is retiring through their Dask scheduler (tasks/retirement.py).
+"""Jobs whose workers a scale-down is retiring through their Dask scheduler (tasks/removal.py).
 
 Retirement runs off the round's path, so the jobs stay in the queue for up to RETIRE_TIMEOUT while the
 cluster is reconciled again. Each is marked here (`retiring:<name>`: job id → "<token> <deadline ms>",
