@@ -13,7 +13,10 @@ STAMP  := $(VENV)/.installed
 
 # requirements.txt: the runtime (the production image installs only it); requirements-dev.txt: it plus
 # the tests' and benchmarks' packages.
+# pykerberos (requirements-dev.txt, the gateway's Kerberos login tests) is built against libkrb5-dev's krb5-config.
 $(STAMP): requirements.txt requirements-dev.txt
+	@command -v krb5-config >/dev/null 2>&1 || test "$$(id -u)" != 0 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libkrb5-dev; }
 	test -x $(PY) || { mkdir -p -m 0755 $(dir $(VENV)) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
@@ -34,6 +37,15 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2; }
 	@command -v faketime >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime; }
+	@# the gateway's Kerberos login test: a KDC on loopback (krb5kdc, kdb5_util, kadmin.local, kinit)
+	@test -x /usr/sbin/krb5kdc -a -x /usr/sbin/kadmin.local -a -x /usr/bin/kinit || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq krb5-kdc krb5-admin-server \
+	    krb5-user libkrb5-dev; } || echo "krb5-kdc not installable; the Kerberos login test will skip"
+	@# the gateway's JupyterHub login test: JupyterHub's proxy, from npm, under the venv (never global)
+	@test -x $(VENV)/npm/node_modules/.bin/configurable-http-proxy || { command -v npm >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; } && \
+	  mkdir -p -m 0755 $(VENV)/npm && npm install -s --no-audit --no-fund --prefix $(VENV)/npm \
+	    configurable-http-proxy@5.3.0; } || echo "configurable-http-proxy not installable; the JupyterHub test will skip"
 
 # Byte-compiled once: the local pool's condor_* programs start a Python process per call, and with
 # PYTHONDONTWRITEBYTECODE set (as on some machines) each would otherwise compile its modules every time.

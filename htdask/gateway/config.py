@@ -2,7 +2,8 @@
 #
 #     dask-gateway-server -f htdask/gateway/config.py
 #
-# Clients:  Gateway("http://$GATEWAY_ADDRESS", auth=BasicAuth(user, $GATEWAY_PASSWORD))
+# Clients:  Gateway("http://$GATEWAY_ADDRESS", auth=BasicAuth(user, $GATEWAY_PASSWORD)) with GATEWAY_AUTH=simple;
+#           auth=JupyterHubAuth() (jupyterhub) or auth=KerberosAuth() (kerberos): htdask/gateway/auth.py
 #
 # Environment: the gateway section of the settings model (htdask/settings/sections.py; the README's configuration
 # table lists each GATEWAY_* variable), plus REDIS_URL (and the Sentinel settings), SCHEDD_NAME and DEFAULT_OWNER (the Celery worker's:
@@ -12,7 +13,8 @@
 # Every backend option is documented in htdask/gateway/backend.py (`dask-gateway-server --help-all`).
 #
 # An unusable setup stops the server at start with one line naming the setting: no password (unless
-# GATEWAY_ALLOW_ANY_PASSWORD=1), no job account we may submit as (root, a system account, unknown), a Redis that
+# GATEWAY_ALLOW_ANY_PASSWORD=1, or another GATEWAY_AUTH), a JupyterHub or Kerberos login without its URL, token or
+# keytab (htdask/gateway/auth.py), no job account we may submit as (root, a system account, unknown), a Redis that
 # may evict keys (maxmemory-policy other than noeviction, unless REDIS_ALLOW_EVICTION=1).
 import getpass
 import os
@@ -22,6 +24,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
+from htdask.gateway.auth import AuthSetupError, configure as configure_auth  # noqa: E402
 from htdask.gateway.pyenv import dask_command, job_environment  # noqa: E402
 
 c = get_config()  # noqa: F821 (provided by traitlets when the file is loaded)
@@ -50,9 +53,6 @@ def _check_setup(s):
         parse(s.redis_url)  # a single Redis or Sentinel, with REDIS_SENTINEL_MASTER, ... (htdask/state/connection.py)
     except RedisSettingError as e:
         _refuse(str(e))
-    if not s.gateway.password and not s.gateway.allow_any_password:
-        _refuse("GATEWAY_PASSWORD is unset (any password would be accepted); set it, or "
-                "GATEWAY_ALLOW_ANY_PASSWORD=1 for a demo")
     if not s.gateway.run_as_owner:
         account = s.default_owner or getpass.getuser()
         try:
@@ -68,12 +68,13 @@ _g = _s.gateway
 _check_setup(_s)
 
 
-# --- addresses and authentication (the settings model's gateway section; see the README) ------------
+# --- addresses and login (the settings model's gateway section; see htdask/gateway/auth.py) -------
 c.Proxy.address = _g.address
 c.DaskGateway.address = _g.api_address
-c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
-if _g.password:
-    c.SimpleAuthenticator.password = _g.password
+try:
+    configure_auth(c, _g)  # GATEWAY_AUTH: simple (GATEWAY_PASSWORD), jupyterhub or kerberos
+except AuthSetupError as _e:
+    _refuse(str(_e))
 
 # --- backend -------------------------------------------------------------------------------------
 c.DaskGateway.backend_class = "htdask.gateway.backend.HTCondorBackend"

@@ -5,7 +5,7 @@ from pydantic import ValidationError
 
 
 #: variables whose values are never shown
-SECRETS = frozenset({"GATEWAY_PASSWORD", "CICONNECT_TOKEN", "REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD"})
+SECRETS = frozenset({"GATEWAY_PASSWORD", "JUPYTERHUB_API_TOKEN", "CICONNECT_TOKEN", "REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD"})
 
 
 class SettingsError(ValueError):

@@ -52,7 +52,8 @@ class GatewaySettings(Section):
     api_address: str = setting("127.0.0.1:0", env="GATEWAY_API_ADDRESS",
                                meaning="private API server address (only the proxy talks to it)")
     password: str | None = setting(env="GATEWAY_PASSWORD",
-                                   meaning="shared password of the simple authenticator (required)")
+                                   meaning="shared password of the simple authenticator (required with "
+                                           "GATEWAY_AUTH=simple)")
     allow_any_password: Flag = setting(False, env="GATEWAY_ALLOW_ANY_PASSWORD",
                                        meaning="1: start without GATEWAY_PASSWORD, accepting "
                                                "any password (demos only)")
@@ -79,6 +80,28 @@ class GatewaySettings(Section):
                                               "--worker-port`)")
     nanny_ports: PortRange = setting(env="GATEWAY_NANNY_PORTS",
                                      meaning="`LOW:HIGH` port range of the nannies (`dask worker --nanny-port`)")
+    # login (htdask/gateway/auth.py): who the gateway user is; the owner is mapped from it (workers/identity)
+    auth: Literal["simple", "jupyterhub", "kerberos"] = setting(
+        "simple", env="GATEWAY_AUTH",
+        meaning="how users log in: `simple` (one shared GATEWAY_PASSWORD), `jupyterhub` (the user's JupyterHub "
+                "API token; the gateway is a JupyterHub service) or `kerberos` (SPNEGO, GATEWAY_KERBEROS_KEYTAB)")
+    jupyterhub_api_url: str | None = setting(env="JUPYTERHUB_API_URL", shown_default="required with `jupyterhub`",
+                                             meaning="the hub's API URL, `http(s)://host:port/hub/api` (set by "
+                                                     "the hub for a managed service)")
+    jupyterhub_api_token: str | None = setting(env="JUPYTERHUB_API_TOKEN",
+                                               meaning="the gateway service's API token (the `api_token` of its "
+                                                       "entry in `c.JupyterHub.services`; never logged)")
+    jupyterhub_api_token_file: str | None = setting(env="JUPYTERHUB_API_TOKEN_FILE",
+                                                    meaning="file holding that token, when JUPYTERHUB_API_TOKEN is "
+                                                            "unset (not readable by others)")
+    jupyterhub_service_name: str = setting("dask-gateway", env="JUPYTERHUB_SERVICE_NAME",
+                                           meaning="the gateway's service name in the hub: a user's token must "
+                                                   "carry `access:services!service=<it>` (or `access:services`)")
+    kerberos_keytab: str | None = setting(env="GATEWAY_KERBEROS_KEYTAB", shown_default="required with `kerberos`",
+                                          meaning="keytab holding the gateway's `<service>/<host>` key (readable "
+                                                  "by the gateway, not by others)")
+    kerberos_service_name: str = setting("HTTP", env="GATEWAY_KERBEROS_SERVICE_NAME",
+                                         meaning="service part of the gateway's Kerberos principal")
 
 
 
