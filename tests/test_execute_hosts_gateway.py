@@ -18,10 +18,7 @@ from htdask.demo.services import have_redis
 from tests import hosts_stack as hs
 from tests.conftest import needs
 
-pytestmark = [pytest.mark.skip(reason="issue 25, open: after the merge into the htdask.* layout the gateway's workers on "
-                                "execute hosts never connect to its scheduler (jobs run, no worker joins); passed on the "
-                                "unmerged branch h-h"),
-              pytest.mark.skipif(os.geteuid() != 0, reason="requires root: network namespaces"),
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="requires root: network namespaces"),
               pytest.mark.skipif(not have_redis(), reason="redis-server is not installed"),
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
