@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 
+from htdask.domain.jobstatus import HOLD_SUBCODE_MISSING_PROGRAM
 from htdask.domain.validation import ValidationError
 from htdask.domain.submitvalues import check_submit_safe, validate_path
 
@@ -27,7 +28,7 @@ from htdask.domain.submitvalues import check_submit_safe, validate_path
 CONTAINER_PORT = 8788
 SERVICE = "dask"
 #: the start script's exit code for "the worker's program (interpreter, environment) is missing here"
-MISSING_EXIT = 86
+MISSING_EXIT = HOLD_SUBCODE_MISSING_PROGRAM  # 86, also the subcode of the job's on_exit_hold
 MISSING_REASON = ("the worker's program or environment is missing on the execute host (exit 86 of htdask's "
                   "worker start; the job's error file says which): choose an image, WORKER_PYTHON or "
                   "WORKER_PACKED_ENV that execute hosts have")
