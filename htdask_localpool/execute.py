@@ -72,7 +72,10 @@ class ExecuteSide:
             netns = host.netns
             if _docker_run(ad) and str(ad.get("DockerNetworkType") or "").lower() != "host":
                 container = hosts.Container(self.plan, host, c, p)
-                container.create(_services(ad))
+                try:
+                    container.create(_services(ad))
+                except (RuntimeError, OSError, subprocess.SubprocessError) as exc:  # as the starter's Docker error
+                    raise spawn.StartFailure(6, 0, f"Error from {slot}: Cannot start container: {exc}") from None
                 netns = container.netns
             ad["RemoteHost"] = slot
             ad["StartdIpAddr"] = host.startd_addr()

@@ -31,6 +31,8 @@ DOCKER_NET = "172.17.0.0/16"
 DOCKER_GW = "172.17.0.1"
 FIRST_HOST_PORT = 31000
 STARTD_PORT = 9618
+#: the nftables table (inside each execute host's namespace) holding its NAT chains and published-port map
+NFT_TABLE = "localpool"
 
 
 class SettingError(Exception):
@@ -182,7 +184,7 @@ def setup(root, count: int) -> Plan:
 
 
 def _nat_rules(addr: str) -> str:
-    return f"""table ip localpool {{
+    return f"""table ip {NFT_TABLE} {{
   map ports {{ type inet_service : ipv4_addr . inet_service; }}
   chain pre {{ type nat hook prerouting priority -100; ip daddr {addr} dnat ip to tcp dport map @ports; }}
   chain out {{ type nat hook output priority -100; ip daddr {addr} dnat ip to tcp dport map @ports; }}
@@ -242,11 +244,11 @@ class Container:
         _run(*ns, "ip", "route", "add", "default", "via", DOCKER_GW)
         for name, cport in services.items():
             hport = self.plan.host_port(h)
-            h.run("nft", "add", "element", "ip", "htdask_localpool", "ports", f"{{ {hport} : {self.addr} . {cport} }}")
+            h.run("nft", "add", "element", "ip", NFT_TABLE, "ports", f"{{ {hport} : {self.addr} . {cport} }}")
             self.ports[name] = (hport, cport)
 
     def destroy(self) -> None:
         for hport, _c in self.ports.values():
-            self.host.run("nft", "delete", "element", "ip", "htdask_localpool", "ports", f"{{ {hport} }}", check=False)
+            self.host.run("nft", "delete", "element", "ip", NFT_TABLE, "ports", f"{{ {hport} }}", check=False)
         self.ports.clear()
         _run("ip", "netns", "del", self.netns, check=False)

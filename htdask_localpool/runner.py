@@ -288,6 +288,11 @@ class Runner:
                 results.append((ad, job, None))
             except spawn.StartFailure as exc:
                 results.append((ad, None, exc))
+            except Exception as exc:  # holds this job alone: never a Running job without a process
+                log.exception("job %d.%d: starting it failed", ad["ClusterId"], ad["ProcId"])
+                where = ad.get("RemoteHost") or self.slot_name
+                failure = spawn.StartFailure(6, 0, f"Error from {where}: Failed to start the job: {exc}")
+                results.append((ad, None, failure))
         now = int(time.time())
         with store.transaction(self.con):
             for ad, job, failure in results:

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 REMOVE_ORDER = {JobStatus.HELD: 0, JobStatus.TRANSFERRING_OUTPUT: 0, JobStatus.IDLE: 1, JobStatus.SUSPENDED: 2,
                 "kept-hold": 3, JobStatus.RUNNING: 4}  # (transferring output: its worker has exited)
 PROJECTION = ["ClusterId", "ProcId", "JobStatus", "DaskGatewayCluster", "DaskWorkerIndex", "DaskWorkerName",
-              "HoldReason", "HoldReasonCode", "EnteredCurrentStatus"]
+              "HoldReason", "HoldReasonCode", "HoldReasonSubCode", "EnteredCurrentStatus"]
 #: rounds of one reconcile_many (each: read, act; another round only when one change cannot reach the
 #: desired state: a release or replacement of held jobs, a name-based cluster with jobs both missing and
 #: surplus, a schedd that created fewer jobs than asked)

@@ -11,7 +11,8 @@
   scheduler that never answers delays only its own jobs' removal; other clusters' submissions and
   removals go out at once. If the process dies, the marks expire (RETIRE_TIMEOUT + LOCK_TTL + RETIRE_GRACE)
   and the next reconcile decides again.
-- The held-job policy: release a system hold up to HOLD_RELEASE_LIMIT times, then remove and replace the job.
+- The held-job policy: release a system hold up to HOLD_RELEASE_LIMIT times, then remove and replace the job;
+  a job held because its program or environment is missing on the execute host (hold 3/86) stays held.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from htdask.domain import brief
 from htdask.domain.jobspec import jobs_constraints
 from htdask.domain.jobstatus import JobStatus
-from htdask.domain.workerjobs import Job, kept_hold
+from htdask.domain.workerjobs import Job, kept_hold, missing_program_hold
 from tasks.options import job_options
 from workers import dask_retire
 from workers.htcondor.schedd import ScheddError
@@ -80,9 +81,18 @@ class Removals:
         """Release a held job up to HOLD_RELEASE_LIMIT times; after that remove it (it gets replaced).
 
         Only holds the system caused: a job a person held (HoldReasonCode 1 = condor_hold, or one of
-        HOLD_KEEP_CODES) is left alone, and still counts toward the cluster's workers.
+        HOLD_KEEP_CODES) is left alone, and still counts toward the cluster's workers. So is a job held
+        because its program or environment is missing on the execute host (HoldReasonCode 3, subcode 86,
+        the job's own on_exit_hold): a release or a replacement would run the same program on the same kind
+        of host and be held again; it stays held with its reason (shown by `status`) until the cluster is
+        scaled down or deleted.
         """
         held = [j for j in live if j.status == JobStatus.HELD and not kept_hold(j, self.settings.hold_keep_codes)]
+        stuck = [j for j in held if missing_program_hold(j)]
+        if stuck:
+            log.debug("cluster %s: %s held, left held (no release can help): %s", record.name,
+                      brief.jobs(j.job_id for j in stuck), stuck[0].hold_reason)
+            held = [j for j in held if not missing_program_hold(j)]
         if not held:
             return False
         name, limit = record.name, self.settings.hold_release_limit

@@ -37,8 +37,9 @@ def bridge_address(stack: Stack) -> str:
     """The submit host's address on the pool's bridge (what execute hosts reach it at)."""
     import socket
     from htdask_localpool import hosts
-    plan = hosts.Plan.load(stack.env["LOCALPOOL_DIR"])
-    assert plan is not None, "the pool has no execute hosts"
+    # `localpool start` returns once the runner holds its lock; it writes the plan when it makes the hosts
+    plan = wait(lambda: hosts.Plan.load(stack.env["LOCALPOOL_DIR"]), timeout=60, interval=0.05,
+                what="the pool's execute hosts (execute-hosts.json)")
 
     def up():  # the plan is written before the runner makes the bridge
         with socket.socket() as s:
@@ -53,6 +54,7 @@ def bridge_address(stack: Stack) -> str:
 
 def host_addresses(stack: Stack) -> set[str]:
     """The execute hosts' addresses."""
+    bridge_address(stack)  # the hosts are made
     from htdask_localpool import hosts
     return {h.addr for h in hosts.Plan.load(stack.env["LOCALPOOL_DIR"]).hosts}
 

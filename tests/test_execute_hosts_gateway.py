@@ -18,10 +18,7 @@ from htdask.demo.services import have_redis
 from tests import hosts_stack as hs
 from tests.conftest import needs
 
-pytestmark = [pytest.mark.skip(reason="issue 25, open: after the merge into the htdask.* layout the gateway's workers on "
-                                "execute hosts never connect to its scheduler (jobs run, no worker joins); passed on the "
-                                "unmerged branch h-h"),
-              pytest.mark.skipif(os.geteuid() != 0, reason="requires root: network namespaces"),
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="requires root: network namespaces"),
               pytest.mark.skipif(not have_redis(), reason="redis-server is not installed"),
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
@@ -65,6 +62,14 @@ def _cluster(srv, network: str, stack, expect_hosts: set[str], check=None):
                 ports = {int(a.rsplit(":", 1)[1]) for a in addrs}
                 if network == "bridge":  # the ports HTCondor published (the pool's from 31000), not the container's
                     assert all(p >= 31000 for p in ports) and 8788 not in ports, ports
+                # the nannies too: the scheduler reaches each at the address it advertised (a restart goes there)
+                nannies = {w["nanny"] for w in client.scheduler_info()["workers"].values()}
+                assert {a.split("://", 1)[1].rsplit(":", 1)[0] for a in nannies} == expect_hosts, nannies
+                if network == "bridge":
+                    assert all(int(a.rsplit(":", 1)[1]) >= 31000 for a in nannies), nannies
+                assert len(client.run(os.getpid, nanny=True)) == 2
+                client.restart_workers([addrs[0]], timeout=120)
+                hs.compute_across_workers(client, timeout=240)
                 token = Path(cluster_workdir(srv, cluster.name), "api-token").read_text().strip()
                 seen = hs.seen_by_workers(client, [cluster_workdir(srv, cluster.name)])
                 assert not any(any(v.values()) for v in seen.values()), seen

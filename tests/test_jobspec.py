@@ -134,12 +134,13 @@ def test_full_spec_with_tls_ports_dashboard_docker_and_extras(monkeypatch):
     assert desc["universe"] == "docker"
     assert desc["docker_image"] == "ghcr.io/dask/dask:2026.8.0"
     assert desc["executable"].endswith(".sh") and desc["transfer_executable"] == "true"
-    # on the bridge network: no --worker-port (the container port, published by HTCondor, see below)
+    # on the bridge network: no --worker-port/--nanny-port (the container ports, published by HTCondor, see below)
     assert parse_new_syntax(desc["arguments"]) == [
         "dask", "worker", "tls://sched.example.org:8786", "--name", "$(DaskWorkerName)", "--nthreads", "2",
-        "--memory-limit", "4GiB", "--nanny-port", "40200:40300",
+        "--memory-limit", "4GiB",
         "--dashboard-address", ":8787", "--death-timeout", "30.5", "--resources", "GPU=1 MEM=2"]
-    assert (desc["container_service_names"], desc["dask_container_port"]) == ("dask", "8788")
+    assert (desc["container_service_names"], desc["dask_container_port"], desc["nanny_container_port"]) == \
+        ("dask,nanny", "8788", "8789")
     # the secrets come by file transfer, encrypted, named by their sandbox names
     files = "/etc/dask/api-token,/etc/dask/dask.crt,/etc/dask/dask.pem"
     assert desc["should_transfer_files"] == "YES"
@@ -153,6 +154,7 @@ def test_full_spec_with_tls_ports_dashboard_docker_and_extras(monkeypatch):
     assert env["DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT"] == "dask.crt"
     assert env["DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY"] == "dask.pem"
     assert (env["HTDASK_SERVICE"], env["HTDASK_PROTOCOL"]) == ("dask:8788", "tls")
+    assert env["HTDASK_NANNY_SERVICE"] == "nanny:8789"
     assert env["NOTE"] == "it's \"fine\"" and env["OMP_NUM_THREADS"] == "1"
     assert desc["request_cpus"] == "4"
     assert desc["request_memory"] == "6144"
@@ -356,6 +358,9 @@ def test_apptainer_image_gpus_host_network_and_packed_env(monkeypatch):
                                      [(0, "w0")])
     assert desc["docker_network_type"] == "host" and desc.get("container_service_names") is None
     assert "--worker-port" in parse_new_syntax(desc["arguments"])  # port ranges stay on the host's network
+    desc = worker_submit_description(spec(universe="docker", extra_args=["--no-nanny"]), [(0, "w0")])
+    assert desc["container_service_names"] == "dask" and "nanny_container_port" not in desc.commands()
+    assert "HTDASK_NANNY_SERVICE" not in parse_new_env(desc["environment"])  # no nanny: one published port
     desc = worker_submit_description(spec(worker_command=None, packed_env="/srv/envs/dask.tar.gz"), [(0, "w0")])
     assert parse_new_syntax(desc["arguments"])[0] == "env/bin/python"
     assert desc["transfer_input_files"] == "/srv/envs/dask.tar.gz"

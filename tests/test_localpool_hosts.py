@@ -184,8 +184,6 @@ def _connect(addr: str, port: int) -> bool:
         return False
 
 
-@pytest.mark.skip(reason="issue 25, open: on main (after merging the pool's slot-ad matchmaking) the docker/container "
-                         "job never starts (no JobPid within 15 s); it passed on the unmerged branch h-g")
 @pytest.mark.parametrize("universe", ["docker", "container"])
 def test_docker_job_is_reachable_only_through_its_published_port(hosts_pool, universe):
     env, work = hosts_pool
@@ -210,6 +208,29 @@ def test_docker_job_is_reachable_only_through_its_published_port(hosts_pool, uni
     run(env, "condor_rm", job)
     wait_for(lambda: not q(env, job), what="removal")
     wait_for(lambda: not _connect(ip, port), what="the published port to close")
+
+
+def test_a_container_that_cannot_be_made_holds_only_its_job(hosts_pool):
+    """The class behind the docker/container regression (the published-port map was named differently where
+    it was made and where it was filled): a failure while setting up a job on its execute host holds that
+    job with HTCondor's code 6 and the reason; it never leaves a Running job without a process, and the
+    jobs starting beside it still run. `nft` is wrapped to refuse adding published ports."""
+    env, work = hosts_pool
+    wrap = work / "bin"
+    wrap.mkdir()
+    (wrap / "nft").write_text("#!/bin/sh\n"
+                              'case "$*" in *"add element"*) echo "Error: injected by the test" >&2; exit 1;; esac\n'
+                              f'exec {shutil.which("nft")} "$@"\n')
+    os.chmod(wrap / "nft", 0o755)
+    env = dict(env, PATH=f"{wrap}:{env['PATH']}")
+    [bad, ok] = submit(env, work, "universe = docker\ndocker_image = python:3.11-slim\nexecutable = /bin/true\n"
+                                  "transfer_executable = false\ncontainer_service_names = web\n"
+                                  "web_container_port = 8080\nqueue\nuniverse = vanilla\nqueue\n")
+    ad = wait_for(lambda: next((a for a in q(env, bad) if a["JobStatus"] == 5), None), what="the hold")
+    assert (ad["HoldReasonCode"], ad.get("JobPid")) == (6, None), ad
+    assert ad["HoldReason"].startswith("Error from slot1@exec") and "Cannot start container: " in ad["HoldReason"]
+    assert "injected by the test" in ad["HoldReason"]
+    assert _done(env, ok)["ExitCode"] == 0
 
 
 @pytest.mark.parametrize("image", ["universe = docker\ndocker_image = python:3.11-slim\ndocker_network_type = host",

@@ -120,7 +120,8 @@ def test_operator_docker_universe_description(pool_env, work):
     ad = ads[2]
     assert ad["WantDocker"] is True and ad["DockerImage"] == "ghcr.io/dask/dask:2026.8.0"
     assert argv_of(ad)[:2] == ["dask", "worker"]  # resolved inside the image
-    assert ad["ContainerServiceNames"] == "dask" and ad["dask_ContainerPort"] == 8788
+    assert ad["ContainerServiceNames"] == "dask,nanny" and ad["dask_ContainerPort"] == 8788
+    assert ad["nanny_ContainerPort"] == 8789
     assert "TARGET.HasDocker" in str(ad["Requirements"]) and "TARGET.OpSys" not in str(ad["Requirements"])
     assert (ad["RequestCpus"], ad["RequestMemory"]) == (2, 2048)
     assert ad["DaskGatewayClusterName"] == options["extra_submit"]["+DaskGatewayClusterName"].strip('"')

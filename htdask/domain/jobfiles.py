@@ -13,21 +13,28 @@ container's address is unreachable from elsewhere: the job declares a container 
 (`container_service_names = dask`, `dask_container_port`), HTCondor maps it to a port of the execute
 host and publishes it as `dask_HostPort` in the job ad, and the start script makes the worker listen on
 the container port and advertise the host's address and that port (`--listen-address`,
-`--contact-address`), as dask-chtc does.
+`--contact-address`), as dask-chtc does. Its nanny likewise: a second published port (`nanny_container_port`,
+`nanny_HostPort`), `--nanny-port` inside the container, and the host's address and that port advertised
+(a nanny preload of the start script, as `dask worker` has no option for the nanny's contact address).
 """
 from __future__ import annotations
 
 import os
 import re
 
+from htdask.domain.jobstatus import HOLD_SUBCODE_MISSING_PROGRAM
 from htdask.domain.validation import ValidationError
 from htdask.domain.submitvalues import check_submit_safe, validate_path
 
 #: the worker's port inside its container on a Docker bridge, and the service name it is published under
 CONTAINER_PORT = 8788
 SERVICE = "dask"
+#: the same for its nanny (`dask worker` runs one unless told `--no-nanny`): the scheduler reaches it there
+#: to restart or kill the worker (Client.restart, restart_workers, run(..., nanny=True))
+NANNY_CONTAINER_PORT = 8789
+NANNY_SERVICE = "nanny"
 #: the start script's exit code for "the worker's program (interpreter, environment) is missing here"
-MISSING_EXIT = 86
+MISSING_EXIT = HOLD_SUBCODE_MISSING_PROGRAM  # 86, also the subcode of the job's on_exit_hold
 MISSING_REASON = ("the worker's program or environment is missing on the execute host (exit 86 of htdask's "
                   "worker start; the job's error file says which): choose an image, WORKER_PYTHON or "
                   "WORKER_PACKED_ENV that execute hosts have")
@@ -103,6 +110,27 @@ def plan(spec, scheme: str) -> Transfer:
         t.env["HTDASK_SERVICE"] = f"{SERVICE}:{CONTAINER_PORT}"
         t.env["HTDASK_PROTOCOL"] = "tls" if scheme in ("tls", "gateway") else "tcp"
     return t
+
+
+def uses_nanny(words) -> bool:
+    """Whether `dask worker` with these words runs a nanny: its default, unless `--no-nanny` (the last of
+    `--nanny`/`--no-nanny` wins, as click reads a flag)."""
+    nanny = True
+    for word in words:
+        if word in ("--nanny", "--no-nanny"):
+            nanny = word == "--nanny"
+    return nanny
+
+
+def services(spec, words) -> dict[str, int]:
+    """The container ports a job on a Docker bridge publishes (`container_service_names`), name -> port:
+    the worker's, and its nanny's when `words` (the worker command) run one; {} off a bridge."""
+    if not bridged(spec):
+        return {}
+    out = {SERVICE: CONTAINER_PORT}
+    if uses_nanny(words):
+        out[NANNY_SERVICE] = NANNY_CONTAINER_PORT
+    return out
 
 
 def bridged(spec) -> bool:

@@ -143,7 +143,7 @@ def _arguments(spec: WorkerJobSpec, memory: int) -> tuple[str, list[str]]:
         args += ["--preload-nanny", "dask_gateway.comm", "--preload", "dask_gateway.comm", "--protocol", "tls"]
     if spec.worker_port_range is not None and not jobfiles.bridged(spec):  # bridged: the container's port
         args += ["--worker-port", validate_port_range(spec.worker_port_range, "worker port range")]
-    if spec.nanny_port_range is not None:
+    if spec.nanny_port_range is not None and not jobfiles.bridged(spec):  # bridged: the container's port
         args += ["--nanny-port", validate_port_range(spec.nanny_port_range, "nanny port range")]
     if not isinstance(spec.dashboard, bool):
         raise ValidationError("dashboard", spec.dashboard, "must be true or false")
@@ -192,7 +192,8 @@ _RESERVED = {k.lower() for k in (
     "submit_event_notes", "stream_output", "stream_error", "DaskWorkerIndex", "DaskWorkerName", "MY.DaskGatewayCluster", "MY.DaskClusterOwner",
     "MY.DaskWorkerName", "MY.DaskWorkerIndex", "getenv", "should_transfer_files", "when_to_transfer_output",
     "transfer_input_files", "encrypt_input_files", "container_image", "MY.SingularityImage",
-    "container_service_names", f"{jobfiles.SERVICE}_container_port", "docker_network_type", "on_exit_hold", "on_exit_hold_reason", "on_exit_hold_subcode")}
+    "container_service_names", f"{jobfiles.SERVICE}_container_port", f"{jobfiles.NANNY_SERVICE}_container_port",
+    "docker_network_type", "on_exit_hold", "on_exit_hold_reason", "on_exit_hold_subcode")}
 
 
 def worker_submit_description(spec: WorkerJobSpec, items: Sequence[tuple[int, str]]) -> SubmitDescription:
@@ -210,6 +211,9 @@ def worker_submit_description(spec: WorkerJobSpec, items: Sequence[tuple[int, st
     memory = validate_memory(spec.memory_limit, "memory limit", minimum=2**20)
     transfer = jobfiles.plan(spec, scheme)
     exe, args = _arguments(spec, memory)
+    services = jobfiles.services(spec, [exe] + args)  # published ports on a Docker bridge
+    if jobfiles.NANNY_SERVICE in services:
+        transfer.env["HTDASK_NANNY_SERVICE"] = f"{jobfiles.NANNY_SERVICE}:{services[jobfiles.NANNY_SERVICE]}"
     env = _environment(spec, transfer)
 
     rows = []
@@ -254,9 +258,10 @@ def worker_submit_description(spec: WorkerJobSpec, items: Sequence[tuple[int, st
         d["transfer_input_files"] = ",".join(transfer.inputs)
     if transfer.encrypted:
         d["encrypt_input_files"] = ",".join(transfer.encrypted)
-    if jobfiles.bridged(spec):
-        d["container_service_names"] = jobfiles.SERVICE
-        d[f"{jobfiles.SERVICE}_container_port"] = str(jobfiles.CONTAINER_PORT)
+    if services:
+        d["container_service_names"] = ",".join(services)
+        for name, port in services.items():
+            d[f"{name}_container_port"] = str(port)
     for key, value in jobfiles.gpu_commands(spec).items():
         d[key] = value
     d["on_exit_hold"] = f"ExitCode =?= {jobfiles.MISSING_EXIT}"

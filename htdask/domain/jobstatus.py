@@ -73,6 +73,19 @@ HOLD_CODE_USER_REQUEST = 1
 HOLD_CODE_JOB_POLICY = 3
 #: HoldReasonCode of a job that exceeded the resources it asked for (e.g. its memory request)
 HOLD_CODE_OUT_OF_RESOURCES = 34
+#: HoldReasonSubCode of the worker job's own policy hold (code 3, `on_exit_hold`) when its program or
+#: environment is missing on the execute host: htdask/domain/worker_start.sh exits with it
+#: (`htdask.domain.jobfiles.MISSING_EXIT`)
+HOLD_SUBCODE_MISSING_PROGRAM = 86
+
+
+def missing_program_hold(status, hold_code, hold_subcode) -> bool:
+    """True for a worker job held because its program or environment is missing on the execute host
+    (HoldReasonCode 3, HoldReasonSubCode 86). No release or replacement can cure it (the job would run the
+    same program on the same kind of host): it stays held, its reason shown by `status`, until the cluster
+    is scaled down or deleted."""
+    return (status == JobStatus.HELD and hold_code == HOLD_CODE_JOB_POLICY
+            and hold_subcode == HOLD_SUBCODE_MISSING_PROGRAM)
 
 
 def kept_hold(status, hold_code, keep_codes: Iterable[int] = ()) -> bool:

@@ -10,7 +10,9 @@
 # - HTDASK_SERVICE=NAME:PORT (Docker bridge network): the worker listens on PORT in its container and
 #   advertises the execute host's address and the NAME_HostPort HTCondor published in the job ad
 #   ($_CONDOR_JOB_AD, waited for: HTCondor's starter adds it shortly after the start), as dask-chtc does.
-#   HTDASK_PROTOCOL: tcp or tls.
+#   HTDASK_PROTOCOL: tcp or tls. HTDASK_NANNY_SERVICE=NAME:PORT: the same for the worker's nanny
+#   (--nanny-port PORT; the host's address and NAME_HostPort advertised by a nanny preload, as `dask worker`
+#   has no option for a nanny's contact address), so the scheduler reaches it to restart the worker.
 # - PROGRAM missing on the execute host: one line on stderr and exit 86; the job description holds a
 #   job that exits 86 (on_exit_hold) with a reason `htdask status` shows, instead of a crash loop.
 set -u
@@ -52,22 +54,26 @@ if [ -f "$path" ] && command -v od >/dev/null 2>&1; then
     esac
 fi
 
-if [ -n "${HTDASK_SERVICE:-}" ]; then
-    name="${HTDASK_SERVICE%%:*}"
-    cport="${HTDASK_SERVICE##*:}"
-    ad="${_CONDOR_JOB_AD:-.job.ad}"
+ad="${_CONDOR_JOB_AD:-.job.ad}"
+# host_port NAME: the NAME_HostPort HTCondor's starter published in the job ad (waited for)
+host_port() {
     waited=0
-    hport=""
     while :; do
-        hport=$(sed -n "s/^${name}_HostPort *= *\([0-9][0-9]*\).*/\1/p" "$ad" 2>/dev/null | head -n 1)
-        [ -n "$hport" ] && break
+        hp=$(sed -n "s/^$1_HostPort *= *\([0-9][0-9]*\).*/\1/p" "$ad" 2>/dev/null | head -n 1)
+        if [ -n "$hp" ]; then echo "$hp"; return 0; fi
         if [ "$waited" -ge "${HTDASK_HOSTPORT_WAIT:-300}" ]; then
-            say "no ${name}_HostPort in the job ad after ${waited}s: is container_service_names honoured here?"
-            exit $MISSING
+            say "no $1_HostPort in the job ad after ${waited}s: is container_service_names honoured here?"
+            return 1
         fi
         sleep 1
         waited=$((waited + 1))
     done
+}
+
+if [ -n "${HTDASK_SERVICE:-}" ]; then
+    name="${HTDASK_SERVICE%%:*}"
+    cport="${HTDASK_SERVICE##*:}"
+    hport=$(host_port "$name") || exit $MISSING
     host=""
     for f in "$ad" "${_CONDOR_MACHINE_AD:-.machine.ad}"; do
         host=$(sed -n 's/^StartdIpAddr *= *"<\([0-9.]*\):.*/\1/p' "$f" 2>/dev/null | head -n 1)
@@ -80,6 +86,17 @@ if [ -n "${HTDASK_SERVICE:-}" ]; then
     proto="${HTDASK_PROTOCOL:-tcp}"
     set -- "$@" --listen-address "$proto://0.0.0.0:$cport" --contact-address "$proto://$host:$hport"
     say "listening on $proto://0.0.0.0:$cport, advertised as $proto://$host:$hport"
+    if [ -n "${HTDASK_NANNY_SERVICE:-}" ]; then
+        nport=$(host_port "${HTDASK_NANNY_SERVICE%%:*}") || exit $MISSING
+        ncport="${HTDASK_NANNY_SERVICE##*:}"
+        export HTDASK_NANNY_CONTACT="$proto://$host:$nport"
+        # a preload given as text (distributed.preloading): the nanny's address before it registers
+        set -- "$@" --nanny-port "$ncport" --preload-nanny "import os
+def dask_setup(nanny):  # htdask worker start: advertise the port HTCondor published for the nanny
+    nanny._address = os.environ['HTDASK_NANNY_CONTACT']
+"
+        say "nanny listening on port $ncport, advertised as $HTDASK_NANNY_CONTACT"
+    fi
 fi
 
 exec "$@"

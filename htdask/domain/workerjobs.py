@@ -22,20 +22,29 @@ class Job:
     name: str
     hold_code: int | None = None
     hold_reason: str | None = None
+    hold_subcode: int | None = None
 
     @classmethod
     def from_ad(cls, ad: dict) -> "Job":
         index, code, reason = ad.get("DaskWorkerIndex"), ad.get("HoldReasonCode"), ad.get("HoldReason")
+        subcode = ad.get("HoldReasonSubCode")
         return cls(job_id=f"{ad['ClusterId']}.{ad['ProcId']}", status=int(ad["JobStatus"]),
                    index=index if type(index) is int else -1, name=str(ad.get("DaskWorkerName") or ""),
                    hold_code=code if type(code) is int else None,
-                   hold_reason=reason if type(reason) is str else None)
+                   hold_reason=reason if type(reason) is str else None,
+                   hold_subcode=subcode if type(subcode) is int else None)
 
 
 def kept_hold(job, keep_codes) -> bool:
     """True for a job held by a person (HoldReasonCode 1 or one of `keep_codes`, HOLD_KEEP_CODES): never
     released or replaced."""
     return jobstatus.kept_hold(job.status, job.hold_code, keep_codes)
+
+
+def missing_program_hold(job) -> bool:
+    """True for a job held because its program or environment is missing on the execute host (hold 3/86,
+    `htdask.domain.jobstatus.missing_program_hold`): never released or replaced."""
+    return jobstatus.missing_program_hold(job.status, job.hold_code, job.hold_subcode)
 
 
 def jobs_of(cluster: str, ads: Iterable[dict]) -> list[Job]:
