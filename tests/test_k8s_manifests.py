@@ -331,3 +331,54 @@ def test_worker_deployment_has_the_liveness_probe_of_the_kombu_wedge():
     from htdask.health import default_nodes
     import socket
     assert f"worker@{socket.gethostname()}" in default_nodes()
+
+
+def deployment(name: str) -> dict:
+    [dep] = [d for d in docs(name) if d["kind"] == "Deployment"]
+    return dep
+
+
+@pytest.mark.parametrize("name,command", [("beat.yaml", ["celery", "-A", "tasks", "beat"]),
+                                          ("flower.yaml", ["celery", "-A", "tasks", "flower"]),
+                                          ("exporter.yaml", ["htdask", "exporter"])])
+def test_beat_flower_and_exporter_run_unprivileged_on_redis_alone(name, command):
+    """They talk to Redis only: no service account token, no root, no privilege escalation, the Redis URL from
+    the Secret htdask-redis (as the operator's)."""
+    dep = deployment(name)
+    pod = dep["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"][:len(command)] == command
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    env = {e["name"]: e for e in container["env"]}
+    assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "htdask-redis", "key": "url"}
+    assert dep["metadata"]["namespace"] == "htdask"
+    selector = dep["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_beat_polls_the_schedds_and_may_run_twice():
+    dep = deployment("beat.yaml")
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SCHEDDS"] and float(env["POLL_INTERVAL"]) > 0
+    assert dep["spec"]["replicas"] <= 2, "a standby beat waits on celery-redbeat's lock; more add nothing"
+    schedule = dep["spec"]["template"]["spec"]["containers"][0]["command"]
+    mounts = [m["mountPath"] for m in dep["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]]
+    assert any(schedule[schedule.index("-s") + 1].startswith(m + "/") for m in mounts), \
+        "the schedule file is on a writable volume (the root filesystem is read-only)"
+
+
+def test_flower_has_basic_auth_from_a_secret_and_a_service():
+    dep = deployment("flower.yaml")
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert not [a for a in container["command"] if "basic" in a], "never a password on the command line (ps)"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["FLOWER_BASIC_AUTH"]["valueFrom"]["secretKeyRef"]["name"] == "htdask-flower"
+    [service] = [d for d in docs("flower.yaml") if d["kind"] == "Service"]
+    assert service["spec"]["type"] == "ClusterIP"
+    port = int(next(a.split("=")[1] for a in container["command"] if a.startswith("--port=")))
+    assert container["ports"][0]["containerPort"] == port
+    assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
+    assert service["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
