@@ -34,6 +34,8 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2; }
 	@command -v faketime >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime; }
+	@command -v kubectl >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client; }  # docs/deploy.md's kubectl commands (tests)
 
 # Byte-compiled once: the local pool's condor_* programs start a Python process per call, and with
 # PYTHONDONTWRITEBYTECODE set (as on some machines) each would otherwise compile its modules every time.
