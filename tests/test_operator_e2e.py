@@ -200,7 +200,7 @@ def test_kubectl_scale_is_a_scale_task_and_get_shows_the_columns(stack, api, tmp
     """deploy/k8s/crd.yaml's scale subresource: what `kubectl scale daskcluster/k1 --replicas=3` sends (a merge
     PATCH of .../daskclusters/k1/scale with a Scale body) becomes a scale task (desired 3 recorded in Redis, 3
     jobs), /scale reports the running workers, and the printer columns show phase, desired, running, held,
-    schedd. With kubectl on PATH (Debian's kubectl 1.32 here), kubectl itself scales it to 1 and `kubectl get`
+    schedd. With kubectl on PATH (kubectl 1.32 on this machine), kubectl itself scales it to 1 and `kubectl get`
     prints the columns the emulator renders from the CRD, as the API server does."""
     import shutil
     from htdask.state import Store, connect
