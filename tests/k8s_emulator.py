@@ -19,7 +19,9 @@ adds the API-server behaviour an operator depends on:
   event) for a version older than the last ``compact()``, and the stream ending after
   ``timeoutSeconds``;
 * injected faults: ``fail(method, path_regex, status, times=, delay=)`` answers matching requests
-  with an error (or only delays them) -- e.g. 422 on every Pod create.
+  with an error (or only delays them) -- e.g. 422 on every Pod create;
+* the ``/scale`` subresource and server-side printing (``as=Table``) of the CRDs in deploy/k8s/crd.yaml
+  (tests/k8s_scale.py).
 
 It runs in a thread with its own event loop (``with Emulator() as api:``), so sync tests and
 subprocesses (``python cli.py operator --kubeconfig api.kubeconfig``) talk to it over HTTP.
@@ -42,6 +44,8 @@ import logging
 import jsonpatch
 import kmock
 import yaml
+
+from tests.k8s_scale import ScaleSubresource, crd_views
 
 logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # one line per request is noise
 
@@ -122,7 +126,7 @@ class Call:
     content_type: str = ""
 
 
-class ApiServer(kmock.KubernetesScaffold):
+class ApiServer(ScaleSubresource, kmock.KubernetesScaffold):
     """The emulator's request handler (see the module docstring); state lives in the server's loop."""
 
     def __attrs_post_init__(self) -> None:
@@ -140,6 +144,7 @@ class ApiServer(kmock.KubernetesScaffold):
         self.honour_label_selectors = True  # False: answer as a server that ignores labelSelector
         for key, info in DEFAULT_RESOURCES.items():
             self.add_resource(*key, *info)
+        self.crds = crd_views()  # scale subresources and printer columns (tests/k8s_scale.py)
 
     def add_resource(self, group, version, plural, kind, namespaced=True, status=False):
         self.kinds[(group, version, plural)] = (kind, namespaced, status)
@@ -154,7 +159,8 @@ class ApiServer(kmock.KubernetesScaffold):
             self.changed = asyncio.Condition()
         res = request.resource
         key = (res.group, res.version, res.plural) if res is not None else None
-        if key not in self.kinds or request.subresource not in (None, "status"):
+        if key not in self.kinds or request.subresource not in (None, "status") and not (
+                request.subresource == "scale" and self.scale_view(key)):
             return await super()._handle(request)
         watch = request.params.get("watch") in ("true", "1")
         verb = "watch" if watch else VERBS.get(request.method.value, request.method.value.lower())
@@ -179,9 +185,13 @@ class ApiServer(kmock.KubernetesScaffold):
         try:
             if watch:
                 return await self.watch(request, key)
-            handler = {"list": self.list, "get": self.get, "create": self.create, "update": self.replace,
-                       "patch": self.patch, "delete": self.delete}[verb]
-            status, body = await handler(request, key)
+            if request.subresource == "scale":
+                status, body = await self.scale(request, key, verb, ApiError)
+            else:
+                handler = {"list": self.list, "get": self.get, "create": self.create, "update": self.replace,
+                           "patch": self.patch, "delete": self.delete}[verb]
+                status, body = await handler(request, key)
+                body = self.as_table(request, key, verb, status, body)
         except ApiError as e:
             status, body = e.status, self.status_body(e.status, e.reason, e.message)
         call.status = status

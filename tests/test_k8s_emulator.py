@@ -185,3 +185,75 @@ def test_discovery_and_request_log(api):
     names = {r["name"]: r for r in res["resources"]}
     assert names[P]["kind"] == "DaskCluster" and names[P]["namespaced"] and f"{P}/status" in names
     assert any(str(r.url.path) == f"/apis/{G}/{V}" for r in api.requests)
+
+
+# ---- the scale subresource and printer columns (tests/k8s_scale.py, from deploy/k8s/crd.yaml) ----------------
+
+def test_scale_subresource_as_the_api_server_serves_it(clients, api):
+    """GET/PUT/PATCH .../scale: an autoscaling/v1 Scale over spec.replicas, status.htcondor.running and
+    status.selector; writes change only spec.replicas (status kept, generation bumped, a watch event)."""
+    custom, _, _ = clients
+    body = dc("sc")
+    del body["spec"]["replicas"]  # as dask-gateway's KubeBackend creates it
+    custom.create_namespaced_custom_object(G, V, "ns-scale", P, body)
+    with pytest.raises(ApiException) as e:
+        custom.get_namespaced_custom_object_scale(G, V, "ns-scale", P, "sc")
+    assert e.value.status == 500 and "spec replicas field" in e.value.body
+    # kubectl scale: a merge patch of the Scale (works on an object without spec.replicas too)
+    out = custom.patch_namespaced_custom_object_scale(G, V, "ns-scale", P, "sc", {"spec": {"replicas": 3}},
+                                                      _content_type="application/merge-patch+json")
+    assert out["kind"] == "Scale" and out["apiVersion"] == "autoscaling/v1" and out["spec"] == {"replicas": 3}
+    obj = api.get(G, P, "ns-scale", "sc")
+    assert obj["spec"]["replicas"] == 3 and obj["metadata"]["generation"] == 2
+    custom.patch_namespaced_custom_object_status(G, V, "ns-scale", P, "sc", {"status": {
+        "htcondor": {"running": 2}, "selector": "a=b"}})
+    scale = custom.get_namespaced_custom_object_scale(G, V, "ns-scale", P, "sc")
+    assert scale["spec"] == {"replicas": 3} and scale["status"] == {"replicas": 2, "selector": "a=b"}
+    assert scale["metadata"]["name"] == "sc" and scale["metadata"]["resourceVersion"] == \
+        api.get(G, P, "ns-scale", "sc")["metadata"]["resourceVersion"]
+    # PUT with the current resourceVersion; a stale one is a 409; a JSON patch; bad replicas are refused
+    scale["spec"]["replicas"] = 5
+    custom.replace_namespaced_custom_object_scale(G, V, "ns-scale", P, "sc", scale)
+    with pytest.raises(ApiException) as e:
+        custom.replace_namespaced_custom_object_scale(G, V, "ns-scale", P, "sc", scale)
+    assert e.value.status == 409
+    custom.patch_namespaced_custom_object_scale(G, V, "ns-scale", P, "sc",
+                                                [{"op": "replace", "path": "/spec/replicas", "value": 1}],
+                                                _content_type=JSON_PATCH)
+    for bad in (-1, "2"):
+        with pytest.raises(ApiException) as e:
+            custom.patch_namespaced_custom_object_scale(G, V, "ns-scale", P, "sc", {"spec": {"replicas": bad}},
+                                                        _content_type="application/merge-patch+json")
+        assert e.value.status == 422
+    obj = api.get(G, P, "ns-scale", "sc")
+    assert obj["spec"]["replicas"] == 1 and obj["status"] == {"htcondor": {"running": 2}, "selector": "a=b"}
+    assert [(c.verb, c.status) for c in api.calls(resource="daskclusters/scale")][-5:] == [
+        ("update", 200), ("update", 409), ("patch", 200), ("patch", 422), ("patch", 422)]
+
+
+def get_json(api, path: str, accept: str = "application/json"):
+    import json
+    import urllib.request
+    with urllib.request.urlopen(urllib.request.Request(api.url + path, headers={"Accept": accept}), timeout=10) as r:
+        return json.load(r)
+
+
+def test_discovery_names_the_scale_subresource_as_the_server_does(api):
+    resources = get_json(api, "/apis/gateway.dask.org/v1alpha1")["resources"]
+    scale = [r for r in resources if r["name"] == "daskclusters/scale"]
+    assert scale and (scale[0]["group"], scale[0]["version"], scale[0]["kind"]) == ("autoscaling", "v1", "Scale")
+
+
+def test_server_side_printing_renders_the_crds_printer_columns(clients, api):
+    custom, _, _ = clients
+    custom.create_namespaced_custom_object(G, V, "ns-table", P, dc("t", replicas=4))
+    custom.patch_namespaced_custom_object_status(G, V, "ns-table", P, "t", {"status": {
+        "phase": "Running", "htcondor": {"running": 3, "held": 1, "schedd": "submit1"}}})
+    table = get_json(api, "/apis/gateway.dask.org/v1alpha1/namespaces/ns-table/daskclusters",
+                     "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
+    assert table["kind"] == "Table"
+    names = [c["name"] for c in table["columnDefinitions"]]
+    assert names[:7] == ["Name", "Phase", "Desired", "Running", "Held", "Schedd", "Age"]
+    [row] = table["rows"]
+    assert row["cells"][:6] == ["t", "Running", 4, 3, 1, "submit1"]
+    assert row["cells"][6].endswith("s"), "AGE as the server prints it"

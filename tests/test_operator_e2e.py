@@ -187,6 +187,62 @@ def test_lifecycle_create_ready_scale_stop(stack, api, tmp_path, operators, serv
     assert made <= granted | lease_granted, made - granted - lease_granted
 
 
+def kubectl(api: Emulator, tmp_path, *args: str) -> str:
+    """kubectl (the real client, when on PATH) against the emulator; its output."""
+    import subprocess
+    res = subprocess.run(["kubectl", "--kubeconfig", api.kubeconfig(tmp_path / "kubectl.kubeconfig"), *args],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, f"kubectl {' '.join(args)}: {res.stdout}{res.stderr}"
+    return res.stdout
+
+
+def test_kubectl_scale_is_a_scale_task_and_get_shows_the_columns(stack, api, tmp_path, operators, service_user):
+    """deploy/k8s/crd.yaml's scale subresource: what `kubectl scale daskcluster/k1 --replicas=3` sends (a merge
+    PATCH of .../daskclusters/k1/scale with a Scale body) becomes a scale task (desired 3 recorded in Redis, 3
+    jobs), /scale reports the running workers, and the printer columns show phase, desired, running, held,
+    schedd. With kubectl on PATH (kubectl 1.32 on this machine), kubectl itself scales it to 1 and `kubectl get`
+    prints the columns the emulator renders from the CRD, as the API server does."""
+    import shutil
+    from htdask.state import Store, connect
+    from tests.k8s_scale import cell, crd_views
+    ns, name = "kubectl", "k1"
+    gw = Gateway(api, ns, "gw-kubectl", service_user)
+    operators.append(start_operator(stack, api, tmp_path, "gw-kubectl"))
+    gw.create(name)  # as dask-gateway creates it: no spec.replicas
+    gw.scheduler_ready(name)
+    ours = gw.wait_phase(name, "Running")["htcondor"]["cluster"]
+    store = Store(connect(stack.redis.url))
+
+    scale = gw.custom.patch_namespaced_custom_object_scale(G, V, ns, P, name, {"spec": {"replicas": 3}},
+                                                           _content_type="application/merge-patch+json")
+    assert (scale["kind"], scale["spec"]["replicas"]) == ("Scale", 3)
+    wait_until(lambda: len(live(stack, ours)) == 3, message="3 jobs after the scale subresource was patched")
+    assert store.get(ours).desired == 3, "the desired state the scale task reconciles to"
+    wait_until(lambda: gw.status(name)["htcondor"].get("running") == 3, timeout=30, message="3 running in status")
+    scale = gw.custom.get_namespaced_custom_object_scale(G, V, ns, P, name)
+    assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
+    assert scale["status"]["selector"] == f"app.kubernetes.io/component=dask-worker,gateway.dask.org/cluster={name}," \
+                                          f"gateway.dask.org/instance=gw-kubectl"
+    cells = {c["name"]: cell(gw.cluster(name), c) for c in crd_views()[(G, V, P)].columns}
+    assert {k: cells[k] for k in ("Phase", "Desired", "Running", "Held", "Schedd", "Requested", "Cluster")} == {
+        "Phase": "Running", "Desired": 3, "Running": 3, "Held": 0, "Schedd": stack.env.get("SCHEDD_NAME", "local"),
+        "Requested": 3, "Cluster": ours}
+
+    if shutil.which("kubectl"):
+        out = kubectl(api, tmp_path, "-n", ns, "scale", f"daskcluster/{name}", "--replicas=1")
+        assert f"daskcluster.gateway.dask.org/{name} scaled" in out
+        wait_until(lambda: len(live(stack, ours)) == 1, message="1 job after kubectl scale")
+        assert store.get(ours).desired == 1
+        wait_until(lambda: gw.status(name)["htcondor"].get("running") == 1, timeout=30, message="1 running")
+        header, row = kubectl(api, tmp_path, "-n", ns, "get", "daskclusters", "-o", "wide").splitlines()
+        assert header.split() == ["NAME", "PHASE", "DESIRED", "RUNNING", "HELD", "SCHEDD", "AGE", "IDLE",
+                                  "REQUESTED", "CLUSTER"]
+        assert row.split()[:6] == [name, "Running", "1", "1", "0", cells["Schedd"]] and row.split()[-1] == ours
+    gw.patch(name, "/spec/active", False)
+    gw.wait_phase(name, "Stopped")
+    wait_until(lambda: not live(stack, ours), message="jobs removed")
+
+
 def test_delete_cleans_up_and_releases_the_finalizer(stack, api, tmp_path, operators, service_user):
     ns, name = "del", "c2"
     gw = Gateway(api, ns, "gw-del", service_user)

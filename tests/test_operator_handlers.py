@@ -15,6 +15,8 @@ from tests.test_operator_objects import (API_URL, CLUSTER_LABELS, CONFIG, INSTAN
 from htdask.domain.validation import validate_cluster_name
 
 OURS = htcondor_cluster_name(NAMESPACE, NAME)
+#: status.selector: the labels dask-gateway gives the cluster's worker pods (the CRD's scale labelSelectorPath)
+SELECTOR = f"app.kubernetes.io/component=dask-worker,gateway.dask.org/cluster={NAME},gateway.dask.org/instance={INSTANCE}"
 CLUSTER_OWNER_REF = {"apiVersion": "gateway.dask.org/v1alpha1", "kind": "DaskCluster", "name": NAME, "uid": UID}
 POD_OWNER_REF = {"apiVersion": "v1", "kind": "Pod", "name": f"dask-scheduler-{NAME}", "uid": POD_UID}
 LABELS = dict(CLUSTER_LABELS)
@@ -124,7 +126,7 @@ def run(cluster, **kw):
 def running_status(requested=None, **ht) -> dict:
     status = {"phase": "Running", "credentials": f"dask-credentials-{NAME}",
               "schedulerPod": f"dask-scheduler-{NAME}", "service": f"dask-{NAME}",
-              "ingressroute": f"dask-{NAME}", "ingressroutetcp": f"dask-{NAME}",
+              "ingressroute": f"dask-{NAME}", "ingressroutetcp": f"dask-{NAME}", "selector": SELECTOR,
               "htcondor": {"cluster": OURS, "owner": "alice", **ht}}
     if requested is not None:
         status["htcondor"]["requested"] = requested
@@ -222,7 +224,7 @@ def test_new_daskcluster_gets_finalizer_secret_and_scheduler_pod():
     assert a.create == [EXPECTED_SECRET, EXPECTED_POD]
     assert a.enqueue == [] and a.delete == []
     assert a.status == {"phase": "Pending", "credentials": f"dask-credentials-{NAME}",
-                        "schedulerPod": f"dask-scheduler-{NAME}",
+                        "schedulerPod": f"dask-scheduler-{NAME}", "selector": SELECTOR,
                         "htcondor": {"cluster": OURS, "owner": "alice"}}
     assert "0123456789abcdef" not in repr(a), "the token never shows in a repr"
 
@@ -297,6 +299,7 @@ def test_schedd_option_routes_the_request():
     cluster = daskcluster(finalizers=[FINALIZER], status=running_status(), replicas=1, options={"schedd": "sched2"})
     a = run(cluster, scheduler_pod=scheduler_pod())
     assert a.enqueue[0].schedd == "sched2"
+    assert a.status["htcondor"]["schedd"] == "sched2", "the SCHEDD column shows it at once"
     bad = daskcluster(finalizers=[FINALIZER], status=running_status(), replicas=1, options={"schedd": "a b"})
     b = run(bad, scheduler_pod=scheduler_pod())
     assert b.enqueue == [] and b.status["htcondor"]["error"].startswith("not enqueued: invalid spec.options.schedd")
@@ -473,3 +476,24 @@ def test_a_failure_message_is_cleared_once_an_attempt_goes_through():
     status = {**running_status(), "message": "reconcile failed: 422 Invalid: no"}
     a = run(daskcluster(finalizers=[FINALIZER], status=status), scheduler_pod=scheduler_pod("ready"))
     assert a.status is not None and "message" not in a.status
+
+
+def test_the_crds_printer_columns_and_scale_paths_read_what_reconcile_writes():
+    """`kubectl get daskclusters` (deploy/k8s/crd.yaml's printer columns) and /scale read fields the operator
+    writes: a Running cluster with a poll summary has a value under every column's and scale path."""
+    from tests.k8s_scale import cell, crd_views, get_path, scale_of
+    view = crd_views()[(bodies.GROUP, bodies.VERSION, bodies.PLURAL)]
+    cluster = daskcluster(finalizers=[FINALIZER], status=running_status(requested=2), replicas=3)
+    summary = {"desired": 2, "idle": 1, "running": 1, "held": 1, "error": None, "schedd": "submit1"}
+    a = run(cluster, scheduler_pod=scheduler_pod(), summary=summary, last_status_write=T0 - 60)
+    written = {**cluster, "status": a.status}
+    cells = {c["name"]: cell(written, c) for c in view.columns}
+    assert {k: cells[k] for k in ("Phase", "Desired", "Running", "Held", "Schedd", "Idle", "Requested", "Cluster")} \
+        == {"Phase": "Running", "Desired": 3, "Running": 1, "Held": 1, "Schedd": "submit1", "Idle": 1,
+            "Requested": 3, "Cluster": OURS}
+    assert cells["Age"] is not None
+    for c in view.columns:
+        assert get_path(written, c["jsonPath"])[1], f"column {c['name']}: nothing at {c['jsonPath']}"
+    scale, found = scale_of(written, view)
+    assert found and scale["spec"] == {"replicas": 3}
+    assert scale["status"] == {"replicas": 1, "selector": SELECTOR}

@@ -29,6 +29,7 @@ LABEL_INSTANCE = "gateway.dask.org/instance"
 LABEL_CLUSTER = "gateway.dask.org/cluster"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 SCHEDULER = "dask-scheduler"
+WORKER = "dask-worker"
 CREDENTIALS = "credentials"
 
 #: KubeBackendAndControllerMixin.common_labels default
@@ -63,6 +64,12 @@ def labels(instance: str, name: str, component: str | None = None) -> dict[str, 
     if component:
         out[LABEL_COMPONENT] = component
     return out
+
+
+def worker_selector(instance: str, name: str) -> str:
+    """``status.selector`` (the CRD's scale labelSelectorPath): the labels dask-gateway gives a cluster's
+    worker pods, as a label selector string. Our workers are HTCondor jobs, so no pod matches it."""
+    return f"{LABEL_COMPONENT}={WORKER},{LABEL_CLUSTER}={name},{LABEL_INSTANCE}={instance}"
 
 
 def owner_reference(obj: dict) -> dict:

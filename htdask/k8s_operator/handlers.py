@@ -24,8 +24,11 @@ Life of a DaskCluster (``status.phase``, as dask-gateway's controller):
     (deleted) -- deletionTimestamp set while our finalizer is on: as Stopped, then the finalizer goes.
 
 ``status.htcondor`` is ours: ``cluster`` (our cluster name, see ``naming``), ``owner``, ``requested``
-(the replicas last enqueued), ``requestedAt``, ``idle``/``running``/``held`` (from the poller's
-summary) and ``error`` (the cluster's last task error, or why nothing was enqueued).
+(the replicas last enqueued), ``requestedAt``, ``schedd`` (the queue its requests go to),
+``idle``/``running``/``held`` (from the poller's summary) and ``error`` (the cluster's last task error, or
+why nothing was enqueued); ``status.selector`` is the scale subresource's label selector
+(``bodies.worker_selector``). The CRD's printer columns and ``/scale`` read these (deploy/k8s/crd.yaml):
+``kubectl scale`` writes ``spec.replicas``, the field dask-gateway writes, so it is served as any scale.
 """
 from __future__ import annotations
 
@@ -235,6 +238,7 @@ def reconcile(cluster: dict, *, cfg: OperatorConfig, now: float, scheduler_pod: 
     new.pop("message", None)  # why an earlier attempt failed (see report_failure); this one is fresh
     ht = new.setdefault("htcondor", {})
     ht["cluster"] = a.cluster
+    new["selector"] = bodies.worker_selector(cfg.instance, name)
     a.add_finalizer = not ours
 
     if not spec.get("active", True):
@@ -280,6 +284,8 @@ def reconcile(cluster: dict, *, cfg: OperatorConfig, now: float, scheduler_pod: 
 
     error = _scale(a, cluster, new, summary, owner, now, cfg)
     if summary is not None:
+        if summary.get("schedd"):
+            ht["schedd"] = str(summary["schedd"])
         ht["idle"] = int(summary.get("idle") or 0)
         ht["running"] = int(summary.get("running") or 0)
         ht["held"] = int(summary.get("held") or 0)
@@ -311,6 +317,8 @@ def _scale(a: Actions, cluster: dict, new: dict, summary: dict | None, owner: st
         return None
     a.enqueue.append(TaskRequest(SCALE_TASK, a.cluster, n=replicas, owner=owner,
                                  options=worker_options(cluster, cfg), schedd=schedd))
+    if schedd:
+        ht["schedd"] = schedd
     if cfg.credentials_dir and replicas > 0:
         a.write_credentials = Credentials(a.cluster, bodies.secret_name(a.name), owner)
     a.notes.append(f"replicas {'-' if requested is None else requested} -> {replicas}: scale enqueued"
