@@ -243,6 +243,7 @@ def _status_loop(store, cluster, as_json: bool, watch: bool, interval: float, st
     import json
 
     from tasks import api, quota
+    from tasks.config import settings
     while not stopped():
         rows = api.status_rows(store, cluster)
         quotas = quota.usage_rows(store)  # use against quota per owner
@@ -256,7 +257,7 @@ def _status_loop(store, cluster, as_json: bool, watch: bool, interval: float, st
             if watch:
                 click.echo(time.strftime("%H:%M:%S") + f"  (every {interval:g}s, Ctrl-C stops)")
             click.echo(format_status(rows))
-            if quotas:
+            if quotas and settings().quota.enabled:  # a site without quotas: the table alone, as before
                 click.echo("\nquota use per owner (used/limit, - = unlimited):\n" + quota.format_usage(quotas))
         if not watch:
             return
