@@ -183,3 +183,31 @@ def test_a_lowered_quota_stops_growth_but_keeps_what_a_cluster_has(redis_server)
     assert store.quota_use()["cat"]["workers"] == 0
     assert rec(2, 2, cluster="c2").granted == 2
     assert store.delete_cluster("c1") and set(store.quota_use()["cat"]["members"]) == {"c2"}
+
+
+def test_the_gateways_named_workers_are_refused_or_cut_down_keeping_the_names_it_has(redis_server, monkeypatch):
+    """The gateway's controller (named workers): a refusal raises to the worker start (dask-gateway reports it),
+    a grant keeps the names already wanted and adds new ones in order up to the quota."""
+    import asyncio
+
+    from htdask.gateway.controller import Controller
+    from htdask.settings import load
+    from htdask.state.quota import QuotaExceeded
+    for k in [k for k in os.environ if k.startswith("QUOTA_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("QUOTA_MAX_WORKERS", "3")
+    controller = Controller.connect(redis_server.url, "local", 5.0, load())
+    opts = {"scheduler_address": "tcp://127.0.0.1:8786"}
+
+    def scale(names):
+        return asyncio.run(controller.scale("gw1", len(names), owner=None, options=opts, names=names))
+    assert scale(["w-b", "w-c"]).granted == 2
+    with pytest.raises(QuotaExceeded, match="refused: workers quota of owner - is 3"):
+        scale(["w-a", "w-b", "w-c", "w-d"])
+    assert controller.store.get("gw1").names == {"w-b", "w-c"}
+    monkeypatch.setenv("QUOTA_MODE", "grant")
+    got = scale(["w-a", "w-b", "w-c", "w-d"])
+    assert got.granted == 3 and "3 of the 4 workers asked fit" in got.note
+    record = controller.store.get("gw1")
+    assert record.names == {"w-b", "w-c", "w-a"} and record.desired == 3  # kept b, c; then a, the first new one
