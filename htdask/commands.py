@@ -102,12 +102,16 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
     since = store.now()  # Redis' clock, as the poll times and errors --wait compares with it
     # the owner (resolved) and the merged options are checked where the request is recorded (tasks.api)
     enqueued = api.enqueue_scale(store, req.model_copy(update={"owner": owner, "options": merged}))
+    asked, n = n, enqueued.granted if enqueued.granted is not None else n
+    if enqueued.note:  # QUOTA_MODE=grant cut the request down to the owner's quota
+        click.echo(f"note: cluster {cluster}: {n} of {asked} workers granted: {enqueued.note}", err=True)
     if not as_json:
         click.echo(f"cluster {cluster}: scale to {n} enqueued on queue {enqueued.queue} (task {enqueued.task_id})")
     row = _wait_for(store, cluster, n, timeout, enqueued.queue, since) if wait else None
     if as_json:
         emit_json({"cluster": cluster, "n": n, "queue": enqueued.queue, "task_id": enqueued.task_id,
-                   "seq": enqueued.seq, **({"status": row} if wait else {})})
+                   "seq": enqueued.seq, **({"asked": asked, "quota_note": enqueued.note} if enqueued.note else {}),
+                   **({"status": row} if wait else {})})
 
 
 def _wait_for(store, cluster: str, n: int, timeout: float, schedd: str, since: float) -> dict:
@@ -238,19 +242,23 @@ def status(cluster, as_json, watch, interval):
 def _status_loop(store, cluster, as_json: bool, watch: bool, interval: float, stopped) -> None:
     import json
 
-    from tasks import api
+    from tasks import api, quota
+    from tasks.config import settings
     while not stopped():
         rows = api.status_rows(store, cluster)
+        quotas = quota.usage_rows(store)  # use against quota per owner
         if as_json and watch:
-            click.echo(json.dumps({"time": time.time(), "clusters": rows}, default=str))
+            click.echo(json.dumps({"time": time.time(), "clusters": rows, "quotas": quotas}, default=str))
         elif as_json:
-            emit_json({"clusters": rows})
+            emit_json({"clusters": rows, "quotas": quotas})
         else:
             if watch and sys.stdout.isatty():
                 click.clear()
             if watch:
                 click.echo(time.strftime("%H:%M:%S") + f"  (every {interval:g}s, Ctrl-C stops)")
             click.echo(format_status(rows))
+            if quotas and settings().quota.enabled:  # a site without quotas: the table alone, as before
+                click.echo("\nquota use per owner (used/limit, - = unlimited):\n" + quota.format_usage(quotas))
         if not watch:
             return
         sys.stdout.flush()

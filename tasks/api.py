@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from htdask.state import Store
 from htdask.state.requests import ScheddMismatch
 from htdask.state.managed import managers
-from tasks import health, status
+from tasks import health, quota, status
 from tasks.app import app
 from tasks.config import poll_queue, settings
 from htdask.domain import validation
@@ -28,6 +28,8 @@ class Enqueued:
     task_id: str
     queue: str
     seq: int
+    granted: int | None = None  # workers recorded: the count asked unless an owner's quota cut it down
+    note: str = ""  # why it was cut down (QUOTA_MODE=grant), naming the quota
 
 
 def scale_request(cluster, n, *, owner=None, options: dict | None = None, schedd=None,
@@ -60,17 +62,24 @@ def enqueue_scale(store: Store, cluster, n=None, *, owner: str | None = None, op
         check_job_options(record.options if record else None)
     # Recorded here, before the task is sent: a task lost with a killed worker (Redis re-delivers only after
     # the visibility timeout) still leaves the newest desired state for the poller to reconcile.
+    # The owner's quota is checked, and its use counted, in the same script (htdask/state/quota.py):
+    # QuotaExceeded (a ValidationError: nothing recorded) or, QUOTA_MODE=grant, fewer workers and a note.
     try:
-        seq, queue = store.record_scale_request(req.cluster, req.n, schedd=req.schedd or settings().schedd_name,
-                                                keep_schedd=req.schedd is None, owner=req.owner,
-                                                options=req.options, names=req.names)
+        rec = store.record_scale_request(req.cluster, req.n, schedd=req.schedd or settings().schedd_name,
+                                         keep_schedd=req.schedd is None, owner=req.owner,
+                                         options=req.options, names=req.names, quota=quota.quota_for(req.options))
     except ScheddMismatch as e:
         raise validation.ValidationError("schedd", req.schedd, str(e)) from None
-    req = req.model_copy(update={"seq": seq, "schedd": queue})
+    seq, queue = rec.seq, rec.schedd
+    update = {"seq": seq, "schedd": queue}
+    if rec.granted < req.n:  # the message carries what was granted (a task re-recording it checks nothing)
+        update.update(n=rec.granted, names=req.names[:rec.granted] if req.names is not None else None)
+        log.warning("cluster %s: %d of %d workers granted: %s", req.cluster, rec.granted, req.n, rec.note)
+    req = req.model_copy(update=update)
     result = (celery or app).send_task("tasks.scale_cluster", kwargs=req.as_message(), queue=queue)
     log.info("cluster %s: scale to %d (owner %s) enqueued on %s as %s", req.cluster, req.n, req.owner or "-",
              queue, result.id)
-    return Enqueued(result.id, queue, seq)
+    return Enqueued(result.id, queue, seq, rec.granted, rec.note)
 
 
 def queue_of(store: Store, cluster: str) -> str:

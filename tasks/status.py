@@ -68,7 +68,8 @@ def cluster_row(name: str, record, summary: dict, now: float) -> dict:
            "held_kept": summary.get("held_kept") or {},
            "owner": owner_of(record, summary),
            "error": record.error if record else None,
-           "note": crash_note(record, now)}
+           "note": crash_note(record, now),
+           "quota_note": record.quota_note if record else None}
     row["crash_loop"] = row["note"] is not None
     row["notes"] = notes(row, now)
     return row
@@ -96,6 +97,8 @@ def notes(row: dict, now: float) -> list[str]:
         out.append(f"error: {row['error']}")
     if row.get("note"):
         out.append(f"crash loop: {row['note']}")
+    if row.get("quota_note"):
+        out.append(f"cut down by quota: {row['quota_note']}")
     if row.get("scheduler"):
         line = scheduler_note(row["scheduler"], now)
         if line:

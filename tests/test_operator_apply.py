@@ -242,6 +242,25 @@ def test_enqueue_failure_is_raised_not_swallowed(kube, broker, redis_server, ser
     assert stored_cluster(kube)["status"] == running_status(), "requested is only recorded after the enqueue"
 
 
+def test_a_scale_past_the_owners_quota_is_refused_or_granted_with_the_note_in_status_message(
+        kube, broker, service_user, monkeypatch):
+    from htdask.state.quota import QuotaExceeded
+    kc, backend, cfg = kube.client(), TaskBackend(broker), operator_config()
+    monkeypatch.setenv("QUOTA_MAX_WORKERS", "2")
+    cluster = cluster_in(kube, daskcluster(finalizers=[FINALIZER], status=running_status(), replicas=3))
+    with pytest.raises(QuotaExceeded, match=f"refused: workers quota of owner {service_user} is 2"):
+        apply(kc, backend, cluster, reconcile(cluster, cfg=cfg, now=T0, owner=service_user,
+                                              scheduler_pod=scheduler_pod()))
+    assert stored_cluster(kube)["status"] == running_status() and broker.r.llen("local") == 0
+    monkeypatch.setenv("QUOTA_MODE", "grant")
+    apply(kc, backend, cluster, reconcile(cluster, cfg=cfg, now=T0, owner=service_user,
+                                          scheduler_pod=scheduler_pod()))
+    assert stored_cluster(kube)["status"]["message"] == (
+        f"2 of 3 workers granted: workers quota of owner {service_user} is 2: 0 in use by its other clusters, "
+        f"1 per worker; 2 of the 3 workers asked fit")
+    assert [m["kwargs"]["n"] for m in queued(broker, "local")] == [2]
+
+
 # ---- credentials for the jobs -------------------------------------------------------------------------------
 
 def test_credentials_are_written_for_the_jobs_from_the_secret(kube, broker, tmp_path, service_user):

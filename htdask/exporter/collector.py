@@ -43,6 +43,7 @@ class HtdaskCollector(Collector):
         yield up
         yield from cluster_families(snap)
         yield from schedd_families(snap)
+        yield from quota_families(snap)
 
 
 def cluster_families(snap: snapshot.Snapshot):
@@ -115,3 +116,19 @@ def schedd_families(snap: snapshot.Snapshot):
         if buckets[-1][1]:
             r2s.add_metric([name], buckets, total)
     return [age, duration, failures, cmd, cmd_failures, r2s]
+
+
+def quota_families(snap: snapshot.Snapshot):
+    """Use against quota per owner: `htdask_owner_quota_used{owner,resource}` and
+    `htdask_owner_quota_limit{owner,resource}` (0 = unlimited); resources clusters, workers, cores, memory
+    (MiB), gpus."""
+    used = GaugeMetricFamily("htdask_owner_quota_used", "What the owner's clusters ask for (desired workers; "
+                             "cores, memory in MiB and GPUs of those workers; clusters)", labels=["owner", "resource"])
+    limit = GaugeMetricFamily("htdask_owner_quota_limit", "The owner's quota of the resource (QUOTA_* settings, "
+                              "QUOTA_FILE); 0 = unlimited", labels=["owner", "resource"])
+    for row in snap.quotas:
+        for resource, value in row["limits"].items():
+            used.add_metric([row["owner"], resource], row[resource])
+            limit.add_metric([row["owner"], resource], value)
+    yield used
+    yield limit

@@ -60,7 +60,7 @@ def render(snap: Snapshot) -> str:
 {rows}
 </tbody>
 </table>
-<h2>schedds</h2>
+{_quotas(snap)}<h2>schedds</h2>
 <table id="schedds">
 <thead><tr><th>schedd</th><th>last good poll</th><th>poll took</th><th>failures in a row</th><th>error</th></tr></thead>
 <tbody>
@@ -115,3 +115,20 @@ def _schedd_row(snap: Snapshot, s) -> str:
 def _utc(epoch: float) -> str:
     import datetime
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+BAD = ' class="bad"'
+
+
+def _quotas(snap: Snapshot) -> str:
+    """Use against quota per owner (used/limit; - = unlimited; at or over a limit: marked)."""
+    if not snap.quotas:
+        return ""
+    rows = []
+    for q in snap.quotas:
+        cells = "".join(f'<td{BAD if r in q["over"] else ""}>{q[r]}/{q["limits"][r] or "-"}</td>'
+                        for r in ("clusters", "workers", "cores", "memory", "gpus"))
+        rows.append(f"<tr><td>{escape(q['owner'])}</td>{cells}</tr>")
+    return ('<h2>quotas per owner</h2>\n<table id="quotas">\n<thead><tr><th>owner</th><th>clusters</th>'
+            '<th>workers</th><th>cores</th><th>memory (MiB)</th><th>gpus</th></tr></thead>\n<tbody>\n'
+            + "\n".join(rows) + "\n</tbody>\n</table>\n")

@@ -14,6 +14,7 @@ from htdask.domain.jobstatus import KEYS
 from htdask.state import Store
 from htdask.state.connection import eviction_policy, eviction_problem
 from htdask.state.metrics import known_schedds, read_schedds
+from tasks.quota import usage_rows
 from tasks.status import cluster_row
 
 #: a summary older than this many poll intervals is stale (the rule `status` follows too)
@@ -68,6 +69,8 @@ class Snapshot:
     schedds: dict[str, ScheddView]
     #: the line naming Redis' maxmemory-policy when it may evict our keys (run anyway: REDIS_ALLOW_EVICTION=1)
     eviction: str | None = None
+    #: use against quota per owner (tasks.quota.usage_rows: resource use, "limits" (0 = unlimited), "over")
+    quotas: list[dict] = field(default_factory=list)
 
 
 def read(store: Store, poll_interval: float, default_schedds: tuple[str, ...] = (),
@@ -112,7 +115,8 @@ def read(store: Store, poll_interval: float, default_schedds: tuple[str, ...] = 
     wanted = set(default_schedds) | {c.schedd for c in clusters if c.schedd != "unknown"} | known_schedds(store.r)
     schedds = {name: ScheddView(name, poll, metrics)
                for name, (poll, metrics) in read_schedds(store.r, sorted(wanted)).items()}
-    return Snapshot(now, poll_interval, clusters, schedds, eviction_problem(eviction_policy(store.r)))
+    return Snapshot(now, poll_interval, clusters, schedds, eviction_problem(eviction_policy(store.r)),
+                    usage_rows(store))
 
 
 def _counts(value) -> dict[str, int]:

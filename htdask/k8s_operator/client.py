@@ -308,15 +308,23 @@ def apply(kube: KubeClient, backend: TaskBackend, cluster: dict, actions: Action
             created.append(obj)
     if actions.write_credentials and credentials is not None:
         _write_credentials(kube, credentials, ns, actions.write_credentials, clog)
+    quota_notes = []  # a scale cut down by the owner's quota (QUOTA_MODE=grant; refused: enqueue raises)
     for req in actions.enqueue:
         done = backend.enqueue(req)
         clog.info("%s enqueued for HTCondor cluster %s%s on queue %s (task %s)", req.task, req.cluster,
                   f" (n={req.n}, owner {req.owner})" if req.task == SCALE_TASK else "", done.queue, done.task_id)
+        if getattr(done, "note", ""):
+            quota_notes.append(f"{done.granted} of {req.n} workers granted: {done.note}")
+            clog.warning("%s", quota_notes[-1])
     for ref in actions.delete:
         gone = kube.delete(ns, ref)
         clog.info("%s %s %s", ref.kind, ref.name, "deleted" if gone else "already gone")
     if actions.remove_credentials and credentials is not None:
         credentials.remove(actions.remove_credentials)
+    if quota_notes and actions.status is not None:
+        actions.status["message"] = "; ".join(quota_notes)
+    elif quota_notes:
+        kube.report_failure(current, "; ".join(quota_notes))
     if actions.status is not None:
         res = kube.patch_status(current, actions.status)
         if res is not None:

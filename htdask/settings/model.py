@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from htdask.settings.base import (Codes, Count, Flag, Names, NonNegativeSeconds, PositiveSeconds, Seconds, Section,
                            WholeSeconds, setting)
+from htdask.settings.quota import QuotaSettings
 from htdask.settings.sections import GatewaySettings, IdentitySettings, OperatorSettings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -158,6 +159,7 @@ class Settings(Section):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
+    quota: QuotaSettings = Field(default_factory=QuotaSettings)
 
     @field_validator("redis_url", "log_dir", "spool_dir", "dask_worker_image", mode="before")
     @classmethod

@@ -30,6 +30,8 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 | `htdask:throttle:<schedd>` | string (PX TTL) | present while the schedd's minimum call interval has not passed |
 | `htdask:consumers:<queue>` | sorted set (TTL) | the Celery workers consuming a schedd queue: worker hostname → time of its last heartbeat by Redis' clock (`TIME`, every `tasks.heartbeat.INTERVAL` s); a queue none beat for recently is consumed by nobody (`status`, `scale --wait`, `delete --force`) |
 | `htdask:identity:<email>` | string (TTL) | cached e-mail → Unix user look-up |
+| `htdask:quota:<owner>` | hash | use of one owner's quota (htdask/state/quota.py): cluster name → `<workers> <cores> <memory MiB> <gpus>` (its desired workers and each worker's request_cpus, request_memory, request_gpus), written only by the script that records a request and by the delete that forgets the cluster; the cluster's hash names its quota owner (`q_owner`) and per-worker use (`q_cost`), and a request cut down by a quota (QUOTA_MODE=grant) leaves `quota_note` there (a refused one writes nothing) |
+| `htdask:quotaowners` | set | owners with an entry in `htdask:quota:<owner>` (status, the status page, metrics) |
 | `htdask:manager:<name>` | hash | clusters another entry point manages: `kind` (`gateway`, `operator`), `user` (the gateway user / the resource); the CLI refuses to scale them without `--force` |
 """
 from __future__ import annotations
@@ -96,6 +98,19 @@ round_queued = _keyed("roundqueued", "schedd")
 round_watch = _keyed("roundwatch", "schedd")
 throttle = _keyed("throttle", "schedd")
 consumers = _keyed("consumers", "queue")
+
+
+def quota_prefix() -> str:
+    """The prefix of `<prefix>:quota:<owner>` (the record script builds the owner's key from it)."""
+    return f"{prefix()}:quota:"
+
+
+def quota(owner: str) -> str:
+    return f"{quota_prefix()}{owner}"
+
+
+def quota_owners() -> str:
+    return f"{prefix()}:quotaowners"
 
 
 def identity(email: str) -> str:

@@ -6,8 +6,10 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from htdask.state import keys
+from htdask.state.quota import QUOTA_LUA, QUOTA_RELEASE_LUA, OwnerMismatch, QuotaExceeded, quota_arg
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,12 @@ return 1
 # by a request at least as new (its tombstone, KEYS[5]) (atomic, one round trip).
 # ARGV[8] is the request's sequence number, or '' to take a new one. ARGV[3] is the schedd; ARGV[9] says how:
 # 'set' it, 'keep' the recorded one (ARGV[3] is the default for a new cluster), or 'check' that a recorded
-# one is ARGV[3] (else nothing is written and the reply is {-1, 0, recorded schedd}). Names from ARGV[10].
-# Returns {seq, 1 if recorded now or before, the cluster's schedd}.
-_RECORD_REQUEST = """
+# one is ARGV[3] (else nothing is written and the reply is {-1, 0, recorded schedd}). ARGV[10] is the quota
+# argument (htdask/state/quota.py): the owner's limits are checked and its use counted here, in the same
+# script; {-2, 0, schedd, 0, owner}: the limits were for another owner, {-3, 0, schedd, fits, note}: refused
+# by a quota (nothing written in either case). Names from ARGV[11].
+# Returns {seq, 1 if recorded now or before, the cluster's schedd, workers granted, quota note}.
+_RECORD_REQUEST = QUOTA_LUA + """
 local recorded = redis.call('HGET', KEYS[2], 'schedd')
 if recorded and ARGV[9] == 'check' and recorded ~= ARGV[3] then return {-1, 0, recorded} end
 if recorded and ARGV[9] == 'keep' then ARGV[3] = recorded end
@@ -50,23 +55,36 @@ if stored >= seq then
   if stored == seq then return {seq, 1, ARGV[3]} end
   return {seq, 0, ARGV[3]}
 end
+local qt = quota_check(KEYS, ARGV)
+if qt.mismatch then return {-2, 0, ARGV[3], 0, qt.mismatch} end
+if qt.refused then return {-3, 0, ARGV[3], qt.granted, qt.note} end
+local granted = qt.granted
 redis.call('HSETNX', KEYS[2], 'created_at', ARGV[4])
-redis.call('HSET', KEYS[2], 'desired', ARGV[2], 'schedd', ARGV[3], 'updated_at', ARGV[4], 'seq', seq, 'replaced', 0)
+redis.call('HSET', KEYS[2], 'desired', granted, 'schedd', ARGV[3], 'updated_at', ARGV[4], 'seq', seq, 'replaced', 0)
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'owner', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'options', ARGV[6]) end
 redis.call('HINCRBY', KEYS[2], 'generation', 1)
 redis.call('SADD', KEYS[3], ARGV[1])
 if ARGV[7] == '1' then
+  -- named workers cut down by a quota: the names already wanted first, then the new ones, in order
+  local keep, new = {}, {}
+  for i = 11, #ARGV do
+    if redis.call('SISMEMBER', KEYS[4], ARGV[i]) == 1 then keep[#keep + 1] = ARGV[i] else new[#new + 1] = ARGV[i] end
+  end
+  for _, name in ipairs(new) do keep[#keep + 1] = name end
   redis.call('DEL', KEYS[4])
-  for i = 10, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
+  for i = 1, math.min(#keep, granted) do redis.call('SADD', KEYS[4], keep[i]) end
+  granted = math.min(#keep, granted)
+  redis.call('HSET', KEYS[2], 'desired', granted)
 end
-return {seq, 1, ARGV[3]}
+quota_write(KEYS, ARGV, qt, granted)
+return {seq, 1, ARGV[3], granted, qt.note}
 """
 
 # Forget a deleted cluster unless a request newer than the delete (ARGV[1]) is recorded; leave its tombstone:
 # the newest request number it had (at least the delete's), so no older message re-creates it. KEYS[1] is the
-# cluster's hash, KEYS[2] its tombstone, KEYS[3] the set of clusters, KEYS[4..] its other keys; returns 1 if
-# forgotten, 0 if a newer request keeps it.
+# cluster's hash, KEYS[2] its tombstone, KEYS[3] the set of clusters, KEYS[4..] its other keys; ARGV[4], ARGV[5]:
+# the quota keys (its owner's entry is removed); returns 1 if forgotten, 0 if a newer request keeps it.
 _DELETE_CLUSTER = """
 local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local seq = tonumber(ARGV[1])
@@ -74,11 +92,33 @@ if seq == nil then seq = stored end
 if stored > seq then return 0 end
 local tomb = math.max(stored, seq, tonumber(redis.call('GET', KEYS[2]) or '0'))
 redis.call('SET', KEYS[2], string.format('%d', tomb), 'EX', ARGV[2])
+""" + QUOTA_RELEASE_LUA + """
 for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[3], ARGV[3])
 return 1
 """
+
+class Recorded(NamedTuple):
+    """What recording a request did: its number, the cluster's schedd, the workers granted (the count
+    asked for unless a quota cut it down, QUOTA_MODE=grant) and the quota's note then ("" if none)."""
+    seq: int
+    schedd: str
+    granted: int
+    note: str
+
+
+def _reply(name: str, desired: int, reply) -> tuple[int, bool, str, int, str]:
+    """The record script's reply as (seq, applied, schedd, granted, note); its quota refusals raised."""
+    seq, applied, where = int(reply[0]), bool(int(reply[1])), reply[2]
+    granted = int(reply[3]) if len(reply) > 3 else int(desired)
+    note = reply[4] if len(reply) > 4 else ""
+    if seq == -2:
+        raise OwnerMismatch(note)
+    if seq == -3:
+        raise QuotaExceeded(name, note, granted)
+    return seq, applied, where, granted, note
+
 
 class ScheddMismatch(Exception):
     """A request named a schedd other than the one its cluster runs on (`recorded`); nothing was written."""
@@ -108,6 +148,7 @@ class ClusterRecord:
     backoff_reason: str | None = None
     crash_loop_until: float | None = None  # the crash loop lasts until then unless more workers exit
     handled_seq: int = 0
+    quota_note: str | None = None  # why its last request was cut down by its owner's quota (QUOTA_MODE=grant)
 
 
 class RequestStore:
@@ -126,26 +167,41 @@ class RequestStore:
 
         Same fields as `record_request`; used where requests enter (tasks.api), so the task that
         follows finds its request already recorded. A cluster recorded on another schedd raises
-        ScheddMismatch, and nothing is written.
+        ScheddMismatch, and nothing is written. Its owner's quota use is counted, not checked (deletes).
         """
         return self.record_scale_request(name, desired, schedd=schedd, owner=owner, options=options,
-                                         names=names, keep_schedd=False)[0]
+                                         names=names, keep_schedd=False).seq
 
     def record_scale_request(self, name: str, desired: int, *, schedd: str, keep_schedd: bool,
                              owner: str | None = None, options: dict | None = None,
-                             names: list[str] | None = None) -> tuple[int, str]:
+                             names: list[str] | None = None, quota=None) -> "Recorded":
         """Number and record a new request in one round trip, choosing its schedd there too: returns
-        (seq, the cluster's schedd).
+        Recorded(seq, the cluster's schedd, workers granted, quota note).
 
         `keep_schedd`: a cluster already recorded keeps its schedd (`schedd` is the new cluster's); else a
         recorded cluster must run on `schedd` (ScheddMismatch, nothing written, if not).
+        `quota`: owner -> that owner's quota argument (`htdask.state.quota.quota_arg`), checked in the same
+        script (QuotaExceeded, nothing written, when refused); None: counted only.
         """
         wait = self.replicated and time.monotonic() >= self._no_replica_until
-        seq, _, where = self._record(name, desired, schedd, owner, options, names, None, wait=wait,
-                                     mode="keep" if keep_schedd else "check")
+        guess = owner or self.default_quota_owner()
+        for _ in range(3):  # the owner may differ from the guess (a request without one keeps the recorded)
+            try:
+                seq, _, where, granted, note = self._record(
+                    name, desired, schedd, owner, options, names, None, wait=wait,
+                    mode="keep" if keep_schedd else "check", quota=quota(guess) if quota else None)
+                break
+            except OwnerMismatch as e:
+                guess = e.owner
+        else:
+            raise RuntimeError(f"cluster {name}: its owner changed during three requests in a row")
         if seq < 0:
             raise ScheddMismatch(name, schedd, where)
-        return seq, where
+        return Recorded(seq, where, granted, note)
+
+    def default_quota_owner(self) -> str:
+        """The quota owner of clusters without one: DEFAULT_OWNER, else `-` (the worker's own user)."""
+        return self.settings.default_owner or "-"
 
     def record_request(self, name: str, desired: int, *, schedd: str, owner: str | None = None,
                        options: dict | None = None, names: list[str] | None = None,
@@ -159,30 +215,34 @@ class RequestStore:
         """
         return self._record(name, desired, schedd, owner, options, names, seq)[1]
 
-    def _record_call(self, name, desired, schedd, owner, options, names, seq, mode="set") -> dict:
-        """The keys and args of one call of the record script (for a pipeline of several calls)."""
+    def _record_call(self, name, desired, schedd, owner, options, names, seq, mode="set", quota=None) -> dict:
+        """The keys and args of one call of the record script (for a pipeline of several calls).
+        `quota`: the quota argument (None: the owner's use is counted, not checked)."""
+        if quota is None:
+            quota = quota_arg(None, None, None, default=self.default_quota_owner())
         args = [name, desired, schedd, time.time(), owner or "",
                 json.dumps(options, sort_keys=True) if options is not None else "",
-                "1" if names is not None else "0", "" if seq is None else int(seq), mode, *(names or [])]
+                "1" if names is not None else "0", "" if seq is None else int(seq), mode, quota, *(names or [])]
         return {"keys": [keys.seq(), keys.cluster(name), keys.clusters(), keys.names(name), keys.tombstone(name)],
                 "args": args}
 
     def _record(self, name, desired, schedd, owner, options, names, seq, wait=False,
-                mode="set") -> tuple[int, bool, str]:
-        call = self._record_call(name, desired, schedd, owner, options, names, seq, mode)
+                mode="set", quota=None) -> tuple[int, bool, str, int, str]:
+        """(seq, applied, schedd, workers granted, quota note); raises QuotaExceeded / OwnerMismatch."""
+        call = self._record_call(name, desired, schedd, owner, options, names, seq, mode, quota)
         if not wait:
-            got, applied, where = self._record_request(**call)
-            return int(got), bool(applied), where
+            return _reply(name, desired, self._record_request(**call))
         pipe = self.r.pipeline(transaction=False)  # one connection: WAIT covers this write
         self._record_request(**call, client=pipe)
         pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
-        (got, applied, where), replicas = pipe.execute()
+        reply, replicas = pipe.execute()
+        got = _reply(name, desired, reply)
         if not int(replicas):
             self._no_replica_until = time.monotonic() + NO_REPLICA_PAUSE
             log.warning("cluster %s: request %s recorded, but no replica confirmed it within %d ms (a failover "
-                        "now could lose it); not waiting for replicas for %.0f s", name, got, REPLICA_WAIT_MS,
+                        "now could lose it); not waiting for replicas for %.0f s", name, got[0], REPLICA_WAIT_MS,
                         NO_REPLICA_PAUSE)
-        return int(got), bool(applied), where
+        return got
 
     def get(self, name: str) -> ClusterRecord | None:
         return self.get_many([name])[name]
@@ -231,7 +291,8 @@ class RequestStore:
         others = [k for k in keys.per_cluster(name) if k != keys.cluster(name)]
         return bool(self._delete_cluster(
             keys=[keys.cluster(name), keys.tombstone(name), keys.clusters(), *others],
-            args=["" if seq is None else int(seq), self.settings.tombstone_ttl, name]))
+            args=["" if seq is None else int(seq), self.settings.tombstone_ttl, name, keys.quota_prefix(),
+                  keys.quota_owners()]))
 
     def tombstone(self, name: str) -> int:
         """The request number a deleted cluster's tombstone holds (0: none)."""
@@ -279,4 +340,4 @@ def _record(name: str, h: dict, names: set) -> ClusterRecord | None:
         backoff_until=float(h["backoff_until"]) if h.get("backoff_until") else None,
         backoff_reason=h.get("backoff_reason") or None,
         crash_loop_until=float(h["crash_loop_until"]) if h.get("crash_loop_until") else None,
-        handled_seq=int(h.get("handled_seq") or 0))
+        handled_seq=int(h.get("handled_seq") or 0), quota_note=h.get("quota_note") or None)

@@ -11,7 +11,8 @@ the only module that builds key names). Values are plain strings and JSON so tha
 - `htdask.state.rounds`: batched rounds (pending sets, the batch lock, queued and watch marks);
 - `htdask.state.summaries`: poll results, job records, ended jobs;
 - `htdask.state.nodes`: schedd throttle, queue consumers, identity cache;
-- `htdask.state.retiring`: running workers being retired before their jobs are removed.
+- `htdask.state.retiring`: running workers being retired before their jobs are removed;
+- `htdask.state.quota`: each owner's use of its quota (kept by the record script).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from htdask.state.counters import CounterStore
 from htdask.state.locks import LeaseKeeper, LockStore, new_token
 from htdask.state.metrics import RECORDER, Recorder
 from htdask.state.nodes import NodeStore
+from htdask.state.quota import QuotaStore
 from htdask.state.requests import _RECORD_REQUEST, ClusterRecord, RequestStore
 from htdask.state.retiring import RetiringStore
 from htdask.state.rounds import _JOIN, RoundStore
@@ -75,7 +77,7 @@ return {{current, join({{KEYS[3], KEYS[4], KEYS[5], KEYS[6]}}, {{ARGV[2], ARGV[3
 """
 
 
-class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, NodeStore, RetiringStore):
+class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, NodeStore, RetiringStore, QuotaStore):
     """Operations on our Redis keys. One instance per process is enough (redis-py pools connections).
 
     `settings` (default: this process's) give REDIS_URL when no client is given, TOMBSTONE_TTL, and LOCK_TTL:
@@ -107,9 +109,9 @@ class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, Nod
         token = task_id or new_token()
         record = self._record_call(name, desired, schedd, owner, options, names, seq)
         join = self._join_call(schedd, name, lock, token)
-        (_, applied, _), joined = self._record_and_join(keys=record["keys"] + join["keys"],
-                                                        args=join["args"] + record["args"])
-        return bool(applied), self._taken(lock, token, joined)
+        recorded, joined = self._record_and_join(keys=record["keys"] + join["keys"],
+                                                 args=join["args"] + record["args"])
+        return bool(recorded[1]), self._taken(lock, token, joined)
 
     def join_recorded(self, name: str, seq: int, *, schedd: str, lock, task_id: str | None = None):
         """A scale task's one write: join the schedd's round for request `seq`, which its enqueue recorded
