@@ -95,6 +95,12 @@ def merge_patch(target, patch):
     return out
 
 
+def parse_bool(value: str | None) -> bool:
+    """A boolean query parameter as the API server reads it (Go's strconv.ParseBool: ``true``, ``True``
+    (what kubernetes_asyncio sends for ``watch=True``), ``1``, ``t``...)."""
+    return value in ("1", "t", "T", "TRUE", "true", "True")
+
+
 def label_matcher(selector: str | None):
     """A predicate on a labels dict for an equality-based label selector."""
     terms = []
@@ -173,7 +179,7 @@ class ApiServer(kmock.KubernetesScaffold):
         key = (res.group, res.version, res.plural) if res is not None else None
         if key not in self.kinds or request.subresource not in (None, "status"):
             return await super()._handle(request)
-        watch = request.params.get("watch") in ("true", "1")
+        watch = parse_bool(request.params.get("watch"))
         verb = "watch" if watch else VERBS.get(request.method.value, request.method.value.lower())
         if verb == "get" and request.name is None:
             verb = "list"
@@ -361,7 +367,7 @@ class ApiServer(kmock.KubernetesScaffold):
 
         try:
             since = params.get("resourceVersion")
-            if params.get("sendInitialEvents") == "true":  # client-go's WatchList: state, then a bookmark
+            if parse_bool(params.get("sendInitialEvents")):  # client-go's WatchList: state, then a bookmark
                 # the state and the history position are taken together (no await between them)
                 snapshot, position, rv = list(self.store.items()), len(self.history), self.rv
                 for (k, _ns, _n), obj in snapshot:

@@ -156,7 +156,8 @@ class PodNetwork:
                      ["ip", "link", "set", veth, "master", self.plan.bridge, "up"],
                      ["ip", "-n", ns, "addr", "add", f"{ip}/{pfx}", "dev", "eth0"],
                      ["ip", "-n", ns, "link", "set", "eth0", "up"],
-                     ["ip", "-n", ns, "link", "set", "lo", "up"]):
+                     ["ip", "-n", ns, "link", "set", "lo", "up"],
+                     ["ip", "-n", ns, "route", "add", "default", "via", self.plan.submit_addr]):
             subprocess.run(argv, check=True, capture_output=True)
         return ns, ip
 
@@ -316,7 +317,7 @@ class Kubelet:
         rp.proc.stop(timeout=5)
         rp.ended = True
         self.network.remove(rp.netns)
-        shutil.rmtree(rp.volumes, ignore_errors=True)
+        shutil.rmtree(rp.volumes / "volumes", ignore_errors=True)  # the Secret; container.log stays
 
     def kill_container(self, namespace: str, name: str) -> None:
         """The container dies (SIGKILL), as an OOM kill or a node problem would end it."""
@@ -411,6 +412,94 @@ def helm_objects(instance: str, namespace: str, gateway_host: str, gateway_port:
     ]
 
 
+class ClusterDns:
+    """Cluster DNS, as CoreDNS answers it for Services: `<service>.<namespace>[.svc[.cluster.local]]` has the
+    A records of its Service's ready EndpointSlice addresses (headless) or its clusterIP; anything else is
+    NXDOMAIN. UDP on `host`:53 (a loopback address of its own, 127.x.y.53, so nothing else is in the way).
+    `resolv_conf(path, namespace)` writes the resolv.conf a pod of `namespace` gets."""
+
+    def __init__(self, api_url: str, host: str):
+        import socket
+        self.api, self.host = Api(api_url), host
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 53))
+        self.sock.settimeout(0.5)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="cluster-dns", daemon=True)
+        self._thread.start()
+
+    def resolv_conf(self, path: Path, namespace: str) -> Path:
+        path.write_text(f"nameserver {self.host}\nsearch {namespace}.svc.cluster.local svc.cluster.local "
+                        "cluster.local\noptions ndots:5\n")
+        return path
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def lookup(self, name: str) -> list[str] | None:
+        """The A records of `name`; None when it does not exist."""
+        name = name.lower().rstrip(".")
+        for suffix in (".svc.cluster.local", ".svc"):
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        parts = name.split(".")
+        if len(parts) != 2:
+            return None
+        svc, ns = parts
+        obj = self.api.request("GET", core(ns, "services", svc))
+        if obj is None:
+            return None
+        cluster_ip = (obj.get("spec") or {}).get("clusterIP")
+        if cluster_ip and cluster_ip != "None":
+            return [cluster_ip]
+        slices = self.api.list(group_path("discovery.k8s.io", "v1", ns, "endpointslices") +
+                               f"?labelSelector=kubernetes.io/service-name%3D{svc}")
+        return [a for s in slices for e in s.get("endpoints") or []
+                if (e.get("conditions") or {}).get("ready", True) for a in e["addresses"]]
+
+    def _serve(self) -> None:
+        import socket
+        import struct
+        while not self._stop.is_set():
+            try:
+                query, peer = self.sock.recvfrom(512)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                qid, _flags, qd = struct.unpack(">HHH", query[:6])
+                pos, labels = 12, []
+                while query[pos]:
+                    labels.append(query[pos + 1: pos + 1 + query[pos]].decode())
+                    pos += 1 + query[pos]
+                qtype = struct.unpack(">H", query[pos + 1: pos + 3])[0]
+                question = query[12: pos + 5]
+                try:
+                    found = self.lookup(".".join(labels))
+                except Exception:  # noqa: BLE001 - SERVFAIL
+                    found, rcode = None, 2
+                else:
+                    rcode = 3 if found is None else 0
+                answers = [a for a in (found or []) if qtype == 1]
+                out = struct.pack(">HHHHHH", qid, 0x8400 | 0x0100 | rcode, 1, len(answers), 0, 0) + question
+                for a in answers:
+                    out += struct.pack(">HHHIH", 0xC00C, 1, 1, 5, 4) + socket.inet_aton(a)
+                self.sock.sendto(out, peer)
+            except Exception as e:  # noqa: BLE001 - a malformed query is dropped
+                log.warning("cluster DNS: dropped a query: %r", e)
+
+
+def in_mount_namespace(resolv_conf: Path, argv: list[str]) -> list[str]:
+    """`argv` run in a private mount namespace whose /etc/resolv.conf is `resolv_conf` (as a pod's is)."""
+    wrapper = ("import os, subprocess, sys; subprocess.run(['mount', '--bind', sys.argv[1], '/etc/resolv.conf'], "
+               "check=True); os.execv(sys.argv[2], sys.argv[2:])")
+    return ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", wrapper, str(resolv_conf)] + argv
+
+
 GATEWAY_CONFIG = '''\
 # dask-gateway's Helm chart (gateway/configmap.yaml), controller.enabled: false
 c.DaskGateway.log_level = "INFO"
@@ -442,9 +531,13 @@ class GatewayServer:
                     "PYTHONPATH": str(REPO)}
         self.proc: Process | None = None
 
-    def start(self) -> "GatewayServer":
+    def start(self, resolv_conf: Path | None = None) -> "GatewayServer":
+        """Started; with `resolv_conf`, in a mount namespace resolving names as a pod does (cluster DNS)."""
         exe = str(Path(sys.executable).parent / "dask-gateway-server")
-        self.proc = Process([exe, "-f", str(self.config)], env=self.env, cwd=str(self.workdir),
+        argv = [exe, "-f", str(self.config)]
+        if resolv_conf is not None:
+            argv = in_mount_namespace(resolv_conf, argv)
+        self.proc = Process(argv, env=self.env, cwd=str(self.workdir),
                             log_path=self.workdir / f"{self.name}.log", name=self.name)
         wait_for_port(self.port, host=self.host, timeout=60)
         return self
