@@ -110,8 +110,12 @@ def test_users_path_through_the_real_stack(real):
     """new_cluster -> the scheduler pod runs -> scale(4) -> 4 jobs -> 4 workers over TLS through Traefik's
     SNI route -> a rechunked sum equals NumPy -> adapt(1, 6) grows under load and shrinks -> shutdown ->
     nothing left (job, pod, Secret, route, Redis record)."""
+    with real.client_gateway() as gateway:
+        users_path(real, gateway)
+
+
+def users_path(real, gateway):
     from htdask.k8s_operator.naming import htcondor_cluster_name
-    gateway = real.client_gateway()
     cluster = gateway.new_cluster()
     try:
         ns, name = cluster.name.split(".")
@@ -156,4 +160,102 @@ def test_users_path_through_the_real_stack(real):
                message=f"no Redis record but the delete's tombstone: {redis_keys(real.stack, ours)}")
     wait_until(lambda: not real.traefik.has_router("tcp", name) and not real.traefik.has_router("http", name),
                timeout=30, message="Traefik dropped the cluster's routers")
-    gateway.close()
+
+
+# ---- issue 26 item 3: what breaks across the boundaries ---------------------------------------------
+
+def started(real, gateway, n: int):
+    """A new cluster scaled to `n` with its workers joined: (cluster, namespace, name, HTCondor name)."""
+    from htdask.k8s_operator.naming import htcondor_cluster_name
+    cluster = gateway.new_cluster()
+    ns, name = cluster.name.split(".")
+    cluster.scale(n)
+    with cluster.get_client() as client:
+        client.wait_for_workers(n, timeout=180)
+    return cluster, ns, name, htcondor_cluster_name(ns, name)
+
+
+def cleaned_up(real, name: str, ours: str) -> None:
+    wait_until(lambda: not live(real.stack, ours), timeout=60, message="no job left")
+    wait_until(lambda: not objects_of(real.api, name), timeout=60,
+               message=f"no object of the cluster left: {objects_of(real.api, name)}")
+
+
+def test_gateway_restarted_finds_its_clusters_again(real):
+    """The API server restarts (a new pod of the Deployment): KubeBackend lists the DaskClusters again and
+    serves them (connect, scale through the scheduler's API, shutdown) as before."""
+    with real.client_gateway() as gateway:
+        cluster, ns, name, ours = started(real, gateway, 1)
+        real.gateway.stop()
+        real.gateway.start(real.dns.resolv_conf(real.workdir / "resolv.conf", NS))
+        wait_until(lambda: cluster.name in [c.name for c in gateway.list_clusters()], timeout=60,
+                   message="the restarted gateway lists the cluster")
+        again = gateway.connect(cluster.name)
+        again.scale(2)
+        wait_until(lambda: len(live(real.stack, ours)) == 2, timeout=60, message="scaled through the new gateway")
+        with again.get_client() as client:
+            client.wait_for_workers(2, timeout=180)
+            assert client.submit(sum, [1, 2, 3]).result(timeout=60) == 6
+        again.shutdown()
+        cleaned_up(real, name, ours)
+
+
+def test_scheduler_pod_ended_fails_the_cluster_and_removes_its_jobs(real):
+    """The scheduler container dies (restartPolicy Never: the pod ends Failed): the cluster is Failed, as
+    dask-gateway's controller does, its jobs are removed and its objects deleted; nothing is left running
+    that could never join a scheduler again."""
+    with real.client_gateway() as gateway:
+        cluster, ns, name, ours = started(real, gateway, 2)
+        real.kubelet.kill_container(ns, f"dask-scheduler-{name}")
+        wait_until(lambda: (real.api.get("gateway.dask.org", "daskclusters", ns, name) or {}).get(
+            "status", {}).get("phase") == "Failed", timeout=60, message="the cluster Failed")
+        cleaned_up(real, name, ours)
+        wait_until(lambda: cluster.name not in [c.name for c in gateway.list_clusters()], timeout=30,
+                   message="the gateway no longer lists it as running")
+
+
+def test_operator_restarted_mid_scale_submits_each_job_once(real):
+    """The operator is SIGKILLed as soon as spec.replicas says 4 and a new one takes over: 4 jobs, each
+    submitted once, and they join."""
+    import signal
+    from tests.test_operator_e2e import workers_named
+    with real.client_gateway() as gateway:
+        cluster = gateway.new_cluster()
+        ns, name = cluster.name.split(".")
+        from htdask.k8s_operator.naming import htcondor_cluster_name
+        ours = htcondor_cluster_name(ns, name)
+        cluster.scale(4)
+        wait_until(lambda: real.api.get("gateway.dask.org", "daskclusters", ns, name)["spec"].get("replicas") == 4,
+                   timeout=30, interval=0.05, message="spec.replicas 4")
+        real.operator.kill(signal.SIGKILL)
+        real.operator.popen.wait(10)
+        real.operator = real.start_operator(name="operator-2")
+        wait_until(lambda: len(live(real.stack, ours)) == 4, timeout=90, message="4 jobs")
+        with cluster.get_client() as client:
+            client.wait_for_workers(4, timeout=180)
+        time.sleep(3)  # a few resyncs of the new operator: nothing more is submitted
+        assert len(live(real.stack, ours)) == 4 and workers_named(real.stack, ours) == 4
+        cluster.shutdown()
+        cleaned_up(real, name, ours)
+
+
+def test_traefik_restarted_workers_and_client_come_back(real):
+    """Traefik is SIGKILLed and restarted (same entry points): it reads its routes again from the API
+    server, the client and the workers reach the scheduler again (jobs whose worker lost the scheduler
+    are replaced to the desired count), and a computation runs."""
+    import signal
+    with real.client_gateway() as gateway:
+        cluster, ns, name, ours = started(real, gateway, 2)
+        real.traefik.proc.kill(signal.SIGKILL)
+        real.traefik.proc.popen.wait(10)
+        real.traefik = Traefik(real.api.url, real.bridge, INSTANCE, real.workdir, web=real.traefik.web,
+                               tcp=real.traefik.tcp, admin=real.traefik.admin, name="traefik-2").start()
+        wait_until(lambda: real.traefik.has_router("tcp", name), timeout=30, message="the route read again")
+        with cluster.get_client() as client:
+            client.wait_for_workers(2, timeout=240)
+            assert client.submit(sum, [1, 2, 3]).result(timeout=60) == 6
+            registered = [m for _level, m in client.get_scheduler_logs(n=10000) if "Register worker" in m]
+            assert len(registered) >= 4, "the workers lost the scheduler with Traefik and joined again"
+        assert len(live(real.stack, ours)) == 2
+        cluster.shutdown()
+        cleaned_up(real, name, ours)
