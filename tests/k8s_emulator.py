@@ -14,6 +14,8 @@ adds the API-server behaviour an operator depends on:
   and writes to ``/status`` change only ``status`` (and a create drops ``status``);
 * finalizers: DELETE of an object with finalizers sets ``deletionTimestamp``; it goes when the
   last finalizer is removed;
+* namespace deletion: the Namespace turns ``Terminating`` (creates in it: ``403``), everything in it is
+  deleted (finalizers honoured) and the Namespace goes once it is empty;
 * ``labelSelector`` (``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``) on list and watch;
 * watch from a ``resourceVersion`` (events replayed from history), ``410 Gone`` (an ``ERROR``
   event) for a version older than the last ``compact()``, and the stream ending after
@@ -45,9 +47,25 @@ import aiohttp.web
 import logging
 import jsonpatch
 import kmock
+from kmock._internal import parsing as kmock_parsing
 import yaml
 
 logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # one line per request is noise
+
+_kmock_parse_path = kmock_parsing.parse_path
+
+
+def _parse_path(path: str):
+    """kmock reads ``/api/v1/namespaces/<x>`` as the namespace <x> with no resource; the API server reads it
+    as the Namespace object <x> (and ``/api/v1/namespaces`` as their collection)."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 5 and (len(parts) < 5 or parts[4] == "status"):
+        return kmock_parsing.ParsedPath("", "v1", "namespaces", None, parts[3] if len(parts) > 3 else None,
+                                        parts[4] if len(parts) > 4 else None)
+    return _kmock_parse_path(path)
+
+
+kmock_parsing.parse_path = _parse_path
 
 #: (group, version, plural) -> (kind, namespaced, has a /status subresource)
 DEFAULT_RESOURCES = {
@@ -161,6 +179,7 @@ class ApiServer(kmock.KubernetesScaffold):
         self.closing = False
         self.watch_cap: float | None = None  # end every watch after this many seconds
         self.honour_label_selectors = True  # False: answer as a server that ignores labelSelector
+        self.terminating: set[str] = set()  # namespaces being deleted
         for key, info in DEFAULT_RESOURCES.items():
             self.add_resource(*key, *info)
 
@@ -262,6 +281,9 @@ class ApiServer(kmock.KubernetesScaffold):
             raise ApiError(422, "Invalid", "metadata.name: Required value")
         if meta.get("namespace") and request.namespace and meta["namespace"] != request.namespace:
             raise ApiError(400, "BadRequest", "the namespace of the object does not match the namespace of the URL")
+        if request.namespace in self.terminating:
+            raise ApiError(403, "Forbidden", f"unable to create new content in namespace {request.namespace} "
+                                             "because it is being terminated")
         if (key, request.namespace, meta["name"]) in self.store:
             raise ApiError(409, "AlreadyExists", f'{key[2]} "{meta["name"]}" already exists')
         if self.kinds[key][2]:
@@ -329,24 +351,60 @@ class ApiServer(kmock.KubernetesScaffold):
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             del self.store[(key, request.namespace, request.name)]
             await self.emit(key, "DELETED", new)
+            await self.namespace_done(request.namespace)
         else:
             await self.emit(key, "MODIFIED", new)
         return 200, copy.deepcopy(new)
 
     async def delete(self, request, key):
-        obj = self.lookup(key, request)
+        self.lookup(key, request)
+        if key == ("", "v1", "namespaces"):
+            return await self.delete_namespace(request.name)
+        return await self.remove(key, request.namespace, request.name)
+
+    async def remove(self, key, namespace, name):
+        """DELETE of one stored object: with finalizers it only gets a deletionTimestamp (202)."""
+        obj = self.store[(key, namespace, name)]
         if obj["metadata"].get("finalizers"):
             if not obj["metadata"].get("deletionTimestamp"):
                 obj = copy.deepcopy(obj)
                 obj["metadata"]["deletionTimestamp"] = now_iso()
                 self.bump(obj)
-                self.store[(key, request.namespace, request.name)] = obj
+                self.store[(key, namespace, name)] = obj
                 await self.emit(key, "MODIFIED", obj)
             return 202, copy.deepcopy(obj)
-        del self.store[(key, request.namespace, request.name)]
+        del self.store[(key, namespace, name)]
         obj = self.bump(copy.deepcopy(obj))
         await self.emit(key, "DELETED", obj)
+        await self.namespace_done(namespace)
         return 200, obj
+
+    async def delete_namespace(self, name):
+        """The namespace controller: the Namespace turns Terminating (creates in it get 403), every object in
+        it is deleted (finalizers honoured), and the Namespace goes once nothing is left in it."""
+        key = ("", "v1", "namespaces")
+        obj = copy.deepcopy(self.store[(key, None, name)])
+        if name not in self.terminating:
+            self.terminating.add(name)
+            obj["metadata"]["deletionTimestamp"] = now_iso()
+            obj["status"] = {"phase": "Terminating"}
+            self.bump(obj)
+            self.store[(key, None, name)] = obj
+            await self.emit(key, "MODIFIED", obj)
+            for (k, ns, n) in [sk for sk in self.store if sk[1] == name]:
+                if (k, ns, n) in self.store:
+                    await self.remove(k, ns, n)
+        await self.namespace_done(name)
+        return 202 if (key, None, name) in self.store else 200, copy.deepcopy(obj)
+
+    async def namespace_done(self, namespace) -> None:
+        key = ("", "v1", "namespaces")
+        if namespace not in self.terminating or any(sk[1] == namespace for sk in self.store):
+            return
+        self.terminating.discard(namespace)
+        obj = self.store.pop((key, None, namespace), None)
+        if obj is not None:
+            await self.emit(key, "DELETED", self.bump(copy.deepcopy(obj)))
 
     async def watch(self, request, key):
         params = request.params

@@ -25,7 +25,8 @@ pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="requires root: netwo
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
 INSTANCE = "dask-gateway-rs"  # the Helm release's fullname
-NS = "dask-gateway"  # the release namespace; clusters run there too (KubeClusterConfig.namespace)
+RELEASE_NS = "dask-gateway"  # the Helm release's namespace: the gateway, Traefik, their routes
+NS = "dask-users"  # where the clusters run (the chart's gateway.backend.namespace)
 PASSWORD = "stack-password"
 
 
@@ -38,18 +39,20 @@ class RealStack:
         self.kubeconfig = api.kubeconfig(workdir / "kubeconfig")
         self.gateway = GatewayServer(self.kubeconfig, self.bridge, INSTANCE, NS, workdir, PASSWORD)
         client = Api(api.url)
-        for path, body in helm_objects(INSTANCE, NS, self.bridge, self.gateway.port):
+        for ns in (RELEASE_NS, NS):
+            client.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        for path, body in helm_objects(INSTANCE, RELEASE_NS, self.bridge, self.gateway.port):
             client.create(path, body)
         self.traefik = Traefik(api.url, self.bridge, INSTANCE, workdir).start()
         h = int(self.plan.hash[:4], 16)
         self.dns = ClusterDns(api.url, f"127.{h // 256}.{h % 256}.53")
-        self.gateway.start(self.dns.resolv_conf(workdir / "resolv.conf", NS))
+        self.gateway.start(self.dns.resolv_conf(workdir / "resolv.conf", RELEASE_NS))
         self.proxy_address = f"gateway://{self.bridge}:{self.traefik.tcp}"
         self.operator_env = dict(
             DASK_GATEWAY_API_URL=self.gateway.api_url,
             OPERATOR_SCHEDULER_ADDRESS=f"{self.proxy_address}/{{namespace}}.{{name}}",
             OPERATOR_CREDENTIALS_DIR=str(stack.workdir / "operator-credentials"),
-            OPERATOR_PROXY_WEB_MIDDLEWARES=json.dumps([{"name": f"clusters-prefix-{INSTANCE}", "namespace": NS}]))
+            OPERATOR_PROXY_WEB_MIDDLEWARES=json.dumps([{"name": f"clusters-prefix-{INSTANCE}", "namespace": RELEASE_NS}]))
         self.operator = self.start_operator()
         self.kubelet = Kubelet(api.url, PodNetwork(self.plan), workdir,
                                env={"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)}).start()
@@ -187,7 +190,7 @@ def test_gateway_restarted_finds_its_clusters_again(real):
     with real.client_gateway() as gateway:
         cluster, ns, name, ours = started(real, gateway, 1)
         real.gateway.stop()
-        real.gateway.start(real.dns.resolv_conf(real.workdir / "resolv.conf", NS))
+        real.gateway.start(real.dns.resolv_conf(real.workdir / "resolv.conf", RELEASE_NS))
         wait_until(lambda: cluster.name in [c.name for c in gateway.list_clusters()], timeout=60,
                    message="the restarted gateway lists the cluster")
         again = gateway.connect(cluster.name)
@@ -259,3 +262,24 @@ def test_traefik_restarted_workers_and_client_come_back(real):
         assert len(live(real.stack, ours)) == 2
         cluster.shutdown()
         cleaned_up(real, name, ours)
+
+
+def test_namespace_deleted_with_clusters_in_it(real):
+    """`kubectl delete namespace` with a running cluster (2 workers) and a new one in it: the namespace
+    controller deletes everything in it, the DaskClusters wait for our finalizer; the operator removes the
+    jobs and lets them go; the namespace is gone once empty. (Last in the module: it removes NS.)"""
+    from htdask.k8s_operator.naming import htcondor_cluster_name
+    with real.client_gateway() as gateway:
+        _running, _ns, name, ours = started(real, gateway, 2)
+        fresh = gateway.new_cluster()
+        fresh_name = fresh.name.split(".")[1]
+        fresh.scale(1)
+        fresh_ours = htcondor_cluster_name(NS, fresh_name)
+        wait_until(lambda: len(live(real.stack, fresh_ours)) == 1, timeout=60, message="the new cluster's job")
+        Api(real.api.url).delete(f"/api/v1/namespaces/{NS}")
+        for n, o in ((name, ours), (fresh_name, fresh_ours)):
+            cleaned_up(real, n, o)
+            wait_until(lambda n=n: real.api.get("gateway.dask.org", "daskclusters", NS, n) is None, timeout=60,
+                       message="the DaskCluster gone once our finalizer is off")
+        wait_until(lambda: real.api.get("", "namespaces", None, NS) is None, timeout=60, message="the namespace gone")
+        assert real.operator.alive()
