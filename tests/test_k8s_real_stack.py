@@ -133,7 +133,7 @@ def users_path(real, gateway):
             assert resp.status == 200 and b"Dask" in resp.read()
 
         cluster.scale(4)
-        wait_until(lambda: len(live(real.stack, ours)) == 4, timeout=20, message="4 HTCondor jobs")
+        wait_until(lambda: len(live(real.stack, ours)) == 4, timeout=60, message="4 HTCondor jobs")
         with cluster.get_client() as client:
             hs.compute_across_workers(client, n_workers=4, timeout=240)
             ws = workers(client)
