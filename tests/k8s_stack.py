@@ -12,6 +12,9 @@
   namespace on the pool's bridge (the "pod network"), reports readiness from the container's probe into
   `pods/status`, and writes the EndpointSlices of the Services selecting it (as the kubelet and the
   endpoint-slice controller do);
+* cluster DNS (`ClusterDns`): Service names to their ready endpoints, for the gateway (KubeBackend reaches each
+  scheduler's API at `http://dask-<name>.<namespace>:8788`), which runs in a mount namespace whose
+  /etc/resolv.conf points at it;
 * Redis, the Celery worker and beat, and the local pool with namespaced execute hosts (tests/hosts_stack.py).
 
 Workers (HTCondor jobs on the execute hosts) reach their scheduler through Traefik's SNI TCP route
@@ -54,6 +57,8 @@ class Api:
         self.url = url.rstrip("/")
 
     def request(self, method: str, path: str, body=None, ctype: str = "application/json"):
+        """The decoded JSON answer; None for 404 NotFound and for a create answered 409 AlreadyExists;
+        other HTTP errors raise urllib.error.HTTPError."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"Content-Type": ctype} if data is not None else {})
