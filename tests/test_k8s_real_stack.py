@@ -105,6 +105,16 @@ def redis_keys(stack, cluster: str) -> list[str]:
     return sorted(k.decode() for k in r.scan_iter(match=f"*{cluster}*"))
 
 
+def http_get(url: str) -> bytes | None:
+    """The body of a 200 answer to GET `url`; None for an HTTP error (404 before the route is served)."""
+    import urllib.error
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.read() if resp.status == 200 else None
+    except urllib.error.HTTPError:
+        return None
+
+
 def workers(client) -> dict:
     return client.scheduler_info(n_workers=-1)["workers"]
 
@@ -115,6 +125,7 @@ def test_users_path_through_the_real_stack(real):
     nothing left (job, pod, Secret, route, Redis record)."""
     with real.client_gateway() as gateway:
         users_path(real, gateway)
+    assert real.kubelet.errors == [], "the kubelet stand-in met no error"
 
 
 def users_path(real, gateway):
@@ -129,8 +140,9 @@ def users_path(real, gateway):
 
         # the dashboard link the client prints opens through Traefik
         assert cluster.dashboard_link.startswith(real.traefik.web_url + f"/clusters/{cluster.name}/")
-        with urllib.request.urlopen(cluster.dashboard_link, timeout=30) as resp:
-            assert resp.status == 200 and b"Dask" in resp.read()
+        # (Traefik applies a new IngressRoute a moment after the operator created it)
+        page = wait_until(lambda: http_get(cluster.dashboard_link), timeout=30, message="the dashboard via Traefik")
+        assert b"Dask" in page
 
         cluster.scale(4)
         wait_until(lambda: len(live(real.stack, ours)) == 4, timeout=60, message="4 HTCondor jobs")
