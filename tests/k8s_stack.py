@@ -506,7 +506,7 @@ def in_mount_namespace(resolv_conf: Path, argv: list[str]) -> list[str]:
 
 
 GATEWAY_CONFIG = '''\
-# dask-gateway's Helm chart (gateway/configmap.yaml), controller.enabled: false
+# dask-gateway's Helm chart (templates/gateway/configmap.yaml), controller.enabled: false
 c.DaskGateway.log_level = "INFO"
 c.DaskGateway.address = {address!r}
 c.KubeBackend.api_url = {api_url!r}
