@@ -16,6 +16,7 @@ Test infrastructure, never imported by htdask (tests/test_layers.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import logging
 import os
@@ -56,6 +57,28 @@ def why_not() -> str | None:
     return None
 
 
+_CLOSED: list = []
+
+
+def keep_closed(obj):
+    """`obj` (a closed dask_gateway Gateway, or GatewayCluster with its own Gateway) kept until the interpreter
+    exits: their `__del__` closes them again, which a closed one answers with a RuntimeError from distributed's
+    LoopRunner (printed as "Exception ignored"); at exit `__del__` leaves them alone."""
+    _CLOSED.append(obj)
+    return obj
+
+
+@contextlib.contextmanager
+def user_gateway(rs):
+    """`rs.client_gateway()` for a `with` block; closed at its end and kept (`keep_closed`)."""
+    gateway = rs.client_gateway()
+    try:
+        yield gateway
+    finally:
+        gateway.close()
+        keep_closed(gateway)
+
+
 def walk(rs) -> None:
     """The user's path through the started stack `rs` (a tests.k8s_stack.RealStack); raises on any failure."""
     from htdask.demo.procs import wait_until
@@ -66,7 +89,7 @@ def walk(rs) -> None:
 
     say(f"Gateway({rs.traefik.web_url!r}, proxy_address={rs.proxy_address!r}, auth=BasicAuth({rs.user!r}, ...))"
         ".new_cluster()   (the gateway's API through Traefik's web entry point)")
-    with rs.client_gateway() as gateway:
+    with user_gateway(rs) as gateway:
         cluster = gateway.new_cluster()
         try:
             ns, name = cluster.name.split(".")
@@ -86,7 +109,11 @@ def walk(rs) -> None:
             ours = htcondor_cluster_name(ns, name)
             say("cluster.scale(4)   (the operator turns spec.replicas into one Celery scale task: one condor_submit)")
             cluster.scale(4)
-            jobs = wait_until(lambda: len(live(rs.stack, ours)) == 4 and live(rs.stack, ours), 90, 0.5, "4 HTCondor jobs")
+
+            def four_jobs():
+                jobs = live(rs.stack, ours)
+                return jobs if len(jobs) == 4 else None
+            jobs = wait_until(four_jobs, 90, 0.5, "4 HTCondor jobs")
             say(f"4 HTCondor jobs of {ours}: " + ", ".join(f"{j['ClusterId']}.{j['ProcId']}" for j in jobs))
             with cluster.get_client() as client:
                 transfers = hs.compute_across_workers(client, n_workers=4, timeout=240)
@@ -97,11 +124,11 @@ def walk(rs) -> None:
                 if hosts != hs.host_addresses(rs.stack):
                     raise RuntimeError(f"workers on {sorted(hosts)}, not on the execute hosts")
                 say(f"4 workers joined over TLS through Traefik's SNI route, on the execute hosts {sorted(hosts)}")
-                say(f"client.compute(((x + x.T).rechunk(...)).sum(axis=0)) equals NumPy's (600x600, "
-                    f"{sum(transfers.values())} transfers between workers)")
+                say(f"client.compute((x + x.T).rechunk((600, 50)).sum(axis=0)) for a 600x600 x equals NumPy's "
+                    f"(assert_allclose; {sum(transfers.values())} transfers between workers)")
         finally:
             say("cluster.shutdown()")
-            cluster.shutdown()
+            keep_closed(cluster).shutdown()
     wait_nothing_left(rs, name, ours)
     say(f"nothing left of {cluster.name}: no job, pod, Secret, Service, route, EndpointSlice, Traefik router or "
         "Redis record (but the delete's tombstone); the DaskCluster is kept Stopped, as dask-gateway's controller does")
@@ -110,13 +137,13 @@ def walk(rs) -> None:
 def keep(rs, workdir: Path) -> None:
     """KEEP: a cluster of 2 workers left running, where everything is and how to stop it, then `KEPT` written."""
     from tests.k8s_stack import NS
-    with rs.client_gateway() as gateway:
+    with user_gateway(rs) as gateway:
         cluster = gateway.new_cluster(shutdown_on_close=False)
         cluster.scale(2)
         with cluster.get_client() as client:
             client.wait_for_workers(2, timeout=240)
         name, link = cluster.name, cluster.dashboard_link
-        cluster.close()
+        keep_closed(cluster).close()
     pid_file = workdir / PID_FILE
     say("the Kubernetes stack keeps running (make demo KEEP=1):")
     print(f"    gateway   {rs.traefik.web_url}   (Traefik's web entry point; user {rs.user}, password {rs.password})")
