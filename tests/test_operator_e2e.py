@@ -24,11 +24,11 @@ from htdask.k8s_operator.handlers import FINALIZER
 from htdask.k8s_operator.naming import htcondor_cluster_name
 from tests.conftest import live, needs, wait_until
 from tests.k8s_emulator import Emulator
+from tests.k8s_stack import start_operator  # (tests/test_execute_hosts_operator.py imports it from here)
 from tests.test_operator_objects import daskcluster
 
 G, V, P = bodies.GROUP, bodies.VERSION, bodies.PLURAL
 JSON_PATCH = "application/json-patch+json"
-API_URL = "http://api-dask-gateway.dask-gateway:8000/api"
 SERVER_FIELDS = ("namespace", "uid", "resourceVersion", "generation", "creationTimestamp")
 WORKER_COUNTS = {"idle", "running", "held"}
 
@@ -93,17 +93,6 @@ class Gateway:
     def wait_phase(self, name: str, phase: str, timeout: float = 30.0) -> dict:
         return wait_until(lambda: self.status(name).get("phase") == phase and self.status(name), timeout,
                           message=f"{name} {phase}")
-
-
-def start_operator(stack: Stack, api: Emulator, tmp_path, instance: str, name: str = "operator",
-                   **env) -> Process:
-    kubeconfig = api.kubeconfig(tmp_path / f"{name}.kubeconfig")
-    full_env = {**stack.env, "DASK_GATEWAY_INSTANCE": instance, "DASK_GATEWAY_API_URL": API_URL,
-                "OPERATOR_NAMESPACE": f"lease-{instance}", "OPERATOR_RESYNC_SECONDS": "1",
-                "OPERATOR_STATUS_INTERVAL": "1", "OPERATOR_LEASE_SECONDS": "3",
-                **{k: str(v) for k, v in env.items()}}
-    return Process([sys.executable, str(REPO / "cli.py"), "operator", "--kubeconfig", kubeconfig],
-                   env=full_env, cwd=str(REPO), log_path=tmp_path / f"{name}.log", name=name)
 
 
 @pytest.fixture

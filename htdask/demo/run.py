@@ -63,7 +63,9 @@ def start_execute_hosts(stack: Stack) -> str:
                          capture_output=True, text=True, timeout=120)
     if res.returncode != 0:
         raise RuntimeError(f"localpool start: {res.stderr.strip()}")
-    plan = hosts.Plan.load(stack.env["LOCALPOOL_DIR"])
+    # `localpool start` returns once the runner holds its lock; the runner writes the plan as it makes the hosts
+    plan = wait_until(lambda: hosts.Plan.load(stack.env["LOCALPOOL_DIR"]), 60, 0.05,
+                      "the pool's execute hosts (execute-hosts.json)")
 
     def up():
         with socket.socket() as sock:
