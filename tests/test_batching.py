@@ -142,13 +142,16 @@ def test_a_scale_request_reads_nothing_before_its_one_recording_script(redis_ser
     assert Store(r).get("q7").schedd == "nobody"
 
 
-def test_a_request_whose_task_is_lost_before_it_starts_is_reconciled_after_its_mark_expires(service_user):
+def test_a_request_whose_task_is_lost_before_it_starts_is_reconciled_after_its_mark_expires(service_user,
+                                                                                          monkeypatch):
     """A request joins its schedd's round where it enters, naming its own task as the queued round; that
     task lost (with a worker that had prefetched it, say) holds the cluster, and the requests that came
     after it, only until the mark expires (LOCK_TTL): then the next request or poll takes the lease."""
     import uuid
+    monkeypatch.setenv("LOCK_TTL", str(LOCK_TTL))  # this process's Store names the lost task for LOCK_TTL
     with make_stack(service_user, LOCK_TTL=str(LOCK_TTL)) as stack:
         store = Store(connect(stack.redis.url))
+        assert store.settings.lock_ttl == LOCK_TTL
         # tasks.api's script, its task never sent
         _, _, joined = store.record_and_enqueue("lost", 1, schedd="local", keep_schedd=True, task_id=str(uuid.uuid4()))
         assert joined[0], "no round ran or was queued: the lost task was named"
