@@ -72,8 +72,11 @@ demo: deps bytecode
 	$(PY) cli.py demo $(if $(KEEP),--keep)
 	$(if $(KEEP),,$(K8S_DEMO))
 
+# Writes the figures table of docs/benchmarks.md from this one run (the notes below it are kept);
+# BENCH_WRITE= runs without writing, BENCH_NOTE=quiet says so in the table's header.
+BENCH_WRITE ?= docs/benchmarks.md
 bench: deps bytecode
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(if $(BENCH_WRITE),--write $(BENCH_WRITE)) $(if $(BENCH_NOTE),--note "$(BENCH_NOTE)")
 
 clean:  # .venv only (when it is a link, the shared venv it points to stays)
 	rm -rf .venv .pytest_cache .localpool .demo

@@ -10,6 +10,10 @@ Exit status: 0 when every script produced its figure, even if goals were missed 
 1 when a script crashed, timed out or printed no figure line.
 
     python bench/run_all.py [NAME ...]          # default: all; NAME = script name without .py
+    python bench/run_all.py --write docs/benchmarks.md [--note quiet]   # all, then the table into the file
+
+`--write FILE` (`make bench` writes docs/benchmarks.md) replaces the figures table of FILE, between its
+markers (bench/table.py), with this run's: only after a run of every benchmark, so the table is one run's.
 """
 from __future__ import annotations
 
@@ -79,12 +83,24 @@ def run(script: Path) -> tuple[int | None, str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    ap.add_argument("--write", type=Path, metavar="FILE",
+                    help="write the figures table into FILE between its markers (a full run only)")
+    ap.add_argument("--note", default="", help="with --write: a word on the run in the table's header, e.g. quiet")
     a = ap.parse_args(argv)
     from bench.common import machine
+    from bench import table as figures_table
     wanted = set(a.names)
     unknown = wanted - {name for name, _ in SCRIPTS}
     if unknown:
         ap.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    if a.write and wanted:
+        ap.error("--write writes one full run's table: give no benchmark names")
+    if a.write:
+        try:
+            figures_table.check(a.write)  # refused now, not after the run
+        except figures_table.TableError as e:
+            ap.error(str(e))
+    started = time.monotonic()
 
     rows, crashed = [], []
     for name, required in SCRIPTS:
@@ -121,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     if crashed:
         print(f"crashed: {', '.join(crashed)}")
     print(f"{met}/{len(rows)} goals met", flush=True)
+    if a.write:
+        figures_table.write(a.write, figures_table.render(rows, machine(), time.monotonic() - started,
+                                                          note=a.note))
+        print(f"wrote the table into {a.write}", flush=True)
     return 1 if crashed else 0
 
 

@@ -4,14 +4,16 @@ worker (same app, queue, concurrency, delivery options), in one run.
 no-op     `app.send_task("bench.noop", ...)` (bench/noop_tasks.py, loaded into the worker with --include):
           Celery's own cost per task (broker, ack, result in Redis, events).
 scale     `tasks.api.enqueue_scale(store, "tN", 0)` for 1,000 distinct new clusters: each request is
-          validated, numbered, recorded and enqueued; its task records the desired state and joins the
-          schedd's pending set, and batched rounds (`tasks.cluster_tasks.reconcile_batched`) take the
+          validated, numbered, recorded, joined to the schedd's pending set (one script) and enqueued; its
+          task runs a round if its enqueue named it, else returns, and batched rounds (`tasks.cluster_tasks.reconcile_batched`) take the
           cluster locks and read the queue once per round for all pending clusters
           (`member(DaskGatewayCluster, {...})`, or the marker constraint for more than 200 clusters),
           finding nothing to change. That is the cheapest complete scale request: the work that every
           scale request does, without the job submission itself (measured by `submit_calls`). "One
           cluster" (1,000 requests for one cluster, alternating 1 and 2 workers) is printed for
           information; `burst` measures it.
+Each run also prints the CPU per task of the client, Redis and the worker (its pool processes and their
+condor_q included): information that a shared machine's load moves much less than the rates.
 Throughput = tasks / seconds from the first enqueue until every result is in and, for scale tasks,
 every round reconciling their clusters has ended (no cluster pending, the batch lock free). The no-op
 figure is the better of a run before and a run after the scale tasks. SCHEDD_MIN_INTERVAL=0 as in the
@@ -35,11 +37,48 @@ from bench.common import BenchStack, figure, results_and_rounds, say  # noqa: E4
 GOAL = 0.9  # issue 18 (was 0.5)
 
 
+def _cpu(pid: int) -> float:
+    """CPU seconds of process `pid` and of its waited-for children (utime+stime+cutime+cstime); 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (from /proc's ppid fields)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += parents.get(p, [])
+    return out
+
+
+def cpu_now(stack: BenchStack) -> dict[str, float]:
+    """CPU seconds so far of this client, the stack's redis-server and its Celery worker (its pool processes
+    and the condor_q they ran included): the load of other users' processes does not count in them."""
+    t = os.times()
+    return {"client": t.user + t.system, "redis": _cpu(stack.redis.proc.popen.pid),
+            "worker": sum(_cpu(p) for p in _tree(stack.workers[0].popen.pid))}
+
+
 def run(stack: BenchStack, label: str, n: int, send, store=None) -> tuple[float, dict]:
     """Send n tasks; time until every result is in and (scale tasks, `store` given) every round that
-    reconciles their clusters has ended: no cluster pending on the schedd, its batch lock free."""
+    reconciles their clusters has ended: no cluster pending on the schedd, its batch lock free. Also
+    prints the CPU per task of the client, Redis and the worker (information: a shared machine's load
+    moves the rate, hardly the CPU)."""
     from tasks.app import app
     mark = time.time()
+    cpu0 = cpu_now(stack)
     t0 = time.perf_counter()
     ids = [send(i) for i in range(n)]
     enqueue_s = time.perf_counter() - t0
@@ -52,9 +91,11 @@ def run(stack: BenchStack, label: str, n: int, send, store=None) -> tuple[float,
     states: dict[str, int] = {}
     for r in results:
         states[r.get("state", "?")] = states.get(r.get("state", "?"), 0) + 1
+    cpu = {k: (v - cpu0[k]) * 1000 / n for k, v in cpu_now(stack).items()}
     rate = n / seconds
     say(f"{label:<28}: {rate:7.1f} tasks/s ({n} in {seconds:.2f} s, enqueued in {enqueue_s:.2f} s); "
-        f"results {states}; schedd calls {calls or 0}")
+        f"results {states}; schedd calls {calls or 0}; CPU per task {sum(cpu.values()):.2f} ms ("
+        + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()) + ")")
     return rate, calls
 
 

@@ -12,7 +12,7 @@ import click
 from htdask import scaleopts
 from htdask.base import (BadInput, Command, Failure, duration, emit_json, examples, json_option, store as _store,
                          table)
-from htdask.domain import validation
+from htdask.domain import joboptions, validation
 from htdask.domain.jobstatus import JobStatus
 
 def _known(store, cluster: str) -> None:
@@ -63,17 +63,11 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
     cluster, n = req.cluster, req.n
     if email is not None:
         validation.validate_email(email, "--email")
-    options = {}
-    if scheduler_address:
-        options["scheduler_address"] = validation.validate_address(scheduler_address)
-    if nthreads:
-        options["nthreads"] = validation.validate_count(nthreads, 1024, field="--threads")
-    if memory_limit:
-        if _BARE_NUMBER.match(memory_limit):
-            raise BadInput(f"--memory {memory_limit}: give a unit, e.g. {memory_limit.strip()}GiB or "
-                           f"{memory_limit.strip()}MiB")
-        options["memory_limit"] = validation.validate_memory(memory_limit, "--memory")
-    options.update(scaleopts.job_options(more))
+    if memory_limit and _BARE_NUMBER.match(memory_limit):
+        raise BadInput(f"--memory {memory_limit}: give a unit, e.g. {memory_limit.strip()}GiB or "
+                       f"{memory_limit.strip()}MiB")
+    options = scaleopts.job_options(more, scheduler_address=scheduler_address, nthreads=nthreads,
+                                    memory_limit=memory_limit)
     store = _store()
     record = store.get(cluster)
     manager = managers(store, [cluster])[cluster]
@@ -90,7 +84,8 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
             raise Failure(str(e)) from None
     tls = scaleopts.tls_options(cluster, owner, more, settings(), dry_run=True)  # the paths, nothing written
     options.update(tls)
-    merged = {**(record.options if record else {}), **options} if options else None
+    # the flags over the cluster's recorded options (joboptions.assemble); none given: the recorded ones stay
+    merged = joboptions.assemble(recorded=record.options if record else None, given=options) if options else None
     if dry_run:
         click.echo(scaleopts.dry_run(store, cluster, n, owner, merged if merged is not None else
                                      (record.options if record else {}), settings()), nl=False)

@@ -10,7 +10,7 @@ import re
 import click
 
 from htdask.base import BadInput
-from htdask.domain import spool, validation
+from htdask.domain import joboptions, spool
 
 #: environment variable names whose values --dry-run masks (a site may pass secrets in a cluster's environment)
 _SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET|PASSWD|CREDENTIAL|(^|_)KEY($|_)", re.I)
@@ -46,25 +46,15 @@ def options(f):
     return f
 
 
-def job_options(kw: dict) -> dict:
-    """WorkerJobSpec fields from the non-TLS options of this module (validated when enqueued)."""
-    out = {}
-    if kw.get("universe"):
-        out["universe"] = kw["universe"]
-    if kw.get("image"):
-        key = "container_image" if kw.get("universe") == "container" else "docker_image"
-        if key == "docker_image":
-            out["docker_image"] = validation.validate_docker_image(kw["image"], "--image")
-        else:
-            out[key] = kw["image"]
-    for key in ("docker_network", "worker_python", "request_gpus", "gpu_capability"):
-        if kw.get(key) is not None:
-            out[key] = kw[key]
-    if kw.get("gpu_memory"):
-        out["gpu_memory"] = validation.validate_memory(kw["gpu_memory"], "--gpu-memory")
-    if kw.get("packed_env"):
-        out["packed_env"] = _readable(kw["packed_env"], "--packed-env")
-    return out
+def job_options(kw: dict, **flags) -> dict:
+    """The options `scale`'s flags give (`flags`: scheduler_address, nthreads, memory_limit; `kw`: this
+    module's, TLS apart), by `htdask.domain.joboptions.flag_job_options`; raises ValidationError naming
+    the flag, BadInput for a --packed-env that is not a readable file."""
+    return joboptions.flag_job_options(
+        **flags, universe=kw.get("universe"), image=kw.get("image"), docker_network=kw.get("docker_network"),
+        worker_python=kw.get("worker_python"), request_gpus=kw.get("request_gpus"),
+        gpu_capability=kw.get("gpu_capability"), gpu_memory=kw.get("gpu_memory"),
+        packed_env=_readable(kw["packed_env"], "--packed-env") if kw.get("packed_env") else None)
 
 
 def _readable(path: str, flag: str) -> str:
@@ -87,9 +77,8 @@ def tls_options(cluster: str, owner: str | None, kw: dict, site, *, dry_run: boo
     if not generate and not (cert and key):
         raise BadInput("--tls-cert and --tls-key go together (or --tls to generate a keypair)")
     d = spool.cluster_dir(site.spool_dir, cluster)
-    out = {"tls_cert": os.path.join(d, spool.CERT), "tls_key": os.path.join(d, spool.KEY)}
-    if ca:
-        out["tls_ca"] = os.path.join(d, spool.CA)
+    out = joboptions.credentials(tls_cert=os.path.join(d, spool.CERT), tls_key=os.path.join(d, spool.KEY),
+                                 tls_ca=os.path.join(d, spool.CA) if ca else None)
     if dry_run:
         return out
     if generate:

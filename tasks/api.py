@@ -7,6 +7,7 @@ state is recorded before the task is sent, so no request is lost with a task.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 from htdask.state import Store
@@ -45,9 +46,11 @@ def enqueue_scale(store: Store, cluster, n=None, *, owner: str | None = None, op
     """Check a scale request and put it on its schedd's queue (through `celery`, a Celery app, default
     tasks.app's). `cluster` is a `ScaleRequest` (`scale_request`), or the request's fields are given.
 
-    The request is numbered and recorded as the cluster's desired state, and its schedd chosen (the
-    cluster's recorded one, else `schedd`, else SCHEDD_NAME), in one round trip to Redis: the only write
-    of it (its task joins the schedd's round). A request without options keeps the cluster's recorded
+    The request is numbered and recorded as the cluster's desired state, its schedd chosen (the
+    cluster's recorded one, else `schedd`, else SCHEDD_NAME) and the cluster added to that schedd's
+    pending set, in one round trip to Redis (`Store.record_and_enqueue`): the only write of it. Its task
+    is told in its message (`handled_by`) which task's round reconciles the cluster: its own (no round ran or
+    was queued: it takes the batch lock), or another's (it returns at once, without a Redis call). A request without options keeps the cluster's recorded
     ones, which were checked when they were recorded. Raises ValidationError (and records nothing) for
     bad input or a `schedd` other than the cluster's.
     """
@@ -64,22 +67,32 @@ def enqueue_scale(store: Store, cluster, n=None, *, owner: str | None = None, op
     # the visibility timeout) still leaves the newest desired state for the poller to reconcile.
     # The owner's quota is checked, and its use counted, in the same script (htdask/state/quota.py):
     # QuotaExceeded (a ValidationError: nothing recorded) or, QUOTA_MODE=grant, fewer workers and a note.
+    task_id = str(uuid.uuid4())
     try:
-        rec = store.record_scale_request(req.cluster, req.n, schedd=req.schedd or settings().schedd_name,
-                                         keep_schedd=req.schedd is None, owner=req.owner,
-                                         options=req.options, names=req.names, quota=quota.quota_for(req.options))
+        rec, joined = store.record_and_enqueue(
+            req.cluster, req.n, schedd=req.schedd or settings().schedd_name, keep_schedd=req.schedd is None,
+            task_id=task_id, owner=req.owner, options=req.options, names=req.names,
+            quota=quota.quota_for(req.options))
     except ScheddMismatch as e:
         raise validation.ValidationError("schedd", req.schedd, str(e)) from None
-    seq, queue = rec.seq, rec.schedd
-    update = {"seq": seq, "schedd": queue}
+    queue = rec.schedd
+    update = {"seq": rec.seq, "schedd": queue}
     if rec.granted < req.n:  # the message carries what was granted (a task re-recording it checks nothing)
         update.update(n=rec.granted, names=req.names[:rec.granted] if req.names is not None else None)
         log.warning("cluster %s: %d of %d workers granted: %s", req.cluster, rec.granted, req.n, rec.note)
     req = req.model_copy(update=update)
-    result = (celery or app).send_task("tasks.scale_cluster", kwargs=req.as_message(), queue=queue)
+    message = req.as_message()
+    if joined is not None:  # the task need not touch Redis unless it runs the round (tasks.scale_cluster)
+        _, watch, handler = joined
+        message["handled_by"] = handler or ""
+    sender = celery or app
+    result = sender.send_task("tasks.scale_cluster", kwargs=message, queue=queue, task_id=task_id)
+    if joined is not None and watch is not None:  # a round runs: if its holder died, this task takes over
+        sender.send_task("tasks.reconcile_pending", kwargs={"schedd": queue, "watch": True},
+                         countdown=watch + 0.05, queue=queue)
     log.info("cluster %s: scale to %d (owner %s) enqueued on %s as %s", req.cluster, req.n, req.owner or "-",
              queue, result.id)
-    return Enqueued(result.id, queue, seq, rec.granted, rec.note)
+    return Enqueued(result.id, queue, rec.seq, rec.granted, rec.note)
 
 
 def queue_of(store: Store, cluster: str) -> str:

@@ -193,9 +193,17 @@ def _send_watch(s, due_in: float | None) -> None:
 
 
 @app.task(name="tasks.scale_cluster", **TASK_OPTIONS)
-def scale_cluster(self, request: str | None = None, **legacy) -> dict:
+def scale_cluster(self, request: str | None = None, handled_by: str | None = None, **legacy) -> dict:
     """Join the round that brings the cluster to `request` (a `ScaleRequest`'s JSON; older versions sent its
     fields as kwargs), recorded as its desired state when it was enqueued.
+
+    `handled_by`, given when the enqueue also joined the cluster to the schedd's pending set
+    (`Store.record_and_enqueue`): the id of the task whose round reconciles it ('' a running round's of
+    unknown id). This task's own id: no round ran or was queued, so it takes the batch lock and runs one
+    (`start_queued_round`; a round that started meanwhile takes the cluster instead). Another's: the
+    cluster is that round's (or, if its holder died, the watch's, the next request's or the poll's), and
+    the task returns at once without a Redis call. Without it (older messages; a write no replica
+    confirmed) the task joins itself (`join_recorded`).
 
     The message is parsed once (`ScaleRequest.parse_message`); a malformed one is refused: logged, nothing
     written, nothing retried. A request whose record is missing (the enqueue's write was lost: a failover
@@ -209,6 +217,8 @@ def scale_cluster(self, request: str | None = None, **legacy) -> dict:
     except validation.ValidationError as e:
         log.error("task %s: scale request refused: %s", self.request.id, e)
         return {"state": "refused", "error": str(e)}
+    if isinstance(handled_by, str) and req.seq is not None:
+        return _joined_at_enqueue(self, s, store, req, handled_by)
     runner = store.batch_lock(s.schedd_name)
     found = None
     if req.seq is not None:
@@ -228,6 +238,19 @@ def scale_cluster(self, request: str | None = None, **legacy) -> dict:
         log.info("cluster %s: desired %d workers (owner %s, request %s)", req.cluster, req.n, req.owner or "-",
                  req.seq)
     return _after_join(s, store, runner, req.cluster, joined)
+
+
+def _joined_at_enqueue(task, s, store, req: ScaleRequest, handler: str) -> dict:
+    """`scale_cluster` for a request its enqueue joined to the pending set, `handler` the task named there."""
+    if handler != task.request.id:
+        log.info("cluster %s: desired %d workers (owner %s, request %s); left to round %s", req.cluster, req.n,
+                 req.owner or "-", req.seq, handler or "(running)")
+        return {"cluster": req.cluster, "state": "queued", "handled_by": handler or None}
+    log.info("cluster %s: desired %d workers (owner %s, request %s); running the round", req.cluster, req.n,
+             req.owner or "-", req.seq)
+    runner = store.batch_lock(s.schedd_name)
+    return _after_join(s, store, runner, req.cluster, store.start_queued_round(s.schedd_name, runner,
+                                                                               task.request.id))
 
 
 @app.task(name="tasks.reconcile_cluster", **TASK_OPTIONS)

@@ -13,9 +13,10 @@ from htdask.domain.jobspec import WorkerJobSpec, worker_submit_description
 from htdask.domain.submitdesc import SubmitDescription
 
 
-def job_options(options: dict | None) -> dict:
-    """The `WorkerJobSpec` inputs of a cluster's job options with the site's DASK_SCHEDULER_ADDRESS."""
-    return job_spec_inputs(options, scheduler_address=settings().dask_scheduler_address)
+def job_options(options: dict | None, log_dir: str | None = None) -> dict:
+    """The `WorkerJobSpec` inputs of a cluster's job options over the site's defaults: DASK_SCHEDULER_ADDRESS
+    and `log_dir` (None: none)."""
+    return job_spec_inputs(options, scheduler_address=settings().dask_scheduler_address, log_dir=log_dir)
 
 
 def check_job_options(options: dict | None) -> None:
@@ -38,9 +39,8 @@ def describe(cluster: str, owner: str, options: dict, items, site, *, create: bo
 
     `create`: make the log directory (the owner's) and put the worker start script into SPOOL_DIR, as
     a submission needs; False (`htdask scale --dry-run`) touches nothing."""
-    options = job_options(options)
-    if not options.get("log_dir"):  # the gateway gives its own (its staging directory)
-        options["log_dir"] = worker_logs.cluster_dir(site.log_dir, cluster)
+    # the log directory under LOG_DIR is a site default: the gateway gives its own (its staging directory)
+    options = job_options(options, log_dir=worker_logs.cluster_dir(site.log_dir, cluster))
     if create:
         worker_logs.ensure_dir(options["log_dir"], owner)
         spool.install_start_script(site.spool_dir)

@@ -32,8 +32,9 @@ def worker_cost(options: dict | None) -> tuple[int, int, int]:
 
 @functools.lru_cache(maxsize=256)
 def _cost(options_json: str) -> tuple[int, int, int]:
-    opts = job_spec_inputs(json.loads(options_json), scheduler_address=settings().dask_scheduler_address)
-    opts["scheduler_address"] = opts.get("scheduler_address") or _ANY_ADDRESS
+    # the cluster's own scheduler address wins over the site's; either only fills in the description
+    opts = job_spec_inputs(json.loads(options_json),
+                           scheduler_address=settings().dask_scheduler_address or _ANY_ADDRESS)
     d = worker_submit_description(WorkerJobSpec(cluster="quota", owner="nobody", **opts), [(0, "quota-0")])
     return int(d["request_cpus"]), int(d["request_memory"]), int(d.get("request_gpus") or 0)
 

@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def cluster_dir(log_dir: str, cluster: str) -> str:
-    return os.path.join(log_dir, validation.validate_cluster_name(cluster))
+    """The cluster's directory under LOG_DIR; `cluster` was checked where it entered (a DNS label)."""
+    return os.path.join(log_dir, cluster)
 
 
 def ensure_dir(path: str, user: str) -> None:

@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 
-from htdask.state import Store, connect
+from htdask.state import Store, connect, keys
 from tests.conftest import REPO, needs, wait_until
 from tests.test_core import make_stack
 from workers.htcondor.queue_parser import parse_ads_text
@@ -61,7 +61,7 @@ LOCK_TTL = 3.0
 # host and a pid that means nothing here, with a cluster pending, until it is SIGKILLed.
 ROUND_ELSEWHERE = """
 import time
-from htdask.state import Store, connect
+from htdask.state import Store, connect, keys
 from htdask.settings import load
 store = Store(connect(), settings=load().model_copy(update={"lock_ttl": %r}))
 store.record_new_request("orphan", 2, schedd="local")
@@ -140,3 +140,26 @@ def test_a_scale_request_reads_nothing_before_its_one_recording_script(redis_ser
     reads = {k: v["calls"] for k, v in stats.items() if k in ("cmdstat_hgetall", "cmdstat_smembers")}
     assert not reads, reads
     assert Store(r).get("q7").schedd == "nobody"
+
+
+def test_a_request_whose_task_is_lost_before_it_starts_is_reconciled_after_its_mark_expires(service_user,
+                                                                                          monkeypatch):
+    """A request joins its schedd's round where it enters, naming its own task as the queued round; that
+    task lost (with a worker that had prefetched it, say) holds the cluster, and the requests that came
+    after it, only until the mark expires (LOCK_TTL): then the next request or poll takes the lease."""
+    import uuid
+    monkeypatch.setenv("LOCK_TTL", str(LOCK_TTL))  # this process's Store names the lost task for LOCK_TTL
+    with make_stack(service_user, LOCK_TTL=str(LOCK_TTL)) as stack:
+        store = Store(connect(stack.redis.url))
+        assert store.settings.lock_ttl == LOCK_TTL
+        # tasks.api's script, its task never sent
+        _, joined = store.record_and_enqueue("lost", 1, schedd="local", keep_schedd=True, task_id=str(uuid.uuid4()))
+        assert joined[0], "no round ran or was queued: the lost task was named"
+        out = stack.cli("scale", "after", "1")
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: not store.r.exists(keys.round_queued("local")), timeout=LOCK_TTL + 5,
+                   message="the lost task's mark expired")
+        assert stack.cli("poll").returncode == 0  # (beat's poll, sooner)
+        wait_until(lambda: live_by_cluster(stack) == {"lost": 1, "after": 1}, timeout=60,
+                   message="both reconciled")
+        wait_until(lambda: store.batches_done("local"), timeout=30, message="nothing left pending")

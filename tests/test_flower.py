@@ -91,8 +91,19 @@ def test_flower_traces_every_request_to_the_round_that_handled_it(stack):
     subprocess.run([sys.executable, "-m", "htdask_localpool", "fault", "submit-delay", "1.5"], env=stack.env, cwd=str(REPO),
                    check=True, capture_output=True, timeout=60)
     clusters = ["trace-a", "trace-b", "trace-c", "trace-d"]
-    out = stack.python("import json\nfrom htdask.state import Store, connect\nfrom tasks import api\nstore = Store(connect())\n"
-                       f"print(json.dumps({{c: api.enqueue_scale(store, c, 1).task_id for c in {clusters!r}}}))")
+    # the first request's task runs a round; the others are made once that round has taken its batch (its
+    # lease held, the next round named in the queued mark), so they are left to the round after it
+    out = stack.python("import json, time\nfrom htdask.state import Store, connect, keys\nfrom tasks import api\n"
+                       "store = Store(connect())\n"
+                       f"ids = {{{clusters[0]!r}: api.enqueue_scale(store, {clusters[0]!r}, 1).task_id}}\n"
+                       "deadline = time.time() + 30\n"
+                       "while not (store.r.exists(keys.batch_lock('local'))\n"
+                       "           and (store.r.get(keys.round_queued('local')) or '').startswith('r:')):\n"
+                       "    assert time.time() < deadline, 'the first round never took its batch'\n"
+                       "    time.sleep(0.01)\n"
+                       f"ids.update({{c: api.enqueue_scale(store, c, 1).task_id for c in {clusters[1:]!r}}})\n"
+                       "print(json.dumps(ids))")
+    assert out.returncode == 0, out.stderr
     ids = json.loads(out.stdout.strip().splitlines()[-1])
 
     def finished(task_id):

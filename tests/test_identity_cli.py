@@ -143,7 +143,8 @@ def queued_kwargs(redis_url) -> list[dict]:
         if msg.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
         args, kwargs, _ = json.loads(body)
-        out.append(json.loads(kwargs["request"]) if set(kwargs) == {"request"} else kwargs)  # the typed request
+        typed = "request" in kwargs and set(kwargs) <= {"request", "handled_by"}  # the typed request (+ its round)
+        out.append(json.loads(kwargs["request"]) if typed else kwargs)
     return out
 
 

@@ -160,9 +160,10 @@ def broker(redis_server, monkeypatch):
 
 
 def request_fields(kwargs: dict) -> dict:
-    """A task message's typed request (`{"request": <JSON>}`, htdask.domain.request) as its fields, less its
-    kind, schedd (the queue tells it) and unset ones; other kwargs as they are."""
-    if set(kwargs) != {"request"}:
+    """A task message's typed request (`{"request": <JSON>}`, htdask.domain.request; a scale request's also
+    `handled_by`: the round its enqueue joined) as its fields, less its kind, schedd (the queue tells it)
+    and unset ones; other kwargs as they are."""
+    if "request" not in kwargs or not set(kwargs) <= {"request", "handled_by"}:
         return kwargs
     fields = json.loads(kwargs["request"])
     return {k: v for k, v in fields.items() if k not in ("kind", "schedd") and v is not None}

@@ -17,7 +17,7 @@ from htdask.domain.request import DeleteRequest, ScaleRequest
 from htdask.domain.validation import ValidationError
 from htdask.state import Store, connect, keys
 from htdask.state.requests import _RECORD_REQUEST
-from htdask.state.store import _JOIN_RECORDED, _RECORD_AND_JOIN
+from htdask.state.store import _JOIN_RECORDED, _RECORD_AND_ENQUEUE, _RECORD_AND_JOIN
 from tests.conftest import live, wait_until
 from tests.test_cli import cli, env, one_error_line  # noqa: F401 (env: the fixture)
 from tests.test_core import scale, stack  # noqa: F401 (stack: the fixture)
@@ -100,9 +100,10 @@ def test_one_request_runs_one_recording_script_and_the_task_writes_no_desired_st
         mon.wait(10)
     lines = log.read_text().splitlines()
     evals = [ln for ln in lines if '"EVALSHA"' in ln.upper() or '"EVAL"' in ln.upper()]
-    recording = [ln for ln in evals if _sha(_RECORD_REQUEST) in ln or _sha(_RECORD_AND_JOIN) in ln]
-    assert len(recording) == 1, recording
-    assert sum(_sha(_JOIN_RECORDED) in ln for ln in evals) == 1, "the task joins the round once"
+    recording = [ln for ln in evals if any(_sha(x) in ln for x in (_RECORD_REQUEST, _RECORD_AND_JOIN,
+                                                                     _RECORD_AND_ENQUEUE))]
+    assert len(recording) == 1 and _sha(_RECORD_AND_ENQUEUE) in recording[0], recording
+    assert not any(_sha(_JOIN_RECORDED) in ln for ln in evals), "joined where it entered: the task does not join"
     desired = [ln for ln in lines if '"desired"' in ln and f'"{keys.cluster("rho")}"' in ln and "HSET" in ln.upper()]
     assert len(desired) == 1, desired
 

@@ -80,3 +80,41 @@ def test_a_dead_rounds_mark_holds_nobody_up_once_its_lease_is_gone(redis_server)
     store.r.set(keys.batch_lock("s"), "someone-else")
     assert store.finish_round("s", lost, LATER, 10) == rounds.LOST
     assert not store.r.exists(keys.round_queued("s"))
+
+
+def test_a_request_joins_where_it_enters_and_names_its_own_task_only_when_no_round_runs_or_is_queued(redis_server):
+    """Store.record_and_enqueue (tasks.api): recorded and joined in one script; the first request's task is
+    named as the queued round, later ones are left to it (their tasks touch Redis no more), one that finds
+    a round running is left to that round and arms the watch once; the named task takes the lease."""
+    store = Store(connect(redis_server.url))
+    (seq, where, *_), joined = store.record_and_enqueue("a", 1, schedd="s", keep_schedd=True, task_id=FIRST)
+    assert where == "s" and store.get("a").desired == 1 and store.get("a").seq == seq
+    assert joined == (True, None, FIRST) and store.r.get(keys.round_queued("s")) == FIRST
+    assert 0 < store.r.pttl(keys.round_queued("s")) <= store.settings.lock_ttl * 1000, "honoured while it starts"
+    assert store.record_and_enqueue("b", 2, schedd="s", keep_schedd=True, task_id=LATER)[1] == (False, None, FIRST)
+    lock = store.batch_lock("s")
+    assert store.start_queued_round("s", lock, FIRST)[0], "the named task takes the lease"
+    assert not store.r.exists(keys.round_queued("s"))
+    _, joined = store.record_and_enqueue("c", 1, schedd="s", keep_schedd=True, task_id=LATER)
+    assert joined[0] is False and joined[2] == FIRST and joined[1] is not None, "running: the watch armed"
+    assert store.record_and_enqueue("d", 1, schedd="s", keep_schedd=True, task_id=LATER)[1][1] is None, "once"
+    assert sorted(store.start_round("s", lock, LATER, 10, 60)) == ["a", "b", "c", "d"]
+    assert store.finish_round("s", lock, LATER, 10) == rounds.RELEASED and store.batches_done("s")
+    # a cluster recorded on another schedd is recorded, not joined here: its task joins on its own schedd
+    store.record_new_request("e", 1, schedd="t")
+    (seq, where, *_), joined = store.record_and_enqueue("e", 3, schedd="s", keep_schedd=True, task_id=FIRST)
+    assert where == "t" and joined is None and store.get("e").desired == 3 and not store.has_pending("s")
+
+
+def test_a_task_named_by_its_enqueue_that_joins_itself_takes_the_free_lease(redis_server):
+    """A request whose write no replica confirmed carries no `handled_by`: its task joins (join_recorded)
+    although its enqueue named it as the queued round; it is not left waiting for itself."""
+    store = Store(connect(redis_server.url))
+    (seq, *_), joined = store.record_and_enqueue("a", 1, schedd="s", keep_schedd=True, task_id=FIRST)
+    assert joined[0]
+    lock = store.batch_lock("s")
+    current, (taken, _, _) = store.join_recorded("a", seq, schedd="s", lock=lock, task_id=FIRST)
+    assert current and taken and lock.owned()
+    assert not store.r.exists(keys.round_queued("s"))
+    assert store.start_round("s", lock, LATER, 10, 60) == ["a"]
+    assert store.finish_round("s", lock, LATER, 10) == rounds.RELEASED

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from htdask.domain import joboptions
 from htdask.gateway.pyenv import job_python, shared_copy
 from htdask.gateway.scheduler_job import free_port
 
@@ -59,23 +60,12 @@ def contact_address(address: str, contact_host: str) -> str:
 
 def scheduler_job_options(config, args: list[str], port_range: str, environment: dict[str, str],
                           credentials: dict[str, str], cluster_name: str) -> dict:
-    """`WorkerJobSpec` fields of the job that runs the scheduler (`htdask/gateway/scheduler_job.py` wraps
-    the scheduler command `args`, picking a port of `port_range` on its execute host). The wrapper and
-    the hooks reach the execute host by file transfer (`input_files`), as the TLS files and the token do
-    (`credentials`: their paths on the submit node)."""
-    extra = ["--dg-port-range", port_range] if port_range else []
-    extra += ["--dg-exec", *config.scheduler_cmd, *args]
-    options = {
-        "scheduler_address": "tcp://127.0.0.1:1",  # unused: the wrapper drops the worker arguments
-        "worker_command": [job_python()[0], JOB_WRAPPER],
-        "input_files": [shared_copy(SCHEDULER_JOB), shared_copy(HOOKS)],
-        "extra_args": extra,
-        "nthreads": int(config.scheduler_cores),
-        "memory_limit": int(config.scheduler_memory),
-        "environment": {**environment, "DG_GATEWAY_CLUSTER": cluster_name},
-        **credentials,
-        "death_timeout": None,
-    }
-    if config.get("worker_extra_submit"):
-        options["extra_submit"] = dict(config.worker_extra_submit)
-    return options
+    """`WorkerJobSpec` fields of the job that runs the scheduler (`htdask.domain.joboptions.scheduler_job_options`
+    with this side's paths): `htdask/gateway/scheduler_job.py` wraps the scheduler command `args`, picking a
+    port of `port_range` on its execute host. The wrapper and the hooks reach the execute host by file
+    transfer (`input_files`), as the TLS files and the token do (`credentials`: their paths on the submit
+    node)."""
+    return joboptions.scheduler_job_options(
+        config, args=args, worker_command=[job_python()[0], JOB_WRAPPER],
+        input_files=[shared_copy(SCHEDULER_JOB), shared_copy(HOOKS)], port_range=port_range,
+        environment=environment, credentials=credentials, cluster_name=cluster_name)

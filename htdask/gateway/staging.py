@@ -15,6 +15,8 @@ import pwd
 import tempfile
 from dataclasses import dataclass
 
+from htdask.domain import joboptions
+
 log = logging.getLogger(__name__)
 
 
@@ -41,8 +43,8 @@ class Staging:
 
     def job_credentials(self, api_url: str) -> dict[str, str]:
         """Job options that point a job at the gateway API and at these staged credentials."""
-        return {"api_url": api_url, "api_token": self.token, "tls_cert": self.cert, "tls_key": self.key,
-                "log_dir": self.logs}
+        return joboptions.credentials(api_url=api_url, api_token=self.token, tls_cert=self.cert, tls_key=self.key,
+                                      log_dir=self.logs)
 
 
 def create(parent: str | None, cluster, account: str | None) -> Staging:

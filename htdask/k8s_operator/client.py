@@ -206,8 +206,8 @@ class TaskBackend:
         from tasks import api
         if req.task == SCALE_TASK:
             from htdask.state.managed import set_manager
-            enqueued = api.enqueue_scale(self.store, req.cluster, req.n, owner=req.owner, options=req.options,
-                                         schedd=req.schedd)
+            enqueued = api.enqueue_scale(self.store, req.request or req.cluster, req.n, owner=req.owner,
+                                         options=req.options, schedd=req.schedd)
             set_manager(self.store, req.cluster, "operator")  # the CLI refuses to scale it without --force
             return enqueued
         if req.task == DELETE_TASK:

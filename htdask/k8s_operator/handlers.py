@@ -37,11 +37,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+from htdask.domain import joboptions
 from htdask.domain.joboptions import worker_job_options
 from htdask.k8s_operator import bodies
 from htdask.k8s_operator.config import OperatorConfig
 from htdask.k8s_operator.naming import gateway_cluster_name, htcondor_cluster_name
-from htdask.domain.validation import ValidationError, validate_count, validate_schedd_name
+from htdask.domain.request import ScaleRequest
+from htdask.domain.validation import ValidationError
 from htdask.domain.submitvalues import validate_classad_string
 
 FINALIZER = "gateway.dask.org/htcondor-workers"
@@ -73,6 +75,7 @@ class TaskRequest:
     owner: str | None = None
     options: dict | None = None
     schedd: str | None = None
+    request: ScaleRequest | None = field(default=None, compare=False)  # the scale request, checked once
 
 
 @dataclass
@@ -171,7 +174,8 @@ def worker_options(cluster: dict, cfg: OperatorConfig) -> dict:
     credentials = None
     if cfg.credentials_dir:
         d = f"{cfg.credentials_dir.rstrip('/')}/{htcondor_cluster_name(namespace, name)}"
-        credentials = {"tls_cert": f"{d}/dask.crt", "tls_key": f"{d}/dask.pem", "api_token": f"{d}/api-token"}
+        credentials = joboptions.credentials(tls_cert=f"{d}/dask.crt", tls_key=f"{d}/dask.pem",
+                                             api_token=f"{d}/api-token")
     return worker_job_options(
         config, scheduler_address=scheduler_address(cluster, cfg), api_url=cfg.api_url, environment=env or None,
         credentials=credentials, universe=cfg.worker_universe, worker_port_range=cfg.worker_port_range,
@@ -297,26 +301,31 @@ def reconcile(cluster: dict, *, cfg: OperatorConfig, now: float, scheduler_pod: 
     return _finish(a, old, new, now, last_status_write, cfg)
 
 
+#: the request's fields as the DaskCluster resource names them
+_SPEC_FIELDS = {"worker count": "spec.replicas", "schedd name": "spec.options.schedd"}
+
+
 def _scale(a: Actions, cluster: dict, new: dict, summary: dict | None, owner: str, now: float,
            cfg: OperatorConfig) -> str | None:
     """Enqueue scale_cluster when spec.replicas differs from what was last enqueued (or the Redis
     state lost a request long ago); returns why nothing could be enqueued, if so."""
     spec = cluster.get("spec") or {}
     ht = new["htcondor"]
-    try:
-        replicas = validate_count(spec.get("replicas", 0) or 0, cfg.max_workers, field="spec.replicas")
-        schedd = (spec.get("options") or {}).get("schedd")
-        if schedd is not None:
-            schedd = validate_schedd_name(schedd, "spec.options.schedd")
-    except ValidationError as e:
-        return f"not enqueued: {e}"
+    try:  # the request's one check (tasks.api trusts a ScaleRequest it is given)
+        req = ScaleRequest.build(cfg.max_workers, cluster=a.cluster, n=spec.get("replicas", 0) or 0, owner=owner,
+                                 schedd=(spec.get("options") or {}).get("schedd"))
+    except ValidationError as e:  # named as the resource names it
+        field = _SPEC_FIELDS.get(e.field, e.field)
+        return f"not enqueued: {ValidationError(field, e.value, e.reason)}"
+    replicas, schedd = req.n, req.schedd
     requested = ht.get("requested")
     lost = bool(summary is not None and requested and summary.get("desired") != requested
                 and now - _epoch(ht.get("requestedAt")) >= REQUEST_GRACE)
     if (replicas == requested and not lost) or (requested is None and replicas == 0):
         return None
-    a.enqueue.append(TaskRequest(SCALE_TASK, a.cluster, n=replicas, owner=owner,
-                                 options=worker_options(cluster, cfg), schedd=schedd))
+    options = worker_options(cluster, cfg)  # checked by tasks.api with the site's defaults
+    a.enqueue.append(TaskRequest(SCALE_TASK, a.cluster, n=replicas, owner=owner, options=options, schedd=schedd,
+                                 request=req.model_copy(update={"options": options})))
     if schedd:
         ht["schedd"] = schedd
     if cfg.credentials_dir and replicas > 0:

@@ -232,17 +232,25 @@ class RequestStore:
         call = self._record_call(name, desired, schedd, owner, options, names, seq, mode, quota)
         if not wait:
             return _reply(name, desired, self._record_request(**call))
+        reply, _ = self._replicated(name, self._record_request, call)
+        return _reply(name, desired, reply)
+
+    def _replicated(self, name: str, script, call: dict):
+        """(`script`'s reply to `call` (a recording script), whether the write is confirmed). Under Sentinel
+        (unless no replica answered lately) it runs on one connection with `WAIT 1`, so that a replica holds
+        the write, and is confirmed when one did; without Sentinel it always is."""
+        if not (self.replicated and time.monotonic() >= self._no_replica_until):
+            return script(**call), not self.replicated
         pipe = self.r.pipeline(transaction=False)  # one connection: WAIT covers this write
-        self._record_request(**call, client=pipe)
+        script(**call, client=pipe)
         pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
         reply, replicas = pipe.execute()
-        got = _reply(name, desired, reply)
         if not int(replicas):
             self._no_replica_until = time.monotonic() + NO_REPLICA_PAUSE
-            log.warning("cluster %s: request %s recorded, but no replica confirmed it within %d ms (a failover "
-                        "now could lose it); not waiting for replicas for %.0f s", name, got[0], REPLICA_WAIT_MS,
+            log.warning("cluster %s: request recorded, but no replica confirmed it within %d ms (a failover "
+                        "now could lose it); not waiting for replicas for %.0f s", name, REPLICA_WAIT_MS,
                         NO_REPLICA_PAUSE)
-        return got
+        return reply, bool(int(replicas))
 
     def get(self, name: str) -> ClusterRecord | None:
         return self.get_many([name])[name]

@@ -51,9 +51,30 @@ end
 _JOIN = _ARM_WATCH + _QUEUED + """
 redis.call('SADD', KEYS[1], ARGV[1])
 local queued = queued_mark()
+if queued == ARGV[2] then  -- the task its request's enqueue named as the queued round (_ENQUEUE)
+  redis.call('DEL', KEYS[3])
+  queued = false
+end
 if not queued and redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {1, -1, ''} end
 local watch = -1
 if redis.call('EXISTS', KEYS[2]) == 1 then watch = arm() end
+return {0, watch, queued or redis.call('GET', KEYS[2]) or ''}
+"""
+# KEYS as _JOIN's; ARGV: cluster, the id of the scale task about to be sent for it, the queued mark's TTL (ms).
+# A request joins the pending set where it enters (tasks.api): when no round runs or is queued, its own task
+# is named as the queued round (the mark's `<id>` phase: honoured for the TTL, the time the task has to start;
+# that task then takes the lock with _TAKE). Returns {1 if named, ms after which the watch this call armed is
+# due (else -1), the id of the task handling the cluster ('' unknown)}.
+_ENQUEUE = _ARM_WATCH + _QUEUED + """
+redis.call('SADD', KEYS[1], ARGV[1])
+local queued = queued_mark()
+local held = redis.call('EXISTS', KEYS[2]) == 1
+if not queued and not held then
+  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+  return {1, -1, ARGV[2]}
+end
+local watch = -1
+if held then watch = arm() end
 return {0, watch, queued or redis.call('GET', KEYS[2]) or ''}
 """
 # A round's task starts: KEYS as above plus KEYS[5], the mark it clears (the queued mark if it names the

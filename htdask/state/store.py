@@ -29,9 +29,10 @@ from htdask.state.locks import LeaseKeeper, LockStore, new_token
 from htdask.state.metrics import RECORDER, Recorder
 from htdask.state.nodes import NodeStore
 from htdask.state.quota import QuotaStore
-from htdask.state.requests import _RECORD_REQUEST, ClusterRecord, RequestStore
+from htdask.state.requests import (_RECORD_REQUEST, ClusterRecord, OwnerMismatch, Recorded, RequestStore,
+                                   ScheddMismatch, _reply)
 from htdask.state.retiring import RetiringStore
-from htdask.state.rounds import _JOIN, RoundStore
+from htdask.state.rounds import _ENQUEUE, _JOIN, RoundStore, holder_task
 from htdask.state.summaries import SummaryStore
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,23 @@ local rest = {{}}
 for i = 4, #ARGV do rest[#rest + 1] = ARGV[i] end
 return {{record({{KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}}, rest),
         join({{KEYS[6], KEYS[7], KEYS[8], KEYS[9]}}, {{ARGV[1], ARGV[2], ARGV[3]}})}}
+"""
+
+# A request where it enters (tasks.api): recorded (_RECORD_REQUEST, KEYS[1..5], ARGV[5..]) and, when recorded
+# on the schedd whose round keys are given (KEYS[6..9], ARGV[1..3]: _ENQUEUE's), joined to that schedd's
+# pending set, in one script call. ARGV[4] is that schedd. Returns {record's reply, _ENQUEUE's reply or false}.
+_RECORD_AND_ENQUEUE = f"""
+local function record(KEYS, ARGV)
+{_RECORD_REQUEST}
+end
+local function enqueue(KEYS, ARGV)
+{_ENQUEUE}
+end
+local rest = {{}}
+for i = 5, #ARGV do rest[#rest + 1] = ARGV[i] end
+local rec = record({{KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}}, rest)
+if rec[2] ~= 1 or rec[3] ~= ARGV[4] then return {{rec, false}} end
+return {{rec, enqueue({{KEYS[6], KEYS[7], KEYS[8], KEYS[9]}}, {{ARGV[1], ARGV[2], ARGV[3]}})}}
 """
 
 # A scale task joins the round for a request the enqueue recorded: KEYS[1] the cluster's hash, KEYS[2] its
@@ -85,7 +103,8 @@ class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, Nod
     measurements, written with the store's next pipeline (htdask.state.metrics).
     """
 
-    SCRIPTS = {"_record_and_join": _RECORD_AND_JOIN, "_join_recorded": _JOIN_RECORDED}
+    SCRIPTS = {"_record_and_join": _RECORD_AND_JOIN, "_join_recorded": _JOIN_RECORDED,
+               "_record_and_enqueue": _RECORD_AND_ENQUEUE}
 
     def __init__(self, client: redis.Redis | None = None, recorder: Recorder | None = None,
                  settings: Settings | None = None):
@@ -127,3 +146,42 @@ class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, Nod
         if int(out[0]) < 0:
             return None
         return bool(int(out[0])), self._taken(lock, token, out[1])
+
+    def record_and_enqueue(self, name: str, desired: int, *, schedd: str, keep_schedd: bool, task_id: str,
+                           owner: str | None = None, options: dict | None = None, names: list[str] | None = None,
+                           quota=None):
+        """A new request where it enters, in one script call: `record_scale_request` (same arguments, the
+        owner's quota checked and counted there too) and, when the cluster's schedd is `schedd`, its join to
+        that schedd's pending set on behalf of its task `task_id` (about to be sent): the task is named as the
+        queued round when none runs or is queued.
+
+        Returns (Recorded(seq, the cluster's schedd, workers granted, quota note), joined): `joined` is None
+        when the task must join itself (the cluster runs on another schedd; under Sentinel, no replica
+        confirmed the write, which a failover could lose), else (named: the task runs the round; seconds
+        after which the caller sends the watch task this call armed, or None; the id of the task handling
+        the cluster, None if unknown). Raises ScheddMismatch or QuotaExceeded (nothing written) like
+        `record_scale_request`.
+        """
+        ttl_ms = int(self.settings.lock_ttl * 1000)
+        guess = owner or self.default_quota_owner()
+        for _ in range(3):  # the owner may differ from the guess (a request without one keeps the recorded)
+            record = self._record_call(name, desired, schedd, owner, options, names, None,
+                                       "keep" if keep_schedd else "check", quota(guess) if quota else None)
+            call = {"keys": record["keys"] + self._round_keys(schedd),
+                    "args": [name, task_id, ttl_ms, schedd, *record["args"]]}
+            (rec, joined), confirmed = self._replicated(name, self._record_and_enqueue, call)
+            try:
+                seq, _, where, granted, note = _reply(name, desired, rec)
+                break
+            except OwnerMismatch as e:
+                guess = e.owner
+        else:
+            raise RuntimeError(f"cluster {name}: its owner changed during three requests in a row")
+        if seq < 0:
+            raise ScheddMismatch(name, schedd, where)
+        recorded = Recorded(seq, where, granted, note)
+        if not joined or not confirmed:
+            return recorded, None
+        named, watch_ms, handler = joined
+        return recorded, (bool(named), int(watch_ms) / 1000.0 if int(watch_ms) >= 0 else None,
+                          holder_task(handler))
