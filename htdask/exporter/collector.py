@@ -43,6 +43,7 @@ class HtdaskCollector(Collector):
         yield up
         yield from cluster_families(snap)
         yield from schedd_families(snap)
+        yield culled_family(snap)
 
 
 def cluster_families(snap: snapshot.Snapshot):
@@ -83,6 +84,15 @@ def cluster_families(snap: snapshot.Snapshot):
         for reason, n in sorted(c.ended.items()):
             ended.add_metric([c.name, c.schedd, reason], n)
     return [desired, jobs, connected, unmatched, held, stale, crash, ended]
+
+
+def culled_family(snap: snapshot.Snapshot):
+    """`htdask_clusters_culled_total{reason}`: clusters the idle or lifetime limit deleted (both reasons, 0 too)."""
+    culled = CounterMetricFamily("htdask_clusters_culled", "Clusters deleted because they reached their idle "
+                                 "timeout (reason idle) or maximum lifetime (reason lifetime)", labels=["reason"])
+    for reason in ("idle", "lifetime"):
+        culled.add_metric([reason], snap.culls.get(reason, 0))
+    return culled
 
 
 def schedd_families(snap: snapshot.Snapshot):

@@ -11,7 +11,8 @@ the only module that builds key names). Values are plain strings and JSON so tha
 - `htdask.state.rounds`: batched rounds (pending sets, the batch lock, queued and watch marks);
 - `htdask.state.summaries`: poll results, job records, ended jobs;
 - `htdask.state.nodes`: schedd throttle, queue consumers, identity cache;
-- `htdask.state.retiring`: running workers being retired before their jobs are removed.
+- `htdask.state.retiring`: running workers being retired before their jobs are removed;
+- `htdask.state.limits`: idle and lifetime limits, what schedulers said, clusters a limit deleted.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from htdask.settings import Settings, load
 from htdask.state import keys
 from htdask.state.connection import connect
 from htdask.state.counters import CounterStore
+from htdask.state.limits import LimitStore
 from htdask.state.locks import LeaseKeeper, LockStore, new_token
 from htdask.state.metrics import RECORDER, Recorder
 from htdask.state.nodes import NodeStore
@@ -75,7 +77,7 @@ return {{current, join({{KEYS[3], KEYS[4], KEYS[5], KEYS[6]}}, {{ARGV[2], ARGV[3
 """
 
 
-class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, NodeStore, RetiringStore):
+class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, NodeStore, RetiringStore, LimitStore):
     """Operations on our Redis keys. One instance per process is enough (redis-py pools connections).
 
     `settings` (default: this process's) give REDIS_URL when no client is given, TOMBSTONE_TTL, and LOCK_TTL:
