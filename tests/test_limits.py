@@ -126,3 +126,51 @@ def test_idle_and_expired_clusters_are_deleted_with_their_reason_and_a_busy_one_
     finally:
         for proc in procs:
             proc.stop()
+
+
+def _culled_metric(stack) -> dict[str, float]:
+    metrics = urllib.request.urlopen(stack.exporter_url + "metrics", timeout=10).read().decode()
+    out = {}
+    for line in metrics.splitlines():
+        if line.startswith("htdask_clusters_culled_total{"):
+            labels, value = line.rsplit(" ", 1)
+            out[labels.split('reason="')[1].split('"')[0]] = float(value)
+    return out
+
+
+def test_a_gateway_cluster_honours_its_idle_timeout_and_maximum_lifetime_options(stack):
+    from htdask.demo.gateway_server import GatewayServer, close_client
+    before = _culled_metric(stack)
+    srv = GatewayServer(stack.env, stack.workdir / "gw-limits", overrides={
+        "HTCondorBackend.cluster_heartbeat_period": 1, "HTCondorBackend.cluster_heartbeat_timeout": 60.0,
+        "HTCondorBackend.cluster_status_period": 2.0, "HTCondorClusterConfig.worker_memory": "512 M"})
+    srv.start()
+    gw = srv.client("alice")
+    try:
+        with pytest.raises(Exception, match=r"exceeds the site's maximum 2 h \(IDLE_TIMEOUT_MAX\)"):
+            gw.submit(idle_timeout="3h")
+        with pytest.raises(Exception, match=r"invalid max_lifetime 'soon': must be a duration"):
+            gw.submit(max_lifetime="soon")
+        assert not gw.list_clusters()
+
+        idle = gw.new_cluster(idle_timeout="2s")  # its scheduler never gets a task
+        old = gw.new_cluster(max_lifetime="5s")
+        idle.scale(1)  # a worker job, if the scale comes before the stop: the delete path removes it
+        running = lambda: {c.name for c in gw.list_clusters()}  # noqa: E731
+        wait_until(lambda: idle.name not in running(), timeout=120, message="the idle gateway cluster stopped")
+        row = wait_until(lambda: (r := _row(stack, idle.name)).get("deleted") and r, timeout=60,
+                         message="the idle gateway cluster's record")
+        assert row["culled"]["reason"] == "idle" and "(idle timeout 2 s)" in row["culled"]["detail"]
+        wait_until(lambda: not live(stack, idle.name), timeout=60, message="its worker job removed")
+
+        wait_until(lambda: old.name not in running(), timeout=120, message="the expired gateway cluster stopped")
+        row = wait_until(lambda: (r := _row(stack, old.name)).get("deleted") and r, timeout=60,
+                         message="the expired gateway cluster's record")
+        assert row["culled"]["reason"] == "lifetime" and "(maximum lifetime 5 s)" in row["culled"]["detail"]
+        after = _culled_metric(stack)
+        assert after["idle"] == before["idle"] + 1 and after["lifetime"] == before["lifetime"] + 1
+        for c in (idle, old):
+            c.close()
+    finally:
+        close_client(gw)
+        srv.stop()

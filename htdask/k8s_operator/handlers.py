@@ -21,6 +21,11 @@ Life of a DaskCluster (``status.phase``, as dask-gateway's controller):
     Stopped  -- spec.active false: ``delete_cluster`` enqueued, Pod/Service/Secret/routes deleted,
                 finalizer removed.
     Failed   -- the scheduler pod ended or vanished, or the owner was refused: as Stopped.
+    (limits)  -- ``spec.config.idle_timeout`` / ``max_lifetime`` (seconds or durations such as ``30m``; the
+                site's IDLE_TIMEOUT / MAX_LIFETIME when absent or 0, refused over IDLE_TIMEOUT_MAX / MAX_LIFETIME_MAX
+                in ``status.htcondor.error``) go with each scale request; when the controller's limits pass
+                deleted the cluster (the summary's ``culled``), the DaskCluster is Stopped with the reason as
+                ``status.message``.
     (deleted) -- deletionTimestamp set while our finalizer is on: as Stopped, then the finalizer goes.
 
 ``status.htcondor`` is ours: ``cluster`` (our cluster name, see ``naming``), ``owner``, ``requested``
@@ -34,6 +39,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+from htdask.domain import limits
 from htdask.domain.joboptions import worker_job_options
 from htdask.k8s_operator import bodies
 from htdask.k8s_operator.config import OperatorConfig
@@ -70,6 +76,7 @@ class TaskRequest:
     owner: str | None = None
     options: dict | None = None
     schedd: str | None = None
+    limits: dict | None = None  # idle_timeout / max_lifetime in seconds (spec.config), checked
 
 
 @dataclass
@@ -277,6 +284,10 @@ def reconcile(cluster: dict, *, cfg: OperatorConfig, now: float, scheduler_pod: 
 
     if scheduler_pod is None or scheduler_state(scheduler_pod) == "terminated":
         return _teardown(a, new, "Failed", now, cfg, message="the scheduler pod ended or disappeared")
+    culled = (summary or {}).get("culled")
+    if culled:  # the controller's limits pass deleted it (tasks/limits.py): stop the DaskCluster too
+        return _teardown(a, new, "Stopped", now, cfg,
+                         message=f"deleted by its {culled.get('reason')} limit: {culled.get('detail')}")
 
     error = _scale(a, cluster, new, summary, owner, now, cfg)
     if summary is not None:
@@ -302,6 +313,10 @@ def _scale(a: Actions, cluster: dict, new: dict, summary: dict | None, owner: st
         schedd = (spec.get("options") or {}).get("schedd")
         if schedd is not None:
             schedd = validate_schedd_name(schedd, "spec.options.schedd")
+        config = spec.get("config") or {}
+        # dask-gateway writes idle_timeout 0.0 when none was chosen: 0 (like absent) means the site's default
+        own_limits = limits.requested({k: config.get(k) or None for k in limits.KINDS}, cfg.limit_maxima,
+                                      {k: f"spec.config.{k}" for k in limits.KINDS})
     except ValidationError as e:
         return f"not enqueued: {e}"
     requested = ht.get("requested")
@@ -310,7 +325,7 @@ def _scale(a: Actions, cluster: dict, new: dict, summary: dict | None, owner: st
     if (replicas == requested and not lost) or (requested is None and replicas == 0):
         return None
     a.enqueue.append(TaskRequest(SCALE_TASK, a.cluster, n=replicas, owner=owner,
-                                 options=worker_options(cluster, cfg), schedd=schedd))
+                                 options=worker_options(cluster, cfg), schedd=schedd, limits=own_limits or None))
     if cfg.credentials_dir and replicas > 0:
         a.write_credentials = Credentials(a.cluster, bodies.secret_name(a.name), owner)
     a.notes.append(f"replicas {'-' if requested is None else requested} -> {replicas}: scale enqueued"

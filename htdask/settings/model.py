@@ -226,6 +226,7 @@ class Settings(Section):
         if "resync_seconds" not in self.operator.model_fields_set:
             self.operator.__dict__["resync_seconds"] = self.poll_interval
         self.operator.__dict__["max_workers"] = self.max_workers_per_cluster
+        self.operator.__dict__["limit_maxima"] = self.limit_maxima
         return self
 
     @property
