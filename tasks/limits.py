@@ -93,15 +93,20 @@ def enforce(store: Store, settings, schedd: str) -> dict:
     bound = max(0.2, min(2.0, settings.poll_interval / 2))
     views = dask_scheduler.idleness(asked, timeout=min(1.0, bound), total=bound) if asked else {}
     out = {"checked": len(todo), "culled": {}, "not_asked": {}}
-    for name, limits in todo.items():
+    seen = []
+    for name in todo:
         since, state = None, ""
         if name in targets:
             address, _, why_not = targets[name]
             since, state = idle_state(views.get(address), address, why_not)
             if since is None and state != "busy":
                 out["not_asked"][name] = state
-        seen = store.observe(name, since, state)
-        judged = verdict(limits, seen.idle_for, seen.age)
+        seen.append((name, since, state))
+    observed = store.observe_many(seen) if seen else []  # one round trip, Redis' clock
+    store.culled(store.now(), prune=True)  # forget culled clusters older than a day
+    for (name, _, _), obs in zip(seen, observed):
+        limits = todo[name]
+        judged = verdict(limits, obs.idle_for, obs.age)
         if judged is None:
             continue
         reason, detail = judged

@@ -102,7 +102,8 @@ def test_idle_time_counts_by_redis_clock_while_the_scheduler_says_the_same_idle_
     again = store.observe("c", 100.0, "idle")
     assert again.idle_for >= 0.3
     assert store.observe("c", 101.0, "idle").idle_for == 0  # activity in between: a new idle_since restarts it
-    assert store.observe("c", None, "busy").idle_for is None
+    busy, nope = store.observe_many([("c", None, "busy"), ("nope", 1.0, "idle")])
+    assert busy.idle_for is None and busy.age >= 0.3 and nope == Observed(None, None)
     assert store.limit_fields(["c"])["c"]["idle_state"] == "busy"
     assert store.observe("c", 101.0, "idle").idle_for == 0
 
@@ -120,4 +121,6 @@ def test_a_cluster_is_marked_and_counted_once_and_not_after_a_newer_request(redi
     assert store.cull("gw", "lifetime", "6 s old (maximum lifetime 5 s)", None)  # a gateway's: no record needed
     assert store.cull_counts() == {"idle": 1, "lifetime": 1}
     assert set(store.culled(store.now())) == {"c", "gw"}
-    assert store.culled(store.now() + 2 * 86400) == {} and store.culled(store.now()) == {}  # dropped after a day
+    assert store.culled(store.now() + 2 * 86400) == {} and len(store.culled(store.now())) == 2  # readers only read
+    store.culled(store.now() + 2 * 86400, prune=True)
+    assert store.culled(store.now()) == {}  # the pass drops them after a day

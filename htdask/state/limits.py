@@ -115,9 +115,10 @@ class LimitStore:
         """Clusters deleted by a limit, ever: reason -> count."""
         return {k: int(v) for k, v in self.r.hgetall(keys.culls()).items()}
 
-    def culled(self, now: float) -> dict[str, dict]:
+    def culled(self, now: float, prune: bool = False) -> dict[str, dict]:
         """Clusters a limit deleted within CULLED_KEEP seconds of `now` (Redis' clock): name -> its record
-        (reason, detail, at, schedd, owner, seq); older ones are dropped."""
+        (reason, detail, at, schedd, owner, seq); `prune`: drop older ones (the limits pass does; readers such
+        as the exporter only read)."""
         out, old = {}, []
         for name, raw in self.r.hgetall(keys.culled()).items():
             try:
@@ -129,9 +130,18 @@ class LimitStore:
                 out[name] = doc
             else:
                 old.append(name)
-        if old:
+        if old and prune:
             self.r.hdel(keys.culled(), *old)
         return out
+
+    def observe_many(self, seen: list[tuple[str, float | None, str]]) -> list[Observed]:
+        """`observe` for several clusters ((name, idle_since, state) each) in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for name, idle_since, state in seen:
+            self._observe(keys=[keys.cluster(name)], args=[
+                "idle" if idle_since is not None else "not", repr(idle_since), state], client=pipe)
+        return [Observed(None if float(i) < 0 else float(i), None if float(a) < 0 else float(a))
+                for i, a in pipe.execute()]
 
     def limit_fields(self, names: list[str]) -> dict[str, dict]:
         """The limit fields of several clusters' records in one round trip: name -> {idle_timeout,
