@@ -82,9 +82,20 @@ def enforce(store: Store, settings, schedd: str) -> dict:
     kinds = managers(store, list(records))
     fields = store.limit_fields(list(records))
     todo = {}
+    resent = []
     for name, rec in records.items():
-        if (kinds.get(name) or {}).get("kind") == "gateway" or fields[name].get("culled"):
+        if (kinds.get(name) or {}).get("kind") == "gateway":
             continue
+        if fields[name].get("culled"):
+            judged_at = int(fields[name].get("culled_seq") or 0)
+            if rec.seq == judged_at:  # marked, but its delete was never recorded (Redis failed in between)
+                api.enqueue_delete(store, name)
+                resent.append(name)
+                continue
+            if not (rec.desired or rec.names):
+                continue  # its delete is on its way
+            store.uncull(name)  # a request newer than the delete keeps the cluster: judged again from now on
+            log.info("cluster %s: a request after its %s limit's delete keeps it", name, fields[name]["culled"])
         limits = lim.effective(own_limits(fields[name]), settings.limit_defaults)
         if limits.any:
             todo[name] = limits
@@ -92,7 +103,7 @@ def enforce(store: Store, settings, schedd: str) -> dict:
     asked = {address: args for address, args, why in targets.values() if why is None}
     bound = max(0.2, min(2.0, settings.poll_interval / 2))
     views = dask_scheduler.idleness(asked, timeout=min(1.0, bound), total=bound) if asked else {}
-    out = {"checked": len(todo), "culled": {}, "not_asked": {}}
+    out = {"checked": len(todo), "culled": {}, "not_asked": {}, "delete_sent_again": resent}
     seen = []
     for name in todo:
         since, state = None, ""

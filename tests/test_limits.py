@@ -111,9 +111,7 @@ def test_idle_and_expired_clusters_are_deleted_with_their_reason_and_a_busy_one_
         wait_until(lambda: not live(stack, "old"), timeout=60, message="the expired cluster's jobs removed")
         assert not _row(stack, "busy").get("deleted")  # its scheduler is busy: the pass read it every second
 
-        metrics = urllib.request.urlopen(stack.exporter_url + "metrics", timeout=10).read().decode()
-        assert 'htdask_clusters_culled_total{reason="idle"} 1.0' in metrics
-        assert 'htdask_clusters_culled_total{reason="lifetime"} 1.0' in metrics
+        assert _culled_metric(stack) == {"idle": 1.0, "lifetime": 1.0}
         page = urllib.request.urlopen(stack.exporter_url, timeout=10).read().decode()
         assert 'class="culled" data-cluster="idle"' in page and "(idle timeout 3 s)" in page
         assert 'class="culled" data-cluster="old"' in page and "(maximum lifetime 6 s)" in page
@@ -134,6 +132,7 @@ def _culled_metric(stack) -> dict[str, float]:
     for line in metrics.splitlines():
         if line.startswith("htdask_clusters_culled_total{"):
             labels, value = line.rsplit(" ", 1)
+            assert 'schedd="local"' in labels, line
             out[labels.split('reason="')[1].split('"')[0]] = float(value)
     return out
 

@@ -115,12 +115,36 @@ def test_a_cluster_is_marked_and_counted_once_and_not_after_a_newer_request(redi
     assert not store.cull("c", "idle", "idle for 31 s (idle timeout 30 s)", seq)  # judged before request `newer`
     assert store.cull("c", "idle", "idle for 31 s (idle timeout 30 s)", newer)
     assert not store.cull("c", "lifetime", "old", newer)  # once
-    assert store.cull_counts() == {"idle": 1}
+    assert store.cull_counts() == {("local", "idle"): 1}
     assert store.limit_fields(["c"])["c"]["culled"] == "idle"
     assert store.culled(store.now())["c"]["detail"] == "idle for 31 s (idle timeout 30 s)"
-    assert store.cull("gw", "lifetime", "6 s old (maximum lifetime 5 s)", None)  # a gateway's: no record needed
-    assert store.cull_counts() == {"idle": 1, "lifetime": 1}
+    assert store.cull("gw", "lifetime", "6 s old (maximum lifetime 5 s)", None, "sub2")  # a gateway's: no record
+    assert store.cull_counts() == {("local", "idle"): 1, ("sub2", "lifetime"): 1}
     assert set(store.culled(store.now())) == {"c", "gw"}
     assert store.culled(store.now() + 2 * 86400) == {} and len(store.culled(store.now())) == 2  # readers only read
     store.culled(store.now() + 2 * 86400, prune=True)
     assert store.culled(store.now()) == {}  # the pass drops them after a day
+
+
+def test_a_culled_cluster_whose_delete_was_lost_is_deleted_again_and_a_revived_one_is_judged_again(redis_server,
+                                                                                                  monkeypatch):
+    """The pass marks first, then sends the delete: a mark without a recorded delete gets its delete again; a
+    scale request after the delete keeps the cluster (the delete is superseded) and its mark goes."""
+    store = Store(connect(redis_server.url))
+    sent = []
+    monkeypatch.setattr("tasks.api.enqueue_delete", lambda st, name: sent.append(name))
+
+    class Site:
+        limit_defaults = {"idle_timeout": 0.0, "max_lifetime": 0.0}
+        dask_scheduler_address, poll_interval = "", 1.0
+
+    seq = store.record_new_request("c", 2, schedd="local")
+    assert store.cull("c", "lifetime", "old", seq)
+    pass_.enforce(store, Site, "local")
+    assert sent == ["c"]  # the delete was never recorded: sent again
+    store.record_new_request("c", 0, schedd="local")  # the delete's own record (desired 0): on its way
+    pass_.enforce(store, Site, "local")
+    assert sent == ["c"] and store.limit_fields(["c"])["c"]["culled"] == "lifetime"
+    store.record_new_request("c", 3, schedd="local")  # a scale after the delete keeps it
+    pass_.enforce(store, Site, "local")
+    assert sent == ["c"] and store.limit_fields(["c"])["c"]["culled"] is None

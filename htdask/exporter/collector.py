@@ -87,11 +87,14 @@ def cluster_families(snap: snapshot.Snapshot):
 
 
 def culled_family(snap: snapshot.Snapshot):
-    """`htdask_clusters_culled_total{reason}`: clusters the idle or lifetime limit deleted (both reasons, 0 too)."""
+    """`htdask_clusters_culled_total{schedd, reason}`: clusters the idle or lifetime limit deleted, for every
+    known schedd and both reasons (0 too, so rates start at once)."""
     culled = CounterMetricFamily("htdask_clusters_culled", "Clusters deleted because they reached their idle "
-                                 "timeout (reason idle) or maximum lifetime (reason lifetime)", labels=["reason"])
-    for reason in ("idle", "lifetime"):
-        culled.add_metric([reason], snap.culls.get(reason, 0))
+                                 "timeout (reason idle) or maximum lifetime (reason lifetime)",
+                                 labels=["schedd", "reason"])
+    for schedd in sorted(set(snap.schedds) | {s for s, _ in snap.culls if s}):
+        for reason in ("idle", "lifetime"):
+            culled.add_metric([schedd, reason], snap.culls.get((schedd, reason), 0))
     return culled
 
 

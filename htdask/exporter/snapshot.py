@@ -69,8 +69,8 @@ class Snapshot:
     schedds: dict[str, ScheddView]
     #: the line naming Redis' maxmemory-policy when it may evict our keys (run anyway: REDIS_ALLOW_EVICTION=1)
     eviction: str | None = None
-    #: clusters deleted by an idle or lifetime limit, ever: reason (idle, lifetime) -> count
-    culls: dict[str, int] = field(default_factory=dict)
+    #: clusters deleted by an idle or lifetime limit, ever: (schedd, reason (idle, lifetime)) -> count
+    culls: dict[tuple[str, str], int] = field(default_factory=dict)
     #: clusters a limit deleted within a day: name -> {reason, detail, at, schedd, owner} (htdask.state.limits)
     culled: dict[str, dict] = field(default_factory=dict)
 

@@ -10,7 +10,7 @@
   (`backend.stop_cluster`, whose `do_stop_cluster` deletes its jobs through the controller).
 
 Either way the reason is recorded where `htdask status`, the status page and
-`htdask_clusters_culled_total{reason}` read it (`Store.cull`), as for CLI and operator clusters, whose limits
+`htdask_clusters_culled_total{schedd, reason}` read it (`Store.cull`), as for CLI and operator clusters, whose limits
 the controller's pass enforces (tasks/limits.py; it leaves gateway clusters to the gateway).
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ class GatewayLimits:
     async def _record(self, name: str, reason: str, detail: str) -> None:
         log.warning("cluster %s: %s: stopping it", name, detail)
         try:
-            await asyncio.to_thread(self.backend.store.cull, name, reason, detail, None)
+            await asyncio.to_thread(self.backend.store.cull, name, reason, detail, None, self.backend.schedd)
         except Exception as exc:  # the stop matters more than its record
             log.error("cluster %s: could not record why it stops (%s): %s", name, detail, exc)
 

@@ -55,7 +55,8 @@ return {string.format('%.3f', now - seen), string.format('%.3f', age)}
 
 # Mark a cluster deleted by a limit, once: KEYS[1] its hash, KEYS[2] the culled hash, KEYS[3] the counters;
 # ARGV[1] name, ARGV[2] reason, ARGV[3] detail, ARGV[4] the request number it was judged at, or '' (a Dask
-# Gateway's cluster, judged by the gateway: it may have no record yet). 0 (nothing done) when it is marked
+# Gateway's cluster, judged by the gateway: it may have no record yet), ARGV[5] its schedd when it has no record.
+# The counter's field is `<reason>|<schedd>`. 0 (nothing done) when it is marked
 # already, or (with a number) has no record or a newer request arrived meanwhile (judged again next pass).
 _CULL = _NOW + """
 local exists = redis.call('EXISTS', KEYS[1]) == 1
@@ -64,14 +65,15 @@ if ARGV[4] ~= '' then
   if not exists then return 0 end
   if tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') ~= tonumber(ARGV[4]) then return 0 end
 end
-local h = {false, false}
+local h = {ARGV[5], false}
 if exists then
-  redis.call('HSET', KEYS[1], 'culled', ARGV[2], 'culled_detail', ARGV[3], 'culled_at', string.format('%.6f', now))
+  redis.call('HSET', KEYS[1], 'culled', ARGV[2], 'culled_detail', ARGV[3], 'culled_at', string.format('%.6f', now),
+             'culled_seq', ARGV[4])
   h = redis.call('HMGET', KEYS[1], 'schedd', 'owner')
 end
 redis.call('HSET', KEYS[2], ARGV[1], cjson.encode({reason = ARGV[2], detail = ARGV[3], at = now,
   schedd = h[1] or '', owner = h[2] or '', seq = tonumber(ARGV[4]) or 0}))
-redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
+redis.call('HINCRBY', KEYS[3], ARGV[2] .. '|' .. (h[1] or ARGV[5]), 1)
 return 1
 """
 
@@ -104,16 +106,25 @@ class LimitStore:
             "idle" if idle_since is not None else "not", repr(idle_since), state])
         return Observed(None if float(idle) < 0 else float(idle), None if float(age) < 0 else float(age))
 
-    def cull(self, name: str, reason: str, detail: str, seq: int | None) -> bool:
+    def cull(self, name: str, reason: str, detail: str, seq: int | None, schedd: str = "") -> bool:
         """Mark the cluster deleted by a limit (`reason` idle|lifetime, `detail` the words shown) and count it,
         once; False when it is marked already, or (`seq` given) gone or a request newer than `seq` arrived.
-        `seq` None: a gateway's cluster, judged by the gateway, which may have no record yet."""
+        `seq` None: a gateway's cluster, judged by the gateway, which may have no record yet (`schedd`: its
+        schedd then; else the record's)."""
         return bool(self._cull(keys=[keys.cluster(name), keys.culled(), keys.culls()],
-                               args=[name, reason, detail, "" if seq is None else int(seq)]))
+                               args=[name, reason, detail, "" if seq is None else int(seq), schedd]))
 
-    def cull_counts(self) -> dict[str, int]:
-        """Clusters deleted by a limit, ever: reason -> count."""
-        return {k: int(v) for k, v in self.r.hgetall(keys.culls()).items()}
+    def uncull(self, name: str) -> None:
+        """Forget a cluster's cull mark (a request newer than its delete kept it: it is judged again)."""
+        self.r.hdel(keys.cluster(name), "culled", "culled_detail", "culled_at", "culled_seq")
+
+    def cull_counts(self) -> dict[tuple[str, str], int]:
+        """Clusters deleted by a limit, ever: (schedd, reason) -> count."""
+        out = {}
+        for field, n in self.r.hgetall(keys.culls()).items():
+            reason, _, schedd = field.partition("|")
+            out[(schedd, reason)] = out.get((schedd, reason), 0) + int(n)
+        return out
 
     def culled(self, now: float, prune: bool = False) -> dict[str, dict]:
         """Clusters a limit deleted within CULLED_KEEP seconds of `now` (Redis' clock): name -> its record
@@ -145,8 +156,8 @@ class LimitStore:
 
     def limit_fields(self, names: list[str]) -> dict[str, dict]:
         """The limit fields of several clusters' records in one round trip: name -> {idle_timeout,
-        max_lifetime, born_at, idle_state, culled, culled_detail} (absent ones None)."""
-        fields = ("idle_timeout", "max_lifetime", "born_at", "idle_state", "culled", "culled_detail")
+        max_lifetime, born_at, idle_state, culled, culled_detail, culled_seq} (absent ones None)."""
+        fields = ("idle_timeout", "max_lifetime", "born_at", "idle_state", "culled", "culled_detail", "culled_seq")
         pipe = self.r.pipeline(transaction=False)
         for name in names:
             pipe.hmget(keys.cluster(name), *fields)
