@@ -1,4 +1,5 @@
-"""The Celery beat schedule: one poll of the queue per schedd every POLL_INTERVAL seconds.
+"""The Celery beat schedule: one poll of the queue per schedd every POLL_INTERVAL seconds, and one pass of the
+idle and lifetime limits per schedd (tasks/limits.py) as often.
 
 `celery -A tasks beat` reads it through the app (tasks/app.py). Each entry goes to that schedd's poll
 queue (`<schedd>.poll`, which the schedd's worker consumes next to its own), so the poll runs on the
@@ -11,7 +12,7 @@ from __future__ import annotations
 def schedule(settings) -> dict:
     from tasks.config import poll_queue
 
-    return {
+    polls = {
         f"poll-{schedd}": {
             "task": "tasks.poll_queue",
             "schedule": settings.poll_interval,
@@ -23,3 +24,14 @@ def schedule(settings) -> dict:
         }
         for schedd in settings.schedds
     }
+    # The idle and lifetime limits pass (tasks/limits.py): one task per schedd and period serves all its clusters.
+    limits = {
+        f"limits-{schedd}": {
+            "task": "tasks.enforce_limits",
+            "schedule": settings.poll_interval,
+            "kwargs": {"schedd": schedd},
+            "options": {"queue": poll_queue(schedd)},
+        }
+        for schedd in settings.schedds
+    }
+    return {**polls, **limits}

@@ -15,12 +15,15 @@ from htdask.base import (BadInput, Command, Failure, duration, emit_json, exampl
 from htdask.domain import joboptions, validation
 from htdask.domain.jobstatus import JobStatus
 
-def _known(store, cluster: str) -> None:
-    """An unknown cluster is one line and exit 1 (status, jobs, delete alike)."""
+def _known(store, cluster: str, culled_ok: bool = False) -> None:
+    """An unknown cluster is one line and exit 1 (status, jobs, delete alike); `culled_ok`: one a limit
+    deleted within a day is known (status shows why)."""
     from tasks import health
     try:
         health.require_known(store, cluster)
     except health.UnknownCluster as e:
+        if culled_ok and cluster in store.culled(store.now()):
+            return
         raise Failure(str(e)) from None
 
 
@@ -33,7 +36,8 @@ _BARE_NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
     "htdask scale mycluster 8 --memory 4GiB               # other options stay as recorded",
     "htdask scale mycluster 0 --json",
     "htdask scale mycluster 4 --scheduler tls://10.0.0.5:8786 --tls-cert w.crt --tls-key w.pem",
-    "htdask scale mycluster 4 --universe docker --image ghcr.io/dask/dask:2026.8.0 --dry-run"))
+    "htdask scale mycluster 4 --universe docker --image ghcr.io/dask/dask:2026.8.0 --dry-run",
+    "htdask scale mycluster 4 --idle-timeout 30m --max-lifetime 8h"))
 @click.argument("cluster")
 @click.argument("count", metavar="N")
 @click.option("--owner", help="Unix user the jobs run as (default: the Celery worker's DEFAULT_OWNER).")
@@ -61,6 +65,7 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
         raise click.UsageError("--owner and --email are mutually exclusive")
     req = api.scale_request(cluster, count, schedd=schedd)  # the request's one check (tasks.api)
     cluster, n = req.cluster, req.n
+    limits = scaleopts.limits(more)  # --idle-timeout, --max-lifetime: checked before anything is done
     if email is not None:
         validation.validate_email(email, "--email")
     if memory_limit and _BARE_NUMBER.match(memory_limit):
@@ -96,7 +101,8 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
         scaleopts.tls_options(cluster, owner, more, settings(), dry_run=False)
     since = store.now()  # Redis' clock, as the poll times and errors --wait compares with it
     # the owner (resolved) and the merged options are checked where the request is recorded (tasks.api)
-    enqueued = api.enqueue_scale(store, req.model_copy(update={"owner": owner, "options": merged}))
+    enqueued = api.enqueue_scale(store, req.model_copy(update={"owner": owner, "options": merged}),
+                                 limits=limits)
     asked, n = n, enqueued.granted if enqueued.granted is not None else n
     if enqueued.note:  # QUOTA_MODE=grant cut the request down to the owner's quota
         click.echo(f"note: cluster {cluster}: {n} of {asked} workers granted: {enqueued.note}", err=True)
@@ -219,7 +225,7 @@ def status(cluster, as_json, watch, interval):
         validation.validate_cluster_name(cluster)
     store = _store()
     if cluster:
-        _known(store, cluster)
+        _known(store, cluster, culled_ok=True)
     if not watch:
         _status_loop(store, cluster, as_json, False, interval, lambda: False)
         return

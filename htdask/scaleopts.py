@@ -1,6 +1,7 @@
 """`htdask scale`'s job options beyond counts: TLS (files staged into the spool at this boundary, only
 their paths go on), the worker's environment (image, interpreter, packed environment), GPUs, and
-`--dry-run` (the submit description the controller would send, secrets masked, nothing recorded)."""
+`--dry-run` (the submit description the controller would send, secrets masked, nothing recorded), and the
+cluster's idle and lifetime limits (`--idle-timeout`, `--max-lifetime`)."""
 from __future__ import annotations
 
 import getpass
@@ -38,12 +39,26 @@ def options(f):
         click.option("--gpus", "request_gpus", type=click.IntRange(1, 64), help="GPUs per worker."),
         click.option("--gpu-capability", type=float, help="Least CUDA capability of those GPUs, e.g. 7.5."),
         click.option("--gpu-memory", help="Least memory of those GPUs with its unit, e.g. 16GiB."),
+        click.option("--idle-timeout", metavar="DURATION",
+                     help="Delete the cluster once its Dask scheduler had no task for this long, e.g. 30m, 2h "
+                          "(0: never; default IDLE_TIMEOUT, at most IDLE_TIMEOUT_MAX)."),
+        click.option("--max-lifetime", metavar="DURATION",
+                     help="Delete the cluster this long after its first request, e.g. 8h, 2d (0: never; "
+                          "default MAX_LIFETIME, at most MAX_LIFETIME_MAX)."),
         click.option("--dry-run", is_flag=True, help="Print the submit description the controller would send "
                                                      "(secrets masked) and record nothing."),
     ]
     for opt in reversed(opts):
         f = opt(f)
     return f
+
+
+def limits(kw: dict) -> dict[str, float]:
+    """--idle-timeout and --max-lifetime in seconds (only those given), checked against the site's maxima
+    (tasks.api.check_limits: one line naming the flag)."""
+    from tasks import api
+    return api.check_limits({"idle_timeout": kw.get("idle_timeout"), "max_lifetime": kw.get("max_lifetime")},
+                            {"idle_timeout": "--idle-timeout", "max_lifetime": "--max-lifetime"})
 
 
 def job_options(kw: dict, **flags) -> dict:

@@ -16,7 +16,7 @@ from htdask.state.managed import managers
 from tasks import health, quota, status
 from tasks.app import app
 from tasks.config import poll_queue, settings
-from htdask.domain import validation
+from htdask.domain import limits as lim, validation
 from htdask.domain.request import DeleteRequest, ScaleRequest
 from tasks.options import check_job_options
 from workers.runas import check_user
@@ -41,19 +41,29 @@ def scale_request(cluster, n, *, owner=None, options: dict | None = None, schedd
                               options=options, schedd=schedd, names=names)
 
 
+def check_limits(values: dict | None, fields: dict[str, str] | None = None) -> dict[str, float]:
+    """A request's idle and lifetime limits (kind -> a duration: seconds or `30m`, `2h`; absent or None: not
+    given) in seconds, checked against the site's maxima (IDLE_TIMEOUT_MAX, MAX_LIFETIME_MAX); raises
+    ValidationError (one line, naming `fields[kind]`, e.g. --idle-timeout) for a bad or too large one."""
+    return lim.requested(values or {}, settings().limit_maxima, fields)
+
+
 def enqueue_scale(store: Store, cluster, n=None, *, owner: str | None = None, options: dict | None = None,
-                  schedd: str | None = None, names: list[str] | None = None, celery=None) -> Enqueued:
+                  schedd: str | None = None, names: list[str] | None = None, celery=None,
+                  limits: dict | None = None) -> Enqueued:
     """Check a scale request and put it on its schedd's queue (through `celery`, a Celery app, default
     tasks.app's). `cluster` is a `ScaleRequest` (`scale_request`), or the request's fields are given.
 
     The request is numbered and recorded as the cluster's desired state, its schedd chosen (the
     cluster's recorded one, else `schedd`, else SCHEDD_NAME) and the cluster added to that schedd's
     pending set, in one round trip to Redis (`Store.record_and_enqueue`): the only write of it. Its task
-    is told in its message (`handled_by`) which task's round reconciles the cluster: its own (no round ran or
-    was queued: it takes the batch lock), or another's (it returns at once, without a Redis call). A request without options keeps the cluster's recorded
-    ones, which were checked when they were recorded. Raises ValidationError (and records nothing) for
-    bad input or a `schedd` other than the cluster's.
+    is told in its message (`handled_by`) which task's round reconciles the cluster: its own (no round ran
+    or was queued: it takes the batch lock), or another's (it returns at once, without a Redis call). A
+    request without options keeps the cluster's recorded ones, which were checked when they were recorded. Raises ValidationError (and records nothing) for
+    bad input or a `schedd` other than the cluster's. `limits`: the cluster's own idle and lifetime limits
+    (`check_limits`; kinds not given keep the recorded ones, else the site's defaults apply).
     """
+    limits = check_limits(limits)
     req = cluster if isinstance(cluster, ScaleRequest) else scale_request(
         cluster, n, owner=owner, options=options, schedd=schedd, names=names)
     if req.owner is not None:
@@ -76,6 +86,7 @@ def enqueue_scale(store: Store, cluster, n=None, *, owner: str | None = None, op
     except ScheddMismatch as e:
         raise validation.ValidationError("schedd", req.schedd, str(e)) from None
     queue = rec.schedd
+    store.set_limits(req.cluster, limits)  # and the cluster's lifetime starts at its first request
     update = {"seq": rec.seq, "schedd": queue}
     if rec.granted < req.n:  # the message carries what was granted (a task re-recording it checks nothing)
         update.update(n=rec.granted, names=req.names[:rec.granted] if req.names is not None else None)
@@ -129,12 +140,19 @@ def enqueue_poll(schedd: str | None = None, force: bool = True):
 def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
     """One row per cluster (tasks.status.cluster_row: a count per JobStatus, how ended jobs ended, owner,
     scheduler connections, crash loop, notes) plus the summary's age, whether it is stale and why
-    (tasks.health: poll failing, older than 3 x POLL_INTERVAL, no worker consumes the queue).
+    (tasks.health: poll failing, older than 3 x POLL_INTERVAL, no worker consumes the queue), its idle and
+    lifetime limits (`limits`, `idle_state`, `culled`: tasks.status.add_limits); and a row for each cluster a
+    limit deleted within a day (`culled`, `deleted`: tasks.status.culled_row).
     """
-    names = [cluster] if cluster else sorted(set(store.cluster_names()) | set(store.summarized_clusters()))
-    summaries = store.summaries(names)
-    managed = managers(store, names)
     now = store.now()  # Redis' clock: the one poll times and heartbeats are written with
+    culled = store.culled(now)  # clusters a limit deleted (shown for a day)
+    live = set(store.cluster_names()) | set(store.summarized_clusters())
+    wanted = [cluster] if cluster else sorted(live | set(culled))
+    gone = [c for c in wanted if c in culled and c not in live]
+    names = [c for c in wanted if c not in gone]
+    summaries = store.summaries(names)
+    limit_fields = store.limit_fields(names)
+    managed = managers(store, names)
     rows, polls, consumers = [], {}, {}
     for name in names:
         record = store.get(name)
@@ -157,4 +175,7 @@ def status_rows(store: Store, cluster: str | None = None) -> list[dict]:
             "managed_by": (managed.get(name) or {}).get("kind"),
             "user": (managed.get(name) or {}).get("user"),
         })
-    return rows
+        status.add_limits(rows[-1], limit_fields[name], settings().limit_defaults,
+                          culled.get(name) if record is None else None)
+    rows += [status.culled_row(name, culled[name], now) for name in gone]
+    return sorted(rows, key=lambda r: r["name"])

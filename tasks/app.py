@@ -13,7 +13,7 @@ from celery.signals import after_setup_logger, celeryd_after_setup, task_postrun
 from htdask.state.connection import configure_celery
 from tasks.config import poll_queue, settings
 
-app = Celery("htdask", include=["tasks.cluster_tasks", "tasks.history"])
+app = Celery("htdask", include=["tasks.cluster_tasks", "tasks.history", "tasks.limits"])
 app.config_from_object("tasks.celeryconfig")
 
 import tasks.startup  # noqa: E402,F401  (a worker refuses an unusable setup at start)

@@ -112,3 +112,40 @@ def notes(row: dict, now: float) -> list[str]:
     if text:
         out.append(f"ended: {text}")
     return out
+
+
+def add_limits(row: dict, fields: dict, defaults: dict, culled: dict | None = None) -> None:
+    """Add a cluster's idle and lifetime limits to its row: `limits` (effective seconds, 0: none; its own
+    values over the site's defaults), `idle_state` (what the last limits pass read from its scheduler:
+    `idle`, `busy`, or why it was not asked: not counted as idle), `culled` ({reason, detail} once a limit
+    deleted it), and the note saying so."""
+    from htdask.domain import limits as lim
+    own = {k: float(fields[k]) for k in lim.KINDS if fields.get(k) not in (None, "")}
+    row["limits"] = dict(vars(lim.effective(own, defaults)))
+    row["deleted"] = False
+    row["idle_state"] = fields.get("idle_state") or None
+    if fields.get("culled"):
+        row["culled"] = {"reason": fields["culled"], "detail": fields.get("culled_detail") or ""}
+        row["notes"].insert(0, f"deleting: {row['culled']['detail']} ({row['culled']['reason']} limit)")
+    elif culled:
+        row["culled"] = {"reason": culled.get("reason"), "detail": culled.get("detail") or ""}
+        row["notes"].insert(0, f"deleted: {row['culled']['detail']} ({row['culled']['reason']} limit)")
+    else:
+        row["culled"] = None
+        state = row["idle_state"]
+        if state and state not in ("idle", "busy") and row["limits"]["idle_timeout"]:
+            row["notes"].append(f"idle check: {state}")
+
+
+def culled_row(name: str, doc: dict, now: float) -> dict:
+    """The row of a cluster a limit deleted (its record is gone): who, where, why and when."""
+    at = float(doc.get("at") or now)
+    row = {"name": name, "desired": None, **{key: 0 for key in KEYS}, "ended": {}, "unmatched": {},
+           "scheduler": None, "held_reasons": {}, "held_kept": {}, "owner": doc.get("owner") or None,
+           "error": None, "note": None, "crash_loop": False, "polled_at": None, "age": None, "stale": False,
+           "stale_reason": None, "poll_error": None, "unparsed": 0, "degraded": 0,
+           "schedd": doc.get("schedd") or None, "managed_by": None, "user": None, "limits": None,
+           "idle_state": None, "deleted": True,
+           "culled": {"reason": doc.get("reason"), "detail": doc.get("detail") or "", "ago": round(now - at, 1)}}
+    row["notes"] = [f"deleted {now - at:.0f} s ago: {row['culled']['detail']} ({row['culled']['reason']} limit)"]
+    return row

@@ -497,3 +497,32 @@ def test_the_crds_printer_columns_and_scale_paths_read_what_reconcile_writes():
     scale, found = scale_of(written, view)
     assert found and scale["spec"] == {"replicas": 3}
     assert scale["status"] == {"replicas": 1, "selector": SELECTOR}
+
+
+# ---- idle and lifetime limits (issue 27 item 2) -----------------------------------------------------------
+
+def test_config_limits_go_with_the_scale_request_and_are_checked_against_the_site_maxima():
+    cfg = operator_config(limit_maxima={"idle_timeout": 7200.0, "max_lifetime": 0.0})
+    cluster = daskcluster(finalizers=[FINALIZER], status=running_status(), replicas=2)
+    cluster["spec"]["config"] = {**cluster["spec"]["config"], "idle_timeout": "30m", "max_lifetime": 86400}
+    a = run(cluster, scheduler_pod=scheduler_pod(), cfg=cfg)
+    assert [(t.task, t.n, t.limits) for t in a.enqueue] == [
+        (SCALE_TASK, 2, {"idle_timeout": 1800.0, "max_lifetime": 86400.0})]
+    # dask-gateway's idle_timeout 0.0 (none chosen): the site's default applies, nothing is sent
+    cluster["spec"]["config"] = {**cluster["spec"]["config"], "idle_timeout": 0.0, "max_lifetime": None}
+    assert run(cluster, scheduler_pod=scheduler_pod(), cfg=cfg).enqueue[0].limits is None
+    cluster["spec"]["config"]["idle_timeout"] = "3h"
+    b = run(cluster, scheduler_pod=scheduler_pod(), cfg=cfg)
+    assert b.enqueue == []
+    assert b.status["htcondor"]["error"] == ("not enqueued: invalid spec.config.idle_timeout '3 h': exceeds the "
+                                             "site's maximum 2 h (IDLE_TIMEOUT_MAX)")
+
+
+def test_a_cluster_the_limits_pass_deleted_is_stopped_with_the_reason():
+    cluster = daskcluster(finalizers=[FINALIZER], status=running_status(requested=3), replicas=3)
+    summary = {"desired": None, "idle": 0, "running": 0, "held": 0, "deleted": True,
+               "culled": {"reason": "idle", "detail": "idle for 31 min (idle timeout 30 min)"}}
+    a = run(cluster, scheduler_pod=scheduler_pod(), summary=summary)
+    assert a.status["phase"] == "Stopped"
+    assert a.status["message"] == "deleted by its idle limit: idle for 31 min (idle timeout 30 min)"
+    assert a.enqueue == [TaskRequest(DELETE_TASK, OURS)] and a.delete == ALL_OBJECTS and a.remove_finalizer

@@ -44,6 +44,7 @@ class HtdaskCollector(Collector):
         yield from cluster_families(snap)
         yield from schedd_families(snap)
         yield from quota_families(snap)
+        yield culled_family(snap)
 
 
 def cluster_families(snap: snapshot.Snapshot):
@@ -84,6 +85,18 @@ def cluster_families(snap: snapshot.Snapshot):
         for reason, n in sorted(c.ended.items()):
             ended.add_metric([c.name, c.schedd, reason], n)
     return [desired, jobs, connected, unmatched, held, stale, crash, ended]
+
+
+def culled_family(snap: snapshot.Snapshot):
+    """`htdask_clusters_culled_total{schedd, reason}`: clusters the idle or lifetime limit deleted, for every
+    known schedd and both reasons (0 too, so rates start at once)."""
+    culled = CounterMetricFamily("htdask_clusters_culled", "Clusters deleted because they reached their idle "
+                                 "timeout (reason idle) or maximum lifetime (reason lifetime)",
+                                 labels=["schedd", "reason"])
+    for schedd in sorted(set(snap.schedds) | {s for s, _ in snap.culls if s}):
+        for reason in ("idle", "lifetime"):
+            culled.add_metric([schedd, reason], snap.culls.get((schedd, reason), 0))
+    return culled
 
 
 def schedd_families(snap: snapshot.Snapshot):

@@ -60,7 +60,7 @@ def render(snap: Snapshot) -> str:
 {rows}
 </tbody>
 </table>
-{_quotas(snap)}<h2>schedds</h2>
+{_quotas(snap)}{_culled(snap)}<h2>schedds</h2>
 <table id="schedds">
 <thead><tr><th>schedd</th><th>last good poll</th><th>poll took</th><th>failures in a row</th><th>error</th></tr></thead>
 <tbody>
@@ -69,6 +69,25 @@ def render(snap: Snapshot) -> str:
 </table>
 </body>
 </html>
+"""
+
+
+def _culled(snap: Snapshot) -> str:
+    """Clusters an idle or lifetime limit deleted within a day: why and when (tasks/limits.py)."""
+    if not snap.culled:
+        return ""
+    rows = "\n".join(
+        f'<tr class="culled" data-cluster="{escape(name)}"><td>{escape(name)}</td>'
+        f'<td>{escape(str(doc.get("owner") or "-"))}</td><td>{escape(str(doc.get("reason")))}</td>'
+        f'<td>{escape(str(doc.get("detail")))}</td><td>{duration(snap.taken_at - float(doc.get("at") or 0))} ago</td></tr>'
+        for name, doc in sorted(snap.culled.items()))
+    return f"""<h2>deleted by a limit (last day)</h2>
+<table id="culled">
+<thead><tr><th>cluster</th><th>owner</th><th>limit</th><th>why</th><th>deleted</th></tr></thead>
+<tbody>
+{rows}
+</tbody>
+</table>
 """
 
 

@@ -14,8 +14,9 @@ from htdask.domain.jobstatus import KEYS
 from htdask.state import Store
 from htdask.state.connection import eviction_policy, eviction_problem
 from htdask.state.metrics import known_schedds, read_schedds
+from tasks.config import settings
 from tasks.quota import usage_rows
-from tasks.status import cluster_row
+from tasks.status import add_limits, cluster_row
 
 #: a summary older than this many poll intervals is stale (the rule `status` follows too)
 STALE_POLLS = 3
@@ -71,6 +72,10 @@ class Snapshot:
     eviction: str | None = None
     #: use against quota per owner (tasks.quota.usage_rows: resource use, "limits" (0 = unlimited), "over")
     quotas: list[dict] = field(default_factory=list)
+    #: clusters deleted by an idle or lifetime limit, ever: (schedd, reason (idle, lifetime)) -> count
+    culls: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: clusters a limit deleted within a day: name -> {reason, detail, at, schedd, owner} (htdask.state.limits)
+    culled: dict[str, dict] = field(default_factory=dict)
 
 
 def read(store: Store, poll_interval: float, default_schedds: tuple[str, ...] = (),
@@ -80,6 +85,7 @@ def read(store: Store, poll_interval: float, default_schedds: tuple[str, ...] = 
     names = sorted(set(store.cluster_names()) | set(store.summarized_clusters()))
     records = store.get_many(names) if names else {}
     summaries = store.summaries(names) if names else {}
+    limit_fields = store.limit_fields(names) if names else {}
     now = store.now() if now is None else now
     polls: dict[str, dict] = {}  # crash-loop backoff is on the schedd's clock (Store.schedd_clock)
     limit = STALE_POLLS * poll_interval
@@ -92,6 +98,7 @@ def read(store: Store, poll_interval: float, default_schedds: tuple[str, ...] = 
         polled_at = summary.get("polled_at")
         age = max(0.0, now - float(polled_at)) if polled_at else None
         row = cluster_row(name, rec, summary, schedd_now)
+        add_limits(row, limit_fields.get(name) or {}, settings().limit_defaults)  # a limit's note first
         clusters.append(ClusterView(
             name=name,
             owner=row["owner"] or "",
@@ -115,8 +122,9 @@ def read(store: Store, poll_interval: float, default_schedds: tuple[str, ...] = 
     wanted = set(default_schedds) | {c.schedd for c in clusters if c.schedd != "unknown"} | known_schedds(store.r)
     schedds = {name: ScheddView(name, poll, metrics)
                for name, (poll, metrics) in read_schedds(store.r, sorted(wanted)).items()}
+    culled = {n: doc for n, doc in store.culled(now).items() if n not in records or records[n] is None}
     return Snapshot(now, poll_interval, clusters, schedds, eviction_problem(eviction_policy(store.r)),
-                    usage_rows(store))
+                    usage_rows(store), culls=store.cull_counts(), culled=culled)
 
 
 def _counts(value) -> dict[str, int]:

@@ -39,6 +39,7 @@ from htdask.gateway import scheduler_launch, staging
 from htdask.gateway.backend_traits import HTCondorBackendTraits
 from htdask.gateway.cluster_config import HTCondorClusterConfig  # noqa: F401  (its historical import path)
 from htdask.gateway.controller import Controller
+from htdask.gateway.limits import GatewayLimits
 from htdask.gateway.namesync import NameSync
 from htdask.gateway.workerchecks import WorkerChecks
 from htdask.settings import load
@@ -70,6 +71,7 @@ class HTCondorBackend(HTCondorBackendTraits):
         self._starting: set[str] = set()
         self._last_task: dict[str, str] = {}
         self._managed: set[str] = set()  # clusters whose manager record this process wrote
+        self.limits = GatewayLimits(self)  # idle and lifetime limits (htdask/gateway/limits.py)
         self._check_accounts()
         await self._resync_after_restart()
 
@@ -269,8 +271,14 @@ class HTCondorBackend(HTCondorBackendTraits):
             log.info("cluster %s: delete of %s requested (task %s)", cluster.name, name, enqueued.task_id)
             await self.controller.wait(enqueued.task_id, cluster.name, f"delete of {name}")
         self.checks.forget_cluster(cluster)
+        self.limits.forget(cluster.name)
         await super().do_stop_cluster(cluster)  # stops the local scheduler, removes the staging directory
         log.info("cluster %s: stopped", cluster.name)
+
+    async def on_cluster_heartbeat(self, cluster_name, msg):
+        """Upstream's, after the limits had their look (an idle stop's reason, the maximum lifetime)."""
+        await self.limits.on_heartbeat(self.db.get_cluster(cluster_name), msg)
+        await super().on_cluster_heartbeat(cluster_name, msg)
 
     async def do_check_clusters(self, clusters):
         out = []

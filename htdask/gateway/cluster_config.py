@@ -7,8 +7,9 @@ import shlex
 from dask_gateway_server.backends.local import LocalClusterConfig
 from dask_gateway_server.traitlets import Command
 from dask_gateway_server.traitlets import MemoryLimit
-from traitlets import CaselessStrEnum, Dict, Float, Integer, TraitError, Unicode, default
+from traitlets import CaselessStrEnum, Dict, Float, Integer, TraitError, Unicode, default, validate
 
+from htdask.domain import limits
 from htdask.domain.validation import ValidationError, validate_port_range
 from htdask.gateway.pyenv import dask_command, job_environment
 
@@ -119,3 +120,33 @@ class HTCondorClusterConfig(LocalClusterConfig):
 
     worker_gpu_memory = MemoryLimit(
         0, help="Least memory of those GPUs (``require_gpus``, e.g. ``'16 G'``); 0: any.", config=True)
+
+    # ---- idle and lifetime limits (htdask/gateway/limits.py; site defaults and maxima: IDLE_TIMEOUT(_MAX),
+    # MAX_LIFETIME(_MAX)). `idle_timeout` is dask-gateway's own: the scheduler's gateway service reads its
+    # idleness and stops the cluster; expose both in cluster_options to let users choose. ----------------
+    max_lifetime = Float(
+        0.0, min=0.0,
+        help="""Seconds after its start at which the cluster is stopped (its workers' jobs removed) whatever it
+        does; 0: never. Default MAX_LIFETIME; at most MAX_LIFETIME_MAX.""",
+        config=True,
+    )
+
+    @default("idle_timeout")
+    def _default_idle_timeout(self):
+        from htdask.settings import load
+        return load().idle_timeout
+
+    @default("max_lifetime")
+    def _default_max_lifetime(self):
+        from htdask.settings import load
+        return load().max_lifetime
+
+    @validate("idle_timeout", "max_lifetime")
+    def _within_site_maximum(self, proposal):
+        """A limit over the site's maximum (or none, with one) is refused: one line, the cluster not started."""
+        from htdask.settings import load
+        kind = proposal["trait"].name
+        try:
+            return limits.check(kind, float(proposal["value"]), load().limit_maxima[kind])
+        except ValidationError as e:
+            raise TraitError(str(e)) from None

@@ -97,6 +97,11 @@ if _g.db_url:
     c.HTCondorBackend.stop_clusters_on_shutdown = False
 
 # --- clusters ------------------------------------------------------------------------------------
+# Users may choose their cluster's idle timeout and maximum lifetime (durations: 30m, 2h), within the site's
+# maxima (IDLE_TIMEOUT_MAX, MAX_LIFETIME_MAX); the defaults are IDLE_TIMEOUT, MAX_LIFETIME (htdask/gateway/limits.py).
+from htdask.gateway.limits import cluster_options as _limit_options  # noqa: E402
+
+c.HTCondorBackend.cluster_options = _limit_options()
 # distributed 2026 has no dask-scheduler / dask-worker programs: `dask scheduler` / `dask worker`, as lists.
 c.HTCondorClusterConfig.scheduler_cmd = dask_command("scheduler")
 c.HTCondorClusterConfig.worker_cmd = dask_command("worker")

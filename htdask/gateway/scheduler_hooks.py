@@ -1,4 +1,5 @@
-"""Scheduler preload, loaded after `dask_gateway.scheduler_preload`: report retired workers at once.
+"""Scheduler preload, loaded after `dask_gateway.scheduler_preload`: report retired workers at once, and say
+why when the cluster stops itself for being idle.
 
 Upstream's gateway service tells the gateway about a worker that closed *as asked* (a retired one)
 only with its next periodic heartbeat. Our workers are HTCondor jobs: a retired worker's job ends by
@@ -7,6 +8,11 @@ controller could take the ended job for a lost one and submit it again. This pre
 scheduler send the heartbeat right after any worker leaves, so the gateway learns within a fraction
 of a second. It is self-contained (imports nothing of ours) so that it can be given to
 `dask scheduler --preload` as a file path on any host.
+
+Idle timeout: upstream's gateway service reads the scheduler's idleness itself (no task processing for
+`--dg-idle-timeout` seconds, by the scheduler's own clock) and asks the gateway to stop the cluster. Before
+it does, this preload sends one more heartbeat carrying `STOP_KEY` ({"reason": "idle", "idle_timeout": s}),
+so the gateway records why (htdask/gateway/limits.py) before its normal stop deletes the cluster's jobs.
 """
 from __future__ import annotations
 
@@ -43,6 +49,33 @@ async def _interrupt(service) -> None:
         logger.debug("could not interrupt the gateway heartbeat", exc_info=True)
 
 
+#: the heartbeat key that tells the gateway why the cluster stops itself (htdask/gateway/limits.py)
+STOP_KEY = "htdask_stop"
+
+
+def report_idle_stop(service) -> None:
+    """Make the gateway service's idle shutdown send a heartbeat with STOP_KEY first."""
+    gateway = service.gateway
+    heartbeat, shutdown = gateway.heartbeat, gateway.shutdown
+    stop: dict = {}
+
+    async def heartbeat_with_reason(msg):
+        await heartbeat({**msg, STOP_KEY: dict(stop)} if stop else msg)
+
+    async def shutdown_with_reason():
+        stop.update(reason="idle", idle_timeout=service.idle_timeout)
+        try:
+            await service.heartbeat()
+        except Exception:  # the stop matters more than its reason
+            logger.warning("could not tell the gateway why the cluster stops", exc_info=True)
+        await shutdown()
+
+    gateway.heartbeat, gateway.shutdown = heartbeat_with_reason, shutdown_with_reason
+
+
 def dask_setup(scheduler):
     scheduler.add_plugin(PromptClosedReport(scheduler))
-    logger.info("gateway hooks: retired workers are reported to the gateway at once")
+    service = scheduler.services.get("gateway")
+    if service is not None:
+        report_idle_stop(service)
+    logger.info("gateway hooks: retired workers are reported to the gateway at once; an idle stop says so")

@@ -207,7 +207,8 @@ class TaskBackend:
         if req.task == SCALE_TASK:
             from htdask.state.managed import set_manager
             enqueued = api.enqueue_scale(self.store, req.request or req.cluster, req.n, owner=req.owner,
-                                         options=req.options, schedd=req.schedd)
+                                         options=req.options, schedd=req.schedd,
+                                         limits=req.limits)
             set_manager(self.store, req.cluster, "operator")  # the CLI refuses to scale it without --force
             return enqueued
         if req.task == DELETE_TASK:

@@ -21,6 +21,11 @@ Life of a DaskCluster (``status.phase``, as dask-gateway's controller):
     Stopped  -- spec.active false: ``delete_cluster`` enqueued, Pod/Service/Secret/routes deleted,
                 finalizer removed.
     Failed   -- the scheduler pod ended or vanished, or the owner was refused: as Stopped.
+    (limits)  -- ``spec.config.idle_timeout`` / ``max_lifetime`` (seconds or durations such as ``30m``; the
+                site's IDLE_TIMEOUT / MAX_LIFETIME when absent or 0, refused over IDLE_TIMEOUT_MAX / MAX_LIFETIME_MAX
+                in ``status.htcondor.error``) go with each scale request; when the controller's limits pass
+                deleted the cluster (the summary's ``culled``), the DaskCluster is Stopped with the reason as
+                ``status.message``.
     (deleted) -- deletionTimestamp set while our finalizer is on: as Stopped, then the finalizer goes.
 
 ``status.htcondor`` is ours: ``cluster`` (our cluster name, see ``naming``), ``owner``, ``requested``
@@ -37,7 +42,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
-from htdask.domain import joboptions
+from htdask.domain import joboptions, limits
 from htdask.domain.joboptions import worker_job_options
 from htdask.k8s_operator import bodies
 from htdask.k8s_operator.config import OperatorConfig
@@ -76,6 +81,7 @@ class TaskRequest:
     options: dict | None = None
     schedd: str | None = None
     request: ScaleRequest | None = field(default=None, compare=False)  # the scale request, checked once
+    limits: dict | None = None  # idle_timeout / max_lifetime in seconds (spec.config), checked
 
 
 @dataclass
@@ -285,6 +291,10 @@ def reconcile(cluster: dict, *, cfg: OperatorConfig, now: float, scheduler_pod: 
 
     if scheduler_pod is None or scheduler_state(scheduler_pod) == "terminated":
         return _teardown(a, new, "Failed", now, cfg, message="the scheduler pod ended or disappeared")
+    culled = (summary or {}).get("culled")
+    if culled:  # the controller's limits pass deleted it (tasks/limits.py): stop the DaskCluster too
+        return _teardown(a, new, "Stopped", now, cfg,
+                         message=f"deleted by its {culled.get('reason')} limit: {culled.get('detail')}")
 
     error = _scale(a, cluster, new, summary, owner, now, cfg)
     if summary is not None:
@@ -314,6 +324,10 @@ def _scale(a: Actions, cluster: dict, new: dict, summary: dict | None, owner: st
     try:  # the request's one check (tasks.api trusts a ScaleRequest it is given)
         req = ScaleRequest.build(cfg.max_workers, cluster=a.cluster, n=spec.get("replicas", 0) or 0, owner=owner,
                                  schedd=(spec.get("options") or {}).get("schedd"))
+        config = spec.get("config") or {}
+        # dask-gateway writes idle_timeout 0.0 when none was chosen: 0 (like absent) means the site's default
+        own_limits = limits.requested({k: config.get(k) or None for k in limits.KINDS}, cfg.limit_maxima,
+                                      {k: f"spec.config.{k}" for k in limits.KINDS})
     except ValidationError as e:  # named as the resource names it
         field = _SPEC_FIELDS.get(e.field, e.field)
         return f"not enqueued: {ValidationError(field, e.value, e.reason)}"
@@ -325,7 +339,7 @@ def _scale(a: Actions, cluster: dict, new: dict, summary: dict | None, owner: st
         return None
     options = worker_options(cluster, cfg)  # checked by tasks.api with the site's defaults
     a.enqueue.append(TaskRequest(SCALE_TASK, a.cluster, n=replicas, owner=owner, options=options, schedd=schedd,
-                                 request=req.model_copy(update={"options": options})))
+                                 request=req.model_copy(update={"options": options}), limits=own_limits or None))
     if schedd:
         ht["schedd"] = schedd
     if cfg.credentials_dir and replicas > 0:

@@ -99,6 +99,24 @@ class Settings(Section):
     max_idle_per_cluster: Count = setting(0, env="MAX_IDLE_PER_CLUSTER",
                                           meaning="most idle (queued) jobs per cluster; the rest is submitted as "
                                                   "they start; 0 = no cap")
+    idle_timeout: NonNegativeSeconds = setting(
+        0.0, env="IDLE_TIMEOUT",
+        meaning="site default idle timeout: a cluster whose Dask scheduler had no task processing for this long "
+                "is deleted (`scale --idle-timeout`, gateway option `idle_timeout`, DaskCluster "
+                "`config.idle_timeout` override it); 0 = none")
+    idle_timeout_max: NonNegativeSeconds = setting(
+        0.0, env="IDLE_TIMEOUT_MAX",
+        meaning="largest idle timeout a cluster may ask for (a larger one, or none, is refused where the request "
+                "enters); 0 = no maximum")
+    max_lifetime: NonNegativeSeconds = setting(
+        0.0, env="MAX_LIFETIME",
+        meaning="site default maximum lifetime: a cluster this long after its first request is deleted "
+                "(`scale --max-lifetime`, gateway option `max_lifetime`, DaskCluster `config.max_lifetime` "
+                "override it); 0 = none")
+    max_lifetime_max: NonNegativeSeconds = setting(
+        0.0, env="MAX_LIFETIME_MAX",
+        meaning="largest maximum lifetime a cluster may ask for (a larger one, or none, is refused where the "
+                "request enters); 0 = no maximum")
 
     # --- timing ---------------------------------------------------------------------------------------------
     poll_interval: PositiveSeconds = setting(15.0, env="POLL_INTERVAL", meaning="time between beat polls")
@@ -155,6 +173,16 @@ class Settings(Section):
     crash_backoff_max: NonNegativeSeconds = setting(600.0, env="CRASH_BACKOFF_MAX",
                                                     meaning="cap of the crash-loop delay")
 
+    @property
+    def limit_defaults(self) -> dict[str, float]:
+        """The site's idle and lifetime limits of clusters that give none (htdask.domain.limits)."""
+        return {"idle_timeout": self.idle_timeout, "max_lifetime": self.max_lifetime}
+
+    @property
+    def limit_maxima(self) -> dict[str, float]:
+        """The largest idle and lifetime limits a cluster may ask for (0: no maximum)."""
+        return {"idle_timeout": self.idle_timeout_max, "max_lifetime": self.max_lifetime_max}
+
     # --- sections -------------------------------------------------------------------------------------------
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
@@ -193,9 +221,14 @@ class Settings(Section):
         if self.crash_backoff_max < self.crash_backoff_base:
             raise ValueError(f"CRASH_BACKOFF_MAX={self.crash_backoff_max:g} must be at least "
                              f"CRASH_BACKOFF_BASE={self.crash_backoff_base:g}")
+        for kind, default, maximum in (("IDLE_TIMEOUT", self.idle_timeout, self.idle_timeout_max),
+                                       ("MAX_LIFETIME", self.max_lifetime, self.max_lifetime_max)):
+            if maximum and not 0 < default <= maximum:
+                raise ValueError(f"{kind}={default:g} must be above 0 and at most {kind}_MAX={maximum:g}")
         if "resync_seconds" not in self.operator.model_fields_set:
             self.operator.__dict__["resync_seconds"] = self.poll_interval
         self.operator.__dict__["max_workers"] = self.max_workers_per_cluster
+        self.operator.__dict__["limit_maxima"] = self.limit_maxima
         return self
 
     @property

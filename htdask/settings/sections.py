@@ -166,6 +166,8 @@ class OperatorSettings(Section):
         meaning="how long a Stopped/Failed DaskCluster is kept before the operator deletes it; 0 = never")
     #: MAX_WORKERS_PER_CLUSTER, copied from the top level (not read twice)
     max_workers: int = 1000
+    #: IDLE_TIMEOUT_MAX and MAX_LIFETIME_MAX (seconds, 0: none), copied from the top level
+    limit_maxima: dict = {}
 
 
     @field_validator("proxy_prefix", mode="before")

@@ -7,7 +7,7 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 |---|---|---|
 | `htdask:clusters` | set | names of every cluster with recorded state |
 | `htdask:seq` | string (int) | request sequence: every request gets the next number when enqueued, so a stale or re-delivered request never overrides a newer one |
-| `htdask:cluster:<name>` | hash | `desired`, `owner`, `schedd`, `options` (JSON of the job options), `generation` (bumped by every request), `seq` (sequence number of the newest request applied), `replaced` (held jobs replaced since that request), `created_at`, `updated_at` (when the newest request was recorded: its enqueue), `error`, `error_at` (Redis' clock), `backoff_until`/`backoff_reason`/`crash_loop_until` (a crash loop delays submissions until `backoff_until` and is shown until `crash_loop_until`, tasks/ended.py), `handled_seq` (the newest request a reconcile round has acted on; its first `condor_submit` is the one timed as request-to-submit) |
+| `htdask:cluster:<name>` | hash | `desired`, `owner`, `schedd`, `options` (JSON of the job options), `generation` (bumped by every request), `seq` (sequence number of the newest request applied), `replaced` (held jobs replaced since that request), `created_at`, `updated_at` (when the newest request was recorded: its enqueue), `error`, `error_at` (Redis' clock), `backoff_until`/`backoff_reason`/`crash_loop_until` (a crash loop delays submissions until `backoff_until` and is shown until `crash_loop_until`, tasks/ended.py), `handled_seq` (the newest request a reconcile round has acted on; its first `condor_submit` is the one timed as request-to-submit), the cluster's own limits `idle_timeout`/`max_lifetime` (seconds, absent: the site's default), `born_at` (Redis' clock at its first request: its lifetime starts there), `idle_state` (what the last limits pass read from its scheduler), `idle_token`/`idle_seen_at` (the scheduler's idle_since and the Redis time a pass first saw it idle with it), `culled`/`culled_detail`/`culled_at`/`culled_seq` (a limit deleted it: reason, why, when, the request number it was judged at; htdask/state/limits.py) |
 | `htdask:deleted:<name>` | string (int, TTL `TOMBSTONE_TTL`, default 30 days) | the tombstone of a deleted cluster: the newest request number the cluster had when its delete applied (at least the delete's own). It survives the delete so that every later message is judged against it: a scale, reconcile or delete task (retried, re-delivered, an ETA retry) carrying a number ≤ the tombstone never re-creates the cluster; a request enqueued after the delete takes a larger number and creates it anew. The TTL far exceeds any task's life (retries with backoff, the broker's visibility timeout) |
 | `htdask:names:<name>` | set | named-worker clusters (gateway): the worker names wanted; `desired` is its size |
 | `htdask:submitted:<name>` | set | named-worker clusters: every name already submitted once; a name whose job ended is not submitted again (the gateway replaces workers under new names) |
@@ -32,6 +32,8 @@ Only this module builds key names; everything else asks it. The prefix is `htdas
 | `htdask:identity:<email>` | string (TTL) | cached e-mail → Unix user look-up |
 | `htdask:quota:<owner>` | hash | use of one owner's quota (htdask/state/quota.py): cluster name → `<workers> <cores> <memory MiB> <gpus>` (its desired workers and each worker's request_cpus, request_memory, request_gpus), written only by the script that records a request and by the delete that forgets the cluster; the cluster's hash names its quota owner (`q_owner`) and per-worker use (`q_cost`), and a request cut down by a quota (QUOTA_MODE=grant) leaves `quota_note` there (a refused one writes nothing) |
 | `htdask:quotaowners` | set | owners with an entry in `htdask:quota:<owner>` (status, the status page, metrics) |
+| `htdask:culled` | hash | clusters the idle/lifetime limits deleted (htdask/state/limits.py): name → JSON `{reason, detail, at, schedd, owner, seq}` (`reason` `idle` or `lifetime`, `at` Redis' clock); entries older than a day are dropped when read |
+| `htdask:culls` | hash | clusters deleted by a limit, ever: `<reason>\|<schedd>` (reason `idle`, `lifetime`) → count (`htdask_clusters_culled_total`) |
 | `htdask:manager:<name>` | hash | clusters another entry point manages: `kind` (`gateway`, `operator`), `user` (the gateway user / the resource); the CLI refuses to scale them without `--force` |
 """
 from __future__ import annotations
@@ -58,6 +60,14 @@ def clusters() -> str:
 
 def seq() -> str:
     return f"{prefix()}:seq"
+
+
+def culled() -> str:
+    return f"{prefix()}:culled"
+
+
+def culls() -> str:
+    return f"{prefix()}:culls"
 
 
 def redbeat_prefix() -> str:

@@ -13,6 +13,7 @@ the only module that builds key names). Values are plain strings and JSON so tha
 - `htdask.state.nodes`: schedd throttle, queue consumers, identity cache;
 - `htdask.state.retiring`: running workers being retired before their jobs are removed;
 - `htdask.state.quota`: each owner's use of its quota (kept by the record script).
+- `htdask.state.limits`: idle and lifetime limits, what schedulers said, clusters a limit deleted.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from htdask.settings import Settings, load
 from htdask.state import keys
 from htdask.state.connection import connect
 from htdask.state.counters import CounterStore
+from htdask.state.limits import LimitStore
 from htdask.state.locks import LeaseKeeper, LockStore, new_token
 from htdask.state.metrics import RECORDER, Recorder
 from htdask.state.nodes import NodeStore
@@ -95,7 +97,8 @@ return {{current, join({{KEYS[3], KEYS[4], KEYS[5], KEYS[6]}}, {{ARGV[2], ARGV[3
 """
 
 
-class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, NodeStore, RetiringStore, QuotaStore):
+class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, NodeStore, RetiringStore, QuotaStore,
+            LimitStore):
     """Operations on our Redis keys. One instance per process is enough (redis-py pools connections).
 
     `settings` (default: this process's) give REDIS_URL when no client is given, TOMBSTONE_TTL, and LOCK_TTL:
