@@ -54,8 +54,10 @@ async def _identity(address: str, timeout: float) -> SchedulerView:
                                             if isinstance(w, dict) and w.get("name") is not None))
 
 
-async def _all(addresses: list[str], timeout: float, total: float) -> dict[str, SchedulerView]:
-    tasks = {a: asyncio.ensure_future(_identity(a, timeout)) for a in addresses}
+async def _ask_all(asks: dict, total: float, unanswered) -> dict:
+    """Every scheduler asked at once: `asks` address -> coroutine; what each answered within `total` seconds,
+    else `unanswered(address, reason)` (its call cancelled)."""
+    tasks = {a: asyncio.ensure_future(coro) for a, coro in asks.items()}
     await asyncio.wait(tasks.values(), timeout=total)
     out = {}
     for address, task in tasks.items():
@@ -63,8 +65,13 @@ async def _all(addresses: list[str], timeout: float, total: float) -> dict[str, 
             out[address] = task.result()
         else:
             task.cancel()
-            out[address] = SchedulerView(address, error=f"no answer within {total:g}s")
+            out[address] = unanswered(address, f"no answer within {total:g}s")
     return out
+
+
+async def _all(addresses: list[str], timeout: float, total: float) -> dict[str, SchedulerView]:
+    return await _ask_all({a: _identity(a, timeout) for a in addresses}, total,
+                          lambda a, why: SchedulerView(a, error=why))
 
 
 def connected_workers(addresses, timeout: float = 1.0, total: float = 2.0) -> dict[str, SchedulerView]:
@@ -120,16 +127,8 @@ async def _check_idle(address: str, timeout: float, connection_args: dict) -> Id
 
 
 async def _idle_all(targets: dict, timeout: float, total: float) -> dict[str, Idleness]:
-    tasks = {a: asyncio.ensure_future(_check_idle(a, timeout, args)) for a, args in targets.items()}
-    await asyncio.wait(tasks.values(), timeout=total)
-    out = {}
-    for address, task in tasks.items():
-        if task.done():
-            out[address] = task.result()
-        else:
-            task.cancel()
-            out[address] = Idleness(address, error=f"no answer within {total:g}s")
-    return out
+    return await _ask_all({a: _check_idle(a, timeout, args) for a, args in targets.items()}, total,
+                          lambda a, why: Idleness(a, error=why))
 
 
 def tls_connection_args(cert: str, key: str, ca: str | None = None) -> dict:

@@ -184,20 +184,26 @@ class RequestStore:
         script (QuotaExceeded, nothing written, when refused); None: counted only.
         """
         wait = self.replicated and time.monotonic() >= self._no_replica_until
-        guess = owner or self.default_quota_owner()
-        for _ in range(3):  # the owner may differ from the guess (a request without one keeps the recorded)
-            try:
-                seq, _, where, granted, note = self._record(
-                    name, desired, schedd, owner, options, names, None, wait=wait,
-                    mode="keep" if keep_schedd else "check", quota=quota(guess) if quota else None)
-                break
-            except OwnerMismatch as e:
-                guess = e.owner
-        else:
-            raise RuntimeError(f"cluster {name}: its owner changed during three requests in a row")
+
+        def record(quota_arg):
+            return self._record(name, desired, schedd, owner, options, names, None, wait=wait,
+                                mode="keep" if keep_schedd else "check", quota=quota_arg)
+        (seq, _, where, granted, note), _ = self._as_owner(name, owner, quota, lambda q: (record(q), None))
         if seq < 0:
             raise ScheddMismatch(name, schedd, where)
         return Recorded(seq, where, granted, note)
+
+    def _as_owner(self, name: str, owner: str | None, quota, attempt):
+        """`attempt(quota argument)` with the quota of the cluster's owner: `owner`, else guessed (the
+        default owner) and, when the script says the cluster's recorded owner is another, tried again with
+        that one's. `quota`: owner -> quota argument, or None (counted only). Returns what `attempt` did."""
+        guess = owner or self.default_quota_owner()
+        for _ in range(3):  # the owner may differ from the guess (a request without one keeps the recorded)
+            try:
+                return attempt(quota(guess) if quota else None)
+            except OwnerMismatch as e:
+                guess = e.owner
+        raise RuntimeError(f"cluster {name}: its owner changed during three requests in a row")
 
     def default_quota_owner(self) -> str:
         """The quota owner of clusters without one: DEFAULT_OWNER, else `-` (the worker's own user)."""

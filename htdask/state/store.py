@@ -31,8 +31,7 @@ from htdask.state.locks import LeaseKeeper, LockStore, new_token
 from htdask.state.metrics import RECORDER, Recorder
 from htdask.state.nodes import NodeStore
 from htdask.state.quota import QuotaStore
-from htdask.state.requests import (_RECORD_REQUEST, ClusterRecord, OwnerMismatch, Recorded, RequestStore,
-                                   ScheddMismatch, _reply)
+from htdask.state.requests import _RECORD_REQUEST, ClusterRecord, Recorded, RequestStore, ScheddMismatch, _reply
 from htdask.state.retiring import RetiringStore
 from htdask.state.rounds import _ENQUEUE, _JOIN, RoundStore, holder_task
 from htdask.state.summaries import SummaryStore
@@ -166,20 +165,15 @@ class Store(RequestStore, CounterStore, LockStore, RoundStore, SummaryStore, Nod
         `record_scale_request`.
         """
         ttl_ms = int(self.settings.lock_ttl * 1000)
-        guess = owner or self.default_quota_owner()
-        for _ in range(3):  # the owner may differ from the guess (a request without one keeps the recorded)
+
+        def attempt(quota_arg):
             record = self._record_call(name, desired, schedd, owner, options, names, None,
-                                       "keep" if keep_schedd else "check", quota(guess) if quota else None)
+                                       "keep" if keep_schedd else "check", quota_arg)
             call = {"keys": record["keys"] + self._round_keys(schedd),
                     "args": [name, task_id, ttl_ms, schedd, *record["args"]]}
             (rec, joined), confirmed = self._replicated(name, self._record_and_enqueue, call)
-            try:
-                seq, _, where, granted, note = _reply(name, desired, rec)
-                break
-            except OwnerMismatch as e:
-                guess = e.owner
-        else:
-            raise RuntimeError(f"cluster {name}: its owner changed during three requests in a row")
+            return _reply(name, desired, rec), (joined, confirmed)
+        (seq, _, where, granted, note), (joined, confirmed) = self._as_owner(name, owner, quota, attempt)
         if seq < 0:
             raise ScheddMismatch(name, schedd, where)
         recorded = Recorded(seq, where, granted, note)
