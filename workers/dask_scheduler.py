@@ -28,17 +28,25 @@ class SchedulerView:
     error: str | None = None  # 'unreachable: ...', 'no answer within 1s', 'not asked: tls:// needs credentials'
 
 
-async def _identity(address: str, timeout: float) -> SchedulerView:
-    from distributed.core import rpc
+async def _unreachable(address: str, timeout: float) -> str | None:
+    """Why a scheduler's address takes no TCP connection within `timeout` seconds, else None: a plain connect
+    first, as a refused one answers at once (distributed's connect retries until its timeout)."""
     parts = urlsplit(address)
-    try:  # a plain TCP connect first: a refused one answers at once (distributed's connect retries until timeout)
+    try:
         _reader, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port), timeout)
         writer.close()
     except asyncio.TimeoutError:
-        return SchedulerView(address, error=f"no answer within {timeout:g}s")
+        return f"no answer within {timeout:g}s"
     except (OSError, ValueError) as exc:
         errno = getattr(exc, "errno", None)
-        return SchedulerView(address, error=f"unreachable: {os.strerror(errno).lower() if errno else exc}")
+        return f"unreachable: {os.strerror(errno).lower() if errno else exc}"
+    return None
+
+
+async def _identity(address: str, timeout: float) -> SchedulerView:
+    from distributed.core import rpc
+    if (why := await _unreachable(address, timeout)) is not None:
+        return SchedulerView(address, error=why)
     try:
         async with rpc(address, timeout=timeout, connection_args={}) as scheduler:
             info = await asyncio.wait_for(scheduler.identity(n_workers=-1), timeout)
@@ -104,15 +112,8 @@ class Idleness:
 
 async def _check_idle(address: str, timeout: float, connection_args: dict) -> Idleness:
     from distributed.core import rpc
-    parts = urlsplit(address)
-    try:  # a refused connection answers at once (distributed's connect retries until its timeout)
-        _reader, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port), timeout)
-        writer.close()
-    except asyncio.TimeoutError:
-        return Idleness(address, error=f"no answer within {timeout:g}s")
-    except (OSError, ValueError) as exc:
-        errno = getattr(exc, "errno", None)
-        return Idleness(address, error=f"unreachable: {os.strerror(errno).lower() if errno else exc}")
+    if (why := await _unreachable(address, timeout)) is not None:
+        return Idleness(address, error=why)
     try:
         async with rpc(address, timeout=timeout, connection_args=connection_args) as scheduler:
             since = await asyncio.wait_for(scheduler.check_idle(), timeout)
