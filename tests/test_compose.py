@@ -1,6 +1,7 @@
 """compose/docker-compose.yml as Debian's docker-compose resolves it (`docker-compose config`)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,7 +22,8 @@ pytestmark = [pytest.mark.external,
 
 # what a site with Kubernetes adds to .env (commented out in .env.example)
 OPERATOR = dict(DASK_GATEWAY_INSTANCE="dask-gateway", DASK_GATEWAY_API_URL="http://api-dask-gateway.dask-gateway:8000/api",
-                KUBECONFIG_FILE="/etc/htdask/kubeconfig")
+                KUBECONFIG_FILE="/etc/htdask/kubeconfig",
+                OPERATOR_PROXY_WEB_MIDDLEWARES="'[{\"name\": \"clusters-prefix-dask-gateway\", \"namespace\": \"dask-gateway\"}]'")
 
 
 def compose_config(tmp_path, **env) -> subprocess.CompletedProcess:
@@ -96,6 +98,9 @@ def test_operator_runs_the_cli_command_with_a_kubeconfig(config):
     assert "/etc/htdask/kubeconfig:/etc/htdask/kubeconfig:ro" in op["volumes"]
     assert op["environment"]["DASK_GATEWAY_INSTANCE"] == "dask-gateway"
     assert op["environment"]["DASK_GATEWAY_API_URL"].startswith("http")
+    # as .env.example writes it (single-quoted): the operator gets the JSON list itself
+    assert json.loads(op["environment"]["OPERATOR_PROXY_WEB_MIDDLEWARES"]) == [
+        {"name": "clusters-prefix-dask-gateway", "namespace": "dask-gateway"}]
 
 
 @pytest.mark.parametrize("missing", ["REDIS_PASSWORD", "FLOWER_PASSWORD", "DEFAULT_OWNER"])

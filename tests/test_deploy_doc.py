@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import configparser
 import copy
+import json
 import os
 import re
 import shlex
@@ -211,13 +212,17 @@ def test_the_helm_install_is_the_charts_with_our_values(ran):
     res, tmp, capture, _ = ran
     [install] = [a for a in log_lines(capture, "helm") if a[:2] == ["upgrade", "--install"]]
     opts = dict(zip(install, install[1:]))  # each option with the word after it
-    assert install[2:4] == ["dask-gateway", "dask/dask-gateway"] and "--skip-crds" in install
+    assert install[2:4] == ["dask-gateway", "dask-gateway"] and "--skip-crds" in install
+    assert opts["--repo"] == "https://helm.dask.org", "the chart by --repo, as dask-gateway's install guide has it"
     assert opts["--version"] == "2026.3.0" and opts["--values"] == "deploy/helm/dask-gateway-values.yaml"
     assert opts["--set"].startswith("gateway.auth.simple.password=")
     api_url = operator_env()["DASK_GATEWAY_API_URL"]
     assert api_url == f"http://api-{values()['fullnameOverride']}.{opts['--namespace']}:8000/api", \
         "the operator's API URL is the chart's API Service in the namespace the doc installs it to"
-    assert ["repo", "add", "dask", "https://helm.dask.org"] in log_lines(capture, "helm")
+    assert json.loads(operator_env()["OPERATOR_PROXY_WEB_MIDDLEWARES"]) == [
+        {"name": f"clusters-prefix-{values()['fullnameOverride']}", "namespace": opts["--namespace"]}], \
+        "the operator's routes use the chart's Middleware that strips /clusters/<name> (else the dashboard is a 404)"
+    assert not [a for a in log_lines(capture, "helm") if a[:1] == ["repo"]], "no named repo: --repo"
 
 
 def test_the_operator_kubeconfig_and_settings_it_writes_work(ran):
@@ -233,11 +238,15 @@ def test_the_operator_kubeconfig_and_settings_it_writes_work(ran):
     assert env == operator_env()
     fields = {"DASK_GATEWAY_INSTANCE": "instance", "DASK_GATEWAY_API_URL": "api_url",
               "OPERATOR_SCHEDULER_ADDRESS": "scheduler_address", "OPERATOR_CREDENTIALS_DIR": "credentials_dir",
-              "OPERATOR_WORKER_PORT_RANGE": "worker_port_range", "OPERATOR_NANNY_PORT_RANGE": "nanny_port_range"}
+              "OPERATOR_WORKER_PORT_RANGE": "worker_port_range", "OPERATOR_NANNY_PORT_RANGE": "nanny_port_range",
+              "OPERATOR_PROXY_WEB_MIDDLEWARES": "proxy_web_middlewares"}
+    assert set(env) == set(fields), "operator.env sets these, the dashboard's Middleware among them"
     cfg = OperatorConfig.model_validate({fields[k]: v for k, v in env.items()})
     cfg.require()
     assert cfg.instance == values()["fullnameOverride"] == deployment_env("operator.yaml")["DASK_GATEWAY_INSTANCE"]
     assert cfg.api_url == deployment_env("operator.yaml")["DASK_GATEWAY_API_URL"]
+    assert cfg.proxy_web_middlewares == json.loads(deployment_env("operator.yaml")["OPERATOR_PROXY_WEB_MIDDLEWARES"])
+    assert cfg.proxy_web_middlewares == [{"name": f"clusters-prefix-{cfg.instance}", "namespace": "dask-gateway"}]
     assert cfg.scheduler_address.startswith("gateway://") and ":8786/" in cfg.scheduler_address
     assert cfg.proxy_tcp_entrypoint == "tcp", "the entry point the chart creates when its tcp port is a number"
 

@@ -158,9 +158,11 @@ class OperatorSettings(Section):
                                         meaning="as the helm chart's controller setting")
     proxy_tcp_entrypoint: str = setting("tcp", env="OPERATOR_PROXY_TCP_ENTRYPOINT",
                                         meaning="as the helm chart's controller setting")
-    proxy_web_middlewares: Annotated[list, NoDecode] = setting([], env="OPERATOR_PROXY_WEB_MIDDLEWARES",
-                                                               meaning="as the helm chart's controller setting (a "
-                                                                       "JSON list)")
+    proxy_web_middlewares: Annotated[list, NoDecode] = setting(
+        [], env="OPERATOR_PROXY_WEB_MIDDLEWARES",
+        meaning="Traefik Middlewares of each dashboard route (a JSON list); with dask-gateway's chart "
+                "`[{\"name\": \"clusters-prefix-<fullname>\", \"namespace\": \"<release ns>\"}]`, else the "
+                "dashboard link is a 404")
     completed_max_age: NonNegativeSeconds = setting(
         86400.0, env="OPERATOR_COMPLETED_MAX_AGE",
         meaning="how long a Stopped/Failed DaskCluster is kept before the operator deletes it; 0 = never")
