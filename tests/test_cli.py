@@ -140,3 +140,13 @@ def test_status_watch_prints_again_until_interrupted(env):
     assert [c["name"] for d in docs for c in d["clusters"]] == ["w1"] * 3
     assert docs[0]["time"] < docs[1]["time"] < docs[2]["time"]
     assert proc.returncode == 0 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:notaport/0", "rediss://127.0.0.1:99999/0", "redis://127.0.0.1:6379/x"])
+def test_a_redis_url_whose_port_or_db_is_not_a_number_is_one_line_naming_it(url):
+    """README: a port or db that is not a number stops the process with one line naming the setting, exit 2
+    (for every scheme, not only sentinel://)."""
+    import os
+    res = cli({**os.environ, "REDIS_URL": url, "PYTHONPATH": str(REPO)}, "status")
+    line = one_error_line(res, 2)
+    assert line.startswith("error: REDIS_URL") and "not a number" in line and "Traceback" not in res.stderr
