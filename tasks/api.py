@@ -79,7 +79,8 @@ def enqueue_scale(store: Store, cluster, n=None, *, owner: str | None = None, op
     update = {"seq": rec.seq, "schedd": queue}
     if rec.granted < req.n:  # the message carries what was granted (a task re-recording it checks nothing)
         update.update(n=rec.granted, names=req.names[:rec.granted] if req.names is not None else None)
-        log.warning("cluster %s: %d of %d workers granted: %s", req.cluster, rec.granted, req.n, rec.note)
+        # the caller reports it (Enqueued.note: the CLI's one `note:` line, the gateway's log, the operator's status)
+        log.info("cluster %s: %d of %d workers granted: %s", req.cluster, rec.granted, req.n, rec.note)
     req = req.model_copy(update=update)
     message = req.as_message()
     if joined is not None:  # the task need not touch Redis unless it runs the round (tasks.scale_cluster)
