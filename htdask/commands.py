@@ -73,9 +73,9 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
                        f"{memory_limit.strip()}MiB")
     options = scaleopts.job_options(more, scheduler_address=scheduler_address, nthreads=nthreads,
                                     memory_limit=memory_limit)
-    store = _store()
-    record = store.get(cluster)
-    manager = managers(store, [cluster])[cluster]
+    store, unreachable = scaleopts.store_or_why(dry_run)
+    record = store.get(cluster) if store else None
+    manager = managers(store, [cluster])[cluster] if store else None
     if manager is None and record is not None and "api_url" in (record.options or {}):
         manager = {"kind": "Dask Gateway", "user": None}
     if manager and not force:
@@ -93,7 +93,8 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
     merged = joboptions.assemble(recorded=record.options if record else None, given=options) if options else None
     if dry_run:
         click.echo(scaleopts.dry_run(store, cluster, n, owner, merged if merged is not None else
-                                     (record.options if record else {}), settings()), nl=False)
+                                     (record.options if record else {}), settings(), unreachable=unreachable),
+                   nl=False)
         return
     if tls:  # bad input changes nothing: check the whole request before the files are staged
         from tasks.options import check_job_options
@@ -106,13 +107,18 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
     asked, n = n, enqueued.granted if enqueued.granted is not None else n
     if enqueued.note:  # QUOTA_MODE=grant cut the request down to the owner's quota
         click.echo(f"note: cluster {cluster}: {n} of {asked} workers granted: {enqueued.note}", err=True)
+    changed = scaleopts.changed_options(record, merged)
+    changed_note = (f"note: cluster {cluster}: options changed ({', '.join(changed)}): workers already submitted "
+                    "keep theirs; only new jobs get the new options") if changed else ""
     if not as_json:
         click.echo(f"cluster {cluster}: scale to {n} enqueued on queue {enqueued.queue} (task {enqueued.task_id})")
+        if changed_note:
+            click.echo(changed_note)
     row = _wait_for(store, cluster, n, timeout, enqueued.queue, since) if wait else None
     if as_json:
         emit_json({"cluster": cluster, "n": n, "queue": enqueued.queue, "task_id": enqueued.task_id,
                    "seq": enqueued.seq, **({"asked": asked, "quota_note": enqueued.note} if enqueued.note else {}),
-                   **({"status": row} if wait else {})})
+                   **({"options_note": changed_note} if changed_note else {}), **({"status": row} if wait else {})})
 
 
 def _wait_for(store, cluster: str, n: int, timeout: float, schedd: str, since: float) -> dict:

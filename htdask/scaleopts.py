@@ -10,7 +10,7 @@ import re
 
 import click
 
-from htdask.base import BadInput
+from htdask.base import BadInput, store as _store
 from htdask.domain import joboptions, spool
 
 #: environment variable names whose values --dry-run masks (a site may pass secrets in a cluster's environment)
@@ -127,18 +127,77 @@ def _read(path: str, flag: str) -> bytes:
     return data
 
 
-def dry_run(store, cluster: str, n: int, owner: str | None, options: dict, site) -> str:
-    """The submit description the controller would send to bring a cluster of no jobs to `n` workers
-    (the reconciler's own rendering, tasks.options.describe), with secret-looking environment values
-    masked. Nothing is created or recorded."""
+def dry_run(store, cluster: str, n: int, owner: str | None, options: dict, site, *,
+            unreachable: str | None = None) -> str:
+    """What the controller would do to bring `cluster` to `n` workers, from its record and last summary in
+    Redis (`store`; None when Redis is not reachable, `unreachable` saying why: then a new cluster's): `#`
+    lines saying how many jobs it would submit or remove and why, then the submit description of the jobs
+    it would submit with the names the counter would give (the reconciler's own rendering,
+    tasks.options.describe), secret-looking environment values masked. Nothing is created or recorded."""
     from tasks.options import check_job_options, describe
     check_job_options(options)
-    record = store.get(cluster)
-    first = record and store.counter(cluster) or 0
-    items = [(first + i, f"{cluster}-{first + i}") for i in range(max(n, 1))]
+    first = 0
+    if store is None:
+        lines = [f"# Redis is not reachable ({unreachable}): what a NEW cluster {cluster} of {n} workers would "
+                 f"submit; an existing cluster's jobs and worker names are not known"]
+        submit = n
+    else:
+        lines, submit, first = _plan(store, cluster, n)
+    if submit <= 0:
+        return "\n".join(lines) + "\n"
+    items = [(first + i, f"{cluster}-{first + i}") for i in range(submit)]
     masked = dict(options)
     env = masked.get("environment") or {}
     masked["environment"] = {k: ("***" if _SECRET_NAME.search(k) else v) for k, v in env.items()}
     who = owner or site.default_owner or getpass.getuser()
-    return describe(cluster, who, masked, items, site, create=False).render()
+    return "\n".join(lines) + "\n" + describe(cluster, who, masked, items, site, create=False).render()
+
+
+
+def _plan(store, cluster: str, n: int) -> tuple[list[str], int, int]:
+    """(`#` lines, jobs to submit, first worker index) as a reconcile of `cluster` to `n` would see it from
+    its record and its last summary: live jobs (htdask.domain.jobstatus.QUEUED) short of `n` are submitted
+    under the next indexes of its counter (from 0 for a cluster with no job in the queue), a surplus removed."""
+    from htdask.base import duration
+    from htdask.domain.jobstatus import KEYS, QUEUED
+    record = store.get(cluster)
+    summary = store.summaries([cluster]).get(cluster) or {}
+    if record is None and not summary:
+        return [f"# cluster {cluster} is new: {n} jobs to submit" if n else
+                f"# cluster {cluster} is new and N is 0: nothing to submit"], n, 0
+    live = sum(int(summary.get(s.key) or 0) for s in QUEUED)
+    if summary.get("polled_at"):
+        seen = f"{live} live jobs at the last poll ({duration(store.now() - float(summary['polled_at']))} ago)"
+    else:
+        seen = "not polled yet (counted as 0 live jobs)"
+    diff = n - live
+    if diff <= 0:
+        what = f"nothing to submit; would remove {-diff} jobs" if diff else "nothing to submit or remove"
+        return [f"# cluster {cluster}: {seen}: {what} to reach {n}"], 0, 0
+    if summary.get("polled_at") and not any(int(summary.get(k) or 0) for k in KEYS):
+        first = 0  # no job of it in the queue: its counter starts again
+    else:
+        top = summary.get("max_index")  # the highest index in the queue (-1: none)
+        first = max(store.counter(cluster), (-1 if top in (None, "") else int(top)) + 1)
+    return [f"# cluster {cluster}: {seen}: {diff} new jobs to submit to reach {n}"], diff, first
+
+
+def store_or_why(dry_run: bool):
+    """(the Redis store, None); for --dry-run also (None, why) when Redis is not reachable (it then shows a new
+    cluster's description)."""
+    import redis
+    try:
+        return _store(), None
+    except redis.RedisError as e:
+        if not dry_run:
+            raise
+        return None, str(e)
+
+
+def changed_options(record, merged: dict | None) -> list[str]:
+    """The job options a request changes on a recorded cluster (None given: none), sorted."""
+    if record is None or merged is None:
+        return []
+    old = record.options or {}
+    return sorted(k for k in set(old) | set(merged) if old.get(k) != merged.get(k))
 

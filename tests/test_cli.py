@@ -140,3 +140,23 @@ def test_status_watch_prints_again_until_interrupted(env):
     assert [c["name"] for d in docs for c in d["clusters"]] == ["w1"] * 3
     assert docs[0]["time"] < docs[1]["time"] < docs[2]["time"]
     assert proc.returncode == 0 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:notaport/0", "rediss://127.0.0.1:99999/0", "redis://127.0.0.1:6379/x"])
+def test_a_redis_url_whose_port_or_db_is_not_a_number_is_one_line_naming_it(url):
+    """README: a port or db that is not a number stops the process with one line naming the setting, exit 2
+    (for every scheme, not only sentinel://)."""
+    import os
+    res = cli({**os.environ, "REDIS_URL": url, "PYTHONPATH": str(REPO)}, "status")
+    line = one_error_line(res, 2)
+    assert line.startswith("error: REDIS_URL") and "not a number" in line and "Traceback" not in res.stderr
+
+
+def test_a_request_cut_down_by_quota_is_one_note_line(env):
+    """QUOTA_MODE=grant: one `note:` line on stderr, not also a timestamped log line of tasks.api."""
+    res = cli({**env, "QUOTA_MODE": "grant", "QUOTA_MAX_WORKERS": "2", "DEFAULT_OWNER": "nobody"},
+              "scale", "cut1", "5", "--scheduler", "tcp://h:1")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines() == ["note: cluster cut1: 2 of 5 workers granted: workers quota of owner nobody "
+                                       "is 2: 0 in use by its other clusters, 1 per worker; 2 of the 5 workers asked "
+                                       "fit"], res.stderr

@@ -395,6 +395,9 @@ def test_dry_run_masks_secret_looking_environment_values(monkeypatch, tmp_path):
     class NoRecords:
         def get(self, cluster):
             return None
+
+        def summaries(self, names):
+            return {}
     monkeypatch.setenv("SPOOL_DIR", str(tmp_path / "spool"))
     monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
     text = scaleopts.dry_run(NoRecords(), "demo", 2, "alice",
@@ -403,5 +406,6 @@ def test_dry_run_masks_secret_looking_environment_values(monkeypatch, tmp_path):
                              load())
     assert "hunter2" not in text and "t0k" not in text
     assert "S3_SECRET_KEY=***" in text and "MY_TOKEN=***" in text and "OMP_NUM_THREADS=1" in text
+    assert text.startswith("# cluster demo is new: 2 jobs to submit\n")
     assert "queue DaskWorkerIndex,DaskWorkerName from (\n0,demo-0\n1,demo-1\n)" in text
     assert not (tmp_path / "spool").exists() and not (tmp_path / "logs").exists(), "a dry run creates nothing"

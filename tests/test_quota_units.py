@@ -81,7 +81,8 @@ def test_an_edited_quota_file_is_read_again_and_a_broken_one_refuses(tmp_path):
 
 @pytest.mark.parametrize("env,needle", [
     ({"QUOTA_MAX_WORKERS": "-1"}, "QUOTA_MAX_WORKERS='-1' must be at least 0"),
-    ({"QUOTA_MAX_MEMORY": "plenty"}, "QUOTA_MAX_MEMORY='plenty'"),
+    ({"QUOTA_MAX_MEMORY": "plenty"}, "QUOTA_MAX_MEMORY='plenty': is not a memory size: give bytes or a number "
+                                      "with a unit, e.g. 64GiB"),  # a valid example
     ({"QUOTA_MODE": "maybe"}, "QUOTA_MODE='maybe' must be 'refuse' or 'grant'"),
     ({"QUOTA_FILE": "/nonexistent/quota.yaml"}, "QUOTA_FILE='/nonexistent/quota.yaml': cannot read"),
 ])

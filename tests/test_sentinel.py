@@ -151,6 +151,10 @@ def test_sentinel_url_gives_kombu_and_celery_their_options():
     ("sentinel://h1:notaport/0", {}, "REDIS_URL"),
     ("sentinel://:26379/0", {}, "REDIS_URL"),
     ("redis://h1:6379/zero", {}, "REDIS_URL"),
+    ("redis://127.0.0.1:notaport/0", {}, "REDIS_URL"),  # every scheme's port, not only sentinel://'s
+    ("rediss://:pw@h1:99999/0", {}, "REDIS_URL"),
+    ("redis://h1:0/0", {}, "REDIS_URL"),
+    ("rediss://h1:6379/x", {}, "REDIS_URL"),
     ("sentinel://h1:26379/0", {"REDIS_SENTINEL_MASTER": " "}, "REDIS_SENTINEL_MASTER"),
     ("redis://:a@h1:6379/0", {"REDIS_PASSWORD": "b"}, "REDIS_PASSWORD"),
 ])

@@ -13,7 +13,7 @@ import pytest
 from htdask import settings
 from htdask.demo.services import REPO, base_env
 from htdask.settings import Settings, SettingsError, env_names, load
-from htdask.settings.doc import README, replaced
+from htdask.settings.doc import README, replaced, tables
 
 #: product code, all of htdask/ (the local pool, test harness and benchmarks are apart from it)
 PRODUCT = ("cli.py", "beat_schedule.py", "htdask", "tasks", "workers")
@@ -233,6 +233,14 @@ def test_readme_configuration_tables_are_the_model():
     assert replaced(text) == text, "README.md differs from htdask/settings/: run python -m htdask.settings.doc --write"
     for name in env_names():
         assert f"| `{name}` |" in text, name
+
+
+def test_every_type_in_the_tables_is_a_readers_word():
+    """No Python repr (`<class 'pydantic.types.ByteSize'>`) in the type column; sizes say how to write one."""
+    text = tables()
+    assert "<class" not in text and "typing." not in text and "pydantic" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| `QUOTA_MAX_MEMORY` |"))
+    assert "| bytes (e.g. `64GiB`) |" in row
 
 
 def test_the_table_changes_when_the_model_does(monkeypatch):

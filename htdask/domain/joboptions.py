@@ -155,6 +155,18 @@ def site_defaults(*, scheduler_address: str, log_dir: str | None = None) -> dict
     return {"scheduler_address": scheduler_address, **({"log_dir": log_dir} if log_dir else {})}
 
 
+def with_entry_scheduler(options: Mapping[str, Any] | None, recorded: Mapping[str, Any] | None, *,
+                         scheduler_address: str) -> dict | None:
+    """A request's options (None: it keeps the cluster's `recorded` ones) with the scheduler address its entry
+    point resolved from its own settings (`scheduler_address`: its DASK_SCHEDULER_ADDRESS, '' when unset)
+    when neither names one: the address the request was checked with where it entered is the one recorded,
+    so a Celery worker whose environment lacks the variable submits with it. Else `options` unchanged."""
+    base = options if options is not None else recorded
+    if not scheduler_address or (base or {}).get("scheduler_address"):
+        return None if options is None else dict(options)
+    return assemble(recorded=base, given=site_defaults(scheduler_address=scheduler_address))
+
+
 def assemble(*, site: Mapping[str, Any] | None = None, recorded: Mapping[str, Any] | None = None,
              given: Mapping[str, Any] | None = None) -> dict:
     """THE merge of job options: the site's defaults (`site_defaults`), under a cluster's recorded options,

@@ -32,8 +32,11 @@ class Controller:
 
     async def scale(self, name: str, n: int, *, owner: str | None, options: dict,
                     names: list[str] | None) -> Enqueued:
-        return await asyncio.to_thread(enqueue_scale, self.store, name, n, owner=owner, options=options,
+        done = await asyncio.to_thread(enqueue_scale, self.store, name, n, owner=owner, options=options,
                                        schedd=self.schedd, names=names, celery=self.celery)
+        if done.note:  # QUOTA_MODE=grant cut it down: tasks.api leaves the reporting to its caller
+            log.warning("cluster %s: %s of %d workers granted: %s", name, done.granted, n, done.note)
+        return done
 
     async def delete(self, name: str) -> Enqueued:
         return await asyncio.to_thread(enqueue_delete, self.store, name, celery=self.celery)

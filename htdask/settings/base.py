@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, ByteSize, Field, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -107,3 +107,17 @@ Names = Annotated[tuple[str, ...], NoDecode, BeforeValidator(comma_list)]
 Codes = Annotated[tuple[int, ...], NoDecode, BeforeValidator(comma_list)]
 #: `LOW:HIGH` ports, or unset (`port_range`)
 PortRange = Annotated[str | None, BeforeValidator(port_range)]
+
+
+def byte_size(value: Any) -> Any:
+    """A memory size: bytes, or a number with a unit (`64GiB`, `512MiB`, `2GB`); ValueError with an example."""
+    if value is None or isinstance(value, int):
+        return value
+    try:
+        return TypeAdapter(ByteSize).validate_python(value)
+    except ValidationError:
+        raise ValueError("is not a memory size: give bytes or a number with a unit, e.g. 64GiB or 512MiB") from None
+
+
+#: a memory size in bytes, given as bytes or with a unit (`byte_size`); the README shows "bytes (e.g. `64GiB`)"
+Bytes = Annotated[ByteSize, BeforeValidator(byte_size)]

@@ -11,6 +11,7 @@ import types
 import typing
 from pathlib import Path
 
+from pydantic import ByteSize
 from pydantic.fields import FieldInfo
 
 from htdask.settings import sections
@@ -40,7 +41,10 @@ def type_name(annotation) -> str:
         return "comma list of integers" if args and args[0] is int else "comma list"
     if annotation is list or origin is list:
         return "JSON list"
-    return {int: "integer", float: "number", bool: "flag (1/0)", str: "string"}.get(annotation, str(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, ByteSize):
+        return "bytes (e.g. `64GiB`)"
+    names = {int: "integer", float: "number", bool: "flag (1/0)", str: "string"}
+    return names.get(annotation) or getattr(annotation, "__name__", None) or str(annotation)
 
 
 def range_text(field: FieldInfo) -> str:

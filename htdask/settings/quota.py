@@ -28,9 +28,9 @@ import threading
 from typing import Literal
 
 import pydantic
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from htdask.settings.base import Count, Section, setting
+from htdask.settings.base import Bytes, Count, Section, setting
 
 #: the limited resources, in the order the state script takes them; memory in MiB
 RESOURCES = ("clusters", "workers", "cores", "memory", "gpus")
@@ -51,7 +51,7 @@ class Entry(BaseModel):
     clusters: int | None = Field(None, ge=0)
     workers: int | None = Field(None, ge=0)
     cores: int | None = Field(None, ge=0)
-    memory: ByteSize | None = None
+    memory: Bytes | None = None
     gpus: int | None = Field(None, ge=0)
 
     @field_validator("memory")
@@ -161,7 +161,7 @@ class QuotaSettings(Section):
                                                "0 = unlimited")
     quota_max_cores: Count = setting(0, env="QUOTA_MAX_CORES",
                                      meaning="cores (workers × `request_cpus`) one owner may ask for; 0 = unlimited")
-    quota_max_memory: ByteSize = setting(0, env="QUOTA_MAX_MEMORY",
+    quota_max_memory: Bytes = setting(0, env="QUOTA_MAX_MEMORY",
                                          meaning="memory (workers × `request_memory`) one owner may ask for, bytes "
                                                  "or with a unit (`512GiB`); 0 = unlimited")
     quota_max_gpus: Count = setting(0, env="QUOTA_MAX_GPUS",

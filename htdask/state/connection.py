@@ -139,6 +139,8 @@ def parse(url: str | None = None, env=None) -> RedisTarget:
         if scheme not in SERVER_SCHEMES:
             raise RedisSettingError(f"REDIS_URL {redact(url)!r}: unknown scheme {scheme!r} (redis, rediss, unix "
                                     "or sentinel)")
+        if scheme != "unix":
+            _port(url, chunks[0])
         return RedisTarget(url=url, password=_check_password(url, raw["password"]), db=_db(url, chunks[0]))
     master = raw["master_name"]
     if master is None:
@@ -149,11 +151,7 @@ def parse(url: str | None = None, env=None) -> RedisTarget:
                                 f"(default {DEFAULT_SENTINEL_MASTER!r})")
     sentinels = []
     for chunk in chunks:
-        try:
-            parts = urlsplit(chunk)
-            host, port = parts.hostname, parts.port or SENTINEL_PORT
-        except ValueError as e:
-            raise RedisSettingError(f"REDIS_URL {redact(url)!r}: {e}") from None
+        host, port = urlsplit(chunk).hostname, _port(url, chunk) or SENTINEL_PORT
         if not host:
             raise RedisSettingError(f"REDIS_URL {redact(url)!r}: a sentinel without a host")
         sentinels.append((host, port))
@@ -167,6 +165,19 @@ def _check_password(url: str, setting: str | None) -> str | None:
     if in_url and setting and in_url != setting:
         raise RedisSettingError("REDIS_PASSWORD differs from the password in REDIS_URL: give it in one place")
     return in_url or setting
+
+
+def _port(url: str, chunk: str) -> int | None:
+    """The port of one server's URL (None: not given); RedisSettingError when it is not a number 1..65535."""
+    try:
+        port = urlsplit(chunk).port
+    except ValueError:  # urllib: "Port could not be cast to integer value", "Port out of range 0-65535"
+        port = 0
+    if port == 0:
+        netloc = urlsplit(chunk).netloc.rsplit("@", 1)[-1]
+        raise RedisSettingError(f"REDIS_URL {redact(url)!r}: the port in {netloc!r} is not a number from 1 to "
+                                "65535")
+    return port
 
 
 def _db(url: str, chunk: str) -> int:

@@ -60,6 +60,10 @@ if qt.mismatch then return {-2, 0, ARGV[3], 0, qt.mismatch} end
 if qt.refused then return {-3, 0, ARGV[3], qt.granted, qt.note} end
 local granted = qt.granted
 redis.call('HSETNX', KEYS[2], 'created_at', ARGV[4])
+if redis.call('HEXISTS', KEYS[2], 'born_at') == 0 then  -- a lifetime starts here, by Redis' clock (limits)
+  local t = redis.call('TIME')
+  redis.call('HSET', KEYS[2], 'born_at', string.format('%d.%06d', tonumber(t[1]), tonumber(t[2])))
+end
 redis.call('HSET', KEYS[2], 'desired', granted, 'schedd', ARGV[3], 'updated_at', ARGV[4], 'seq', seq, 'replaced', 0)
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'owner', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'options', ARGV[6]) end
