@@ -91,6 +91,10 @@ def scale(cluster, count, owner, email, schedd, scheduler_address, nthreads, mem
     options.update(tls)
     # the flags over the cluster's recorded options (joboptions.assemble); none given: the recorded ones stay
     merged = joboptions.assemble(recorded=record.options if record else None, given=options) if options else None
+    # the scheduler address this process checks the request with is the one recorded, when the cluster names
+    # none: the Celery worker's environment may lack this one's DASK_SCHEDULER_ADDRESS
+    merged = joboptions.with_entry_scheduler(merged, record.options if record else None,
+                                             scheduler_address=settings().dask_scheduler_address)
     if dry_run:
         click.echo(scaleopts.dry_run(store, cluster, n, owner, merged if merged is not None else
                                      (record.options if record else {}), settings(), unreachable=unreachable),

@@ -16,7 +16,7 @@ from htdask.state.managed import managers
 from tasks import health, quota, status
 from tasks.app import app
 from tasks.config import poll_queue, settings
-from htdask.domain import joboptions, limits as lim, validation
+from htdask.domain import limits as lim, validation
 from htdask.domain.request import DeleteRequest, ScaleRequest
 from tasks.options import check_job_options
 from workers.runas import check_user
@@ -59,25 +59,17 @@ def enqueue_scale(store: Store, cluster, n=None, *, owner: str | None = None, op
     pending set, in one round trip to Redis (`Store.record_and_enqueue`): the only write of it. Its task
     is told in its message (`handled_by`) which task's round reconciles the cluster: its own (no round ran
     or was queued: it takes the batch lock), or another's (it returns at once, without a Redis call). A
-    request without options keeps the cluster's recorded ones, which were checked when they were recorded; a
-    request whose options and record name no scheduler address gets this process's DASK_SCHEDULER_ADDRESS
-    recorded (`joboptions.with_entry_scheduler`): the one it was checked with here, which the Celery worker's
-    environment may lack. Raises ValidationError (and records nothing) for bad input or a `schedd` other than
-    the cluster's. `limits`: the cluster's own idle and lifetime limits (`check_limits`; kinds not given keep
-    the recorded ones, else the site's defaults apply).
+    request without options keeps the cluster's recorded ones, which were checked when they were recorded
+    (the CLI records the DASK_SCHEDULER_ADDRESS it checked a cluster with, `joboptions.with_entry_scheduler`).
+    Raises ValidationError (and records nothing) for bad input or a `schedd` other than the cluster's.
+    `limits`: the cluster's own idle and lifetime limits (`check_limits`; kinds not given keep the recorded
+    ones, else the site's defaults apply).
     """
     limits = check_limits(limits)
     req = cluster if isinstance(cluster, ScaleRequest) else scale_request(
         cluster, n, owner=owner, options=options, schedd=schedd, names=names)
     if req.owner is not None:
         check_user(req.owner)
-    site_address = settings().dask_scheduler_address
-    if site_address and not (req.options or {}).get("scheduler_address"):
-        # checked below with this process's DASK_SCHEDULER_ADDRESS: recorded with it when the cluster names none
-        record = store.get(req.cluster)
-        options = joboptions.with_entry_scheduler(req.options, record.options if record else None,
-                                                  scheduler_address=site_address)
-        req = req.model_copy(update={"options": options})
     if req.options is not None or settings().dask_scheduler_address:
         check_job_options(req.options)  # the site's defaults, for a cluster without options
     else:  # no site scheduler address: the cluster's recorded options must name one (a new cluster has none)
