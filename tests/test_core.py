@@ -5,14 +5,18 @@ Each test counts schedd calls in the pool's calls.log and checks jobs with the p
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from htdask.demo import services
+from htdask.demo.redis_server import RedisServer
 from htdask.demo.services import REPO, Stack
 from htdask.state import Store, connect, keys
 from tests.conftest import live, needs, queue_of, wait_until
@@ -248,6 +252,22 @@ def test_visibility_timeout_is_far_above_the_task_time_limit(stack):
     assert app.conf.worker_prefetch_multiplier == 1
 
 
+@pytest.fixture(scope="module")
+@needs("redis", "pool")
+def cli_env(service_user, pool_bin):
+    """The stack's environment (same settings, same Redis URL form) on one redis-server for the module and
+    without a Celery worker: what the bad-input tests check is that the CLI sends and writes nothing."""
+    workdir = Path(tempfile.mkdtemp(prefix="htdask-cli-"))
+    redis = RedisServer(workdir / "redis").start()
+    try:
+        yield services.base_env(workdir, redis.url, pool_bin, DEFAULT_OWNER=service_user,
+                                DASK_WORKER_COMMAND=FAKE_WORKER, POLL_INTERVAL="60", SCHEDD_MIN_INTERVAL="0",
+                                DASK_SCHEDULER_ADDRESS="tcp://127.0.0.1:8786")
+    finally:
+        redis.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 @pytest.mark.parametrize("args,needle", [
     (["scale", "ok", "-1"], "worker count"),
     (["scale", "ok", "1001"], "worker count"),
@@ -265,14 +285,17 @@ def test_visibility_timeout_is_far_above_the_task_time_limit(stack):
     (["delete", "UPPER"], "cluster name"),
     (["jobs", "x$(y)"], "cluster name"),
 ])
-def test_bad_input_is_one_line_exit_2_and_nothing_enqueued(stack, args, needle):
-    out = stack.cli(*args)
+def test_bad_input_is_one_line_exit_2_and_nothing_enqueued(cli_env, args, needle):
+    out = subprocess.run([sys.executable, str(REPO / "cli.py"), *args], env=cli_env, cwd=str(REPO),
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
     assert needle in lines[0]
-    r = connect(stack.redis.url)
+    # no Celery worker consumes the queue here: a task sent would still be in it; and no key was written
+    r = connect(cli_env["REDIS_URL"])
     assert r.llen("local") == 0 and not r.exists(keys.seq())
+    assert r.dbsize() == 0, sorted(r.scan_iter())
 
 
 def test_redis_down_is_one_line_exit_1(tmp_path):
