@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,32 @@ def queue_of(stack, cluster: str) -> list[dict]:
 def live(stack, cluster: str) -> list[dict]:
     """Jobs that hold or wait for a slot: idle, running, held."""
     return [a for a in queue_of(stack, cluster) if a["JobStatus"] in (1, 2, 5)]
+
+
+class SinceStart:
+    """A module-scoped stack as one test sees it: `calls()` holds only the schedd calls made since the test
+    started (on a quiet stack), so the test counts exactly what a fresh stack would show it. Tests sharing a
+    stack use cluster names of their own, and nothing (no beat) acts on another test's clusters."""
+
+    def __init__(self, stack):
+        self._stack = stack
+        self._mark = len(stack.calls())
+
+    def __getattr__(self, name):
+        return getattr(self._stack, name)
+
+    def calls(self, command: str | None = None) -> list[list[str]]:
+        return [r for r in self._stack.calls()[self._mark:] if command is None or r[1] == command]
+
+
+def since_start(stack, queue: str = "local") -> SinceStart:
+    """`stack` (shared by a module's tests) from now on, once it is quiet: nothing waits in `queue` and no
+    schedd call was made for half a second (the previous test's tasks are done)."""
+    from htdask.state import connect
+
+    def quiet() -> bool:
+        before = len(stack.calls())
+        time.sleep(0.5)
+        return connect(stack.redis.url).llen(queue) == 0 and len(stack.calls()) == before
+    wait_until(quiet, timeout=60, message="the shared stack quiet")
+    return SinceStart(stack)
