@@ -167,6 +167,7 @@ class SinceStart:
     def __init__(self, stack):
         self._stack = stack
         self._mark = len(stack.calls())
+        self._logs = {p.name: p.stat().st_size for p in stack.logdir.glob("*.log")}
 
     def __getattr__(self, name):
         return getattr(self._stack, name)
@@ -174,15 +175,23 @@ class SinceStart:
     def calls(self, command: str | None = None) -> list[list[str]]:
         return [r for r in self._stack.calls()[self._mark:] if command is None or r[1] == command]
 
+    def log(self, name: str) -> str:
+        """What the stack's process `name` (e.g. "worker1") logged since the test started."""
+        with open(self._stack.logdir / f"{name}.log", "rb") as f:
+            f.seek(self._logs.get(f"{name}.log", 0))
+            return f.read().decode(errors="replace")
+
 
 def since_start(stack, queue: str = "local") -> SinceStart:
-    """`stack` (shared by a module's tests) from now on, once it is quiet: nothing waits in `queue` and no
-    schedd call was made for half a second (the previous test's tasks are done)."""
+    """`stack` (shared by a module's tests) from now on, once it is quiet: nothing waits in `queue`, no task
+    is held by a worker (kombu's `unacked`: running, or retrying later) and no schedd call was made for half
+    a second (the previous test's tasks are done)."""
     from htdask.state import connect
 
     def quiet() -> bool:
         before = len(stack.calls())
         time.sleep(0.5)
-        return connect(stack.redis.url).llen(queue) == 0 and len(stack.calls()) == before
+        r = connect(stack.redis.url)
+        return r.llen(queue) == 0 and r.hlen("unacked") == 0 and len(stack.calls()) == before
     wait_until(quiet, timeout=60, message="the shared stack quiet")
     return SinceStart(stack)
