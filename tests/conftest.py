@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -105,8 +104,12 @@ def pool_env(tmp_path, monkeypatch, pool_bin):
     for k in ("LOCALPOOL_DIR", "PATH", "PYTHONPATH"):
         monkeypatch.setenv(k, env[k])
     yield env
-    subprocess.run([sys.executable, "-m", "htdask_localpool", "stop"], env=env, cwd=REPO,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    # what `python -m htdask_localpool stop` runs, without starting an interpreter for it (~250 tests use this)
+    from htdask_localpool import daemon, paths
+    try:
+        daemon.stop(paths.PoolFiles(pool_dir))
+    except PermissionError:  # as the stop command: nothing of ours to stop
+        pass
 
 
 SERVICE_USER = "htdask-svc"
@@ -154,3 +157,41 @@ def queue_of(stack, cluster: str) -> list[dict]:
 def live(stack, cluster: str) -> list[dict]:
     """Jobs that hold or wait for a slot: idle, running, held."""
     return [a for a in queue_of(stack, cluster) if a["JobStatus"] in (1, 2, 5)]
+
+
+class SinceStart:
+    """A module-scoped stack as one test sees it: `calls()` holds only the schedd calls made since the test
+    started (on a quiet stack), so the test counts exactly what a fresh stack would show it. Tests sharing a
+    stack use cluster names of their own, and nothing (no beat) acts on another test's clusters."""
+
+    def __init__(self, stack):
+        self._stack = stack
+        self._mark = len(stack.calls())
+        self._logs = {p.name: p.stat().st_size for p in stack.logdir.glob("*.log")}
+
+    def __getattr__(self, name):
+        return getattr(self._stack, name)
+
+    def calls(self, command: str | None = None) -> list[list[str]]:
+        return [r for r in self._stack.calls()[self._mark:] if command is None or r[1] == command]
+
+    def log(self, name: str) -> str:
+        """What the stack's process `name` (e.g. "worker1") logged since the test started."""
+        with open(self._stack.logdir / f"{name}.log", "rb") as f:
+            f.seek(self._logs.get(f"{name}.log", 0))
+            return f.read().decode(errors="replace")
+
+
+def since_start(stack, queue: str = "local") -> SinceStart:
+    """`stack` (shared by a module's tests) from now on, once it is quiet: nothing waits in `queue`, no task
+    is held by a worker (kombu's `unacked`: running, or retrying later) and no schedd call was made for half
+    a second (the previous test's tasks are done)."""
+    from htdask.state import connect
+
+    def quiet() -> bool:
+        before = len(stack.calls())
+        time.sleep(0.5)
+        r = connect(stack.redis.url)
+        return r.llen(queue) == 0 and r.hlen("unacked") == 0 and len(stack.calls()) == before
+    wait_until(quiet, timeout=60, message="the shared stack quiet")
+    return SinceStart(stack)

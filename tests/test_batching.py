@@ -16,16 +16,22 @@ from collections import Counter
 import pytest
 
 from htdask.state import Store, connect, keys
-from tests.conftest import REPO, needs, wait_until
+from tests.conftest import REPO, needs, since_start, wait_until
 from tests.test_core import make_stack
 from workers.htcondor.queue_parser import parse_ads_text
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 @needs("stack")
-def stack(service_user):
+def module_stack(service_user):
     with make_stack(service_user) as s:
         yield s
+
+
+@pytest.fixture
+def stack(module_stack):
+    """The module's stack from this test's start: its calls only (tests/conftest.py, since_start)."""
+    return since_start(module_stack)
 
 
 def live_by_cluster(stack) -> Counter:

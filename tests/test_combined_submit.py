@@ -24,7 +24,7 @@ from htdask.domain.jobspec import WorkerJobSpec, worker_submit_description
 from htdask.domain.submitdesc import CombinedDescription
 from htdask.domain.validation import ValidationError
 from tasks.submissions import SubmitPlan, _groups
-from tests.conftest import needs, queue_of, wait_until
+from tests.conftest import needs, queue_of, since_start, wait_until
 from tests.test_core import make_stack, store_of
 from tests.test_localpool_lib import dry_run
 
@@ -120,11 +120,17 @@ def memory_of(stack, cluster: str) -> list[tuple[str, int]]:
     return sorted((a["DaskWorkerName"], a["RequestMemory"]) for a in json.loads(out.stdout or "[]"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 @needs("stack")
-def stack(service_user):
+def module_stack(service_user):
     with make_stack(service_user) as s:
         yield s
+
+
+@pytest.fixture
+def stack(module_stack):
+    """The module's stack from this test's start: its calls only (tests/conftest.py, since_start)."""
+    return since_start(module_stack)
 
 
 def test_one_round_of_one_owner_is_one_condor_submit_and_every_cluster_gets_its_jobs(stack):

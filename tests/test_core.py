@@ -5,17 +5,21 @@ Each test counts schedd calls in the pool's calls.log and checks jobs with the p
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from htdask.demo import services
+from htdask.demo.redis_server import RedisServer
 from htdask.demo.services import REPO, Stack
 from htdask.state import Store, connect, keys
-from tests.conftest import live, needs, queue_of, wait_until
+from tests.conftest import live, needs, queue_of, since_start, wait_until
 from workers.htcondor.queue_parser import parse_ads_text
 
 FAKE_WORKER = str(services.FAKE_WORKER)
@@ -35,6 +39,19 @@ def stack(service_user):
         yield s
 
 
+@pytest.fixture(scope="module")
+@needs("stack")
+def module_stack(service_user):
+    with make_stack(service_user) as s:
+        yield s
+
+
+@pytest.fixture
+def shared(module_stack):
+    """`module_stack` as this test sees it (tests/conftest.py, since_start): its own calls only."""
+    return since_start(module_stack)
+
+
 
 def scale(stack: Stack, cluster: str, n: int, *args: str):
     out = stack.cli("scale", cluster, str(n), *args)
@@ -46,7 +63,8 @@ def store_of(stack: Stack) -> Store:
     return Store(connect(stack.redis.url))
 
 
-def test_scale_up_is_one_submit_with_consecutive_indexes(stack, service_user):
+def test_scale_up_is_one_submit_with_consecutive_indexes(shared, service_user):
+    stack = shared
     scale(stack, "alpha", 5)
     jobs = wait_until(lambda: len(live(stack, "alpha")) == 5 and live(stack, "alpha"), message="5 jobs")
     assert sorted(j["DaskWorkerIndex"] for j in jobs) == [0, 1, 2, 3, 4]
@@ -63,7 +81,8 @@ def test_scale_up_is_one_submit_with_consecutive_indexes(stack, service_user):
     assert len(reads) == 1, reads
 
 
-def test_scale_down_removes_surplus_highest_indexes_first(stack):
+def test_scale_down_removes_surplus_highest_indexes_first(shared):
+    stack = shared
     scale(stack, "beta", 5)
     wait_until(lambda: sum(j["JobStatus"] == 2 for j in live(stack, "beta")) == 5, message="5 running")
     scale(stack, "beta", 2)
@@ -72,10 +91,11 @@ def test_scale_down_removes_surplus_highest_indexes_first(stack):
     assert len(stack.calls("condor_rm")) == 1
 
 
-def test_a_scale_down_removes_jobs_by_id_never_every_job_of_a_shared_index(stack, service_user):
+def test_a_scale_down_removes_jobs_by_id_never_every_job_of_a_shared_index(shared, service_user):
     """Issue 23 item 1 (its removal part): two live jobs carry worker index 1 (pz-1 twice, as a lease
     holder that stalled past its lease left them). The surplus one is removed by ClusterId.ProcId; the
     running pz-1 stays (removing by DaskWorkerIndex took both)."""
+    stack = shared
     scale(stack, "pz", 2)
     running = wait_until(lambda: (lambda j: len(j) == 2 and all(a["JobStatus"] == 2 for a in j) and j)(
         live(stack, "pz")), message="2 running")
@@ -107,7 +127,8 @@ def test_idle_jobs_are_removed_before_running_ones(service_user):
         assert {j["DaskWorkerIndex"] for j in jobs} == running
 
 
-def test_burst_collapses_into_few_schedd_calls(stack):
+def test_burst_collapses_into_few_schedd_calls(shared):
+    stack = shared
     counts = [(i % 7) + (3 if i % 2 else 0) for i in range(49)] + [6]
     # 50 requests from one client within a fraction of a second.
     stack.python("from htdask.state import Store, connect; from tasks import api; store = Store(connect())\n"
@@ -135,7 +156,8 @@ def test_two_workers_on_one_queue_never_duplicate_a_name(stack):
         assert len(indexes) == len(set(indexes))
 
 
-def test_delete_leaves_no_job_and_no_state(stack):
+def test_delete_leaves_no_job_and_no_state(shared):
+    stack = shared
     scale(stack, "delta", 3)
     wait_until(lambda: len(live(stack, "delta")) == 3, message="3 jobs")
     out = stack.cli("delete", "delta", "--wait", "--timeout", "60")
@@ -179,7 +201,8 @@ def test_beat_triggers_the_poll(service_user):
         wait_until(lambda: len(stack.calls("condor_q")) >= before + 2, timeout=20, message="repeated polls")
 
 
-def test_counter_restarts_only_when_cluster_is_empty(stack):
+def test_counter_restarts_only_when_cluster_is_empty(shared):
+    stack = shared
     store = store_of(stack)
     scale(stack, "eta", 3)
     wait_until(lambda: len(live(stack, "eta")) == 3, message="3 jobs")
@@ -196,7 +219,8 @@ def test_counter_restarts_only_when_cluster_is_empty(stack):
     assert store.counter("eta") == 2
 
 
-def test_duplicate_and_stale_deliveries_change_nothing(stack):
+def test_duplicate_and_stale_deliveries_change_nothing(shared):
+    stack = shared
     scale(stack, "theta", 3)
     wait_until(lambda: len(live(stack, "theta")) == 3, message="3 jobs")
     store = store_of(stack)
@@ -237,7 +261,8 @@ def test_max_idle_per_cluster_caps_queued_jobs(service_user):
         assert len(jobs) < 6
 
 
-def test_visibility_timeout_is_far_above_the_task_time_limit(stack):
+def test_visibility_timeout_is_far_above_the_task_time_limit(shared):
+    stack = shared
     from tasks.app import app
     with app.connection_for_write(stack.redis.url) as conn:
         channel = conn.default_channel
@@ -246,6 +271,22 @@ def test_visibility_timeout_is_far_above_the_task_time_limit(stack):
     assert effective >= 2 * app.conf.task_time_limit
     assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
     assert app.conf.worker_prefetch_multiplier == 1
+
+
+@pytest.fixture(scope="module")
+@needs("redis", "pool")
+def cli_env(service_user, pool_bin):
+    """The stack's environment (same settings, same Redis URL form) on one redis-server for the module and
+    without a Celery worker: what the bad-input tests check is that the CLI sends and writes nothing."""
+    workdir = Path(tempfile.mkdtemp(prefix="htdask-cli-"))
+    redis = RedisServer(workdir / "redis").start()
+    try:
+        yield services.base_env(workdir, redis.url, pool_bin, DEFAULT_OWNER=service_user,
+                                DASK_WORKER_COMMAND=FAKE_WORKER, POLL_INTERVAL="60", SCHEDD_MIN_INTERVAL="0",
+                                DASK_SCHEDULER_ADDRESS="tcp://127.0.0.1:8786")
+    finally:
+        redis.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -265,14 +306,17 @@ def test_visibility_timeout_is_far_above_the_task_time_limit(stack):
     (["delete", "UPPER"], "cluster name"),
     (["jobs", "x$(y)"], "cluster name"),
 ])
-def test_bad_input_is_one_line_exit_2_and_nothing_enqueued(stack, args, needle):
-    out = stack.cli(*args)
+def test_bad_input_is_one_line_exit_2_and_nothing_enqueued(cli_env, args, needle):
+    out = subprocess.run([sys.executable, str(REPO / "cli.py"), *args], env=cli_env, cwd=str(REPO),
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
     assert needle in lines[0]
-    r = connect(stack.redis.url)
+    # no Celery worker consumes the queue here: a task sent would still be in it; and no key was written
+    r = connect(cli_env["REDIS_URL"])
     assert r.llen("local") == 0 and not r.exists(keys.seq())
+    assert r.dbsize() == 0, sorted(r.scan_iter())
 
 
 def test_redis_down_is_one_line_exit_1(tmp_path):
@@ -287,7 +331,8 @@ def test_redis_down_is_one_line_exit_1(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1 and "cannot reach Redis" in out.stderr
 
 
-def test_summary_counts_jobs_that_left_the_queue(stack):
+def test_summary_counts_jobs_that_left_the_queue(shared):
+    stack = shared
     scale(stack, "lam", 3)
     wait_until(lambda: len(live(stack, "lam")) == 3, message="3 jobs")
     assert stack.cli("poll").returncode == 0
@@ -300,8 +345,9 @@ def test_summary_counts_jobs_that_left_the_queue(stack):
     assert len(parse_ads_text(history.stdout)) == 2
 
 
-def test_named_workers_are_submitted_once_each(stack):
+def test_named_workers_are_submitted_once_each(shared):
     """Gateway clusters name their workers; a worker whose job ended is replaced by the gateway, not us."""
+    stack = shared
     stack.python("from htdask.state import Store, connect; from tasks import api; store = Store(connect())\n"
                  "api.enqueue_scale(store, 'named', 2, names=['w-a', 'w-b'])")
     jobs = wait_until(lambda: len(live(stack, "named")) == 2 and live(stack, "named"), message="2 named jobs")

@@ -15,9 +15,11 @@ from tests.test_core import FAKE_WORKER
 from htdask.demo.services import REPO, Stack
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 @needs("stack")
 def stack(service_user):
+    """One stack (with Flower and the exporter) for the module: each test works on clusters of its own names
+    and leaves no fault set."""
     with Stack(flower_auth="admin:s3cret-pw", exporter=True, DEFAULT_OWNER=service_user, DASK_WORKER_COMMAND=FAKE_WORKER, DASK_SCHEDULER_ADDRESS="tcp://127.0.0.1:8786",
                SCHEDD_MIN_INTERVAL="0") as s:
         yield s
@@ -80,16 +82,20 @@ def test_demo_keep_prints_what_answers_and_how_to_stop(stack, capsys):
 def test_flower_traces_every_request_to_the_round_that_handled_it(stack):
     """With slow submits, requests arrive while a round runs: each queued scale task names the task whose
     round handled its cluster, and that task's result, as Flower shows it, says what it did to it."""
-    import ast
-    import json
-    import subprocess
-    import sys
-
-    from htdask.demo.services import REPO
-
     base, auth = f"http://127.0.0.1:{stack.flower_port}", ("admin", "s3cret-pw")
     subprocess.run([sys.executable, "-m", "htdask_localpool", "fault", "submit-delay", "1.5"], env=stack.env, cwd=str(REPO),
                    check=True, capture_output=True, timeout=60)
+    try:
+        _trace_requests(stack, base, auth)
+    finally:  # the module's other tests share the stack
+        subprocess.run([sys.executable, "-m", "htdask_localpool", "fault", "clear"], env=stack.env, cwd=str(REPO),
+                       check=True, capture_output=True, timeout=60)
+
+
+def _trace_requests(stack, base: str, auth: tuple[str, str]) -> None:
+    import ast
+    import json
+
     clusters = ["trace-a", "trace-b", "trace-c", "trace-d"]
     # the first request's task runs a round; the others are made once that round has taken its batch (its
     # lease held, the next round named in the queued mark), so they are left to the round after it

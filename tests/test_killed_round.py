@@ -30,7 +30,7 @@ from htdask.state import connect, keys
 from tests.conftest import live, wait_until
 from tests.test_reliability import fault, kill_worker, make_stack
 
-TTL, POLL = 3.0, 2.0
+TTL, POLL = 3.0, 1.0
 #: starting processes on a loaded 2-core machine (a new worker, the CLI) on top of the bound
 MARGIN = 30.0
 

@@ -10,6 +10,7 @@ import os
 import pwd
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,10 +38,8 @@ def owner_user():
         subprocess.run(["userdel", OWNER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-@pytest.fixture
-@needs("stack")
-def stack(owner_user, service_user, tmp_path):
-    user_map = tmp_path / "users.yaml"
+def owner_stack(owner_user: str, service_user: str, tmp: Path) -> Stack:
+    user_map = tmp / "users.yaml"
     user_map.write_text(f"# e-mail: unix user\n{EMAIL.lower()}: {owner_user}\n"
                         "boss@example.org: root\nsys@example.org: daemon\n")
     env = dict(DEFAULT_OWNER=service_user, DASK_WORKER_COMMAND=FAKE_WORKER, USER_MAP_FILE=str(user_map),
@@ -48,7 +47,21 @@ def stack(owner_user, service_user, tmp_path):
     for k in ("CICONNECT_URL", "DENY_USERS", "MIN_SUBMIT_UID"):  # not inherited from the caller
         if os.environ.get(k):
             env[k] = ""
-    with Stack(**env) as s:
+    return Stack(**env)
+
+
+@pytest.fixture
+@needs("stack")
+def stack(owner_user, service_user, tmp_path):
+    with owner_stack(owner_user, service_user, tmp_path) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+@needs("stack")
+def refusing_stack(owner_user, service_user, tmp_path_factory):
+    """One stack for the refusals: each checks that nothing was enqueued, submitted or queued on it, ever."""
+    with owner_stack(owner_user, service_user, tmp_path_factory.mktemp("refusals")) as s:
         yield s
 
 
@@ -72,7 +85,8 @@ def live(stack: Stack, cluster: str) -> list[dict]:
     (["--email", "boss@example.org"], "'root'"),
     (["--email", "sys@example.org"], "'daemon'"),
 ])
-def test_root_and_system_users_are_refused(stack, args, needle):
+def test_root_and_system_users_are_refused(refusing_stack, args, needle):
+    stack = refusing_stack
     out = stack.cli("scale", "c1", "2", *args)
     assert out.returncode == 2, (out.stdout, out.stderr)
     lines = out.stderr.strip().splitlines()

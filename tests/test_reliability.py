@@ -16,12 +16,26 @@ import pytest
 
 from htdask.demo.services import REPO, Stack
 from htdask.state import Store, connect
-from tests.conftest import wait_until
+from tests.conftest import needs, since_start, wait_until
 from tests.conftest import live, queue_of
 from tests.test_core import FAKE_WORKER, scale
 from workers.htcondor.queue_parser import parse_ads_text
 
 pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+@needs("stack")
+def module_stack(service_user):
+    with make_stack(service_user, POLL_QUERY_ATTEMPTS="3") as s:
+        yield s
+
+
+@pytest.fixture
+def stack(module_stack):
+    """The module's stack (default settings) from this test's start (tests/conftest.py, since_start), for the
+    tests that neither kill nor restart anything; each leaves no fault set."""
+    return since_start(module_stack)
 
 
 def make_stack(service_user, **env) -> Stack:
@@ -109,17 +123,16 @@ def test_redis_restart_never_reuses_a_live_name(service_user, wipe):
         assert store.counter("phoenix") == 8
 
 
-def test_transient_submit_failures_are_retried_with_backoff(service_user):
-    with make_stack(service_user) as stack:
-        fault(stack, "submit-fail", "3")
-        scale(stack, "flaky", 4)
-        wait_until(lambda: len(live(stack, "flaky")) == 4, timeout=60, message="4 jobs after retries")
-        assert_exact(stack, "flaky", 4)
-        assert len(stack.calls("condor_submit")) == 4  # 3 failures, then the one that worked
-        log = (stack.logdir / "worker1.log").read_text()
-        assert log.count("Retry in") == 3
-        row = json.loads(stack.cli("status", "flaky", "--json").stdout)["clusters"][0]
-        assert row["error"] is None
+def test_transient_submit_failures_are_retried_with_backoff(stack):
+    fault(stack, "submit-fail", "3")
+    scale(stack, "flaky", 4)
+    wait_until(lambda: len(live(stack, "flaky")) == 4, timeout=60, message="4 jobs after retries")
+    assert_exact(stack, "flaky", 4)
+    assert len(stack.calls("condor_submit")) == 4  # 3 failures, then the one that worked
+    log = stack.log("worker1")
+    assert log.count("Retry in") == 3
+    row = json.loads(stack.cli("status", "flaky", "--json").stdout)["clusters"][0]
+    assert row["error"] is None
 
 
 def test_permanent_submit_failure_is_reported_bounded_and_recovers(service_user):
@@ -154,28 +167,27 @@ def _failed_for_good(stack: Stack, cluster: str):
     return row if row["error"] and not row["error"].startswith("retrying") else None
 
 
-def test_query_failures_retried_in_poll_then_summaries_kept_stale(service_user):
-    with make_stack(service_user, POLL_QUERY_ATTEMPTS="3") as stack:
-        scale(stack, "qq", 2)
-        wait_until(lambda: sum(j["JobStatus"] == 2 for j in live(stack, "qq")) == 2, message="2 running")
-        assert stack.cli("poll").returncode == 0
-        before = _row(stack, "qq")
-        assert before["running"] == 2 and not before["stale"]
-        fault(stack, "query-fail", "2")  # intermittent: the poll's own retries absorb it
-        out = stack.cli("poll")
-        assert "ok" in out.stdout, out.stdout
-        assert not _row(stack, "qq")["stale"]
-        fault(stack, "query-fail", "100")  # for longer: the poll fails, the summary stays
-        out = stack.cli("poll")
-        assert "failed" in out.stdout
-        row = _row(stack, "qq")
-        assert row["stale"] and row["running"] == 2 and row["polled_at"] == pytest.approx(
-            _row(stack, "qq")["polled_at"])
-        assert row["poll_error"]
-        assert "(stale)" in stack.cli("status").stdout
-        fault(stack, "clear")
-        assert "ok" in stack.cli("poll").stdout
-        assert not _row(stack, "qq")["stale"]
+def test_query_failures_retried_in_poll_then_summaries_kept_stale(stack):  # POLL_QUERY_ATTEMPTS 3
+    scale(stack, "qq", 2)
+    wait_until(lambda: sum(j["JobStatus"] == 2 for j in live(stack, "qq")) == 2, message="2 running")
+    assert stack.cli("poll").returncode == 0
+    before = _row(stack, "qq")
+    assert before["running"] == 2 and not before["stale"]
+    fault(stack, "query-fail", "2")  # intermittent: the poll's own retries absorb it
+    out = stack.cli("poll")
+    assert "ok" in out.stdout, out.stdout
+    assert not _row(stack, "qq")["stale"]
+    fault(stack, "query-fail", "100")  # for longer: the poll fails, the summary stays
+    out = stack.cli("poll")
+    assert "failed" in out.stdout
+    row = _row(stack, "qq")
+    assert row["stale"] and row["running"] == 2 and row["polled_at"] == pytest.approx(
+        _row(stack, "qq")["polled_at"])
+    assert row["poll_error"]
+    assert "(stale)" in stack.cli("status").stdout
+    fault(stack, "clear")
+    assert "ok" in stack.cli("poll").stdout
+    assert not _row(stack, "qq")["stale"]
 
 
 def test_held_jobs_are_released_then_replaced(service_user):
@@ -209,20 +221,19 @@ def _replaced(stack: Stack, cluster: str, job_id: str) -> bool:
     return len(jobs) == 1 and _job_id(jobs[0]) != job_id
 
 
-def test_jobs_ended_outside_our_control_are_replaced_by_the_next_poll(service_user):
-    with make_stack(service_user) as stack:
-        scale(stack, "outside", 3)
-        wait_until(lambda: sum(j["JobStatus"] == 2 for j in live(stack, "outside")) == 3, message="3 running")
-        victim = live(stack, "outside")[0]
-        out = stack.condor("condor_rm", f"{victim['ClusterId']}.{victim['ProcId']}")  # an admin removes one
-        assert out.returncode == 0, out.stderr
-        pid = _job_pid(stack, live(stack, "outside")[-1])
-        os.kill(pid, signal.SIGKILL)  # and another one dies on its own (completes)
-        wait_until(lambda: len(live(stack, "outside")) == 1, message="1 job left")
-        assert stack.cli("poll").returncode == 0
-        wait_until(lambda: len(live(stack, "outside")) == 3, message="back to 3")
-        jobs = assert_exact(stack, "outside", 3)
-        assert len({j["DaskWorkerIndex"] for j in jobs}) == 3
+def test_jobs_ended_outside_our_control_are_replaced_by_the_next_poll(stack):
+    scale(stack, "outside", 3)
+    wait_until(lambda: sum(j["JobStatus"] == 2 for j in live(stack, "outside")) == 3, message="3 running")
+    victim = live(stack, "outside")[0]
+    out = stack.condor("condor_rm", f"{victim['ClusterId']}.{victim['ProcId']}")  # an admin removes one
+    assert out.returncode == 0, out.stderr
+    pid = _job_pid(stack, live(stack, "outside")[-1])
+    os.kill(pid, signal.SIGKILL)  # and another one dies on its own (completes)
+    wait_until(lambda: len(live(stack, "outside")) == 1, message="1 job left")
+    assert stack.cli("poll").returncode == 0
+    wait_until(lambda: len(live(stack, "outside")) == 3, message="back to 3")
+    jobs = assert_exact(stack, "outside", 3)
+    assert len({j["DaskWorkerIndex"] for j in jobs}) == 3
 
 
 def _job_pid(stack: Stack, job: dict) -> int:
@@ -243,14 +254,13 @@ def _job_pid(stack: Stack, job: dict) -> int:
     return pids[0]
 
 
-def test_a_submit_that_created_fewer_jobs_is_detected_and_completed(service_user):
-    with make_stack(service_user) as stack:
-        fault(stack, "submit-partial", "2")  # the schedd accepts only 2 of the next submit's jobs
-        scale(stack, "partial", 5)
-        wait_until(lambda: len(live(stack, "partial")) == 5, timeout=60, message="5 jobs")
-        time.sleep(1)
-        jobs = assert_exact(stack, "partial", 5)
-        assert len(stack.calls("condor_submit")) == 2
-        assert len({j["ClusterId"] for j in jobs}) == 2
-        log = (stack.logdir / "worker1.log").read_text()
-        assert "asked for 5 jobs, the schedd created 2" in log
+def test_a_submit_that_created_fewer_jobs_is_detected_and_completed(stack):
+    fault(stack, "submit-partial", "2")  # the schedd accepts only 2 of the next submit's jobs
+    scale(stack, "partial", 5)
+    wait_until(lambda: len(live(stack, "partial")) == 5, timeout=60, message="5 jobs")
+    time.sleep(1)
+    jobs = assert_exact(stack, "partial", 5)
+    assert len(stack.calls("condor_submit")) == 2
+    assert len({j["ClusterId"] for j in jobs}) == 2
+    log = stack.log("worker1")
+    assert "asked for 5 jobs, the schedd created 2" in log

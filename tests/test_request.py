@@ -20,7 +20,7 @@ from htdask.state.requests import _RECORD_REQUEST
 from htdask.state.store import _JOIN_RECORDED, _RECORD_AND_ENQUEUE, _RECORD_AND_JOIN
 from tests.conftest import live, wait_until
 from tests.test_cli import cli, env, one_error_line  # noqa: F401 (env: the fixture)
-from tests.test_core import scale, stack  # noqa: F401 (stack: the fixture)
+from tests.test_core import module_stack, scale, shared  # noqa: F401 (fixtures)
 
 BAD = [
     ({"cluster": "Bad_Name", "n": 1}, "invalid cluster name 'Bad_Name'"),
@@ -81,9 +81,10 @@ def _sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
 
 
-def test_one_request_runs_one_recording_script_and_the_task_writes_no_desired_state(stack):
+def test_one_request_runs_one_recording_script_and_the_task_writes_no_desired_state(shared):
     """MONITOR (Redis' own log of every command, those run by scripts included) over one scale request,
     from `htdask scale` until its job is in the queue: the desired state is recorded by one script call."""
+    stack = shared
     scale(stack, "warm", 1)  # loads the scripts into Redis (a first EVALSHA fails, then is sent again)
     wait_until(lambda: len(live(stack, "warm")) == 1, message="1 job")
     time.sleep(0.5)
@@ -115,8 +116,10 @@ def _send(stack, task: str, kwargs: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_a_malformed_task_message_is_refused_without_side_effects(stack):
+def test_a_malformed_task_message_is_refused_without_side_effects(shared):
+    stack = shared
     store = Store(connect(stack.redis.url))
+    clusters = store.cluster_names()  # the module's other tests' (a fresh stack has none)
     bad = [("tasks.scale_cluster", {"request": '{"cluster": "Bad_Name", "n": 1, "seq": 5}'}),
            ("tasks.scale_cluster", {"request": "not json"}),
            ("tasks.scale_cluster", {"request": '{"cluster": "sigma", "n": 99999, "seq": 5}'}),
@@ -126,14 +129,15 @@ def test_a_malformed_task_message_is_refused_without_side_effects(stack):
     for task, kwargs in bad:
         result = _send(stack, task, kwargs)
         assert result["state"] == "refused" and "\n" not in result["error"], (kwargs, result)
-    assert store.cluster_names() == [] and store.get("sigma") is None
+    assert store.cluster_names() == clusters and store.get("sigma") is None
     assert not store.has_pending("local") and store.batches_done("local")
     assert stack.calls("condor_submit") == []
 
 
-def test_a_request_whose_record_was_lost_is_recorded_by_its_task_but_never_after_a_delete(stack):
+def test_a_request_whose_record_was_lost_is_recorded_by_its_task_but_never_after_a_delete(shared):
     """The enqueue's record lost (a failover before a replica held it): the task records its request from
     the message. A message at or below the cluster's tombstone (re-delivered after a delete) does not."""
+    stack = shared
     store = Store(connect(stack.redis.url))
     seq = store.next_seq()  # numbered, never recorded
     msg = ScaleRequest.build(cluster="tau", n=1, seq=seq).as_message()

@@ -82,7 +82,7 @@ def test_a_scheduler_that_never_answers_does_not_hold_up_other_clusters(service_
     hung = SilentScheduler()
     try:
         with Stack(DEFAULT_OWNER=service_user, DASK_WORKER_COMMAND=str(FAKE_WORKER), POLL_INTERVAL="60",
-                   SCHEDD_MIN_INTERVAL="0", RETIRE_TIMEOUT="20",
+                   SCHEDD_MIN_INTERVAL="0", RETIRE_TIMEOUT="10",
                    DASK_SCHEDULER_ADDRESS="tcp://127.0.0.1:8786") as stack:
             slow = ["slow1", "slow2", "slow3"]
             for c in slow:
