@@ -203,7 +203,8 @@ def scale_cluster(self, request: str | None = None, handled_by: str | None = Non
     (`start_queued_round`; a round that started meanwhile takes the cluster instead). Another's: the
     cluster is that round's (or, if its holder died, the watch's, the next request's or the poll's), and
     the task returns at once without a Redis call. Without it (older messages; a write no replica
-    confirmed) the task joins itself (`join_recorded`).
+    confirmed), and when the task runs again (a Celery retry, a re-delivery), it joins itself
+    (`join_recorded`).
 
     The message is parsed once (`ScaleRequest.parse_message`); a malformed one is refused: logged, nothing
     written, nothing retried. A request whose record is missing (the enqueue's write was lost: a failover
@@ -217,7 +218,10 @@ def scale_cluster(self, request: str | None = None, handled_by: str | None = Non
     except validation.ValidationError as e:
         log.error("task %s: scale request refused: %s", self.request.id, e)
         return {"state": "refused", "error": str(e)}
-    if isinstance(handled_by, str) and req.seq is not None:
+    # A retry of this task (its round failed for its own cluster) or a re-delivery (its worker died) joins
+    # itself: the enqueue's naming was for its first run, whose queued mark that run took or let expire.
+    again = bool(self.request.retries) or bool((self.request.delivery_info or {}).get("redelivered"))
+    if isinstance(handled_by, str) and req.seq is not None and not again:
         return _joined_at_enqueue(self, s, store, req, handled_by)
     runner = store.batch_lock(s.schedd_name)
     found = None
