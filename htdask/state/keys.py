@@ -1,4 +1,4 @@
-"""Every Redis key this product uses, in one place, under one prefix.
+r"""Every Redis key this product uses, in one place, under one prefix.
 
 Only this module builds key names; everything else asks it. The prefix is `htdask` (override with
 `STATE_PREFIX`, e.g. to run two controllers on one Redis).
