@@ -17,15 +17,8 @@ import pytest
 
 from htdask.state import Store, connect, keys
 from tests.conftest import REPO, needs, since_start, wait_until
-from tests.test_core import make_stack
+from tests.test_core import make_stack, module_stack  # noqa: F401 (a fixture: one stack per module)
 from workers.htcondor.queue_parser import parse_ads_text
-
-
-@pytest.fixture(scope="module")
-@needs("stack")
-def module_stack(service_user):
-    with make_stack(service_user) as s:
-        yield s
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from htdask.domain.submitdesc import CombinedDescription
 from htdask.domain.validation import ValidationError
 from tasks.submissions import SubmitPlan, _groups
 from tests.conftest import needs, queue_of, since_start, wait_until
-from tests.test_core import make_stack, store_of
+from tests.test_core import make_stack, module_stack, store_of  # noqa: F401 (module_stack: a fixture)
 from tests.test_localpool_lib import dry_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,13 +118,6 @@ def memory_of(stack, cluster: str) -> list[tuple[str, int]]:
                        "-attributes", "DaskWorkerName,RequestMemory,ClusterId")
     assert out.returncode == 0, out.stderr
     return sorted((a["DaskWorkerName"], a["RequestMemory"]) for a in json.loads(out.stdout or "[]"))
-
-
-@pytest.fixture(scope="module")
-@needs("stack")
-def module_stack(service_user):
-    with make_stack(service_user) as s:
-        yield s
 
 
 @pytest.fixture
