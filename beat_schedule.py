@@ -12,26 +12,14 @@ from __future__ import annotations
 def schedule(settings) -> dict:
     from tasks.config import poll_queue
 
-    polls = {
-        f"poll-{schedd}": {
-            "task": "tasks.poll_queue",
-            "schedule": settings.poll_interval,
-            "kwargs": {"schedd": schedd},
-            # No `expires`: a worker judges it by its own clock (one 30 s ahead discarded every poll). Polls that
-            # waited in the queue skip themselves when another ran less than half a period ago, by Redis' clock
-            # (tasks/poll.py).
-            "options": {"queue": poll_queue(schedd)},
-        }
-        for schedd in settings.schedds
-    }
-    # The idle and lifetime limits pass (tasks/limits.py): one task per schedd and period serves all its clusters.
-    limits = {
-        f"limits-{schedd}": {
-            "task": "tasks.enforce_limits",
-            "schedule": settings.poll_interval,
-            "kwargs": {"schedd": schedd},
-            "options": {"queue": poll_queue(schedd)},
-        }
-        for schedd in settings.schedds
-    }
-    return {**polls, **limits}
+    def every_period(name: str, task: str) -> dict:
+        """One `task` per schedd and POLL_INTERVAL, on the schedd's poll queue."""
+        return {f"{name}-{schedd}": {"task": task, "schedule": settings.poll_interval, "kwargs": {"schedd": schedd},
+                                     "options": {"queue": poll_queue(schedd)}}
+                for schedd in settings.schedds}
+
+    # Polls have no `expires`: a worker judges it by its own clock (one 30 s ahead discarded every poll). Polls
+    # that waited in the queue skip themselves when another ran less than half a period ago, by Redis' clock
+    # (tasks/poll.py). The idle and lifetime limits pass (tasks/limits.py): one task per schedd and period
+    # serves all its clusters.
+    return {**every_period("poll", "tasks.poll_queue"), **every_period("limits", "tasks.enforce_limits")}
