@@ -103,7 +103,8 @@ def reconcile_batched(cluster: str, task_id: str | None = None) -> dict:
     task ever waits for another or keeps a worker process while requests arrive. That task takes the
     lease anew: no token passes between tasks (htdask/state/rounds.py). The mark is honoured only while the
     round's lease lives, then for LOCK_TTL while its task starts: a round or task that died holds up
-    its clusters until the next request or poll, at most LOCK_TTL + POLL_INTERVAL.
+    its clusters until the next request or poll, at most LOCK_TTL + POLL_INTERVAL (the first request or poll
+    that finds either arms a watch task, due when it would expire).
     Returns the cluster's outcome, or {"state": "queued", "handled_by": task id} when its reconcile is
     left to another task's round (Flower traces the request there); raises the cluster's own failure
     (so Celery retries it); others' failures are in their own state. `task_id` is the calling task's id,

@@ -91,10 +91,12 @@ def test_a_request_joins_where_it_enters_and_names_its_own_task_only_when_no_rou
     assert where == "s" and store.get("a").desired == 1 and store.get("a").seq == seq
     assert joined == (True, None, FIRST) and store.r.get(keys.round_queued("s")) == FIRST
     assert 0 < store.r.pttl(keys.round_queued("s")) <= store.settings.lock_ttl * 1000, "honoured while it starts"
-    assert store.record_and_enqueue("b", 2, schedd="s", keep_schedd=True, task_id=LATER)[1] == (False, None, FIRST)
+    _, joined = store.record_and_enqueue("b", 2, schedd="s", keep_schedd=True, task_id=LATER)
+    assert joined[0] is False and joined[2] == FIRST and joined[1] is not None, "queued: the watch armed"
     lock = store.batch_lock("s")
     assert store.start_queued_round("s", lock, FIRST)[0], "the named task takes the lease"
     assert not store.r.exists(keys.round_queued("s"))
+    store.r.delete(keys.round_watch("s"))  # as the watch task does when it runs
     _, joined = store.record_and_enqueue("c", 1, schedd="s", keep_schedd=True, task_id=LATER)
     assert joined[0] is False and joined[2] == FIRST and joined[1] is not None, "running: the watch armed"
     assert store.record_and_enqueue("d", 1, schedd="s", keep_schedd=True, task_id=LATER)[1][1] is None, "once"
@@ -118,3 +120,31 @@ def test_a_task_named_by_its_enqueue_that_joins_itself_takes_the_free_lease(redi
     assert not store.r.exists(keys.round_queued("s"))
     assert store.start_round("s", lock, LATER, 10, 60) == ["a"]
     assert store.finish_round("s", lock, LATER, 10) == rounds.RELEASED
+
+
+def test_a_sent_task_lost_with_its_worker_delays_its_clusters_by_its_marks_ttl_only(redis_server):
+    """CI failure of test_reliability.py::test_worker_killed_during_scale_down: the scale task named at enqueue
+    was prefetched by the worker then SIGKILLed (it comes back only after the visibility timeout). The poll's
+    reconcile found the task's queued mark, was left to it, and armed nothing: the cluster waited for the next
+    poll. A join or an enqueue that finds a sent task's mark arms the watch, due when the mark expires; the
+    watch takes the free lease and runs the round."""
+    store = Store(connect(redis_server.url))
+    (seq, *_), joined = store.record_and_enqueue("a", 10, schedd="s", keep_schedd=True, task_id=FIRST)
+    assert joined == (True, None, FIRST)
+    store.r.pexpire(keys.round_queued("s"), 300)  # the task's time to start, shortened
+    # ... and FIRST never runs. The poll's reconcile task joins:
+    taken, watch, handler = store.join_pending("s", "a", store.batch_lock("s"), LATER)
+    assert not taken and handler == FIRST
+    assert watch is not None and 0 < watch <= 0.3, "a watch due when the lost task's mark expires"
+    assert store.join_pending("s", "b", store.batch_lock("s"))[1] is None, "armed once"
+    _, again = store.record_and_enqueue("c", 1, schedd="s", keep_schedd=True, task_id=LATER)
+    assert again == (False, None, FIRST), "an enqueue meanwhile is left to the mark, the watch armed already"
+    time.sleep(watch + 0.05)
+    lock = store.batch_lock("s")
+    assert store.watch_round("s", lock)[0], "the watch takes the free lease"
+    assert sorted(store.start_round("s", lock, LATER, 10, 60)) == ["a", "b", "c"]
+    assert store.finish_round("s", lock, LATER, 10) == rounds.RELEASED and store.batches_done("s")
+    # and an enqueue alone is covered too: the first finding a sent task's mark arms the watch
+    store.record_and_enqueue("d", 1, schedd="s", keep_schedd=True, task_id=FIRST)
+    _, joined = store.record_and_enqueue("e", 1, schedd="s", keep_schedd=True, task_id=LATER)
+    assert joined[0] is False and joined[2] == FIRST and joined[1] is not None

@@ -12,9 +12,10 @@
   - `<id>`, set when the round ends with clusters pending and sends that task: honoured for a short TTL
     (`LOCK_TTL`), the time the task has to start. A task lost with a dead worker (prefetched, it comes
     back only after the visibility timeout) stops holding anyone up when the mark expires.
-- `htdask:roundwatch:<schedd>`: armed (once) by a request or task that finds the lock held: a watch task
-  due when the lock would expire unrenewed, so a holder that died anywhere delays the clusters waiting on
-  it by at most the lease TTL (a live holder ends its round and hands the clusters on itself).
+- `htdask:roundwatch:<schedd>`: armed (once) by a request or task that finds the lock held, or a sent task's
+  mark: a watch task due when the lock would expire unrenewed (or the mark expire), so a holder or a sent
+  task that died anywhere delays the clusters waiting on it by at most the lease TTL (a live holder ends its
+  round and hands the clusters on itself; a watch that finds the lock free runs a round, empty or not).
 
 No token passes between tasks: each round's task takes the lease anew.
 """
@@ -25,10 +26,12 @@ from htdask.state.locks import new_token
 
 RELEASED, KEPT, LOST = 1, 0, -1
 
-# The watch: armed once, for as long as the held lock KEYS[2] would live unrenewed (plus a margin).
+# The watch: armed once, for as long as `key` would live unrenewed (plus a margin): the held lock KEYS[2], or a
+# sent task's queued mark KEYS[3] (a task prefetched by a worker that died comes back only after the visibility
+# timeout: the watch stands in for it once its mark has expired).
 _ARM_WATCH = """
-local function arm()
-  local ttl = redis.call('PTTL', KEYS[2])
+local function arm(key)
+  local ttl = redis.call('PTTL', key)
   if ttl > 0 and redis.call('SET', KEYS[4], '1', 'NX', 'PX', ttl + 1000) then return ttl end
   return -1
 end
@@ -57,7 +60,7 @@ if queued == ARGV[2] then  -- the task its request's enqueue named as the queued
 end
 if not queued and redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {1, -1, ''} end
 local watch = -1
-if redis.call('EXISTS', KEYS[2]) == 1 then watch = arm() end
+if redis.call('EXISTS', KEYS[2]) == 1 then watch = arm(KEYS[2]) elseif queued then watch = arm(KEYS[3]) end
 return {0, watch, queued or redis.call('GET', KEYS[2]) or ''}
 """
 # KEYS as _JOIN's; ARGV: cluster, the id of the scale task about to be sent for it, the queued mark's TTL (ms).
@@ -74,7 +77,7 @@ if not queued and not held then
   return {1, -1, ARGV[2]}
 end
 local watch = -1
-if held then watch = arm() end
+if held then watch = arm(KEYS[2]) elseif queued then watch = arm(KEYS[3]) end
 return {0, watch, queued or redis.call('GET', KEYS[2]) or ''}
 """
 # A round's task starts: KEYS as above plus KEYS[5], the mark it clears (the queued mark if it names the
@@ -84,7 +87,7 @@ _TAKE = _ARM_WATCH + """
 if ARGV[4] == '' or redis.call('GET', KEYS[5]) == ARGV[4] then redis.call('DEL', KEYS[5]) end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {1, -1, ''} end
 if redis.call('SCARD', KEYS[1]) == 0 then return {0, -1, ''} end
-return {0, arm(), redis.call('GET', KEYS[2]) or ''}
+return {0, arm(KEYS[2]), redis.call('GET', KEYS[2]) or ''}
 """
 # KEYS: pending set, batch lock, queued mark; ARGV: our token, the next round's task id, count, mark TTL
 # (ms). Pop the batch and, if the lock is still ours, name the next round's task in the queued mark (its
