@@ -202,7 +202,9 @@ def test_a_queued_round_gathers_requests_and_takes_the_lock_anew(store):
     store.add_pending("s", "y")
     assert store.queue_round("s", "next-task", 60) and not store.queue_round("s", "other", 60), "one at a time"
     assert store.release(running)
-    assert store.join_pending("s", "z", store.batch_lock("s")) == (False, None, "next-task"), "left to the queued round"
+    taken, watch, handler = store.join_pending("s", "z", store.batch_lock("s"))
+    assert not taken and handler == "next-task", "left to the queued round"
+    assert watch is not None and 59 < watch <= 60, "the watch armed, due when the queued task's mark expires"
     assert store.batch_state("s") == (3, True), "x, y, z pending; a round queued"
     queued = store.batch_lock("s")
     assert store.start_queued_round("s", queued, "next-task")[0] and queued.owned()

@@ -92,10 +92,34 @@ class LeaseKeeper:
                 self.drop(lock)
 
 
+# Many locks in one command (a round's clusters): KEYS the lock keys; ARGV[1] the token, ARGV[1 + i] key i's TTL
+# (ms). Per key two numbers: 1 if taken (SET NX PX, as redis-py's Lock.acquire), else 0 and its PTTL (ms).
+_TRY_LOCKS = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[i + 1]) then
+    out[2 * i - 1], out[2 * i] = 1, 0
+  else
+    out[2 * i - 1], out[2 * i] = 0, redis.call('PTTL', key)
+  end
+end
+return out
+"""
+# Release many locks (redis-py's Lock.release check, per key): KEYS the lock keys, ARGV[i] key i's token. Per key
+# 1 if released, 0 if it was no longer ours (expired, maybe taken by another holder).
+_RELEASE_LOCKS = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i] then redis.call('DEL', key); out[i] = 1 else out[i] = 0 end
+end
+return out
+"""
+
+
 class LockStore:
     """The lock and batched-round part of `state.Store` (needs `self.r`, `self.leases`, `self.metrics`)."""
 
-    SCRIPTS: dict = {}
+    SCRIPTS: dict = {"_try_locks": _TRY_LOCKS, "_release_locks": _RELEASE_LOCKS}
 
     # ---- single locks ---------------------------------------------------------------------------
     def _lock(self, key: str):
@@ -141,12 +165,11 @@ class LockStore:
         `Lock.acquire(blocking=False)` takes it (SET NX PX of a new token) and carries the token
         afterwards, so it interoperates with locks taken one at a time; release with `release_locks`.
         """
+        if not locks:
+            return [], {}
         encoded = self.r.get_encoder().encode(new_token())
-        pipe = self.r.pipeline(transaction=False)
-        for lock in locks:
-            pipe.set(lock.name, encoded, nx=True, px=int(lock.timeout * 1000))
-            pipe.pttl(lock.name)
-        out = pipe.execute()
+        out = self._try_locks(keys=[lock.name for lock in locks],
+                              args=[encoded, *(int(lock.timeout * 1000) for lock in locks)])
         taken, holders = [], {}
         for i, lock in enumerate(locks):
             if out[2 * i]:
@@ -158,12 +181,16 @@ class LockStore:
         return taken, holders
 
     def release_locks(self, locks: list) -> list:
-        """Stop renewing and release locks in one round trip (redis-py's own release script); returns
-        those that had expired and are no longer ours."""
+        """Stop renewing and release locks in one round trip (one script: redis-py's release check per lock);
+        returns those that had expired and are no longer ours."""
         self.leases.drop(*locks)
         pipe = self.r.pipeline(transaction=False)
+        if locks:
+            self._release_locks(keys=[lock.name for lock in locks], args=[lock.local.token for lock in locks],
+                                client=pipe)
         for lock in locks:
-            lock.lua_release(keys=[lock.name], args=[lock.local.token], client=pipe)
             lock.local.token = None
         self.metrics.drain_into(pipe)  # the round's schedd calls, timed while the locks were held
-        return [lock for lock, released in zip(locks, pipe.execute()[:len(locks)]) if not released]
+        out = pipe.execute()
+        released = out[0] if locks else []
+        return [lock for lock, ok in zip(locks, released) if not int(ok)]
