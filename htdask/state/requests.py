@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from htdask.state import keys
+from htdask.state.many import CLEAR_ERRORS, GENERATIONS, GET_MANY, chunks, pairs
 from htdask.state.quota import QUOTA_LUA, QUOTA_RELEASE_LUA, OwnerMismatch, QuotaExceeded, quota_arg
 
 log = logging.getLogger(__name__)
@@ -24,33 +25,6 @@ _HSET_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], unpack(ARGV)) end
 return 0
 """
-
-# Reads and writes over many clusters (a round's), one command each: KEYS the clusters' hashes (for _GET_MANY
-# each hash followed by its names set). _GET_MANY: per cluster its hash (HGETALL's flat list) and names set.
-_GET_MANY = """
-local out = {}
-for i = 1, #KEYS, 2 do
-  out[#out + 1] = redis.call('HGETALL', KEYS[i])
-  out[#out + 1] = redis.call('SMEMBERS', KEYS[i + 1])
-end
-return out
-"""
-_GENERATIONS = """
-local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call('HGET', key, 'generation') or '0' end
-return out
-"""
-# ARGV[2i - 1]: '1' to clear cluster i's error; ARGV[2i]: the newest request a round acted on ('' none), written
-# only while the cluster exists.
-_CLEAR_ERRORS = """
-for i, key in ipairs(KEYS) do
-  if ARGV[2 * i - 1] == '1' then redis.call('HDEL', key, 'error', 'error_at') end
-  if ARGV[2 * i] ~= '' and redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'handled_seq', ARGV[2 * i]) end
-end
-return 0
-"""
-#: clusters per call of the scripts above: one call blocks Redis for about 2 µs per cluster
-MANY_CHUNK = 1000
 
 # Set a cluster's error and its time by Redis' clock (the one clock, htdask.state.nodes), if the cluster exists.
 _SET_ERROR = """
@@ -186,8 +160,8 @@ class RequestStore:
     """The requests part of `state.Store` (needs `self.r`, `self.metrics`, `self.replicated`, `self.settings`)."""
 
     SCRIPTS = {"_record_request": _RECORD_REQUEST, "_delete_cluster": _DELETE_CLUSTER,
-               "_hset_if_exists": _HSET_IF_EXISTS, "_set_error": _SET_ERROR, "_get_many": _GET_MANY,
-               "_generations": _GENERATIONS, "_clear_errors": _CLEAR_ERRORS}
+               "_hset_if_exists": _HSET_IF_EXISTS, "_set_error": _SET_ERROR, "_get_many": GET_MANY,
+               "_generations": GENERATIONS, "_clear_errors": CLEAR_ERRORS}
 
     def next_seq(self) -> int:
         """A request number, taken when a request is enqueued; newer requests get larger numbers."""
@@ -297,15 +271,15 @@ class RequestStore:
         """Several clusters' records ({name: record, or None if not recorded}) in one round trip (one script
         call per MANY_CHUNK clusters)."""
         pipe = self.r.pipeline(transaction=False)
-        for part in _chunks(names):
+        for part in chunks(names):
             self._get_many(keys=[k for name in part for k in (keys.cluster(name), keys.names(name))], client=pipe)
         out = [x for reply in pipe.execute() for x in reply]
-        return {name: _record(name, _pairs(out[2 * i]), set(out[2 * i + 1])) for i, name in enumerate(names)}
+        return {name: _record(name, pairs(out[2 * i]), set(out[2 * i + 1])) for i, name in enumerate(names)}
 
     def generations(self, names: list[str]) -> dict[str, int]:
         """{name: its record's generation (0: not recorded)}, in one round trip."""
         pipe = self.r.pipeline(transaction=False)
-        for part in _chunks(names):
+        for part in chunks(names):
             self._generations(keys=[keys.cluster(name) for name in part], client=pipe)
         return {name: int(g) for name, g in zip(names, (g for reply in pipe.execute() for g in reply))}
 
@@ -316,7 +290,7 @@ class RequestStore:
         clear = set(names)
         every = list(dict.fromkeys([*names, *handled]))
         pipe = self.r.pipeline(transaction=False)
-        for part in _chunks(every):
+        for part in chunks(every):
             self._clear_errors(keys=[keys.cluster(name) for name in part],
                                args=[x for name in part for x in ("1" if name in clear else "0",
                                                                    int(handled[name]) if name in handled else "")],
@@ -374,15 +348,6 @@ class RequestStore:
     def count_replaced(self, name: str, n: int) -> int:
         """Held jobs replaced since the cluster's last request (reset by `record_request`)."""
         return int(self.r.hincrby(keys.cluster(name), "replaced", n))
-
-
-def _chunks(names: list[str]) -> list[list[str]]:
-    return [names[i:i + MANY_CHUNK] for i in range(0, len(names), MANY_CHUNK)]
-
-
-def _pairs(flat: list) -> dict:
-    """A hash from a script's HGETALL reply (a flat list: field, value, ...)."""
-    return dict(zip(flat[::2], flat[1::2]))
 
 
 def _record(name: str, h: dict, names: set) -> ClusterRecord | None:
