@@ -71,6 +71,9 @@ class Group(click.Group):
             fail(str(e), 2)
         except (click.Abort, KeyboardInterrupt):
             fail("aborted", 1)
+        except (redis.exceptions.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError,
+                redis.exceptions.NoPermissionError) as e:  # reached, but the password (or ACL user) was refused
+            fail(f"Redis ({redacted_url()}) refused the login: {e} (check REDIS_PASSWORD or the URL's password)", 1)
         except redis.exceptions.RedisError as e:
             fail(f"cannot reach Redis ({redacted_url()}): {e}", 1)
         except (Failure, TimeoutError) as e:

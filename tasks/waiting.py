@@ -46,7 +46,8 @@ class Progress:
 
     def line(self) -> str:
         what = f"{self.running} running" if self.direction == "up" else f"{self.live} live"
-        line = f"cluster {self.cluster}: {what}, target {self.target} ({self.done}/{self.total})"
+        moved = "started" if self.direction == "up" else "gone"
+        line = f"cluster {self.cluster}: {what}, target {self.target} ({self.done} of {self.total} {moved})"
         if self.others and self.live != self.running:
             line += f"; waiting for {self.target} running and no other job ({self.others})"
         return line

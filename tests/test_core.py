@@ -331,6 +331,28 @@ def test_redis_down_is_one_line_exit_1(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1 and "cannot reach Redis" in out.stderr
 
 
+
+@pytest.mark.redis
+@pytest.mark.parametrize("password", ["wrong-password", ""], ids=["wrong", "missing"])
+def test_a_refused_redis_password_is_one_line_naming_the_login_exit_1(tmp_path, password):
+    """A first trial's finding: a Redis that refused the password was reported as "cannot reach Redis"; it was
+    reached. The line says the login was refused, and never prints a password."""
+    from htdask.demo.redis_server import RedisServer
+    from htdask.demo.services import base_env
+    server = RedisServer(tmp_path / "redis", password="right-password-1234").start()
+    try:
+        auth = f":{password}@" if password else ""
+        env = base_env(tmp_path, f"redis://{auth}127.0.0.1:{server.port}/0")
+        env.pop("REDIS_PASSWORD", None)
+        out = subprocess.run([sys.executable, str(REPO / "cli.py"), "status"], env=env, capture_output=True,
+                             text=True, timeout=60)
+    finally:
+        server.stop()
+    assert out.returncode == 1, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "refused the login" in lines[0] and "cannot reach" not in lines[0], out.stderr
+    assert "right-password-1234" not in out.stderr and (not password or password not in out.stderr)
+
 def test_summary_counts_jobs_that_left_the_queue(shared):
     stack = shared
     scale(stack, "lam", 3)

@@ -29,11 +29,11 @@ def test_scale_wait_reads_beat_and_fails_fast(service_user):
         assert out.returncode == 0, out.stderr
         elapsed = time.monotonic() - started
         assert _polls(stack) - before <= elapsed / 2 + 2, "beat's polls plus at most one"
-        assert "3 running, target 3 (3/3)" in out.stderr
+        assert "3 running, target 3 (3 of 3 started)" in out.stderr
         # down: progress counts jobs gone
         out = stack.cli("scale", "w", "1", "--wait", "--timeout", "60")
         assert out.returncode == 0, out.stderr
-        assert "1 live, target 1 (2/2)" in out.stderr.splitlines()[-1]
+        assert "1 live, target 1 (2 of 2 gone)" in out.stderr.splitlines()[-1]
         assert len(live(stack, "w")) == 1
 
         # a cluster in error for good: exit 1 with the stored error, long before the timeout
