@@ -20,7 +20,7 @@ for i, key in ipairs(KEYS) do out[i] = redis.call('HGET', key, 'generation') or 
 return out
 """
 # ARGV[2i - 1]: '1' to clear cluster i's error; ARGV[2i]: the newest request a round acted on ('' none), written
-# only while the cluster exists.
+# only while the cluster exists (never re-creating a deleted cluster's record).
 CLEAR_ERRORS = """
 for i, key in ipairs(KEYS) do
   if ARGV[2 * i - 1] == '1' then redis.call('HDEL', key, 'error', 'error_at') end
@@ -28,7 +28,7 @@ for i, key in ipairs(KEYS) do
 end
 return 0
 """
-#: clusters per call of the scripts above: one call blocks Redis for about 2 µs per cluster
+#: clusters per call of the scripts above (Redis serves nothing else while one runs)
 MANY_CHUNK = 1000
 
 

@@ -20,11 +20,6 @@ REPLICA_WAIT_MS = 1000
 #: until the old master returns as a replica): nothing could be promoted over them meanwhile
 NO_REPLICA_PAUSE = 10.0
 
-# Set hash fields only if the hash exists (never re-create a deleted cluster's record).
-_HSET_IF_EXISTS = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], unpack(ARGV)) end
-return 0
-"""
 
 # Set a cluster's error and its time by Redis' clock (the one clock, htdask.state.nodes), if the cluster exists.
 _SET_ERROR = """
@@ -160,7 +155,7 @@ class RequestStore:
     """The requests part of `state.Store` (needs `self.r`, `self.metrics`, `self.replicated`, `self.settings`)."""
 
     SCRIPTS = {"_record_request": _RECORD_REQUEST, "_delete_cluster": _DELETE_CLUSTER,
-               "_hset_if_exists": _HSET_IF_EXISTS, "_set_error": _SET_ERROR, "_get_many": GET_MANY,
+               "_set_error": _SET_ERROR, "_get_many": GET_MANY,
                "_generations": GENERATIONS, "_clear_errors": CLEAR_ERRORS}
 
     def next_seq(self) -> int:

@@ -35,6 +35,12 @@ local function arm(key)
   if ttl > 0 and redis.call('SET', KEYS[4], '1', 'NX', 'PX', ttl + 1000) then return ttl end
   return -1
 end
+-- for a request left to a running round (the lock) or to a sent task (`queued`, its mark)
+local function arm_for(queued)
+  if redis.call('EXISTS', KEYS[2]) == 1 then return arm(KEYS[2]) end
+  if queued then return arm(KEYS[3]) end
+  return -1
+end
 """
 # The queued mark (KEYS[3]) as it counts: a round's `r:` mark only while the batch lock KEYS[2] exists (its
 # round is alive), else it is void and deleted.
@@ -59,9 +65,7 @@ if queued == ARGV[2] then  -- the task its request's enqueue named as the queued
   queued = false
 end
 if not queued and redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {1, -1, ''} end
-local watch = -1
-if redis.call('EXISTS', KEYS[2]) == 1 then watch = arm(KEYS[2]) elseif queued then watch = arm(KEYS[3]) end
-return {0, watch, queued or redis.call('GET', KEYS[2]) or ''}
+return {0, arm_for(queued), queued or redis.call('GET', KEYS[2]) or ''}
 """
 # KEYS as _JOIN's; ARGV: cluster, the id of the scale task about to be sent for it, the queued mark's TTL (ms).
 # A request joins the pending set where it enters (tasks.api): when no round runs or is queued, its own task
@@ -76,9 +80,7 @@ if not queued and not held then
   redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
   return {1, -1, ARGV[2]}
 end
-local watch = -1
-if held then watch = arm(KEYS[2]) elseif queued then watch = arm(KEYS[3]) end
-return {0, watch, queued or redis.call('GET', KEYS[2]) or ''}
+return {0, arm_for(queued), queued or redis.call('GET', KEYS[2]) or ''}
 """
 # A round's task starts: KEYS as above plus KEYS[5], the mark it clears (the queued mark if it names the
 # task, ARGV[4]; the watch mark when ARGV[4] is ''). Same reply as _JOIN; a busy lock re-arms the watch
